@@ -1,0 +1,250 @@
+//! The `testbed` command line: one subcommand per job of the lab. Each subcommand parses its
+//! flags with clap and hands over to the module that owns the work; errors come back as one
+//! line on stderr and a non-zero exit.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::metainfo::{self, Torrent};
+use crate::peer::{self, ExitMode, Peer, PeerConfig};
+use crate::policy::{self, tit_for_tat::TitForTat};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "testbed",
+    version,
+    about = "A lab for video-on-demand over BitTorrent"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write a single-file .torrent (BEP 3) for FILE.
+    MakeTorrent(MakeTorrentArgs),
+    /// Run one BitTorrent client (what `testbed start` spawns as a world client).
+    Peer(PeerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MakeTorrentArgs {
+    pub file: PathBuf,
+    /// Tracker announce URL, e.g. http://127.0.0.1:6970/announce
+    #[arg(long)]
+    pub announce: String,
+    /// Piece length in bytes (default: about 1000-2000 pieces, 16 KiB to 4 MiB)
+    #[arg(long)]
+    pub piece_length: Option<u32>,
+    /// Output file (default: FILE.torrent in the current folder)
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PeerArgs {
+    pub torrent: PathBuf,
+    /// The content: the file (single-file torrent) or folder (multi-file)
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The data is complete: refuse to start otherwise
+    #[arg(long)]
+    pub seed: bool,
+    /// Upload cap in KB/s (1 KB = 1024 B); 0 = none
+    #[arg(long, default_value_t = 0.0)]
+    pub max_upload_rate: f64,
+    /// Download cap in KB/s; 0 = none
+    #[arg(long, default_value_t = 0.0)]
+    pub max_download_rate: f64,
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Port to listen on (0: any free port)
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Connect to this peer directly (repeatable)
+    #[arg(long = "peer")]
+    pub peers: Vec<SocketAddr>,
+    /// Announce URL instead of the torrent's; "" for no tracker
+    #[arg(long)]
+    pub tracker: Option<String>,
+    /// Exit once complete
+    #[arg(long, conflicts_with = "linger")]
+    pub exit_on_complete: bool,
+    /// Seed this many seconds after completing, then exit
+    #[arg(long)]
+    pub linger: Option<f64>,
+    /// Piece picker: rarest, sequential
+    #[arg(long, default_value = "rarest")]
+    pub policy: String,
+    /// Upload slots (the optimistic unchoke included)
+    #[arg(long, default_value_t = 4)]
+    pub upload_slots: usize,
+    /// Most connections
+    #[arg(long, default_value_t = 60)]
+    pub max_connections: usize,
+    /// Hash failures before a peer is banned
+    #[arg(long, default_value_t = 3)]
+    pub ban_after: u32,
+    /// Longest wait between announces, seconds
+    #[arg(long, default_value_t = 60.0)]
+    pub max_announce_interval: f64,
+    /// Peer id (20 bytes); default: a fresh random one
+    #[arg(long)]
+    pub peer_id: Option<String>,
+    /// Seed of the picker's and choker's random choices
+    #[arg(long)]
+    pub rng_seed: Option<u64>,
+    /// Log file (default: stderr, filtered by RUST_LOG, warnings only)
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Worker threads (1: a single-threaded runtime, the light choice for world clients)
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// Set up tracing: to `file` at info level (RUST_LOG overrides), or to stderr at `default`.
+pub fn init_logging(file: Option<&std::path::Path>, default: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(if file.is_some() { "info" } else { default }));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("log file {}", p.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+pub fn make_torrent(a: MakeTorrentArgs) -> anyhow::Result<()> {
+    let size = std::fs::metadata(&a.file)
+        .with_context(|| format!("{}", a.file.display()))?
+        .len();
+    let pl = a
+        .piece_length
+        .unwrap_or_else(|| metainfo::default_piece_length(size));
+    let bytes = metainfo::make_torrent(&a.file, &a.announce, pl)?;
+    let out = a.output.unwrap_or_else(|| {
+        let name = a
+            .file
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        let mut n = name;
+        n.push(".torrent");
+        PathBuf::from(n)
+    });
+    std::fs::write(&out, &bytes).with_context(|| format!("{}", out.display()))?;
+    let t = Torrent::from_bytes(&bytes)?;
+    println!(
+        "{} {} ({} pieces of {} bytes)",
+        t.info_hash,
+        out.display(),
+        t.num_pieces(),
+        t.piece_length
+    );
+    Ok(())
+}
+
+pub fn peer(a: PeerArgs) -> anyhow::Result<()> {
+    init_logging(a.log.as_deref(), "warn")?;
+    let torrent = Arc::new(Torrent::from_file(&a.torrent)?);
+    let seed = a.rng_seed.unwrap_or_else(rand::random);
+    let picker = policy::picker_by_name(&a.policy, seed).with_context(|| {
+        format!(
+            "--policy {}: unknown (known: {})",
+            a.policy,
+            policy::PICKERS.join(", ")
+        )
+    })?;
+    let peer_id = match &a.peer_id {
+        None => peer::new_peer_id(),
+        Some(s) => s
+            .as_bytes()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("--peer-id must be exactly 20 bytes, got {}", s.len()))?,
+    };
+    let exit = match (a.exit_on_complete, a.linger) {
+        (true, _) => ExitMode::OnComplete,
+        (false, Some(s)) if s >= 0.0 && s.is_finite() => {
+            ExitMode::Linger(Duration::from_secs_f64(s))
+        }
+        (false, Some(s)) => anyhow::bail!("--linger {s}: must be a non-negative number of seconds"),
+        (false, None) => ExitMode::Never,
+    };
+    let cfg = PeerConfig {
+        torrent,
+        data: a.data,
+        seed: a.seed,
+        bind: a.bind,
+        port: a.port,
+        peer_id,
+        max_upload_rate: a.max_upload_rate,
+        max_download_rate: a.max_download_rate,
+        limits: peer::session::Limits {
+            max_connections: a.max_connections,
+            ban_after: a.ban_after.max(1),
+            ..Default::default()
+        },
+        upload_slots: a.upload_slots.max(1),
+        tracker: a.tracker,
+        peers: a.peers,
+        exit,
+        picker,
+        choker: Box::new(TitForTat::new(a.upload_slots, seed ^ 0x5eed)),
+        timeouts: Default::default(),
+        max_announce_interval: Duration::from_secs_f64(a.max_announce_interval.max(1.0)),
+    };
+    let rt = if a.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(a.threads)
+            .enable_all()
+            .build()?
+    };
+    rt.block_on(async {
+        let p = Peer::start(cfg).await?;
+        // One machine-readable line for whoever started us (tests, the orchestrator).
+        println!(
+            "listening {} peer_id {}",
+            p.addr,
+            String::from_utf8_lossy(&p.session.peer_id)
+        );
+        p.run_until_exit().await
+    })
+}
+
+/// Run the CLI; returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::MakeTorrent(a) => make_torrent(a),
+        Command::Peer(a) => peer(a),
+    };
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("testbed: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! One peer connection: the handshake, then a reader that decodes messages and acts on them,
+//! and a writer that batches outgoing messages and serves blocks under the upload cap.
+//!
+//! Every connection ends with one log line saying why (peer closed, protocol error, timeout,
+//! banned...), so that an interop failure can be read from both sides' logs.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify};
+
+use super::session::{BlockOutcome, Cmd, ConnId, PeerId, Session};
+use crate::wire::{Bitfield, BlockRef, Decoder, Handshake, Message, MAX_REQUEST_LEN};
+
+/// Timeouts of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub handshake: Duration,
+    /// Close when nothing at all has arrived for this long (peers send keep-alives every 2 min).
+    pub idle: Duration,
+    /// Give back our requests when a peer that owes us blocks sends nothing for this long.
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            handshake: Duration::from_secs(10),
+            idle: Duration::from_secs(180),
+            request: Duration::from_secs(30),
+        }
+    }
+}
+
+/// State shared by a connection's reader and writer.
+struct Shared {
+    /// Requests the peer made that we will serve, in order.
+    uploads: Mutex<VecDeque<BlockRef>>,
+    upload_ready: Notify,
+    uploaded: AtomicU64,
+}
+
+/// Why a connection ended.
+type Reason = String;
+
+/// Run a connection to its end. `outgoing`: we dialled, so we speak first.
+pub async fn run(
+    session: Arc<Session>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    outgoing: bool,
+    timeouts: Timeouts,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut peer_id_hex = String::from("?");
+    let reason = match handshake(&session, stream, outgoing, timeouts).await {
+        Ok((stream, peer, inbuf)) => {
+            peer_id_hex = crate::metainfo::hex(&peer.peer_id);
+            let (tx, rx) = mpsc::unbounded_channel();
+            match session.register(peer.peer_id, addr, tx) {
+                Ok(id) => {
+                    tracing::info!(%addr, peer = %peer_id_hex, outgoing, "connected");
+                    let mut conn =
+                        Conn::new(session.clone(), id, peer.peer_id, peer.supports_fast());
+                    let r = conn.run(stream, inbuf, rx, timeouts).await;
+                    session.unregister(id, &conn.peer_has);
+                    r
+                }
+                Err(why) => why.to_string(),
+            }
+        }
+        Err(e) => e,
+    };
+    tracing::info!(%addr, peer = %peer_id_hex, "disconnected: {reason}");
+}
+
+async fn handshake(
+    session: &Session,
+    mut stream: TcpStream,
+    outgoing: bool,
+    t: Timeouts,
+) -> Result<(TcpStream, Handshake, BytesMut), Reason> {
+    let ours = Handshake::new(session.torrent.info_hash.0, session.peer_id);
+    let mut out = BytesMut::with_capacity(68);
+    ours.encode(&mut out);
+    let work = async {
+        if outgoing {
+            stream
+                .write_all(&out)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+        }
+        let mut buf = BytesMut::with_capacity(1024);
+        let theirs = loop {
+            match Handshake::parse(&mut buf).map_err(|e| e.to_string())? {
+                Some(h) => break h,
+                None => {
+                    if stream
+                        .read_buf(&mut buf)
+                        .await
+                        .map_err(|e| format!("read: {e}"))?
+                        == 0
+                    {
+                        return Err("closed during handshake".to_string());
+                    }
+                }
+            }
+        };
+        if theirs.info_hash != ours.info_hash {
+            return Err(format!(
+                "wrong info hash {}",
+                crate::metainfo::hex(&theirs.info_hash)
+            ));
+        }
+        if !outgoing {
+            stream
+                .write_all(&out)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+        }
+        Ok((theirs, buf))
+    };
+    match tokio::time::timeout(t.handshake, work).await {
+        Ok(Ok((h, buf))) => Ok((stream, h, buf)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("handshake timed out".into()),
+    }
+}
+
+struct Conn {
+    session: Arc<Session>,
+    id: ConnId,
+    peer_id: PeerId,
+    fast: bool,
+    peer_has: Bitfield,
+    got_first: bool,
+    am_interested: bool,
+    peer_choking: bool,
+    am_choking: bool,
+    outstanding: HashSet<BlockRef>,
+    last_block: Instant,
+    out: BytesMut,
+    shared: Arc<Shared>,
+}
+
+impl Conn {
+    fn new(session: Arc<Session>, id: ConnId, peer_id: PeerId, fast: bool) -> Self {
+        let n = session.torrent.num_pieces();
+        Conn {
+            session,
+            id,
+            peer_id,
+            fast,
+            peer_has: Bitfield::new(n),
+            got_first: false,
+            am_interested: false,
+            peer_choking: true,
+            am_choking: true,
+            outstanding: HashSet::new(),
+            last_block: Instant::now(),
+            out: BytesMut::with_capacity(4096),
+            shared: Arc::new(Shared {
+                uploads: Mutex::new(VecDeque::new()),
+                upload_ready: Notify::new(),
+                uploaded: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn send(&mut self, m: Message) {
+        m.encode(&mut self.out);
+    }
+
+    async fn run(
+        &mut self,
+        stream: TcpStream,
+        mut inbuf: BytesMut,
+        mut cmds: mpsc::UnboundedReceiver<Cmd>,
+        t: Timeouts,
+    ) -> Reason {
+        let (mut rd, wr) = stream.into_split();
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel::<BytesMut>();
+        let writer = tokio::spawn(writer(
+            self.session.clone(),
+            self.id,
+            wr,
+            ctl_rx,
+            self.shared.clone(),
+            self.fast,
+        ));
+
+        // Our pieces first.
+        let have = self.session.have();
+        if self.fast && have.is_complete() {
+            self.send(Message::HaveAll);
+        } else if self.fast && have.count() == 0 {
+            self.send(Message::HaveNone);
+        } else if have.count() > 0 {
+            self.send(Message::Bitfield(have.as_bytes().to_vec().into()));
+        }
+
+        let decoder = Decoder::for_pieces(self.session.torrent.num_pieces());
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_recv = Instant::now();
+        let mut last_sent = Instant::now();
+        let reason: Reason = 'conn: loop {
+            // Act on every complete message buffered (the handshake may have brought some).
+            loop {
+                match decoder.decode(&mut inbuf) {
+                    Ok(Some(m)) => {
+                        if let Err(r) = self.handle(m) {
+                            break 'conn r;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => break 'conn format!("protocol error: {e}"),
+                }
+            }
+            if !self.out.is_empty() {
+                last_sent = Instant::now();
+                let buf = self.out.split();
+                if ctl_tx.send(buf).is_err() {
+                    break "connection write failed".into();
+                }
+            }
+            tokio::select! {
+                r = rd.read_buf(&mut inbuf) => match r {
+                    Ok(0) => break "peer closed the connection".into(),
+                    Ok(n) => {
+                        last_recv = Instant::now();
+                        if let Some(l) = &self.session.down_limit { l.take(n as u32).await; }
+                        if inbuf.capacity() - inbuf.len() < 16 * 1024 { inbuf.reserve(256 * 1024); }
+                    }
+                    Err(e) => break format!("read error: {e}"),
+                },
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Close(why)) => break why.to_string(),
+                    Some(c) => self.command(c),
+                    None => break "session ended".into(),
+                },
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if now - last_recv > t.idle { break "idle timeout".into(); }
+                    if !self.outstanding.is_empty() && now - self.last_block > t.request {
+                        // Snubbed: let other peers have these blocks.
+                        let blocks: Vec<BlockRef> = self.outstanding.drain().collect();
+                        self.session.release(self.id, blocks.into_iter());
+                        self.last_block = now;
+                    }
+                    if now - last_sent > Duration::from_secs(90) {
+                        self.send(Message::KeepAlive);
+                    }
+                }
+            }
+        };
+        // Send what is pending (e.g. a last have), then stop the writer.
+        if !self.out.is_empty() {
+            let _ = ctl_tx.send(self.out.split());
+        }
+        drop(ctl_tx);
+        let mut writer = writer;
+        if tokio::time::timeout(Duration::from_millis(200), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+        reason
+    }
+
+    /// Act on one message from the peer. `Err`: close the connection for that reason.
+    fn handle(&mut self, m: Message) -> Result<(), Reason> {
+        let n = self.session.torrent.num_pieces();
+        let first = !self.got_first;
+        self.got_first = true;
+        match m {
+            Message::KeepAlive
+            | Message::Port(_)
+            | Message::Extended(_)
+            | Message::Suggest(_)
+            | Message::AllowedFast(_) => {}
+            Message::Choke => {
+                self.peer_choking = true;
+                // BEP 3: a choke discards our requests. (With BEP 6 the peer rejects each one;
+                // giving them back now is the same, and late blocks are still accepted.)
+                let blocks: Vec<BlockRef> = self.outstanding.drain().collect();
+                self.session.release(self.id, blocks.into_iter());
+            }
+            Message::Unchoke => {
+                self.peer_choking = false;
+                self.fill();
+            }
+            Message::Interested => self.session.set_interested(self.id, true),
+            Message::NotInterested => self.session.set_interested(self.id, false),
+            Message::Have(i) => {
+                if i >= n {
+                    return Err(format!("have for piece {i} of {n}"));
+                }
+                if self.peer_has.set(i) {
+                    self.session
+                        .peer_has(self.id, std::iter::once(i), self.peer_has.is_complete());
+                    self.update_interest();
+                }
+            }
+            Message::Bitfield(b) => {
+                if !first {
+                    return Err("bitfield after the first message".into());
+                }
+                let bf = Bitfield::from_wire(&b, n)
+                    .ok_or_else(|| format!("bitfield of {} bytes for {n} pieces", b.len()))?;
+                self.set_all(bf);
+            }
+            Message::HaveAll | Message::HaveNone => {
+                if !self.fast || !first {
+                    return Err("have-all/none without the fast extension or not first".into());
+                }
+                if matches!(m, Message::HaveAll) {
+                    self.set_all(Bitfield::full(n));
+                }
+            }
+            Message::Request(b) => self.on_request(b)?,
+            Message::Cancel(b) => {
+                self.shared
+                    .uploads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|q| *q != b);
+            }
+            Message::Reject(b) => {
+                if self.outstanding.remove(&b) {
+                    self.session.release(self.id, std::iter::once(b));
+                }
+            }
+            Message::Piece { index, begin, data } => {
+                let r = BlockRef {
+                    index,
+                    begin,
+                    length: data.len() as u32,
+                };
+                self.outstanding.remove(&r);
+                self.last_block = Instant::now();
+                match self
+                    .session
+                    .on_block(self.id, self.peer_id, index, begin, &data)
+                {
+                    BlockOutcome::PieceFailed(i) => {
+                        tracing::debug!(piece = i, "piece failed its hash")
+                    }
+                    BlockOutcome::PieceVerified(_)
+                    | BlockOutcome::Stored
+                    | BlockOutcome::Unwanted => {}
+                }
+                self.fill();
+            }
+        }
+        Ok(())
+    }
+
+    fn set_all(&mut self, bf: Bitfield) {
+        self.session
+            .peer_has(self.id, bf.iter_ones(), bf.is_complete());
+        self.peer_has = bf;
+        self.update_interest();
+    }
+
+    fn on_request(&mut self, b: BlockRef) -> Result<(), Reason> {
+        let t = &self.session.torrent;
+        if b.index >= t.num_pieces()
+            || b.length == 0
+            || b.length > MAX_REQUEST_LEN
+            || b.begin as u64 + b.length as u64 > t.piece_len(b.index) as u64
+        {
+            return Err(format!("bad request {b:?}"));
+        }
+        let mut q = self
+            .shared
+            .uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let serve = !self.am_choking
+            && q.len() < self.session.limits.max_queued_requests
+            && self.session.have_piece(b.index);
+        if serve {
+            q.push_back(b);
+            drop(q);
+            self.shared.upload_ready.notify_one();
+        } else {
+            drop(q);
+            if self.fast {
+                self.send(Message::Reject(b));
+            }
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, c: Cmd) {
+        match c {
+            Cmd::Have(i) => {
+                self.send(Message::Have(i));
+                if self.am_interested {
+                    self.update_interest();
+                }
+            }
+            Cmd::Choke => {
+                self.am_choking = true;
+                let dropped: Vec<BlockRef> = self
+                    .shared
+                    .uploads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .drain(..)
+                    .collect();
+                self.send(Message::Choke);
+                if self.fast {
+                    for b in dropped {
+                        self.send(Message::Reject(b));
+                    }
+                }
+            }
+            Cmd::Unchoke => {
+                self.am_choking = false;
+                self.send(Message::Unchoke);
+            }
+            Cmd::Cancel(b) => {
+                if self.outstanding.remove(&b) {
+                    self.send(Message::Cancel(b));
+                }
+            }
+            Cmd::Fill => self.fill(),
+            Cmd::Close(_) => {}
+        }
+    }
+
+    fn update_interest(&mut self) {
+        let want = self.session.lacks_any_of(&self.peer_has);
+        if want != self.am_interested {
+            self.am_interested = want;
+            self.send(if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            });
+        }
+        if want {
+            self.fill();
+        }
+    }
+
+    /// Keep the request pipeline full.
+    fn fill(&mut self) {
+        if self.peer_choking || !self.am_interested {
+            return;
+        }
+        let rate = self.session.down_rate(self.id);
+        let blocks =
+            self.session
+                .pick_blocks(self.id, &self.peer_has, &self.outstanding, rate, usize::MAX);
+        if !blocks.is_empty() && self.outstanding.is_empty() {
+            self.last_block = Instant::now();
+        }
+        for b in blocks {
+            self.outstanding.insert(b);
+            self.send(Message::Request(b));
+        }
+    }
+}
+
+/// The writing half: control messages as they come, and blocks the peer asked for, read from
+/// storage and paced by the session's upload cap.
+async fn writer(
+    session: Arc<Session>,
+    id: ConnId,
+    mut wr: OwnedWriteHalf,
+    mut ctl: mpsc::UnboundedReceiver<BytesMut>,
+    shared: Arc<Shared>,
+    _fast: bool,
+) {
+    let mut buf = BytesMut::with_capacity(512 * 1024);
+    let max_batch = 256 * 1024;
+    let mut open = true;
+    loop {
+        // Control messages first: they are small and some (have, choke) are urgent.
+        while let Ok(m) = ctl.try_recv() {
+            buf.extend_from_slice(&m);
+        }
+        let next = shared
+            .uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        match next {
+            Some(b) => {
+                if let Some(l) = &session.up_limit {
+                    if !buf.is_empty() {
+                        if wr.write_all(&buf).await.is_err() {
+                            return;
+                        }
+                        buf.clear();
+                    }
+                    l.take(b.length + 13).await;
+                }
+                Message::piece_header(b.index, b.begin, b.length, &mut buf);
+                let start = buf.len();
+                buf.resize(start + b.length as usize, 0);
+                let at = session.torrent.piece_offset(b.index) + b.begin as u64;
+                if let Err(e) = session.storage.read(at, &mut buf[start..]) {
+                    tracing::error!(piece = b.index, "read failed: {e}");
+                    return;
+                }
+                shared
+                    .uploaded
+                    .fetch_add(b.length as u64, Ordering::Relaxed);
+                session.note_upload(id, b.length as u64);
+                if buf.len() < max_batch && session.up_limit.is_none() {
+                    continue;
+                }
+            }
+            None if buf.is_empty() => {
+                if !open {
+                    return;
+                }
+                tokio::select! {
+                    m = ctl.recv() => match m {
+                        Some(m) => buf.extend_from_slice(&m),
+                        None => {
+                            open = false;
+                            shared.uploads.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                        }
+                    },
+                    _ = shared.upload_ready.notified() => {}
+                }
+                continue;
+            }
+            None => {}
+        }
+        if !buf.is_empty() {
+            if wr.write_all(&buf).await.is_err() {
+                return;
+            }
+            buf.clear();
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! A BitTorrent peer: one torrent, its storage, its connections, its caps. It is what
+//! `testbed peer` runs as a world client, and the engine under `vod-client`.
+//!
+//! The pieces, from the bottom up:
+//!
+//! * [`storage`]: the content on disk, positional reads and writes, resume by hash check;
+//! * [`session`]: the shared state (pieces held, blocks under way, connections) and the
+//!   decisions that span connections: which blocks to request (through the
+//!   [`crate::policy::PiecePicker`]), verifying finished pieces, banning peers that send corrupt
+//!   data, endgame;
+//! * [`conn`]: one connection, a reader that speaks the [`crate::wire`] protocol and a writer
+//!   that serves blocks under the upload cap;
+//! * [`rate`]: rate measurement and governor token buckets (KB/s, 1 KB = 1024 B);
+//! * [`tracker_client`]: HTTP announces.
+//!
+//! [`Peer::start`] ties them together: it binds the listening socket, announces, connects to
+//! the peers it learns of, rechokes every 10 s (through the [`crate::policy::Choker`]) and
+//! [`Peer::run_until_exit`] runs until the exit condition (complete, linger elapsed, signal).
+
+pub mod conn;
+pub mod rate;
+pub mod session;
+pub mod storage;
+pub mod tracker_client;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::Rng;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::metainfo::Torrent;
+use crate::policy::{Choker, PiecePicker};
+use conn::Timeouts;
+use rate::Limiter;
+pub use session::Session;
+use tracker_client::{AnnounceRequest, Event};
+
+/// When a peer stops on its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ExitMode {
+    /// Until a signal (SIGINT/SIGTERM).
+    Never,
+    /// As soon as every piece is held (after announcing `completed`).
+    OnComplete,
+    /// Seed this long after completing, then exit.
+    Linger(Duration),
+}
+
+/// Everything a peer needs to start.
+pub struct PeerConfig {
+    pub torrent: Arc<Torrent>,
+    /// The file (single-file torrent) or folder (multi-file) holding the content.
+    pub data: PathBuf,
+    /// The data must already be complete.
+    pub seed: bool,
+    pub bind: IpAddr,
+    /// 0: any free port.
+    pub port: u16,
+    pub peer_id: [u8; 20],
+    /// KB/s; 0 = no cap.
+    pub max_upload_rate: f64,
+    pub max_download_rate: f64,
+    pub limits: session::Limits,
+    pub upload_slots: usize,
+    /// Announce URL; `None` uses the torrent's. Empty string: no tracker.
+    pub tracker: Option<String>,
+    pub peers: Vec<SocketAddr>,
+    pub exit: ExitMode,
+    pub picker: Box<dyn PiecePicker>,
+    pub choker: Box<dyn Choker>,
+    pub timeouts: Timeouts,
+    /// Seconds between announces at most (the tracker's interval is used when shorter).
+    pub max_announce_interval: Duration,
+}
+
+/// A fresh Azureus-style peer id: `-TB0100-` and 12 random characters.
+pub fn new_peer_id() -> [u8; 20] {
+    let mut id = *b"-TB0100-000000000000";
+    let mut rng = rand::rng();
+    const CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    for b in &mut id[8..] {
+        *b = CHARS[rng.random_range(0..CHARS.len())];
+    }
+    id
+}
+
+/// A running peer.
+pub struct Peer {
+    pub session: Arc<Session>,
+    pub addr: SocketAddr,
+    exit: ExitMode,
+    tracker: Option<String>,
+    client: reqwest::Client,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Peer {
+    /// Open storage (checking what is there), bind, and start announcing, accepting, connecting
+    /// and choking.
+    pub async fn start(cfg: PeerConfig) -> anyhow::Result<Peer> {
+        let torrent = cfg.torrent.clone();
+        let data = cfg.data.clone();
+        let seed = cfg.seed;
+        let (storage, have) =
+            tokio::task::spawn_blocking(move || storage::Storage::open(&torrent, &data, !seed))
+                .await
+                .context("storage check")??;
+        if cfg.seed && !have.is_complete() {
+            anyhow::bail!(
+                "{}: --seed, but only {} of {} pieces match the torrent",
+                cfg.data.display(),
+                have.count(),
+                have.len()
+            );
+        }
+        let listener = TcpListener::bind((cfg.bind, cfg.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", cfg.bind, cfg.port))?;
+        let addr = listener.local_addr()?;
+        let session = Arc::new(Session::new(
+            cfg.torrent.clone(),
+            cfg.peer_id,
+            storage,
+            have,
+            cfg.picker,
+            session::Caps {
+                up: Limiter::kbps(cfg.max_upload_rate),
+                down: Limiter::kbps(cfg.max_download_rate),
+            },
+            cfg.limits,
+        ));
+        session.listen_port.store(addr.port(), Ordering::Relaxed);
+        tracing::info!(%addr, info_hash = %cfg.torrent.info_hash, pieces = session.have().count(), "peer started");
+
+        let tracker = match cfg.tracker {
+            Some(t) if t.is_empty() => None,
+            Some(t) => Some(t),
+            None => cfg.torrent.announce.clone(),
+        };
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(accept_loop(
+            session.clone(),
+            listener,
+            cfg.timeouts,
+        )));
+        tasks.push(tokio::spawn(choke_loop(
+            session.clone(),
+            cfg.choker,
+            cfg.upload_slots,
+        )));
+        for p in cfg.peers {
+            connect(&session, p, cfg.timeouts);
+        }
+        if let Some(url) = tracker.clone() {
+            tasks.push(tokio::spawn(announce_loop(
+                session.clone(),
+                client.clone(),
+                url,
+                cfg.timeouts,
+                cfg.max_announce_interval,
+            )));
+        }
+        Ok(Peer {
+            session,
+            addr,
+            exit: cfg.exit,
+            tracker,
+            client,
+            tasks,
+        })
+    }
+
+    /// Run until the exit condition or SIGINT/SIGTERM, then announce `stopped` and end.
+    pub async fn run_until_exit(self) -> anyhow::Result<()> {
+        let mut complete = self.session.complete.subscribe();
+        let done = async {
+            match self.exit {
+                ExitMode::Never => std::future::pending::<()>().await,
+                ExitMode::OnComplete | ExitMode::Linger(_) => {
+                    let _ = complete.wait_for(|c| *c).await;
+                    if let ExitMode::Linger(d) = self.exit {
+                        tracing::info!("complete; lingering {d:?} as a seed");
+                        tokio::time::sleep(d).await;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = done => tracing::info!("exit condition reached"),
+            s = shutdown_signal() => tracing::info!("{s}: stopping"),
+        }
+        self.stop().await;
+        Ok(())
+    }
+
+    /// Stop: end every task and tell the tracker.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(url) = &self.tracker {
+            let req = announce_request(&self.session, Some(Event::Stopped));
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                tracker_client::announce(&self.client, url, &req),
+            )
+            .await;
+        }
+        let conns: Vec<_> = self
+            .session
+            .lock()
+            .conns
+            .values()
+            .map(|c| c.tx.clone())
+            .collect();
+        for c in conns {
+            let _ = c.send(session::Cmd::Close("shutting down"));
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+pub async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+async fn accept_loop(session: Arc<Session>, listener: TcpListener, t: Timeouts) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                if session.num_conns() >= session.limits.max_connections {
+                    tracing::debug!(%addr, "refused: connection limit");
+                    continue;
+                }
+                tokio::spawn(conn::run(session.clone(), stream, addr, false, t));
+            }
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Dial a peer unless we are already connected or dialling it.
+pub fn connect(session: &Arc<Session>, addr: SocketAddr, t: Timeouts) {
+    {
+        let mut st = session.lock();
+        let own =
+            addr.port() == session.listen_port.load(Ordering::Relaxed) && addr.ip().is_loopback();
+        if own
+            || st.conns.len() + st.connecting.len() >= session.limits.max_connections
+            || st.conns.values().any(|c| c.addr == addr)
+            || !st.connecting.insert(addr)
+        {
+            return;
+        }
+    }
+    let session = session.clone();
+    tokio::spawn(async move {
+        let r = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
+        session.lock().connecting.remove(&addr);
+        match r {
+            Ok(Ok(stream)) => conn::run(session, stream, addr, true, t).await,
+            Ok(Err(e)) => tracing::debug!(%addr, "connect failed: {e}"),
+            Err(_) => tracing::debug!(%addr, "connect timed out"),
+        }
+    });
+}
+
+fn announce_request(session: &Session, event: Option<Event>) -> AnnounceRequest {
+    AnnounceRequest {
+        info_hash: session.torrent.info_hash.0,
+        peer_id: session.peer_id,
+        port: session.listen_port.load(Ordering::Relaxed),
+        uploaded: session.uploaded.load(Ordering::Relaxed),
+        downloaded: session.downloaded.load(Ordering::Relaxed),
+        left: session.left(),
+        event,
+        numwant: 50,
+    }
+}
+
+async fn announce_loop(
+    session: Arc<Session>,
+    client: reqwest::Client,
+    url: String,
+    t: Timeouts,
+    max_interval: Duration,
+) {
+    let mut event = Some(Event::Started);
+    let mut announced_complete = session.is_complete();
+    let mut complete = session.complete.subscribe();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let req = announce_request(&session, event);
+        let wait = match tracker_client::announce(&client, &url, &req).await {
+            Ok(resp) => {
+                tracing::debug!(peers = resp.peers.len(), "announced {:?}", event);
+                event = None;
+                backoff = Duration::from_secs(1);
+                for p in resp.peers {
+                    connect(&session, p, t);
+                }
+                resp.interval.clamp(Duration::from_secs(1), max_interval)
+            }
+            Err(e) => {
+                tracing::warn!("announce to {url} failed: {e:#}; retrying in {backoff:?}");
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                w
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = complete.wait_for(|c| *c), if !announced_complete => {
+                if r.is_ok() {
+                    announced_complete = true;
+                    event = Some(Event::Completed);
+                }
+            }
+        }
+    }
+}
+
+async fn choke_loop(session: Arc<Session>, mut choker: Box<dyn Choker>, slots: usize) {
+    let mut round: u64 = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => round += 1,
+            _ = session.rechoke.notified() => {
+                // A peer became interested: fill a free slot now rather than at the next round.
+                let unchoked = session.choke_candidates().iter().filter(|c| !c.choked).count();
+                if unchoked >= slots { continue; }
+            }
+        }
+        let candidates = session.choke_candidates();
+        let unchoke = choker.rechoke(&candidates, session.is_complete(), round);
+        session.apply_choke(&unchoke);
+    }
+}

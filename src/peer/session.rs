@@ -1,0 +1,662 @@
+//! The session's shared state: what we have, what is under way, who is connected, and the
+//! decisions that need all of it at once (which blocks to ask a peer for, what a finished piece
+//! means, whom to ban). Connections call in here under one short lock; hashing and disk writes
+//! happen outside it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sha1::{Digest, Sha1};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+
+use super::rate::{Limiter, Measure};
+use super::storage::Storage;
+use crate::metainfo::Torrent;
+use crate::policy::{ChokeCandidate, PickView, PiecePicker, PieceStatus, Playback};
+use crate::wire::{Bitfield, BlockRef, BLOCK_SIZE};
+
+pub type ConnId = u64;
+pub type PeerId = [u8; 20];
+
+/// What the session tells a connection to do.
+#[derive(Debug, Clone)]
+pub enum Cmd {
+    /// We verified a piece: tell the peer.
+    Have(u32),
+    Choke,
+    Unchoke,
+    /// Another peer delivered this block first (endgame).
+    Cancel(BlockRef),
+    /// Blocks were released: try to request more.
+    Fill,
+    Close(&'static str),
+}
+
+/// Per-connection figures the choker and status read.
+pub struct ConnEntry {
+    pub tx: mpsc::UnboundedSender<Cmd>,
+    pub peer_id: PeerId,
+    pub addr: SocketAddr,
+    pub connected_at: Instant,
+    pub interested: bool,
+    pub choked: bool,
+    pub is_seed: bool,
+    pub down: Measure,
+    pub up: Measure,
+}
+
+struct Block {
+    done: bool,
+    requesters: Vec<ConnId>,
+    from: Option<PeerId>,
+}
+
+struct Partial {
+    buf: Vec<u8>,
+    blocks: Vec<Block>,
+    received: u32,
+}
+
+impl Partial {
+    fn new(len: u32) -> Self {
+        let n = len.div_ceil(BLOCK_SIZE);
+        Partial {
+            buf: vec![0; len as usize],
+            blocks: (0..n)
+                .map(|_| Block {
+                    done: false,
+                    requesters: Vec::new(),
+                    from: None,
+                })
+                .collect(),
+            received: 0,
+        }
+    }
+    fn has_free(&self) -> bool {
+        self.blocks
+            .iter()
+            .any(|b| !b.done && b.requesters.is_empty())
+    }
+}
+
+/// Rate caps of a session, shared by all its connections.
+pub struct Caps {
+    pub up: Option<Limiter>,
+    pub down: Option<Limiter>,
+}
+
+/// Limits and knobs of a session.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Hash failures a peer may cause before it is banned.
+    pub ban_after: u32,
+    /// Most block requests queued from one peer; more are dropped (or rejected).
+    pub max_queued_requests: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 60,
+            ban_after: 3,
+            max_queued_requests: 512,
+        }
+    }
+}
+
+pub(crate) struct State {
+    pub have: Bitfield,
+    status: Vec<PieceStatus>,
+    availability: Vec<u16>,
+    partials: BTreeMap<u32, Partial>,
+    picker: Box<dyn PiecePicker>,
+    pub conns: HashMap<ConnId, ConnEntry>,
+    strikes: HashMap<PeerId, u32>,
+    pub banned: HashSet<PeerId>,
+    pub connecting: HashSet<SocketAddr>,
+    pub playback: Option<Playback>,
+}
+
+/// One torrent being shared: storage, state, caps, and the channels that report progress.
+pub struct Session {
+    pub torrent: Arc<Torrent>,
+    pub peer_id: PeerId,
+    pub storage: Storage,
+    pub(crate) state: Mutex<State>,
+    pub up_limit: Option<Limiter>,
+    pub down_limit: Option<Limiter>,
+    pub limits: Limits,
+    pub uploaded: AtomicU64,
+    pub downloaded: AtomicU64,
+    /// Bytes received that were discarded (duplicates, hash failures).
+    pub wasted: AtomicU64,
+    pub hash_failures: AtomicU64,
+    pub listen_port: AtomicU16,
+    next_conn: AtomicU64,
+    /// Every verified piece, as it happens.
+    pub pieces_tx: broadcast::Sender<u32>,
+    /// True once every piece is held.
+    pub complete: watch::Sender<bool>,
+    /// Poked when a peer becomes interested, so the choker need not wait for its round.
+    pub rechoke: Notify,
+}
+
+/// What became of a received block.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// Stored; the piece still has blocks to come.
+    Stored,
+    /// Not wanted (duplicate, unknown piece, bad offset): counted as waste.
+    Unwanted,
+    /// The block completed its piece, which verified.
+    PieceVerified(u32),
+    /// The block completed its piece, which failed its hash: the piece starts over.
+    PieceFailed(u32),
+}
+
+impl Session {
+    pub fn new(
+        torrent: Arc<Torrent>,
+        peer_id: PeerId,
+        storage: Storage,
+        have: Bitfield,
+        picker: Box<dyn PiecePicker>,
+        caps: Caps,
+        limits: Limits,
+    ) -> Session {
+        let n = torrent.num_pieces() as usize;
+        let status = (0..n as u32)
+            .map(|i| {
+                if have.get(i) {
+                    PieceStatus::Have
+                } else {
+                    PieceStatus::Missing
+                }
+            })
+            .collect();
+        let complete = have.is_complete();
+        Session {
+            torrent,
+            peer_id,
+            storage,
+            state: Mutex::new(State {
+                have,
+                status,
+                availability: vec![0; n],
+                partials: BTreeMap::new(),
+                picker,
+                conns: HashMap::new(),
+                strikes: HashMap::new(),
+                banned: HashSet::new(),
+                connecting: HashSet::new(),
+                playback: None,
+            }),
+            up_limit: caps.up,
+            down_limit: caps.down,
+            limits,
+            uploaded: AtomicU64::new(0),
+            downloaded: AtomicU64::new(0),
+            wasted: AtomicU64::new(0),
+            hash_failures: AtomicU64::new(0),
+            listen_port: AtomicU16::new(0),
+            next_conn: AtomicU64::new(1),
+            pieces_tx: broadcast::channel(1024).0,
+            complete: watch::channel(complete).0,
+            rechoke: Notify::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn have(&self) -> Bitfield {
+        self.lock().have.clone()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        *self.complete.borrow()
+    }
+
+    /// Bytes still missing (the tracker's `left`).
+    pub fn left(&self) -> u64 {
+        let st = self.lock();
+        st.have
+            .iter_ones()
+            .fold(self.torrent.total_length, |left, i| {
+                left - self.torrent.piece_len(i) as u64
+            })
+    }
+
+    pub fn picker_name(&self) -> &'static str {
+        self.lock().picker.name()
+    }
+
+    pub fn set_playback(&self, p: Playback) {
+        self.lock().playback = Some(p);
+    }
+
+    /// Register a connection after its handshake. `None`: refused (banned, duplicate, full).
+    pub fn register(
+        &self,
+        peer_id: PeerId,
+        addr: SocketAddr,
+        tx: mpsc::UnboundedSender<Cmd>,
+    ) -> Result<ConnId, &'static str> {
+        let mut st = self.lock();
+        if peer_id == self.peer_id {
+            return Err("connected to ourselves");
+        }
+        if st.banned.contains(&peer_id) {
+            return Err("peer is banned");
+        }
+        if st.conns.values().any(|c| c.peer_id == peer_id) {
+            return Err("already connected to this peer id");
+        }
+        if st.conns.len() >= self.limits.max_connections {
+            return Err("connection limit reached");
+        }
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        st.conns.insert(
+            id,
+            ConnEntry {
+                tx,
+                peer_id,
+                addr,
+                connected_at: Instant::now(),
+                interested: false,
+                choked: true,
+                is_seed: false,
+                down: Measure::new(std::time::Duration::from_secs(20)),
+                up: Measure::new(std::time::Duration::from_secs(20)),
+            },
+        );
+        Ok(id)
+    }
+
+    /// A connection ended: forget its pieces and give back the blocks it was asked for.
+    pub fn unregister(&self, id: ConnId, peer_has: &Bitfield) {
+        let mut st = self.lock();
+        st.conns.remove(&id);
+        for i in peer_has.iter_ones() {
+            st.availability[i as usize] = st.availability[i as usize].saturating_sub(1);
+        }
+        release_all(&mut st, id);
+    }
+
+    /// The peer announced pieces (bitfield, have-all, or one have).
+    pub fn peer_has(&self, id: ConnId, pieces: impl Iterator<Item = u32>, is_seed: bool) {
+        let mut st = self.lock();
+        for i in pieces {
+            if let Some(a) = st.availability.get_mut(i as usize) {
+                *a = a.saturating_add(1);
+            }
+        }
+        if let Some(c) = st.conns.get_mut(&id) {
+            c.is_seed = is_seed;
+        }
+    }
+
+    pub fn set_interested(&self, id: ConnId, interested: bool) {
+        if let Some(c) = self.lock().conns.get_mut(&id) {
+            c.interested = interested;
+        }
+        if interested {
+            self.rechoke.notify_one();
+        }
+    }
+
+    pub fn note_upload(&self, id: ConnId, bytes: u64) {
+        self.uploaded.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(c) = self.lock().conns.get_mut(&id) {
+            c.up.update(bytes);
+        }
+    }
+
+    /// Choose up to `want` blocks to request from connection `id`, whose peer has `peer`.
+    /// Blocks already outstanding at this peer (`outstanding`) are not asked again.
+    pub fn pick_blocks(
+        &self,
+        id: ConnId,
+        peer: &Bitfield,
+        outstanding: &HashSet<BlockRef>,
+        down_rate: f64,
+        max: usize,
+    ) -> Vec<BlockRef> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let want = st
+            .picker
+            .backlog(down_rate)
+            .min(max)
+            .saturating_sub(outstanding.len());
+        let mut out = Vec::new();
+        while out.len() < want {
+            let partial_list: Vec<u32> = st.partials.keys().copied().collect();
+            let view = PickView {
+                status: &st.status,
+                availability: &st.availability,
+                partials: &partial_list,
+                playback: st.playback,
+            };
+            let Some(i) = st.picker.next(&view, peer) else {
+                break;
+            };
+            if !view.requestable(i, peer) {
+                tracing::error!(
+                    piece = i,
+                    policy = st.picker.name(),
+                    "picker chose a piece it may not request"
+                );
+                break;
+            }
+            let len = self.torrent.piece_len(i);
+            let partial = st.partials.entry(i).or_insert_with(|| Partial::new(len));
+            for (b, block) in partial.blocks.iter_mut().enumerate() {
+                if out.len() >= want {
+                    break;
+                }
+                if block.done || !block.requesters.is_empty() {
+                    continue;
+                }
+                block.requesters.push(id);
+                let begin = b as u32 * BLOCK_SIZE;
+                out.push(BlockRef {
+                    index: i,
+                    begin,
+                    length: BLOCK_SIZE.min(len - begin),
+                });
+            }
+            st.status[i as usize] = if partial.has_free() {
+                PieceStatus::Partial
+            } else {
+                PieceStatus::Requested
+            };
+        }
+        // Endgame: nothing left that nobody was asked for; ask this peer too for blocks that
+        // are outstanding elsewhere (at most two askers per block).
+        let endgame = out.is_empty()
+            && !st
+                .status
+                .iter()
+                .any(|s| matches!(s, PieceStatus::Missing | PieceStatus::Partial));
+        if endgame {
+            'pieces: for (&i, partial) in st.partials.iter_mut() {
+                if !peer.get(i) {
+                    continue;
+                }
+                let len = self.torrent.piece_len(i);
+                for (b, block) in partial.blocks.iter_mut().enumerate() {
+                    if out.len() >= want {
+                        break 'pieces;
+                    }
+                    let begin = b as u32 * BLOCK_SIZE;
+                    let r = BlockRef {
+                        index: i,
+                        begin,
+                        length: BLOCK_SIZE.min(len - begin),
+                    };
+                    if block.done
+                        || block.requesters.contains(&id)
+                        || block.requesters.len() >= 2
+                        || outstanding.contains(&r)
+                    {
+                        continue;
+                    }
+                    block.requesters.push(id);
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Give back blocks this connection will not deliver (choked, rejected, timed out).
+    pub fn release(&self, id: ConnId, blocks: impl Iterator<Item = BlockRef>) {
+        let mut st = self.lock();
+        let mut freed = false;
+        for b in blocks {
+            freed |= release_block(&mut st, id, b);
+        }
+        if freed {
+            poke_others(&st, id);
+        }
+    }
+
+    /// A block arrived from connection `id`.
+    pub fn on_block(
+        &self,
+        id: ConnId,
+        from: PeerId,
+        index: u32,
+        begin: u32,
+        data: &[u8],
+    ) -> BlockOutcome {
+        let finished = {
+            let mut st = self.lock();
+            let len = data.len() as u64;
+            let Some(partial) = st.partials.get_mut(&index) else {
+                self.wasted.fetch_add(len, Ordering::Relaxed);
+                return BlockOutcome::Unwanted;
+            };
+            let b = (begin / BLOCK_SIZE) as usize;
+            let expected =
+                BLOCK_SIZE.min(partial.buf.len() as u32 - begin.min(partial.buf.len() as u32));
+            if !begin.is_multiple_of(BLOCK_SIZE)
+                || b >= partial.blocks.len()
+                || data.len() as u32 != expected
+                || partial.blocks[b].done
+            {
+                self.wasted.fetch_add(len, Ordering::Relaxed);
+                return BlockOutcome::Unwanted;
+            }
+            partial.buf[begin as usize..begin as usize + data.len()].copy_from_slice(data);
+            let block = &mut partial.blocks[b];
+            block.done = true;
+            block.from = Some(from);
+            let others: Vec<ConnId> = block.requesters.drain(..).filter(|&c| c != id).collect();
+            partial.received += 1;
+            let done = partial.received as usize == partial.blocks.len();
+            let cancel = BlockRef {
+                index,
+                begin,
+                length: data.len() as u32,
+            };
+            for c in others {
+                if let Some(conn) = st.conns.get(&c) {
+                    let _ = conn.tx.send(Cmd::Cancel(cancel));
+                }
+            }
+            if let Some(c) = st.conns.get_mut(&id) {
+                c.down.update(len);
+            }
+            self.downloaded.fetch_add(len, Ordering::Relaxed);
+            if !done {
+                return BlockOutcome::Stored;
+            }
+            // Out of the map while we hash and write, so nobody requests it meanwhile.
+            st.status[index as usize] = PieceStatus::Requested;
+            st.partials.remove(&index).expect("present")
+        };
+        self.finish_piece(index, finished)
+    }
+
+    fn finish_piece(&self, index: u32, p: Partial) -> BlockOutcome {
+        let ok = Sha1::digest(&p.buf).as_slice() == self.torrent.pieces[index as usize].0;
+        let written = ok
+            && match self.storage.write(self.torrent.piece_offset(index), &p.buf) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(piece = index, "write failed: {e}");
+                    false
+                }
+            };
+        let mut st = self.lock();
+        if written {
+            self.mark_have(&mut st, index);
+            return BlockOutcome::PieceVerified(index);
+        }
+        st.status[index as usize] = PieceStatus::Missing;
+        if ok {
+            // Disk trouble, not the peers' fault.
+            return BlockOutcome::PieceFailed(index);
+        }
+        self.hash_failures.fetch_add(1, Ordering::Relaxed);
+        self.wasted.fetch_add(p.buf.len() as u64, Ordering::Relaxed);
+        let senders: HashSet<PeerId> = p.blocks.iter().filter_map(|b| b.from).collect();
+        for peer in senders {
+            let strikes = st.strikes.entry(peer).or_insert(0);
+            *strikes += 1;
+            let strikes = *strikes;
+            tracing::warn!(piece = index, peer = %crate::metainfo::hex(&peer), strikes, "piece failed its hash check");
+            if strikes >= self.limits.ban_after && st.banned.insert(peer) {
+                tracing::warn!(peer = %crate::metainfo::hex(&peer), "banned after {strikes} bad pieces");
+                for c in st.conns.values().filter(|c| c.peer_id == peer) {
+                    let _ = c.tx.send(Cmd::Close("banned: sent corrupt data"));
+                }
+            }
+        }
+        poke_others(&st, 0);
+        BlockOutcome::PieceFailed(index)
+    }
+
+    fn mark_have(&self, st: &mut State, index: u32) {
+        if !st.have.set(index) {
+            return;
+        }
+        st.status[index as usize] = PieceStatus::Have;
+        for c in st.conns.values() {
+            let _ = c.tx.send(Cmd::Have(index));
+        }
+        let _ = self.pieces_tx.send(index);
+        if st.have.is_complete() {
+            self.complete.send_replace(true);
+        }
+    }
+
+    /// Store a whole piece obtained elsewhere (the VoD server): verified like any other.
+    pub fn insert_piece(&self, index: u32, data: &[u8]) -> anyhow::Result<bool> {
+        if index >= self.torrent.num_pieces()
+            || data.len() != self.torrent.piece_len(index) as usize
+        {
+            anyhow::bail!("piece {index}: wrong index or length {}", data.len());
+        }
+        if Sha1::digest(data).as_slice() != self.torrent.pieces[index as usize].0 {
+            anyhow::bail!("piece {index}: hash mismatch");
+        }
+        {
+            let st = self.lock();
+            if st.have.get(index) {
+                return Ok(false);
+            }
+        }
+        self.storage.write(self.torrent.piece_offset(index), data)?;
+        let mut st = self.lock();
+        // Requests still out for it are answered as unwanted when they arrive.
+        st.partials.remove(&index);
+        self.mark_have(&mut st, index);
+        Ok(true)
+    }
+
+    /// Candidates for the choker.
+    pub fn choke_candidates(&self) -> Vec<ChokeCandidate> {
+        let mut st = self.lock();
+        st.conns
+            .iter_mut()
+            .map(|(&id, c)| ChokeCandidate {
+                id,
+                interested: c.interested,
+                choked: c.choked,
+                download_rate: c.down.rate(),
+                upload_rate: c.up.rate(),
+                is_seed: c.is_seed,
+                connected_for: c.connected_at.elapsed(),
+            })
+            .collect()
+    }
+
+    /// Apply the choker's decision: unchoke `unchoke`, choke every other connection.
+    pub fn apply_choke(&self, unchoke: &[ConnId]) {
+        let mut st = self.lock();
+        for (id, c) in st.conns.iter_mut() {
+            let choke = !unchoke.contains(id);
+            if choke != c.choked {
+                c.choked = choke;
+                let _ = c.tx.send(if choke { Cmd::Choke } else { Cmd::Unchoke });
+            }
+        }
+    }
+
+    pub fn have_piece(&self, i: u32) -> bool {
+        self.lock().have.get(i)
+    }
+
+    /// Whether a peer with `peer` has something we lack.
+    pub fn lacks_any_of(&self, peer: &Bitfield) -> bool {
+        self.lock().have.lacks_any_of(peer)
+    }
+
+    /// Bytes/s connection `id` sends us.
+    pub fn down_rate(&self, id: ConnId) -> f64 {
+        self.lock()
+            .conns
+            .get_mut(&id)
+            .map_or(0.0, |c| c.down.rate())
+    }
+
+    pub fn num_conns(&self) -> usize {
+        self.lock().conns.len()
+    }
+}
+
+fn release_block(st: &mut State, id: ConnId, b: BlockRef) -> bool {
+    let Some(partial) = st.partials.get_mut(&b.index) else {
+        return false;
+    };
+    let Some(block) = partial.blocks.get_mut((b.begin / BLOCK_SIZE) as usize) else {
+        return false;
+    };
+    block.requesters.retain(|&c| c != id);
+    if !block.done && block.requesters.is_empty() {
+        if st.status[b.index as usize] == PieceStatus::Requested {
+            st.status[b.index as usize] = PieceStatus::Partial;
+        }
+        return true;
+    }
+    false
+}
+
+fn release_all(st: &mut State, id: ConnId) {
+    let mut freed = false;
+    let State {
+        partials, status, ..
+    } = st;
+    for (&i, partial) in partials.iter_mut() {
+        for block in partial.blocks.iter_mut() {
+            let before = block.requesters.len();
+            block.requesters.retain(|&c| c != id);
+            if before != block.requesters.len() && !block.done && block.requesters.is_empty() {
+                freed = true;
+                if status[i as usize] == PieceStatus::Requested {
+                    status[i as usize] = PieceStatus::Partial;
+                }
+            }
+        }
+    }
+    if freed {
+        poke_others(st, id);
+    }
+}
+
+/// Blocks came free: let the other connections ask for them.
+fn poke_others(st: &State, except: ConnId) {
+    for (&c, conn) in &st.conns {
+        if c != except {
+            let _ = conn.tx.send(Cmd::Fill);
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Helpers shared by the integration tests: child processes that are always killed, waiting on
+//! a condition with a deadline, scratch content.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn testbed_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_testbed")
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing test leaves nothing.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    /// Wait for the process to exit on its own, up to `timeout`.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `cond` every 20 ms until it holds or `timeout` passes; panics with `what` on timeout.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Deterministic pseudo-random content of `len` bytes.
+pub fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Write `data` to `dir/name` and make a torrent for it announcing to `announce`.
+pub fn make_swarm_file(
+    dir: &Path,
+    name: &str,
+    data: &[u8],
+    announce: &str,
+    piece_length: u32,
+) -> (PathBuf, PathBuf) {
+    let file = dir.join(name);
+    std::fs::write(&file, data).unwrap();
+    let torrent = dir.join(format!("{name}.torrent"));
+    let out = Command::new(testbed_bin())
+        .args(["make-torrent"])
+        .arg(&file)
+        .args([
+            "--announce",
+            announce,
+            "--piece-length",
+            &piece_length.to_string(),
+            "-o",
+        ])
+        .arg(&torrent)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make-torrent: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (file, torrent)
+}
+
+/// Start `testbed peer` with `args`, wait for its `listening ADDR` line, return it and the address.
+pub fn start_peer(name: &str, args: &[&str]) -> (Proc, std::net::SocketAddr) {
+    let mut p = Proc::spawn(
+        name,
+        Command::new(testbed_bin())
+            .arg("peer")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let stdout = p.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{name}: no `listening` line within 20 s"));
+    let addr = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"));
+    (p, addr)
+}
+
+/// Whether a program is on PATH. Under CI (`CI=true`) a missing one is a failure; elsewhere the
+/// caller skips with a visible message.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is not installed, and CI must run this test (make deps installs it)");
+        }
+        eprintln!("SKIPPED: {tool} is not installed (make deps installs it)");
+    }
+    found
+}
+
+pub fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_default()
+}

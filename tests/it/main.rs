@@ -1,0 +1,5 @@
+//! Integration tests: real `testbed` processes, real sockets on loopback, real files, and real
+//! BitTorrent clients where installed. One test binary for all of them (see README, Tests).
+
+mod common;
+mod engine;
