@@ -10,6 +10,7 @@
 //! * [`wire`]: the peer protocol as a sans-io codec;
 //! * [`policy`]: piece picking and choking, the lab's subject, one file per policy;
 //! * [`peer`]: a BitTorrent peer (session, connections, storage, caps, tracker client);
+//! * [`tracker`]: the HTTP tracker with its status page and JSON API;
 //! * [`cli`]: the command line of the `testbed` binary.
 
 pub mod bencode;
@@ -17,4 +18,5 @@ pub mod cli;
 pub mod metainfo;
 pub mod peer;
 pub mod policy;
+pub mod tracker;
 pub mod wire;

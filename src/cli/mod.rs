@@ -31,6 +31,26 @@ pub enum Command {
     MakeTorrent(MakeTorrentArgs),
     /// Run one BitTorrent client (what `testbed start` spawns as a world client).
     Peer(PeerArgs),
+    /// Run the HTTP tracker and its status page alone.
+    Tracker(TrackerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrackerArgs {
+    /// Address to listen on (0.0.0.0 to serve other hosts)
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    #[arg(long, default_value_t = 6970)]
+    pub port: u16,
+    /// Re-announce interval given to clients, seconds
+    #[arg(long, default_value_t = 10)]
+    pub interval: u64,
+    /// Track only these torrents (repeatable); default: any info hash
+    #[arg(long = "allow")]
+    pub allow: Vec<PathBuf>,
+    /// Give loopback peers to clients on other hosts as this address
+    #[arg(long)]
+    pub public_ip: Option<IpAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -233,12 +253,45 @@ pub fn peer(a: PeerArgs) -> anyhow::Result<()> {
     })
 }
 
+pub fn tracker(a: TrackerArgs) -> anyhow::Result<()> {
+    use crate::tracker::{self, Tracker, TrackerConfig};
+    init_logging(None, "info")?;
+    if a.interval == 0 {
+        anyhow::bail!("--interval must be at least 1 second");
+    }
+    let t = Tracker::new(TrackerConfig {
+        interval: Duration::from_secs(a.interval),
+        min_interval: Duration::from_secs(a.interval.div_ceil(2)),
+        allow_unknown: a.allow.is_empty(),
+        public_ip: a.public_ip,
+        ..Default::default()
+    });
+    for p in &a.allow {
+        t.register(&Torrent::from_file(p)?);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let addr = SocketAddr::new(a.bind, a.port);
+        let listener = tracker::bind(addr).await?;
+        let local = listener.local_addr()?;
+        println!("tracker on http://{local}/announce · status page http://{local}/");
+        tracker::serve(t.clone(), listener, tracker::router(t), async {
+            let s = peer::shutdown_signal().await;
+            tracing::info!("{s}: stopping");
+        })
+        .await
+    })
+}
+
 /// Run the CLI; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::MakeTorrent(a) => make_torrent(a),
         Command::Peer(a) => peer(a),
+        Command::Tracker(a) => tracker(a),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -140,7 +140,6 @@ struct Conn {
     peer_id: PeerId,
     fast: bool,
     peer_has: Bitfield,
-    got_first: bool,
     am_interested: bool,
     peer_choking: bool,
     am_choking: bool,
@@ -159,7 +158,6 @@ impl Conn {
             peer_id,
             fast,
             peer_has: Bitfield::new(n),
-            got_first: false,
             am_interested: false,
             peer_choking: true,
             am_choking: true,
@@ -278,8 +276,6 @@ impl Conn {
     /// Act on one message from the peer. `Err`: close the connection for that reason.
     fn handle(&mut self, m: Message) -> Result<(), Reason> {
         let n = self.session.torrent.num_pieces();
-        let first = !self.got_first;
-        self.got_first = true;
         match m {
             Message::KeepAlive
             | Message::Port(_)
@@ -309,21 +305,23 @@ impl Conn {
                     self.update_interest();
                 }
             }
+            // BEP 3 wants the bitfield first; real clients send it after an extension handshake
+            // or (aria2c) after have-none. Like libtorrent, a later one replaces what we knew.
             Message::Bitfield(b) => {
-                if !first {
-                    return Err("bitfield after the first message".into());
-                }
                 let bf = Bitfield::from_wire(&b, n)
                     .ok_or_else(|| format!("bitfield of {} bytes for {n} pieces", b.len()))?;
                 self.set_all(bf);
             }
             Message::HaveAll | Message::HaveNone => {
-                if !self.fast || !first {
-                    return Err("have-all/none without the fast extension or not first".into());
+                if !self.fast {
+                    return Err("have-all/none without the fast extension".into());
                 }
-                if matches!(m, Message::HaveAll) {
-                    self.set_all(Bitfield::full(n));
-                }
+                let all = matches!(m, Message::HaveAll);
+                self.set_all(if all {
+                    Bitfield::full(n)
+                } else {
+                    Bitfield::new(n)
+                });
             }
             Message::Request(b) => self.on_request(b)?,
             Message::Cancel(b) => {

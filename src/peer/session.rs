@@ -282,10 +282,9 @@ impl Session {
     pub fn unregister(&self, id: ConnId, peer_has: &Bitfield) {
         let mut st = self.lock();
         st.conns.remove(&id);
-        for i in peer_has.iter_ones() {
-            st.availability[i as usize] = st.availability[i as usize].saturating_sub(1);
-        }
-        release_all(&mut st, id);
+        drop(st);
+        self.peer_lost(peer_has.iter_ones());
+        release_all(&mut self.lock(), id);
     }
 
     /// The peer announced pieces (bitfield, have-all, or one have).
@@ -298,6 +297,16 @@ impl Session {
         }
         if let Some(c) = st.conns.get_mut(&id) {
             c.is_seed = is_seed;
+        }
+    }
+
+    /// Pieces a peer no longer counts for (its bitfield was replaced).
+    pub fn peer_lost(&self, pieces: impl Iterator<Item = u32>) {
+        let mut st = self.lock();
+        for i in pieces {
+            if let Some(a) = st.availability.get_mut(i as usize) {
+                *a = a.saturating_sub(1);
+            }
         }
     }
 

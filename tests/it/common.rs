@@ -155,3 +155,53 @@ pub fn have_tool(tool: &str) -> bool {
 pub fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_default()
 }
+
+/// A free TCP port on loopback (bound and released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status code, body).
+pub fn http_get(port: u16, path_and_query: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    )?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&resp[..split]).to_string();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, resp[split + 4..].to_vec()))
+}
+
+/// `testbed tracker` on a free port, answering before this returns.
+pub fn start_tracker(extra: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let p = Proc::spawn(
+        "tracker",
+        Command::new(testbed_bin())
+            .args(["tracker", "--port", &port.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_until("the tracker answers", Duration::from_secs(20), || {
+        http_get(port, "/metrics").is_ok()
+    });
+    (p, port)
+}

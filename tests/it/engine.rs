@@ -240,14 +240,6 @@ fn peer_sending_corrupt_pieces_is_banned_and_download_completes() {
     assert!(read(&out) == data);
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn interop_our_peer_downloads_from_aria2c() {
     if !have_tool("aria2c") {

@@ -1,0 +1,311 @@
+//! The lab's HTTP tracker, the counterpart of BitTornado's `bttrack`, on port 6970 by default.
+//!
+//! Split by concern:
+//!
+//! * [`query`]: announce and scrape queries parsed from the raw query string (pure);
+//! * [`swarm`]: swarms and peers in memory, what an announce does, bencoded answers (pure);
+//! * [`status`]: the same state for people and tools: `/` (HTML), `/api/status` (JSON),
+//!   `/metrics` (Prometheus text);
+//! * this file: the [`Tracker`] (state behind one lock, config, counters) and the axum routes.
+//!
+//! Bad requests get HTTP 200 with a bencoded `failure reason`, as clients expect. Peers that
+//! stop, or are not heard from for two intervals, are dropped. Every request is logged in one
+//! line (target `tracker::access`).
+
+pub mod query;
+pub mod status;
+pub mod swarm;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::metainfo::Torrent;
+use swarm::{InfoHash, Swarm};
+
+/// How the tracker behaves.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// The re-announce interval given to clients (short in a lab, so the status page is live).
+    pub interval: Duration,
+    pub min_interval: Duration,
+    /// Track any info hash (true), or only registered torrents (an allow-list).
+    pub allow_unknown: bool,
+    /// Most swarms held at once (unknown hashes beyond it are refused).
+    pub max_swarms: usize,
+    /// Most peers per swarm.
+    pub max_peers_per_swarm: usize,
+    /// When set, loopback peer addresses are given as this IP to clients on other hosts.
+    pub public_ip: Option<IpAddr>,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            interval: Duration::from_secs(10),
+            min_interval: Duration::from_secs(5),
+            allow_unknown: true,
+            max_swarms: 10_000,
+            max_peers_per_swarm: 10_000,
+            public_ip: None,
+        }
+    }
+}
+
+/// A torrent the tracker knows by name (the testbed's own, or `--allow`ed).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KnownTorrent {
+    pub name: String,
+    pub size: u64,
+    pub pieces: u32,
+    pub piece_length: u32,
+}
+
+/// Request counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub announces: AtomicU64,
+    pub scrapes: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// The tracker's state.
+pub struct Tracker {
+    pub config: TrackerConfig,
+    swarms: Mutex<HashMap<InfoHash, Swarm>>,
+    known: RwLock<HashMap<InfoHash, KnownTorrent>>,
+    pub metrics: Metrics,
+    pub started: Instant,
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig) -> Arc<Tracker> {
+        Arc::new(Tracker {
+            config,
+            swarms: Mutex::new(HashMap::new()),
+            known: RwLock::new(HashMap::new()),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Make a torrent known (named on the status page; allowed when the allow-list is on).
+    pub fn register(&self, t: &Torrent) {
+        self.known
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                t.info_hash.0,
+                KnownTorrent {
+                    name: t.name.clone(),
+                    size: t.total_length,
+                    pieces: t.num_pieces(),
+                    piece_length: t.piece_length,
+                },
+            );
+    }
+
+    pub fn known(&self) -> HashMap<InfoHash, KnownTorrent> {
+        self.known.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn is_known(&self, h: &InfoHash) -> bool {
+        self.known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(h)
+    }
+
+    /// Run `f` on the swarms under the lock.
+    pub fn with_swarms<R>(&self, f: impl FnOnce(&mut HashMap<InfoHash, Swarm>) -> R) -> R {
+        f(&mut self.swarms.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Answer an announce query from `from`.
+    pub fn announce(&self, raw: &str, from: SocketAddr) -> Result<Vec<u8>, String> {
+        let a = query::parse_announce(raw).map_err(|e| e.to_string())?;
+        if !self.config.allow_unknown && !self.is_known(&a.info_hash) {
+            return Err("unknown torrent (not on this tracker's allow-list)".into());
+        }
+        // The lab trusts the source address; `ip=` is honoured only from loopback (a local
+        // client announcing on behalf of another address of this host).
+        let ip = match a.ip {
+            Some(ip) if from.ip().is_loopback() => ip,
+            _ => from.ip(),
+        };
+        let addr = SocketAddr::new(ip, a.port);
+        let now = Instant::now();
+        let public = self.config.public_ip.filter(|_| !from.ip().is_loopback());
+        let map_ip = |ip: IpAddr| match public {
+            Some(p) if ip.is_loopback() => p,
+            _ => ip,
+        };
+        let mut out = Vec::with_capacity(64 + 6 * a.numwant);
+        self.with_swarms(|swarms| {
+            if !swarms.contains_key(&a.info_hash) && swarms.len() >= self.config.max_swarms {
+                return Err(format!(
+                    "too many swarms (limit {})",
+                    self.config.max_swarms
+                ));
+            }
+            let s = swarms.entry(a.info_hash).or_default();
+            if s.peers().len() >= self.config.max_peers_per_swarm
+                && !s.peers().iter().any(|p| p.peer_id == a.peer_id)
+            {
+                return Err(format!(
+                    "swarm full (limit {} peers)",
+                    self.config.max_peers_per_swarm
+                ));
+            }
+            s.announce(&a, addr, now);
+            let peers = if a.event == query::Event::Stopped {
+                Vec::new()
+            } else {
+                s.select(&a.peer_id, a.numwant, a.left == 0)
+            };
+            swarm::encode_announce(
+                s,
+                &peers,
+                self.config.interval,
+                self.config.min_interval,
+                a.compact,
+                a.no_peer_id,
+                map_ip,
+                &mut out,
+            );
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Answer a scrape query.
+    pub fn scrape(&self, raw: &str) -> Result<Vec<u8>, String> {
+        let hashes = query::parse_scrape(raw).map_err(|e| e.to_string())?;
+        Ok(self.with_swarms(|swarms| {
+            if hashes.is_empty() {
+                swarm::encode_scrape(swarms.iter())
+            } else {
+                swarm::encode_scrape(hashes.iter().filter_map(|h| swarms.get_key_value(h)))
+            }
+        }))
+    }
+
+    /// Drop peers silent for two intervals, and empty swarms.
+    pub fn expire(&self) -> usize {
+        let cutoff = Instant::now().checked_sub(self.config.interval * 2);
+        let Some(cutoff) = cutoff else { return 0 };
+        self.with_swarms(|swarms| {
+            let n = swarms.values_mut().map(|s| s.expire(cutoff)).sum();
+            swarms.retain(|_, s| !s.peers().is_empty());
+            n
+        })
+    }
+}
+
+fn bencoded(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+async fn announce(
+    State(t): State<Arc<Tracker>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    t.metrics.announces.fetch_add(1, Ordering::Relaxed);
+    let q = q.unwrap_or_default();
+    let r = t.announce(&q, from);
+    log_request(&t, from, "/announce", &q, &r);
+    bencoded(r.unwrap_or_else(|e| swarm::failure(&e)))
+}
+
+async fn scrape(
+    State(t): State<Arc<Tracker>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    t.metrics.scrapes.fetch_add(1, Ordering::Relaxed);
+    let q = q.unwrap_or_default();
+    let r = t.scrape(&q);
+    log_request(&t, from, "/scrape", &q, &r);
+    bencoded(r.unwrap_or_else(|e| swarm::failure(&e)))
+}
+
+fn log_request(t: &Tracker, from: SocketAddr, path: &str, q: &str, r: &Result<Vec<u8>, String>) {
+    let event = query::pairs(q)
+        .find(|(k, _)| k == b"event")
+        .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default();
+    match r {
+        Ok(body) => {
+            tracing::info!(target: "tracker::access", "{} GET {path} {event} 200 {}", from.ip(), body.len())
+        }
+        Err(e) => {
+            t.metrics.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(target: "tracker::access", "{} GET {path} {event} failure: {e}", from.ip());
+        }
+    }
+}
+
+/// The tracker's routes: `/announce`, `/scrape`, `/`, `/api/status`, `/metrics`.
+pub fn router(t: Arc<Tracker>) -> Router {
+    Router::new()
+        .route("/announce", get(announce))
+        .route("/scrape", get(scrape))
+        .route("/", get(status::html))
+        .route("/api/status", get(status::json))
+        .route("/metrics", get(status::metrics))
+        .with_state(t)
+}
+
+/// Bind `addr`, with an error that names it.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "port {} on {} is already in use (another tracker or testbed running?)",
+                addr.port(),
+                addr.ip()
+            )
+        } else {
+            anyhow::anyhow!("cannot listen on {addr}: {e}")
+        }
+    })
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves; expires peers meanwhile.
+pub async fn serve(
+    t: Arc<Tracker>,
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let expiry = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(t.config.interval.max(Duration::from_secs(1)));
+            loop {
+                tick.tick().await;
+                let n = t.expire();
+                if n > 0 {
+                    tracing::info!(target: "tracker", "expired {n} silent peers");
+                }
+            }
+        })
+    };
+    let r = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    expiry.abort();
+    Ok(r?)
+}
