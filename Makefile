@@ -1,7 +1,7 @@
 # The lab's two set-up commands are `make run` and `make test`; see README.md.
 CARGO ?= cargo
 
-.PHONY: all build release test deps lint run bench clean
+.PHONY: all build release test deps lint run bench clean movie
 
 all: build
 
@@ -16,6 +16,10 @@ release:
 test: deps lint
 	$(CARGO) test --all-targets
 
+# The standard experiment end to end (configs/default.yaml), printing the result.
+run: release
+	./target/release/testbed run --config configs/default.yaml
+
 deps:
 	bash tests/install-deps.sh
 
@@ -26,3 +30,14 @@ lint:
 clean:
 	$(CARGO) clean
 	find run -mindepth 1 ! -name .gitkeep -delete
+
+# The standard movie in fresh-files/ (committed; this is how it was made). Two minutes of
+# ffmpeg's test pattern with a 440 Hz tone, about 60 KB/s in all (the default playback rate R),
+# with the index at the front (+faststart) so that it plays while it downloads.
+movie:
+	ffmpeg -y -loglevel error \
+	  -f lavfi -i testsrc2=size=640x360:rate=25:duration=120 \
+	  -f lavfi -i sine=frequency=440:sample_rate=44100:duration=120 \
+	  -c:v libx264 -preset veryslow -b:v 400k -maxrate 420k -bufsize 800k -pix_fmt yuv420p \
+	  -c:a aac -b:a 64k -movflags +faststart -map_metadata -1 -fflags +bitexact \
+	  fresh-files/movie.mp4

@@ -11,11 +11,13 @@
 //! * [`policy`]: piece picking and choking, the lab's subject, one file per policy;
 //! * [`peer`]: a BitTorrent peer (session, connections, storage, caps, tracker client);
 //! * [`tracker`]: the HTTP tracker with its status page and JSON API;
+//! * [`orchestrator`]: config, world, process tree: `testbed start | stop | status | run`;
 //! * [`cli`]: the command line of the `testbed` binary.
 
 pub mod bencode;
 pub mod cli;
 pub mod metainfo;
+pub mod orchestrator;
 pub mod peer;
 pub mod policy;
 pub mod tracker;

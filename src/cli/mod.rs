@@ -33,6 +33,53 @@ pub enum Command {
     Peer(PeerArgs),
     /// Run the HTTP tracker and its status page alone.
     Tracker(TrackerArgs),
+    /// Start the testbed: tracker, world, and MY_CLIENT if given; returns once the world is up.
+    Start(StartArgs),
+    /// Stop every process the testbed started (idempotent).
+    Stop(ConfigArg),
+    /// Show what runs: processes, progress, rates, downloads, URLs.
+    Status(StatusArgs),
+    /// Start, wait for my client to exit, print the result, stop.
+    Run(RunArgs),
+    /// (internal) The supervisor that `start` detaches.
+    #[command(hide = true)]
+    Supervise(StartArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArg {
+    /// The scenario
+    #[arg(long, default_value = "configs/default.yaml")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Stay attached; Ctrl-C stops everything
+    #[arg(long)]
+    pub foreground: bool,
+    /// My client and its arguments (placeholders like {torrent} are filled in)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub my_client: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// My client and its arguments (default: a plain `testbed peer` until vod-client lands)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub my_client: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -285,6 +332,58 @@ pub fn tracker(a: TrackerArgs) -> anyhow::Result<()> {
     })
 }
 
+/// `testbed run`: the experiment end to end in this process.
+pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    use crate::orchestrator::{self, procs::Exit};
+    let mut my = a.my_client;
+    if my.is_empty() {
+        // Until vod-client lands: a plain peer as my client, reporting completion.
+        let exe = std::env::current_exe()?.display().to_string();
+        my = [
+            exe.as_str(),
+            "peer",
+            "{torrent}",
+            "--data",
+            "{saveas}",
+            "--exit-on-complete",
+            "--max-upload-rate",
+            "{max_upload_rate}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    }
+    let started = std::time::Instant::now();
+    let exit = orchestrator::supervise(&a.config.config, my, orchestrator::Mode::Run)?;
+    let secs = started.elapsed().as_secs_f64();
+    let cfg = orchestrator::config::Config::load(&a.config.config)?;
+    let summary = serde_json::json!({
+        "my_client_exit": exit.map(|e| e.to_string()),
+        "seconds": secs,
+        "score": serde_json::Value::Null,
+        "note": "the VoD score arrives with vod-client and the VoD server",
+    });
+    let path = cfg.run_dir.join("summary.json");
+    crate::orchestrator::rundir::write_atomic(
+        &path,
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    match exit {
+        Some(Exit::Code(0)) => {
+            println!(
+                "my client completed in {secs:.1} s (summary: {})",
+                path.display()
+            );
+            Ok(())
+        }
+        Some(e) => anyhow::bail!(
+            "my client ended with {e}; see {}",
+            cfg.run_dir.join("logs/my-client.log").display()
+        ),
+        None => anyhow::bail!("stopped before my client ended"),
+    }
+}
+
 /// Run the CLI; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -292,6 +391,26 @@ pub fn main() -> std::process::ExitCode {
         Command::MakeTorrent(a) => make_torrent(a),
         Command::Peer(a) => peer(a),
         Command::Tracker(a) => tracker(a),
+        Command::Start(a) if a.foreground => crate::orchestrator::supervise(
+            &a.config.config,
+            a.my_client,
+            crate::orchestrator::Mode::Start,
+        )
+        .map(|_| ()),
+        Command::Start(a) => crate::orchestrator::start(&a.config.config, &a.my_client),
+        Command::Supervise(a) => crate::orchestrator::supervise(
+            &a.config.config,
+            a.my_client,
+            crate::orchestrator::Mode::Start,
+        )
+        .map(|_| ()),
+        Command::Stop(a) => crate::orchestrator::stop(&a.config, true),
+        Command::Status(a) => match crate::orchestrator::status(&a.config.config, a.json) {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::from(3),
+            Err(e) => Err(e),
+        },
+        Command::Run(a) => run(a),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -46,6 +46,9 @@ pub struct PeerStatus {
     pub progress: Option<f64>,
     pub last_seen_secs: f64,
     pub connected_secs: f64,
+    /// Bytes/s between its last two announces.
+    pub up_rate: f64,
+    pub down_rate: f64,
 }
 
 /// A peer id as text: printable ASCII kept, other bytes `%XX`.
@@ -84,6 +87,8 @@ impl Tracker {
                                 .map(|k| 1.0 - p.left.min(k.size) as f64 / k.size.max(1) as f64),
                             last_seen_secs: (now - p.last_seen).as_secs_f64(),
                             connected_secs: (now - p.first_seen).as_secs_f64(),
+                            up_rate: p.up_rate,
+                            down_rate: p.down_rate,
                         })
                         .collect();
                     peers.sort_by_key(|p| p.port);

@@ -27,6 +27,9 @@ pub struct PeerEntry {
     pub first_seen: Instant,
     pub last_seen: Instant,
     pub announces: u64,
+    /// Bytes/s between the last two announces.
+    pub up_rate: f64,
+    pub down_rate: f64,
 }
 
 impl PeerEntry {
@@ -102,6 +105,11 @@ impl Swarm {
             Some(&i) => {
                 let p = &mut self.peers[i];
                 let was_seed = p.is_seed();
+                let dt = now.saturating_duration_since(p.last_seen).as_secs_f64();
+                if dt > 0.5 {
+                    p.up_rate = a.uploaded.saturating_sub(p.uploaded) as f64 / dt;
+                    p.down_rate = a.downloaded.saturating_sub(p.downloaded) as f64 / dt;
+                }
                 p.addr = addr;
                 p.uploaded = a.uploaded;
                 p.downloaded = a.downloaded;
@@ -124,6 +132,8 @@ impl Swarm {
                     first_seen: now,
                     last_seen: now,
                     announces: 1,
+                    up_rate: 0.0,
+                    down_rate: 0.0,
                 };
                 if p.is_seed() {
                     self.seeds += 1;

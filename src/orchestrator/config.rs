@@ -1,0 +1,340 @@
+//! The experiment's configuration: a YAML scenario (`configs/default.yaml` is the standard one).
+//!
+//! Every key has a default, unknown keys are refused, and every error names the file and the
+//! field (and the line, for errors the YAML parser sees).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A number, or a uniform range `{min: a, max: b}` drawn from per client.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Range {
+    Fixed(f64),
+    Uniform { min: f64, max: f64 },
+}
+
+impl Range {
+    pub fn bounds(&self) -> (f64, f64) {
+        match *self {
+            Range::Fixed(x) => (x, x),
+            Range::Uniform { min, max } => (min, max),
+        }
+    }
+    pub fn draw(&self, rng: &mut impl rand::Rng) -> f64 {
+        let (a, b) = self.bounds();
+        if b > a {
+            rng.random_range(a..=b)
+        } else {
+            a
+        }
+    }
+    fn check(&self, field: &str, lo: f64, hi: f64) -> Result<(), String> {
+        let (a, b) = self.bounds();
+        if !(a.is_finite() && b.is_finite()) || a < lo || b > hi || a > b {
+            return Err(format!(
+                "{field}: {a}..{b} must satisfy {lo} <= min <= max <= {hi}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Makes the world's layout (pieces, linger times, peer ids) the same from run to run.
+    pub seed: Option<u64>,
+    /// Runtime state: pid file, logs, torrents, downloads, reports.
+    pub run_dir: PathBuf,
+    /// The content the world shares; never written to.
+    pub fresh_files: PathBuf,
+    pub tracker: TrackerSection,
+    pub torrents: TorrentsSection,
+    pub world: WorldSection,
+    pub my_client: MyClientSection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackerSection {
+    pub bind: IpAddr,
+    pub port: u16,
+    /// Re-announce interval, seconds.
+    pub interval: u64,
+    /// Host name or IP that a client on another machine uses to reach this one.
+    pub public_host: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TorrentsSection {
+    pub piece_length: u32,
+    /// The file of `fresh_files` my client gets (default: the largest).
+    pub my_torrent: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    /// Seconds before the first restart of a crashed client; doubles per crash.
+    pub initial: f64,
+    pub max: f64,
+    /// Consecutive crashes after which a client slot is given up (and reported).
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorldSection {
+    /// Partial clients (leechers) per swarm.
+    pub clients: usize,
+    /// Complete clients per swarm.
+    pub seeds: usize,
+    /// Fraction of pieces a partial client starts with.
+    pub start_fraction: Range,
+    /// Upload cap per client, KB/s (1 KB = 1024 B).
+    pub upload_rate: Range,
+    /// Upload cap of the seeds, KB/s (default: `upload_rate`).
+    pub seed_upload_rate: Option<Range>,
+    pub max_connections: usize,
+    pub upload_slots: usize,
+    /// Seconds a completed client seeds before it is replaced.
+    pub linger: Range,
+    /// Seconds of random delay before a replacement starts.
+    pub respawn_jitter: f64,
+    pub crash_backoff: Backoff,
+    /// Piece picker of the world clients.
+    pub policy: String,
+    /// Program run instead of this `testbed` binary for world clients; it gets the same
+    /// arguments (`peer TORRENT --data ... --tracker=...`).
+    pub command: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MyClientSection {
+    /// Argument template; placeholders in braces (see README).
+    pub args: String,
+    /// Playback rate R, KB/s.
+    pub rate: f64,
+    /// Startup delay D, seconds.
+    pub delay: f64,
+    /// Prefetch P, seconds.
+    pub prefetch: f64,
+    /// My client's upload cap, KB/s.
+    pub max_upload_rate: f64,
+}
+
+/// The default argument template of the SPEC.
+pub const DEFAULT_ARGS: &str = "--saveas {saveas} --max_upload_rate {max_upload_rate} --rate {rate} --delay {delay} --prefetch {prefetch} --vod-server {vod_url} --report {report} {torrent}";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seed: None,
+            run_dir: "run".into(),
+            fresh_files: "fresh-files".into(),
+            tracker: TrackerSection::default(),
+            torrents: TorrentsSection::default(),
+            world: WorldSection::default(),
+            my_client: MyClientSection::default(),
+        }
+    }
+}
+
+impl Default for TrackerSection {
+    fn default() -> Self {
+        TrackerSection {
+            bind: [127, 0, 0, 1].into(),
+            port: 6970,
+            interval: 10,
+            public_host: None,
+        }
+    }
+}
+
+impl Default for TorrentsSection {
+    fn default() -> Self {
+        TorrentsSection {
+            piece_length: 32768,
+            my_torrent: None,
+        }
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: 1.0,
+            max: 30.0,
+            limit: 5,
+        }
+    }
+}
+
+impl Default for WorldSection {
+    fn default() -> Self {
+        WorldSection {
+            clients: 20,
+            seeds: 2,
+            start_fraction: Range::Uniform { min: 0.0, max: 0.5 },
+            upload_rate: Range::Fixed(20.0),
+            seed_upload_rate: None,
+            max_connections: 30,
+            upload_slots: 4,
+            linger: Range::Uniform {
+                min: 10.0,
+                max: 30.0,
+            },
+            respawn_jitter: 2.0,
+            crash_backoff: Backoff::default(),
+            policy: "rarest".into(),
+            command: None,
+        }
+    }
+}
+
+impl Default for MyClientSection {
+    fn default() -> Self {
+        MyClientSection {
+            args: DEFAULT_ARGS.into(),
+            rate: 60.0,
+            delay: 6.0,
+            prefetch: 2.0,
+            max_upload_rate: 20.0,
+        }
+    }
+}
+
+impl Config {
+    /// Read and check a config file. Relative paths in it are relative to the current folder
+    /// (the project root under `make`).
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let cfg: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        };
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Semantic checks; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let w = &self.world;
+        if self.tracker.interval == 0 {
+            return Err("tracker.interval: must be at least 1 second".into());
+        }
+        if self.torrents.piece_length < 1024
+            || self.torrents.piece_length > 16 << 20
+            || !self.torrents.piece_length.is_power_of_two()
+        {
+            return Err(format!(
+                "torrents.piece_length: {} must be a power of two from 1024 to 16 MiB",
+                self.torrents.piece_length
+            ));
+        }
+        if w.clients + w.seeds > 2000 {
+            return Err(format!(
+                "world: {} clients + {} seeds is more than 2000",
+                w.clients, w.seeds
+            ));
+        }
+        w.start_fraction.check("world.start_fraction", 0.0, 1.0)?;
+        w.upload_rate.check("world.upload_rate", 0.0, 1e7)?;
+        if let Some(s) = &w.seed_upload_rate {
+            s.check("world.seed_upload_rate", 0.0, 1e7)?;
+        }
+        w.linger.check("world.linger", 0.0, 1e6)?;
+        if !(0.0..=3600.0).contains(&w.respawn_jitter) {
+            return Err("world.respawn_jitter: must be 0 to 3600 seconds".into());
+        }
+        let b = &w.crash_backoff;
+        if !(b.initial > 0.0 && b.max >= b.initial && b.limit >= 1) {
+            return Err("world.crash_backoff: need initial > 0, max >= initial, limit >= 1".into());
+        }
+        if w.max_connections == 0 || w.upload_slots == 0 {
+            return Err("world.max_connections and world.upload_slots: must be at least 1".into());
+        }
+        if crate::policy::picker_by_name(&w.policy, 0).is_none() {
+            return Err(format!(
+                "world.policy: unknown policy {:?} (known: {})",
+                w.policy,
+                crate::policy::PICKERS.join(", ")
+            ));
+        }
+        let m = &self.my_client;
+        for (f, v) in [
+            ("my_client.rate", m.rate),
+            ("my_client.delay", m.delay),
+            ("my_client.prefetch", m.prefetch),
+            ("my_client.max_upload_rate", m.max_upload_rate),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("{f}: {v} must be a non-negative number"));
+            }
+        }
+        if m.rate <= 0.0 {
+            return Err("my_client.rate: must be positive".into());
+        }
+        crate::orchestrator::template::check(&m.args)
+            .map_err(|e| format!("my_client.args: {e}"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(s: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, s).unwrap();
+        Config::load(&p)
+    }
+
+    #[test]
+    fn defaults_and_ranges() {
+        let c = load_str("world:\n  clients: 3\n  upload_rate: {min: 10, max: 30}\n").unwrap();
+        assert_eq!(c.world.clients, 3);
+        assert_eq!(
+            c.world.upload_rate,
+            Range::Uniform {
+                min: 10.0,
+                max: 30.0
+            }
+        );
+        assert_eq!(c.tracker.port, 6970);
+        assert_eq!(load_str("").unwrap().world.seeds, 2);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = load_str("seed: 1\nworld:\n  clientz: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.yaml") && e.contains("clientz") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = load_str("world:\n  start_fraction: {min: 0.8, max: 0.2}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("world.start_fraction"), "{e}");
+        let e = load_str("tracker:\n  port: banana\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("port"), "{e}");
+        let e = load_str("my_client:\n  args: \"--x {nope}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("my_client.args") && e.contains("nope"), "{e}");
+    }
+}

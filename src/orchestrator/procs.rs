@@ -1,0 +1,323 @@
+//! The process tree: starting children so that they cannot outlive the testbed, and finding
+//! and ending every one of them on stop.
+//!
+//! Four layers, because each alone has a known hole:
+//!
+//! 1. **cgroup v2** (where the machine lets us make one): the supervisor moves itself into
+//!    `testbed-<run id>`; every descendant inherits it whatever it does with sessions or groups,
+//!    and `cgroup.kill` ends them all at once. This is the kernel's guarantee.
+//! 2. **PR_SET_PDEATHSIG = SIGKILL** on direct children, set from one [`Spawner`] thread that lives
+//!    as long as the supervisor (the signal fires when the *thread* that forked exits), with a
+//!    `getppid()` re-check in case the parent died before `prctl` ran.
+//! 3. **The run id** in every child's environment (`TESTBED_RUN_ID`), found by scanning
+//!    `/proc/*/environ`: catches a daemon that left the session, with or without the cgroup.
+//! 4. **The session**: a detached supervisor is a session leader, so processes of its session
+//!    are its descendants unless they called `setsid` (then 1 or 3 find them).
+//!
+//! The supervisor is also a child subreaper, so orphaned grandchildren are re-parented to it
+//! and reaped by the [`reaper`] thread instead of lingering as zombies. A pid saved in a file is
+//! checked against its start time (`/proc/PID/stat`) before it is signalled.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Environment variable that marks every process of a run.
+pub const RUN_ID_VAR: &str = "TESTBED_RUN_ID";
+
+/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Session id of a process (field 6 of /proc/PID/stat).
+pub fn session_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Whether `pid` is alive (not a zombie) and is the process that started at `start`.
+pub fn is_same_process(pid: i32, start: u64) -> bool {
+    start_time(pid) == Some(start) && !is_zombie(pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(true)
+}
+
+fn environ_has(pid: i32, needle: &[u8]) -> bool {
+    let mut buf = Vec::new();
+    File::open(format!("/proc/{pid}/environ"))
+        .and_then(|mut f| f.read_to_end(&mut buf))
+        .map(|_| buf.split(|&b| b == 0).any(|kv| kv == needle))
+        .unwrap_or(false)
+}
+
+/// Every live process of run `run_id`: carrying the marker, or (when `sid` is given) in that
+/// session. This process is left out.
+pub fn scan(run_id: &str, sid: Option<i32>) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let needle = format!("{RUN_ID_VAR}={run_id}").into_bytes();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me && !is_zombie(pid))
+        .filter(|&pid| environ_has(pid, &needle) || (sid.is_some() && session_of(pid) == sid))
+        .collect()
+}
+
+/// Send `sig` to each pid, ignoring the ones already gone.
+pub fn signal_all(pids: &[i32], sig: Signal) {
+    for &p in pids {
+        let _ = kill(Pid::from_raw(p), sig);
+    }
+}
+
+/// A cgroup v2 of the run, when the machine allows one.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    pub path: PathBuf,
+}
+
+impl Cgroup {
+    /// The cgroup v2 mount point, if any.
+    fn mount() -> Option<PathBuf> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+        mounts
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() > 2 && f[2] == "cgroup2")
+            .map(|f| PathBuf::from(f[1]))
+    }
+
+    /// Make `testbed-<run id>` and move `pid` into it. `Err` says why not (the run goes on
+    /// without: the scan still finds everything that keeps the marker).
+    pub fn create(run_id: &str, pid: i32) -> Result<Cgroup, String> {
+        let mount = Cgroup::mount().ok_or("no cgroup v2 mount")?;
+        let path = mount.join(format!("testbed-{run_id}"));
+        std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cg = Cgroup { path };
+        if !cg.path.join("cgroup.kill").exists() {
+            cg.remove();
+            return Err("cgroup.kill not supported (kernel older than 5.14)".into());
+        }
+        std::fs::write(cg.path.join("cgroup.procs"), pid.to_string()).map_err(|e| {
+            cg.remove();
+            format!("cannot join {}: {e}", cg.path.display())
+        })?;
+        Ok(cg)
+    }
+
+    pub fn procs(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// SIGKILL every process in the cgroup (the kernel does it, atomically).
+    pub fn kill(&self) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+    }
+
+    pub fn remove(&self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct SpawnRequest {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(String, String)>,
+    /// stdout and stderr go here (appended).
+    pub log: PathBuf,
+    pub cwd: Option<PathBuf>,
+}
+
+type SpawnJob = (SpawnRequest, mpsc::Sender<std::io::Result<i32>>);
+
+/// Starts children from one long-lived thread, so that their PR_SET_PDEATHSIG stays armed as
+/// long as the supervisor lives.
+#[derive(Clone)]
+pub struct Spawner {
+    tx: mpsc::Sender<SpawnJob>,
+}
+
+impl Spawner {
+    pub fn new(run_id: &str) -> Spawner {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        let run_id = run_id.to_string();
+        std::thread::Builder::new()
+            .name("spawner".into())
+            .spawn(move || {
+                for (req, reply) in rx {
+                    let _ = reply.send(spawn_now(&req, &run_id));
+                }
+            })
+            .expect("spawner thread");
+        Spawner { tx }
+    }
+
+    /// Start a child; returns its pid. The child is reaped by the [`reaper`].
+    pub fn spawn(&self, req: SpawnRequest) -> std::io::Result<i32> {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .send((req, tx))
+            .map_err(|_| std::io::Error::other("spawner thread gone"))?;
+        rx.recv()
+            .map_err(|_| std::io::Error::other("spawner thread gone"))?
+    }
+}
+
+fn spawn_now(req: &SpawnRequest, run_id: &str) -> std::io::Result<i32> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&req.log)?;
+    let mut cmd = Command::new(&req.program);
+    cmd.args(&req.args)
+        .env(RUN_ID_VAR, run_id)
+        .envs(req.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if let Some(d) = &req.cwd {
+        cmd.current_dir(d);
+    }
+    let parent = std::process::id() as i32;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid().as_raw() != parent {
+                // The supervisor died before prctl ran: the signal would never come.
+                nix::libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    // Not waited on here: the reaper thread reaps every child and grandchild.
+    std::mem::forget(child);
+    Ok(pid)
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+/// Reap every child (and, as subreaper, every orphaned descendant), reporting `(pid, exit)`.
+pub fn reaper(tx: tokio::sync::mpsc::UnboundedSender<(i32, Exit)>) {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || loop {
+            match waitpid(Pid::from_raw(-1), None) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    let _ = tx.send((pid.as_raw(), Exit::Code(code)));
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    let _ = tx.send((pid.as_raw(), Exit::Signal(sig as i32)));
+                }
+                Ok(_) => {}
+                Err(nix::errno::Errno::ECHILD) => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        })
+        .expect("reaper thread");
+}
+
+/// End every process of a run: SIGTERM, then SIGKILL to what is left after `grace`, until none
+/// remains or `deadline` passes. Returns the pids still alive at the deadline (none, normally).
+pub fn end_all(
+    run_id: &str,
+    sid: Option<i32>,
+    cgroup: Option<&Cgroup>,
+    grace: Duration,
+    deadline: Instant,
+) -> Vec<i32> {
+    let find = || {
+        let mut pids = scan(run_id, sid);
+        if let Some(cg) = cgroup {
+            let me = std::process::id() as i32;
+            let extra: Vec<i32> = cg
+                .procs()
+                .into_iter()
+                .filter(|&p| p != me && !pids.contains(&p))
+                .collect();
+            pids.extend(extra);
+        }
+        pids
+    };
+    let term_until = Instant::now() + grace;
+    signal_all(&find(), Signal::SIGTERM);
+    loop {
+        let left = find();
+        if left.is_empty() {
+            return left;
+        }
+        if Instant::now() >= deadline {
+            return left;
+        }
+        if Instant::now() >= term_until {
+            if let Some(cg) = cgroup {
+                if !cg.procs().contains(&(std::process::id() as i32)) {
+                    cg.kill();
+                }
+            }
+            signal_all(&left, Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a path is below `dir` (both made absolute without following links).
+pub fn is_within(path: &Path, dir: &Path) -> bool {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    abs(path).starts_with(abs(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_of_this_process() {
+        let me = std::process::id() as i32;
+        assert!(start_time(me).is_some());
+        assert!(is_same_process(me, start_time(me).unwrap()));
+        assert!(!is_same_process(me, start_time(me).unwrap() + 1));
+        assert!(session_of(me).is_some());
+        assert_eq!(start_time(i32::MAX), None);
+    }
+}

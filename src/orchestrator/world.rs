@@ -1,0 +1,404 @@
+//! The world: the throttled BitTorrent clients that share each file of `fresh-files/`.
+//!
+//! Each swarm has `seeds` complete clients (they share the file in `fresh-files/` itself,
+//! opened read-only) and `clients` partial ones, each started on its own copy holding a random
+//! subset of pieces (a fraction drawn from `start_fraction`) copied from fresh-files. A client is
+//! a `testbed peer` child process, quiet, logging into `run/logs/`.
+//!
+//! Life cycle of a slot: a partial client that completes lingers as a seed (`linger`), exits
+//! with status 0, and is *reincarnated*: after a little random jitter a new client takes the
+//! slot with a new peer id and a fresh partial copy. A client that crashes is logged with its exit
+//! status and restarted after a doubling backoff; after `crash_backoff.limit` crashes in a row
+//! the slot is given up and reported, never spun.
+//!
+//! With a `seed:` in the config every random choice (fractions, pieces, caps, linger, ids) is
+//! drawn from a generator seeded by (seed, swarm, slot, generation), so the layout is the same
+//! from run to run whatever the timing.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::config::WorldSection;
+use super::procs::{Exit, SpawnRequest, Spawner};
+use crate::metainfo::Torrent;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Seed,
+    World,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotState {
+    Starting,
+    Running,
+    /// Waiting to be replaced (after completing) or restarted (after a crash).
+    Waiting,
+    /// Crashed too often: given up.
+    Failed,
+}
+
+/// One place in the world.
+#[derive(Debug, Clone, Serialize)]
+pub struct Slot {
+    pub swarm: usize,
+    pub index: usize,
+    pub role: Role,
+    pub generation: u32,
+    #[serde(serialize_with = "ser_id")]
+    pub peer_id: [u8; 20],
+    pub pid: Option<i32>,
+    pub state: SlotState,
+    /// Crashes in a row.
+    pub crashes: u32,
+    /// Replacements after completing.
+    pub reincarnations: u32,
+    pub upload_rate: f64,
+    pub start_fraction: f64,
+    pub last_exit: Option<String>,
+    #[serde(skip)]
+    pub data: PathBuf,
+    #[serde(skip)]
+    pub started: Option<Instant>,
+}
+
+fn ser_id<S: serde::Serializer>(id: &[u8; 20], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(id))
+}
+
+/// A swarm: one file of fresh-files and its torrent.
+#[derive(Debug, Clone)]
+pub struct SwarmFiles {
+    pub torrent: Arc<Torrent>,
+    pub torrent_path: PathBuf,
+    pub fresh: PathBuf,
+}
+
+pub struct World {
+    pub cfg: WorldSection,
+    pub seed: u64,
+    pub swarms: Vec<SwarmFiles>,
+    pub slots: Mutex<Vec<Slot>>,
+    pub spawner: Spawner,
+    pub testbed_exe: PathBuf,
+    pub downloads: PathBuf,
+    pub logs: PathBuf,
+    pub tracker_url: String,
+    pub interval: u64,
+    pub stopping: std::sync::atomic::AtomicBool,
+}
+
+/// A generator for one (swarm, slot, generation): the same every run with the same seed.
+fn rng_for(seed: u64, swarm: usize, slot: usize, generation: u32) -> rand::rngs::StdRng {
+    let mix = seed
+        ^ (swarm as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (slot as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ (generation as u64).wrapping_mul(0x1656_67B1_9E37_79F9);
+    rand::rngs::StdRng::seed_from_u64(mix)
+}
+
+impl World {
+    /// Lay out every slot (not yet started).
+    pub fn layout(&self) {
+        let mut slots = Vec::new();
+        for (s, _) in self.swarms.iter().enumerate() {
+            for i in 0..self.cfg.seeds + self.cfg.clients {
+                let role = if i < self.cfg.seeds {
+                    Role::Seed
+                } else {
+                    Role::World
+                };
+                slots.push(self.new_slot(s, i, role, 0));
+            }
+        }
+        *self.slots.lock().unwrap_or_else(|p| p.into_inner()) = slots;
+    }
+
+    fn new_slot(&self, swarm: usize, index: usize, role: Role, generation: u32) -> Slot {
+        let mut rng = rng_for(self.seed, swarm, index, generation);
+        let start_fraction = if role == Role::Seed {
+            1.0
+        } else {
+            self.cfg.start_fraction.draw(&mut rng)
+        };
+        let rate = match (role, &self.cfg.seed_upload_rate) {
+            (Role::Seed, Some(r)) => r.draw(&mut rng),
+            _ => self.cfg.upload_rate.draw(&mut rng),
+        };
+        let tag = if role == Role::Seed { 'S' } else { 'W' };
+        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let suffix: String = (0..3)
+            .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+            .collect();
+        let id = format!(
+            "-TB0100-{tag}{:04}g{:03}{suffix}",
+            index % 10000,
+            generation % 1000
+        );
+        let peer_id: [u8; 20] = id.as_bytes().try_into().expect("20 bytes");
+        let name = &self.swarms[swarm].torrent.name;
+        let data = if role == Role::Seed {
+            self.swarms[swarm].fresh.clone()
+        } else {
+            self.downloads
+                .join(format!("world-{swarm}-{index}-g{generation}"))
+                .join(name)
+        };
+        Slot {
+            swarm,
+            index,
+            role,
+            generation,
+            peer_id,
+            pid: None,
+            state: SlotState::Starting,
+            crashes: 0,
+            reincarnations: 0,
+            upload_rate: (rate * 10.0).round() / 10.0,
+            start_fraction,
+            last_exit: None,
+            data,
+            started: None,
+        }
+    }
+
+    pub fn peer_ids(&self) -> Vec<[u8; 20]> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|s| s.state != SlotState::Failed)
+            .map(|s| s.peer_id)
+            .collect()
+    }
+
+    /// Make the slot's partial copy and start its client. Blocking (file copies): call from a
+    /// blocking context.
+    pub fn start_slot(&self, k: usize) -> anyhow::Result<i32> {
+        let slot = self.slots.lock().unwrap_or_else(|p| p.into_inner())[k].clone();
+        let sw = &self.swarms[slot.swarm];
+        if slot.role == Role::World {
+            let mut rng = rng_for(self.seed ^ 0x22, slot.swarm, slot.index, slot.generation);
+            make_partial_copy(
+                &sw.torrent,
+                &sw.fresh,
+                &slot.data,
+                slot.start_fraction,
+                &mut rng,
+            )?;
+        }
+        let mut linger_rng = rng_for(self.seed ^ 0x11, slot.swarm, slot.index, slot.generation);
+        let linger = self.cfg.linger.draw(&mut linger_rng);
+        let log = self.logs.join(format!(
+            "{}-{}-{}.log",
+            if slot.role == Role::Seed {
+                "seed"
+            } else {
+                "world"
+            },
+            slot.swarm,
+            slot.index
+        ));
+        let mut args: Vec<OsString> = vec![
+            "peer".into(),
+            sw.torrent_path.clone().into(),
+            "--data".into(),
+            slot.data.clone().into(),
+        ];
+        // `--key=value`: a value may start with '-' (peer ids do).
+        let flag = |a: &mut Vec<OsString>, k: &str, v: String| a.push(format!("{k}={v}").into());
+        flag(&mut args, "--tracker", self.tracker_url.clone());
+        flag(
+            &mut args,
+            "--peer-id",
+            String::from_utf8_lossy(&slot.peer_id).into_owned(),
+        );
+        flag(&mut args, "--max-upload-rate", slot.upload_rate.to_string());
+        flag(
+            &mut args,
+            "--max-connections",
+            self.cfg.max_connections.to_string(),
+        );
+        flag(
+            &mut args,
+            "--upload-slots",
+            self.cfg.upload_slots.to_string(),
+        );
+        flag(&mut args, "--policy", self.cfg.policy.clone());
+        flag(
+            &mut args,
+            "--rng-seed",
+            linger_rng.random::<u64>().to_string(),
+        );
+        flag(
+            &mut args,
+            "--max-announce-interval",
+            self.interval.to_string(),
+        );
+        if slot.role == Role::Seed {
+            args.push("--seed".into());
+        } else {
+            flag(&mut args, "--linger", format!("{linger:.1}"));
+        }
+        let pid = self.spawner.spawn(SpawnRequest {
+            program: self.testbed_exe.clone(),
+            args,
+            env: vec![("RUST_LOG".into(), "info".into())],
+            log,
+            cwd: None,
+        })?;
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots[k].pid = Some(pid);
+        slots[k].state = SlotState::Running;
+        slots[k].started = Some(Instant::now());
+        Ok(pid)
+    }
+
+    /// A child exited. Returns what to do: start slot `k` again after the delay, or nothing.
+    pub fn on_exit(&self, pid: i32, exit: Exit) -> Option<(usize, Duration)> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let k = slots.iter().position(|s| s.pid == Some(pid))?;
+        let stopping = self.stopping.load(std::sync::atomic::Ordering::Relaxed);
+        let s = &mut slots[k];
+        s.pid = None;
+        s.last_exit = Some(exit.to_string());
+        if stopping {
+            return None;
+        }
+        let mut rng = rand::rng();
+        let jitter =
+            Duration::from_secs_f64(rng.random_range(0.0..=self.cfg.respawn_jitter.max(0.0)));
+        if exit == Exit::Code(0) && s.role == Role::World {
+            // Completed and lingered: a new client takes the slot.
+            tracing::info!(
+                slot = k,
+                generation = s.generation,
+                "world client completed; reincarnating"
+            );
+            let old = s.data.clone();
+            let reinc = s.reincarnations + 1;
+            let fresh = self.new_slot(s.swarm, s.index, s.role, s.generation + 1);
+            *s = Slot {
+                reincarnations: reinc,
+                state: SlotState::Waiting,
+                ..fresh
+            };
+            if let Some(dir) = old.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Some((k, jitter));
+        }
+        if s.started.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER) {
+            s.crashes = 0;
+        }
+        s.crashes += 1;
+        let b = &self.cfg.crash_backoff;
+        if s.crashes >= b.limit {
+            s.state = SlotState::Failed;
+            tracing::error!(
+                slot = k,
+                "world client {} ({exit}) crashed {} times in a row; giving up on this slot",
+                String::from_utf8_lossy(&s.peer_id),
+                s.crashes
+            );
+            return None;
+        }
+        s.state = SlotState::Waiting;
+        let backoff = (b.initial * 2f64.powi(s.crashes as i32 - 1)).min(b.max);
+        tracing::warn!(
+            slot = k,
+            "world client {} died ({exit}); restarting in {backoff:.1} s",
+            String::from_utf8_lossy(&s.peer_id)
+        );
+        Some((k, Duration::from_secs_f64(backoff) + jitter))
+    }
+}
+
+/// Write `dest` as a sparse file of the torrent's size holding a random `fraction` of the
+/// pieces, copied from `fresh` (which is only read).
+pub fn make_partial_copy(
+    t: &Torrent,
+    fresh: &Path,
+    dest: &Path,
+    fraction: f64,
+    rng: &mut impl Rng,
+) -> anyhow::Result<usize> {
+    use anyhow::Context;
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    let src = std::fs::File::open(fresh).with_context(|| format!("{}", fresh.display()))?;
+    let out = std::fs::File::create(dest).with_context(|| format!("{}", dest.display()))?;
+    out.set_len(t.total_length)?;
+    let n = t.num_pieces() as usize;
+    let k = ((n as f64) * fraction).round() as usize;
+    let chosen = rand::seq::index::sample(rng, n, k.min(n));
+    let mut buf = vec![0u8; t.piece_length as usize];
+    for i in chosen.iter() {
+        let i = i as u32;
+        let len = t.piece_len(i) as usize;
+        src.read_exact_at(&mut buf[..len], t.piece_offset(i))?;
+        out.write_all_at(&buf[..len], t.piece_offset(i))?;
+    }
+    Ok(k)
+}
+
+/// Peer ids by slot, for the status page's roles.
+pub fn roles(world: &World) -> HashMap<[u8; 20], (Role, usize, u32)> {
+    world
+        .slots
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|s| (s.peer_id, (s.role, s.index, s.reincarnations)))
+        .collect()
+}
+
+/// How long a client must run before its crash count starts again from zero.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_copy_holds_the_drawn_fraction_of_true_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("m.bin");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8 + 1).collect();
+        std::fs::write(&src, &data).unwrap();
+        let t =
+            Torrent::from_bytes(&crate::metainfo::make_torrent(&src, "http://x/a", 16384).unwrap())
+                .unwrap();
+        let dest = dir.path().join("c/m.bin");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let k = make_partial_copy(&t, &src, &dest, 0.5, &mut rng).unwrap();
+        assert_eq!(k, 7); // 13 pieces * 0.5, rounded
+        let (_, have) = crate::peer::storage::Storage::open(&t, &dest, true).unwrap();
+        assert_eq!(have.count() as usize, k);
+        assert_eq!(std::fs::read(&src).unwrap(), data, "source untouched");
+        // Same seed, same pieces.
+        let dest2 = dir.path().join("d/m.bin");
+        make_partial_copy(
+            &t,
+            &src,
+            &dest2,
+            0.5,
+            &mut rand::rngs::StdRng::seed_from_u64(1),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(&dest2).unwrap()
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! The orchestrator with real processes: start, the world announcing, reincarnation, stop
+//! leaving nothing (also after `kill -9` of the supervisor and with a daemonizing my client),
+//! double start, stale pid file, bad config, fresh-files untouched, `testbed run`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// A scenario in a temp dir: its own fresh-files, run dir, port. Dropping it runs `testbed stop`.
+struct Lab {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    port: u16,
+}
+
+impl Lab {
+    fn new(extra_world: &str) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh-files");
+        std::fs::create_dir_all(&fresh).unwrap();
+        std::fs::write(fresh.join("movie.bin"), content(300_000, 11)).unwrap();
+        std::fs::write(fresh.join("extra.bin"), content(40_000, 12)).unwrap();
+        let port = free_port();
+        let config = dir.path().join("lab.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "seed: 7\nrun_dir: {run}\nfresh_files: {fresh}\ntracker:\n  port: {port}\n  interval: 1\ntorrents:\n  piece_length: 16384\n  my_torrent: movie.bin\nworld:\n  clients: 3\n  seeds: 1\n  upload_rate: 400\n  linger: 0.5\n  respawn_jitter: 0.2\n{extra_world}",
+                run = dir.path().join("run").display(),
+                fresh = fresh.display(),
+            ),
+        )
+        .unwrap();
+        Lab { dir, config, port }
+    }
+
+    fn testbed(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(testbed_bin());
+        cmd.arg(args[0])
+            .arg("--config")
+            .arg(&self.config)
+            .args(&args[1..]);
+        cmd.output().unwrap()
+    }
+
+    fn start(&self, my_client: &[&str]) -> Output {
+        let mut a = vec!["start"];
+        a.extend_from_slice(my_client);
+        self.testbed(&a)
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    fn pid_info(&self) -> serde_json::Value {
+        serde_json::from_slice(&read(&self.run_dir().join("testbed.pid")))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    fn world(&self) -> serde_json::Value {
+        http_get(self.port, "/api/world")
+            .ok()
+            .and_then(|(_, b)| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    fn tracker_peer_ids(&self) -> Vec<String> {
+        let Ok((_, body)) = http_get(self.port, "/api/status") else {
+            return vec![];
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        v["swarms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["peers"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["peer_id"].as_str().map(String::from))
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(testbed_bin())
+            .arg("stop")
+            .arg("--config")
+            .arg(&self.config)
+            .output();
+    }
+}
+
+/// Live processes carrying `TESTBED_RUN_ID=run_id`.
+fn marked(run_id: &str) -> Vec<i32> {
+    let needle = format!("TESTBED_RUN_ID={run_id}").into_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            env.split(|&b| b == 0).any(|kv| kv == needle)
+        })
+        .collect()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {}: {}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn checksum_dir(d: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn start_world_reincarnates_and_stop_leaves_nothing() {
+    let lab = Lab::new("");
+    let fresh_before = checksum_dir(&lab.dir.path().join("fresh-files"));
+    let out = ok(&lab.start(&[]));
+    assert!(
+        out.contains(&format!("http://127.0.0.1:{}/", lab.port)),
+        "{out}"
+    );
+    let run_id = lab.pid_info()["run_id"].as_str().unwrap().to_string();
+    // Two swarms x (1 seed + 3 clients), all announced by the time start returned.
+    let ids = lab.tracker_peer_ids();
+    assert_eq!(ids.len(), 8, "{ids:?}");
+    let world = lab.world();
+    let slots = world["world"].as_array().unwrap();
+    assert_eq!(slots.len(), 8);
+    for s in slots {
+        assert!(ids.contains(&s["peer_id"].as_str().unwrap().to_string()));
+    }
+    assert!(!marked(&run_id).is_empty());
+    // A world client completes, lingers 0.5 s, and a new one (new peer id) takes its slot.
+    let first_ids: Vec<String> = slots
+        .iter()
+        .map(|s| s["peer_id"].as_str().unwrap().to_string())
+        .collect();
+    wait_until(
+        "a world client is replaced by a new peer id that announces",
+        Duration::from_secs(60),
+        || {
+            let w = lab.world();
+            w["world"].as_array().into_iter().flatten().any(|s| {
+                let id = s["peer_id"].as_str().unwrap_or("").to_string();
+                s["generation"].as_u64().unwrap_or(0) >= 1
+                    && !first_ids.contains(&id)
+                    && lab.tracker_peer_ids().contains(&id)
+            })
+        },
+    );
+    // status shows it, in text and JSON.
+    let st = ok(&lab.testbed(&["status"]));
+    assert!(
+        st.contains("testbed running") && st.contains("movie.bin.torrent") && st.contains("/vod/"),
+        "{st}"
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&ok(&lab.testbed(&["status", "--json"]))).unwrap();
+    assert_eq!(js["running"], true);
+
+    let t = std::time::Instant::now();
+    let out = ok(&lab.testbed(&["stop"]));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    assert!(out.contains("stopped"), "{out}");
+    assert_eq!(
+        marked(&run_id),
+        Vec::<i32>::new(),
+        "no process of the run survives"
+    );
+    // Idempotent.
+    let again = ok(&lab.testbed(&["stop"]));
+    assert!(again.contains("nothing running"), "{again}");
+    let st = lab.testbed(&["status"]);
+    assert_eq!(st.status.code(), Some(3));
+    assert_eq!(
+        checksum_dir(&lab.dir.path().join("fresh-files")),
+        fresh_before,
+        "fresh-files untouched"
+    );
+}
+
+#[test]
+fn stop_after_supervisor_sigkill_and_daemonizing_my_client() {
+    let lab = Lab::new("");
+    // A my-client that leaves the session with a TERM-ignoring daemon, then execs a sleeper.
+    let script = lab.dir.path().join("my-client.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nsetsid sh -c 'trap \"\" TERM; sleep 1000' &\nexec sleep 1000\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    ok(&lab.start(&[script.to_str().unwrap()]));
+    let info = lab.pid_info();
+    let run_id = info["run_id"].as_str().unwrap().to_string();
+    wait_until("the daemon runs", Duration::from_secs(10), || {
+        marked(&run_id).len() >= 4 + 4 + 3
+    });
+    let sup = info["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("the supervisor is gone", Duration::from_secs(5), || {
+        !marked(&run_id).contains(&sup)
+    });
+    let t = std::time::Instant::now();
+    let out = ok(&lab.testbed(&["stop"]));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(out.contains("already gone"), "{out}");
+    assert_eq!(
+        marked(&run_id),
+        Vec::<i32>::new(),
+        "the daemon and every client are ended"
+    );
+    // A new start works on the same run dir (the stale state is cleaned).
+    ok(&lab.start(&[]));
+    ok(&lab.testbed(&["stop"]));
+}
+
+#[test]
+fn double_start_is_refused_and_stale_pid_file_recovered() {
+    let lab = Lab::new("");
+    // A stale pid file of a dead process: start must not be fooled by it.
+    std::fs::create_dir_all(lab.run_dir()).unwrap();
+    std::fs::write(
+        lab.run_dir().join("testbed.pid"),
+        r#"{"pid":999999,"start_time":1,"run_id":"dead","sid":null,"cgroup":null,"url":"x"}"#,
+    )
+    .unwrap();
+    ok(&lab.start(&[]));
+    let second = lab.start(&[]);
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("already running"), "{err}");
+    ok(&lab.testbed(&["stop"]));
+}
+
+#[test]
+fn bad_config_is_one_line_with_file_line_and_field() {
+    let lab = Lab::new("  clientz: 5\n");
+    let o = lab.start(&[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("lab.yaml") && err.contains("clientz") && err.contains("line"),
+        "{err}"
+    );
+    assert!(!lab.run_dir().join("testbed.pid").exists());
+    let good = Lab::new("");
+    let missing = good.start(&["/nonexistent/client"]);
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("/nonexistent/client") && err.contains("no such executable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_with_a_plain_peer_as_my_client_completes_and_stops() {
+    let lab = Lab::new("");
+    let o = lab.testbed(&["run"]);
+    let out = ok(&o);
+    assert!(out.contains("completed"), "{out}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&read(&lab.run_dir().join("summary.json"))).unwrap();
+    assert_eq!(summary["my_client_exit"], "exit code 0");
+    let got = read(&lab.run_dir().join("downloads/my-client/movie.bin"));
+    assert!(
+        got == content(300_000, 11),
+        "my client's copy is byte-identical"
+    );
+    assert!(!lab.run_dir().join("testbed.pid").exists());
+}
+
+#[test]
+fn crashing_world_client_is_restarted_with_backoff_then_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let crash = dir.path().join("crash.sh");
+    std::fs::write(
+        &crash,
+        "#!/bin/sh\necho 'world client: simulated crash' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&crash, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let lab = Lab::new(&format!(
+        "  command: {}\n  crash_backoff: {{initial: 0.2, max: 1, limit: 3}}\n",
+        crash.display()
+    ));
+    let o = lab.start(&[]);
+    let out = ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("0 world clients announced"), "{out}");
+    assert!(
+        err.contains("8 world client slot(s) crashed repeatedly"),
+        "{err}"
+    );
+    let w = lab.world();
+    for s in w["world"].as_array().unwrap() {
+        assert_eq!(s["state"], "failed");
+        assert_eq!(s["crashes"], 3, "restarted until the limit, not spun: {s}");
+        assert_eq!(s["last_exit"], "exit code 3");
+    }
+    let log = String::from_utf8_lossy(&read(&lab.run_dir().join("logs/tracker.log"))).to_string();
+    assert!(
+        log.contains("restarting in 0.2 s")
+            && log.contains("restarting in 0.4 s")
+            && log.contains("giving up"),
+        "{log}"
+    );
+    let wlog =
+        String::from_utf8_lossy(&read(&lab.run_dir().join("logs/world-0-1.log"))).to_string();
+    assert_eq!(wlog.matches("simulated crash").count(), 3, "{wlog}");
+    ok(&lab.testbed(&["stop"]));
+}
