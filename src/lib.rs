@@ -11,6 +11,7 @@
 //! * [`policy`]: piece picking and choking, the lab's subject, one file per policy;
 //! * [`peer`]: a BitTorrent peer (session, connections, storage, caps, tracker client);
 //! * [`tracker`]: the HTTP tracker with its status page and JSON API;
+//! * [`vod`]: the deadline model, the counting VoD server, `vod-client`;
 //! * [`orchestrator`]: config, world, process tree: `testbed start | stop | status | run`;
 //! * [`cli`]: the command line of the `testbed` binary.
 
@@ -21,4 +22,5 @@ pub mod orchestrator;
 pub mod peer;
 pub mod policy;
 pub mod tracker;
+pub mod vod;
 pub mod wire;

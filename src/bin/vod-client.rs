@@ -1,5 +1,19 @@
-//! `vod-client`: the default "my client" (work in progress: see the VoD issue).
+//! `vod-client`: the default "my client". See `vod-client --help` and the README.
+use clap::Parser;
+
 fn main() -> std::process::ExitCode {
-    eprintln!("vod-client: not yet implemented");
-    std::process::ExitCode::FAILURE
+    let args = testbed::vod::client::Args::parse();
+    match testbed::vod::client::main_with(args) {
+        Ok(r) => {
+            println!(
+                "playback done: {} of {} bytes from the VoD server ({} pieces), penalty {}",
+                r.bytes_from_server, r.size, r.pieces_from_server, r.penalty
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vod-client: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -77,7 +77,10 @@ pub struct StatusArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// My client and its arguments (default: a plain `testbed peer` until vod-client lands)
+    /// Piece picker of the default vod-client (deadline, rarest, sequential)
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// My client and its arguments (default: vod-client with the config's args template)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub my_client: Vec<String>,
 }
@@ -334,54 +337,52 @@ pub fn tracker(a: TrackerArgs) -> anyhow::Result<()> {
 
 /// `testbed run`: the experiment end to end in this process.
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
-    use crate::orchestrator::{self, procs::Exit};
+    use crate::orchestrator::{self, config::Config};
+    let cfg = Config::load(&a.config.config)?;
     let mut my = a.my_client;
     if my.is_empty() {
-        // Until vod-client lands: a plain peer as my client, reporting completion.
-        let exe = std::env::current_exe()?.display().to_string();
-        my = [
-            exe.as_str(),
-            "peer",
-            "{torrent}",
-            "--data",
-            "{saveas}",
-            "--exit-on-complete",
-            "--max-upload-rate",
-            "{max_upload_rate}",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        // The default my client: vod-client beside this binary, with the config's template.
+        let exe = std::env::current_exe()?.with_file_name("vod-client");
+        if !exe.is_file() {
+            anyhow::bail!(
+                "{}: not built (cargo build --release builds it)",
+                exe.display()
+            );
+        }
+        my.push(exe.display().to_string());
+        my.extend(cfg.my_client.args.split_whitespace().map(String::from));
+    }
+    if let Some(p) = &a.policy {
+        if crate::policy::picker_by_name(p, 0).is_none() {
+            anyhow::bail!(
+                "--policy {p}: unknown (known: {})",
+                crate::policy::PICKERS.join(", ")
+            );
+        }
+        if my.len() == 1 {
+            my.extend(cfg.my_client.args.split_whitespace().map(String::from));
+        }
+        my.extend(["--policy".to_string(), p.clone()]);
     }
     let started = std::time::Instant::now();
-    let exit = orchestrator::supervise(&a.config.config, my, orchestrator::Mode::Run)?;
-    let secs = started.elapsed().as_secs_f64();
-    let cfg = orchestrator::config::Config::load(&a.config.config)?;
-    let summary = serde_json::json!({
-        "my_client_exit": exit.map(|e| e.to_string()),
-        "seconds": secs,
-        "score": serde_json::Value::Null,
-        "note": "the VoD score arrives with vod-client and the VoD server",
-    });
+    let outcome = orchestrator::supervise(&a.config.config, my, orchestrator::Mode::Run)?;
+    let rd = orchestrator::rundir::RunDir::new(&cfg.run_dir);
+    let summary = crate::vod::summary(
+        &outcome,
+        &rd.reports().join("my-client.json"),
+        started.elapsed().as_secs_f64(),
+    );
     let path = cfg.run_dir.join("summary.json");
-    crate::orchestrator::rundir::write_atomic(
+    orchestrator::rundir::write_atomic(
         &path,
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
+        serde_json::to_string_pretty(&summary.json)?.as_bytes(),
     )?;
-    match exit {
-        Some(Exit::Code(0)) => {
-            println!(
-                "my client completed in {secs:.1} s (summary: {})",
-                path.display()
-            );
-            Ok(())
-        }
-        Some(e) => anyhow::bail!(
-            "my client ended with {e}; see {}",
-            cfg.run_dir.join("logs/my-client.log").display()
-        ),
-        None => anyhow::bail!("stopped before my client ended"),
+    println!("{}", summary.text);
+    println!("summary: {}", path.display());
+    if !summary.ok {
+        anyhow::bail!("{}", summary.problem.unwrap_or_default());
     }
+    Ok(())
 }
 
 /// Run the CLI; returns the process exit code.

@@ -90,8 +90,19 @@ pub struct TorrentInfo {
     pub piece_length: u32,
 }
 
+/// What a supervised run ended with.
+#[derive(Debug)]
+pub struct Outcome {
+    pub my_exit: Option<Exit>,
+    /// The VoD server's count per client: the penalty.
+    pub served: BTreeMap<String, crate::vod::server::Served>,
+    /// Size of my client's file.
+    pub my_size: u64,
+}
+
 /// The supervisor's shared state, served at `/api/world`.
 pub struct Orchestrator {
+    pub vod: Arc<crate::vod::server::VodServer>,
     pub info: RunInfo,
     pub world: Arc<World>,
     pub tracker: Arc<Tracker>,
@@ -110,6 +121,8 @@ pub struct WorldStatus {
     pub world: Vec<world::Slot>,
     pub my_client: MyClient,
     pub downloads: Vec<(String, u64)>,
+    /// Bytes the VoD server sent, per client.
+    pub vod_served: BTreeMap<String, crate::vod::server::Served>,
 }
 
 impl Orchestrator {
@@ -129,6 +142,7 @@ impl Orchestrator {
                 .clone(),
             my_client: self.my.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             downloads,
+            vod_served: self.vod.served(),
         }
     }
 }
@@ -486,7 +500,7 @@ pub fn supervise(
     config_path: &Path,
     my_client: Vec<String>,
     mode: Mode,
-) -> anyhow::Result<Option<Exit>> {
+) -> anyhow::Result<Outcome> {
     let cfg = Config::load(config_path)?;
     let rd = RunDir::new(&cfg.run_dir);
     let _lock = rd.lock()?;
@@ -566,7 +580,7 @@ async fn run_supervisor(
     base_url: String,
     my_client: Vec<String>,
     mode: Mode,
-) -> anyhow::Result<Option<Exit>> {
+) -> anyhow::Result<Outcome> {
     write_state(rd, "starting", None, 0, 0);
     // Torrents for every file of fresh-files.
     let files = fresh_files(&cfg.fresh_files)?;
@@ -658,7 +672,22 @@ async fn run_supervisor(
         stopping: Default::default(),
     });
     world.layout();
+    let vod = crate::vod::server::VodServer::new(world.swarms.iter().map(|s| {
+        (
+            s.torrent.info_hash.hex(),
+            s.fresh.clone(),
+            s.torrent.total_length,
+        )
+    }));
+    {
+        let vod = vod.clone();
+        trk.extra.write().unwrap_or_else(|p| p.into_inner()).push((
+            "vod",
+            Box::new(move || serde_json::to_value(vod.served()).unwrap_or_default()),
+        ));
+    }
     let orch = Arc::new(Orchestrator {
+        vod: vod.clone(),
         info: info.clone(),
         world: world.clone(),
         tracker: trk.clone(),
@@ -670,7 +699,8 @@ async fn run_supervisor(
     let app = tracker::router(trk.clone()).merge(
         axum::Router::new()
             .route("/api/world", axum::routing::get(api_world))
-            .with_state(orch.clone()),
+            .with_state(orch.clone())
+            .merge(crate::vod::server::router(vod.clone())),
     );
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let server = {
@@ -744,8 +774,13 @@ async fn run_supervisor(
     let mut my_exit = None;
     let signal = crate::peer::shutdown_signal();
     tokio::pin!(signal);
+    let mut progress = tokio::time::interval(Duration::from_secs(1));
+    let show_progress = mode == Mode::Run && std::io::IsTerminal::is_terminal(&std::io::stderr());
     loop {
         tokio::select! {
+            _ = progress.tick(), if show_progress => {
+                eprint!("\r{}\x1b[K", progress_line(&info, &vod));
+            }
             Some((pid, exit)) = exits.recv() => {
                 if handle_exit(&world, &orch, my_pid, pid, exit) {
                     my_exit = Some(exit);
@@ -771,7 +806,42 @@ async fn run_supervisor(
     .await?;
     shutdown.notify_one();
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
-    Ok(my_exit)
+    if show_progress {
+        eprintln!();
+    }
+    Ok(Outcome {
+        my_exit,
+        served: vod.served(),
+        my_size: my_size_of(&info),
+    })
+}
+
+fn my_size_of(info: &RunInfo) -> u64 {
+    let hash = info.vod_url.rsplit('/').next().unwrap_or("");
+    info.torrents
+        .iter()
+        .find(|t| t.info_hash == hash)
+        .map_or(0, |t| t.size)
+}
+
+/// One line for the terminal under `testbed run`: playback position, bytes from peers, server bytes.
+fn progress_line(info: &RunInfo, vod: &crate::vod::server::VodServer) -> String {
+    let r: Option<crate::vod::Report> = std::fs::read(&info.report)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let kib = |b: u64| b as f64 / 1024.0;
+    match r {
+        Some(r) => format!(
+            "t={:.0}s  playback {:.0}/{:.0} KiB  from peers {:.0} KiB  from server {:.0} KiB ({} pieces)",
+            r.elapsed,
+            kib(r.position),
+            kib(r.size),
+            kib(r.bytes_from_peers),
+            kib(vod.total_bytes()),
+            r.pieces_from_server
+        ),
+        None => format!("waiting for my client's report; from server {:.0} KiB", kib(vod.total_bytes())),
+    }
 }
 
 /// A child ended: record my client's end (returns true), or replace a world client.

@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use super::rate::{Limiter, Measure};
 use super::storage::Storage;
 use crate::metainfo::Torrent;
-use crate::policy::{ChokeCandidate, PickView, PiecePicker, PieceStatus, Playback};
+use crate::policy::{ChokeCandidate, PeerView, PickView, PiecePicker, PieceStatus, Playback};
 use crate::wire::{Bitfield, BlockRef, BLOCK_SIZE};
 
 pub type ConnId = u64;
@@ -118,7 +118,8 @@ pub(crate) struct State {
     strikes: HashMap<PeerId, u32>,
     pub banned: HashSet<PeerId>,
     pub connecting: HashSet<SocketAddr>,
-    pub playback: Option<Playback>,
+    /// The playback clock of a VoD client: its start and its model.
+    pub playback: Option<(Instant, Playback)>,
 }
 
 /// One torrent being shared: storage, state, caps, and the channels that report progress.
@@ -236,8 +237,9 @@ impl Session {
         self.lock().picker.name()
     }
 
-    pub fn set_playback(&self, p: Playback) {
-        self.lock().playback = Some(p);
+    /// Make the session a VoD client: `p.now` is ignored, time runs from `start`.
+    pub fn set_playback(&self, start: Instant, p: Playback) {
+        self.lock().playback = Some((start, p));
     }
 
     /// Register a connection after its handshake. `None`: refused (banned, duplicate, full).
@@ -350,9 +352,17 @@ impl Session {
                 status: &st.status,
                 availability: &st.availability,
                 partials: &partial_list,
-                playback: st.playback,
+                playback: st.playback.map(|(start, p)| Playback {
+                    now: start.elapsed().as_secs_f64(),
+                    ..p
+                }),
             };
-            let Some(i) = st.picker.next(&view, peer) else {
+            let pv = PeerView {
+                has: peer,
+                rate: down_rate,
+                outstanding: outstanding.len() + out.len(),
+            };
+            let Some(i) = st.picker.next(&view, &pv) else {
                 break;
             };
             if !view.requestable(i, peer) {

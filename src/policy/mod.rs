@@ -4,7 +4,7 @@
 //!
 //! | trait | BitTornado counterpart | implementations |
 //! |---|---|---|
-//! | [`PiecePicker::next`] | `PiecePicker.next` | [`rarest::RarestFirst`], [`sequential::Sequential`] |
+//! | [`PiecePicker::next`] | `PiecePicker.next` | [`rarest::RarestFirst`], [`sequential::Sequential`], [`deadline::Deadline`] |
 //! | [`PiecePicker::backlog`] | `Downloader._request_more` (how deep to pipeline) | default method |
 //! | [`Choker::rechoke`] | `Choker._rechoke` / `_round_robin` | [`tit_for_tat::TitForTat`] |
 //!
@@ -13,6 +13,7 @@
 //! client, where playback is) and the bitfield of the peer that has a free request slot. To add
 //! a policy, add a file here, implement the trait, and name it in [`picker_by_name`].
 
+pub mod deadline;
 pub mod rarest;
 pub mod sequential;
 pub mod tit_for_tat;
@@ -40,6 +41,8 @@ pub struct Playback {
     /// Seconds until each piece's deadline is computed from this: deadline(i) = first + i * per_piece.
     pub first_deadline: f64,
     pub secs_per_piece: f64,
+    /// Bytes in a piece.
+    pub piece_length: u32,
     /// Seconds since the client started.
     pub now: f64,
 }
@@ -81,13 +84,33 @@ impl PickView<'_> {
     }
 }
 
+/// The peer with a free request slot, as a picker sees it.
+pub struct PeerView<'a> {
+    pub has: &'a Bitfield,
+    /// Bytes/s it has been sending us.
+    pub rate: f64,
+    /// Blocks we have asked it for and not yet received.
+    pub outstanding: usize,
+}
+
+impl<'a> PeerView<'a> {
+    /// A peer of unknown speed (tests, first contact).
+    pub fn of(has: &'a Bitfield) -> Self {
+        PeerView {
+            has,
+            rate: 0.0,
+            outstanding: 0,
+        }
+    }
+}
+
 /// Chooses the next piece to request from a peer.
 pub trait PiecePicker: Send {
     fn name(&self) -> &'static str;
 
     /// A piece that `peer` has and [`PickView::requestable`] allows, or `None` when there is
     /// nothing to ask this peer for.
-    fn next(&mut self, view: &PickView<'_>, peer: &Bitfield) -> Option<u32>;
+    fn next(&mut self, view: &PickView<'_>, peer: &PeerView<'_>) -> Option<u32>;
 
     /// How many block requests to keep outstanding at a peer that sends us `rate` bytes/s.
     /// The default keeps about half a second of data in flight, at least 4 and at most 400
@@ -102,12 +125,13 @@ pub fn picker_by_name(name: &str, seed: u64) -> Option<Box<dyn PiecePicker>> {
     match name {
         "rarest" => Some(Box::new(rarest::RarestFirst::new(seed))),
         "sequential" => Some(Box::new(sequential::Sequential)),
+        "deadline" => Some(Box::new(deadline::Deadline::new(seed))),
         _ => None,
     }
 }
 
 /// Names accepted by [`picker_by_name`].
-pub const PICKERS: &[&str] = &["rarest", "sequential"];
+pub const PICKERS: &[&str] = &["rarest", "sequential", "deadline"];
 
 /// One connection as the choker sees it.
 #[derive(Debug, Clone)]

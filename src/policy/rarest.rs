@@ -3,8 +3,7 @@
 
 use rand::{Rng, SeedableRng};
 
-use super::{PickView, PiecePicker, PieceStatus};
-use crate::wire::Bitfield;
+use super::{PeerView, PickView, PiecePicker, PieceStatus};
 
 pub struct RarestFirst {
     rng: rand::rngs::SmallRng,
@@ -23,7 +22,8 @@ impl PiecePicker for RarestFirst {
         "rarest"
     }
 
-    fn next(&mut self, view: &PickView<'_>, peer: &Bitfield) -> Option<u32> {
+    fn next(&mut self, view: &PickView<'_>, peer: &PeerView<'_>) -> Option<u32> {
+        let peer = peer.has;
         if let Some(p) = view.first_partial(peer) {
             return Some(p);
         }
@@ -56,6 +56,7 @@ impl PiecePicker for RarestFirst {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Bitfield;
     use PieceStatus::*;
 
     #[test]
@@ -70,7 +71,7 @@ mod tests {
             partials: &[2],
             playback: None,
         };
-        assert_eq!(p.next(&view, &peer), Some(2));
+        assert_eq!(p.next(&view, &PeerView::of(&peer)), Some(2));
         let status = [Missing, Missing, Requested, Missing, Have];
         let view = PickView {
             status: &status,
@@ -81,7 +82,7 @@ mod tests {
         // Pieces 1 and 3 are rarest (1 peer); both must come up over many picks, 0 never.
         let mut seen = [0; 5];
         for _ in 0..200 {
-            seen[p.next(&view, &peer).unwrap() as usize] += 1;
+            seen[p.next(&view, &PeerView::of(&peer)).unwrap() as usize] += 1;
         }
         assert_eq!(seen[0], 0);
         assert!(seen[1] > 50 && seen[3] > 50, "{seen:?}");
@@ -98,8 +99,8 @@ mod tests {
             playback: None,
         };
         let mut p = RarestFirst::new(1);
-        assert_eq!(p.next(&view, &peer), None);
+        assert_eq!(p.next(&view, &PeerView::of(&peer)), None);
         peer.set(1);
-        assert_eq!(p.next(&view, &peer), Some(1));
+        assert_eq!(p.next(&view, &PeerView::of(&peer)), Some(1));
     }
 }

@@ -1,7 +1,6 @@
 //! Sequential: always the lowest-numbered piece not yet requested, the naive VoD policy.
 
-use super::{PickView, PiecePicker};
-use crate::wire::Bitfield;
+use super::{PeerView, PickView, PiecePicker};
 
 pub struct Sequential;
 
@@ -10,7 +9,8 @@ impl PiecePicker for Sequential {
         "sequential"
     }
 
-    fn next(&mut self, view: &PickView<'_>, peer: &Bitfield) -> Option<u32> {
+    fn next(&mut self, view: &PickView<'_>, peer: &PeerView<'_>) -> Option<u32> {
+        let peer = peer.has;
         peer.iter_ones().find(|&i| view.requestable(i, peer))
     }
 }
@@ -19,6 +19,7 @@ impl PiecePicker for Sequential {
 mod tests {
     use super::*;
     use crate::policy::PieceStatus::*;
+    use crate::wire::Bitfield;
 
     #[test]
     fn lowest_requestable_index() {
@@ -30,8 +31,8 @@ mod tests {
             playback: None,
         };
         let mut peer = Bitfield::full(4);
-        assert_eq!(Sequential.next(&view, &peer), Some(2));
+        assert_eq!(Sequential.next(&view, &PeerView::of(&peer)), Some(2));
         peer.clear(2);
-        assert_eq!(Sequential.next(&view, &peer), Some(3));
+        assert_eq!(Sequential.next(&view, &PeerView::of(&peer)), Some(3));
     }
 }

@@ -84,6 +84,15 @@ pub struct Tracker {
     known: RwLock<HashMap<InfoHash, KnownTorrent>>,
     pub metrics: Metrics,
     pub started: Instant,
+    /// Extra sections of `/api/status` added by whoever embeds the tracker (the orchestrator's
+    /// VoD counts), by name.
+    #[allow(clippy::type_complexity)]
+    pub extra: RwLock<
+        Vec<(
+            &'static str,
+            Box<dyn Fn() -> serde_json::Value + Send + Sync>,
+        )>,
+    >,
 }
 
 impl Tracker {
@@ -94,6 +103,7 @@ impl Tracker {
             known: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             started: Instant::now(),
+            extra: RwLock::new(Vec::new()),
         })
     }
 

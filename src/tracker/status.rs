@@ -20,6 +20,9 @@ pub struct Status {
     pub uptime_secs: f64,
     pub interval_secs: u64,
     pub swarms: Vec<SwarmStatus>,
+    /// Sections added by the embedding program (e.g. `vod`: bytes served per client).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,6 +127,13 @@ impl Tracker {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             interval_secs: self.config.interval.as_secs(),
             swarms,
+            extra: self
+                .extra
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(k, f)| (k.to_string(), f()))
+                .collect(),
         }
     }
 }

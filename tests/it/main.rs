@@ -5,3 +5,4 @@ mod common;
 mod engine;
 mod orchestrator;
 mod tracker;
+mod vod;

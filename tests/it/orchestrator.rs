@@ -289,9 +289,20 @@ fn bad_config_is_one_line_with_file_line_and_field() {
 #[test]
 fn run_with_a_plain_peer_as_my_client_completes_and_stops() {
     let lab = Lab::new("");
-    let o = lab.testbed(&["run"]);
+    let o = lab.testbed(&[
+        "run",
+        testbed_bin(),
+        "peer",
+        "{torrent}",
+        "--data",
+        "{saveas}",
+        "--exit-on-complete",
+    ]);
     let out = ok(&o);
-    assert!(out.contains("completed"), "{out}");
+    assert!(
+        out.contains("score: -0 ") && out.contains("wrote no report"),
+        "{out}"
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&read(&lab.run_dir().join("summary.json"))).unwrap();
     assert_eq!(summary["my_client_exit"], "exit code 0");

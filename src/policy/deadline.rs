@@ -1,0 +1,161 @@
+//! Deadline-aware picking, the lab's best VoD policy so far.
+//!
+//! * **Urgent window**: among pieces due within `window` seconds (and not already overdue: the
+//!   VoD server takes those), the earliest deadline first, but only from a peer that can
+//!   deliver it in time: its estimated finish (blocks already asked of it plus this piece, at
+//!   its measured rate) must come before the deadline. An unknown peer is assumed slow. This
+//!   is libtorrent's time-critical idea (lowest queue time wins) reduced to one rule.
+//! * **Beyond the window**: rarest first among pieces not yet due, so that what we fetch early is
+//!   also what the swarm lacks, and we have something to trade.
+//! * **Backlog**: about one second of the peer's rate, so a slow peer never sits on blocks that a
+//!   deadline needs.
+//!
+//! Without a playback clock (a world client using this policy) it is plain rarest first.
+
+use super::rarest::RarestFirst;
+use super::{PeerView, PickView, PiecePicker, PieceStatus};
+use crate::wire::BLOCK_SIZE;
+
+pub struct Deadline {
+    /// Seconds ahead of playback that count as urgent.
+    pub window: f64,
+    /// Pieces due sooner than this are left to the server.
+    pub min_slack: f64,
+    /// Bytes/s assumed for a peer whose rate is not known yet.
+    pub unknown_rate: f64,
+    rarest: RarestFirst,
+}
+
+impl Deadline {
+    pub fn new(seed: u64) -> Self {
+        Deadline {
+            window: 20.0,
+            min_slack: 0.3,
+            unknown_rate: 8.0 * 1024.0,
+            rarest: RarestFirst::new(seed),
+        }
+    }
+}
+
+impl PiecePicker for Deadline {
+    fn name(&self) -> &'static str {
+        "deadline"
+    }
+
+    fn next(&mut self, view: &PickView<'_>, peer: &PeerView<'_>) -> Option<u32> {
+        let Some(pb) = view.playback else {
+            return self.rarest.next(view, peer);
+        };
+        let n = view.status.len() as u32;
+        // First piece not yet overdue.
+        let first = (((pb.now + self.min_slack - pb.first_deadline) / pb.secs_per_piece)
+            .ceil()
+            .max(0.0) as u64)
+            .min(n as u64) as u32;
+        let rate = if peer.rate > 0.0 {
+            peer.rate
+        } else {
+            self.unknown_rate
+        };
+        let piece_bytes = pb.piece_length as f64;
+        let queued = peer.outstanding as f64 * BLOCK_SIZE as f64;
+        let finish = (queued + piece_bytes) / rate;
+        let mut i = first;
+        while i < n && pb.slack(i) <= self.window {
+            if view.requestable(i, peer.has) && finish < pb.slack(i) {
+                return Some(i);
+            }
+            i += 1;
+        }
+        // Beyond the window: rarest first among pieces not due soon.
+        let horizon = i;
+        let mut best: Option<(u16, u32)> = None;
+        for j in peer.has.iter_ones().filter(|&j| j >= horizon) {
+            let st = view.status[j as usize];
+            if st == PieceStatus::Partial {
+                return Some(j);
+            }
+            if st == PieceStatus::Missing
+                && best.is_none_or(|(a, _)| view.availability[j as usize] < a)
+            {
+                best = Some((view.availability[j as usize], j));
+            }
+        }
+        best.map(|(_, j)| j)
+    }
+
+    fn backlog(&self, rate: f64) -> usize {
+        (1 + (rate / BLOCK_SIZE as f64) as usize).clamp(2, 400)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Playback;
+    use crate::wire::Bitfield;
+    use PieceStatus::*;
+
+    fn view<'a>(status: &'a [PieceStatus], avail: &'a [u16], now: f64) -> PickView<'a> {
+        PickView {
+            status,
+            availability: avail,
+            partials: &[],
+            playback: Some(Playback {
+                first_deadline: 4.0,
+                secs_per_piece: 1.0,
+                piece_length: 32768,
+                now,
+            }),
+        }
+    }
+
+    #[test]
+    fn earliest_deadline_from_a_fast_peer_skipping_overdue() {
+        let status = vec![Missing; 40];
+        let avail = vec![1u16; 40];
+        let all = Bitfield::full(40);
+        let fast = PeerView {
+            has: &all,
+            rate: 1e6,
+            outstanding: 0,
+        };
+        let mut p = Deadline::new(1);
+        // now = 6: pieces 0..2 are due by 4, 5, 6 (overdue or too close): piece 3 (due at 7) first.
+        assert_eq!(p.next(&view(&status, &avail, 6.0), &fast), Some(3));
+        let mut status2 = status.clone();
+        status2[3] = Requested;
+        assert_eq!(p.next(&view(&status2, &avail, 6.0), &fast), Some(4));
+    }
+
+    #[test]
+    fn slow_peer_is_kept_off_urgent_pieces_and_gets_rarest_beyond_the_window() {
+        let status = vec![Missing; 60];
+        let mut avail = vec![5u16; 60];
+        avail[50] = 1;
+        let all = Bitfield::full(60);
+        // 1 KiB/s: a 32 KiB piece takes 32 s, later than any deadline in the 20 s window.
+        let slow = PeerView {
+            has: &all,
+            rate: 1024.0,
+            outstanding: 0,
+        };
+        let mut p = Deadline::new(1);
+        let got = p.next(&view(&status, &avail, 0.0), &slow).unwrap();
+        assert_eq!(got, 50, "the rarest piece beyond the window");
+        // A fast peer takes the most urgent.
+        let fast = PeerView {
+            has: &all,
+            rate: 1e6,
+            outstanding: 0,
+        };
+        assert_eq!(p.next(&view(&status, &avail, 0.0), &fast), Some(0));
+    }
+
+    #[test]
+    fn backlog_is_about_a_second() {
+        let p = Deadline::new(1);
+        assert_eq!(p.backlog(0.0), 2);
+        assert_eq!(p.backlog(20.0 * 16384.0), 21);
+    }
+}

@@ -1,0 +1,336 @@
+//! `vod-client`, the default "my client" (the counterpart of BitTornado's
+//! `btdownloadheadless.py` template): the engine's [`Peer`] with a VoD picker, plus a playback
+//! clock. At each piece's deadline a piece not complete and verified is fetched whole from the
+//! VoD server, checked, written and counted. It keeps seeding under its upload cap while it
+//! plays, writes its report every second (atomically), and exits when playback ends (or after
+//! `--linger` seconds more of seeding).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+
+use super::{Model, PieceDetail, Report, Source};
+use crate::metainfo::Torrent;
+use crate::orchestrator::rundir::write_atomic;
+use crate::peer::{self, ExitMode, Peer, PeerConfig};
+use crate::policy::{self, tit_for_tat::TitForTat};
+
+/// The old template's flags are kept (underscores and all); `--security` is accepted and ignored.
+#[derive(Parser, Debug)]
+#[command(
+    name = "vod-client",
+    version,
+    about = "Play a torrent while downloading it; fetch late pieces from the VoD server"
+)]
+pub struct Args {
+    pub torrent: PathBuf,
+    /// Where to save the file (default: its name in the current folder)
+    #[arg(long)]
+    pub saveas: Option<PathBuf>,
+    /// Upload cap, KB/s (1 KB = 1024 B); 0 = none
+    #[arg(
+        long = "max_upload_rate",
+        alias = "max-upload-rate",
+        default_value_t = 20.0
+    )]
+    pub max_upload_rate: f64,
+    /// Accepted for compatibility with the old template; no effect
+    #[arg(long)]
+    pub security: Option<String>,
+    /// Playback rate R, KB/s
+    #[arg(long, default_value_t = 60.0)]
+    pub rate: f64,
+    /// Startup delay D, seconds
+    #[arg(long, default_value_t = 6.0)]
+    pub delay: f64,
+    /// Prefetch P, seconds
+    #[arg(long, default_value_t = 2.0)]
+    pub prefetch: f64,
+    /// VoD server URL for this torrent (e.g. http://127.0.0.1:6970/vod/HASH); none: late pieces are just late
+    #[arg(long = "vod-server", alias = "vod_server")]
+    pub vod_server: Option<String>,
+    /// Report file (JSON), rewritten every second
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Piece picker: deadline, rarest, sequential
+    #[arg(long, default_value = "deadline")]
+    pub policy: String,
+    /// Seed this many seconds after playback ends, then exit
+    #[arg(long, default_value_t = 0.0)]
+    pub linger: f64,
+    /// Name given to the VoD server (default: our peer id)
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Announce URL instead of the torrent's
+    #[arg(long)]
+    pub tracker: Option<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Log file (default: stderr, warnings only; RUST_LOG overrides)
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Seed of the policy's random choices
+    #[arg(long)]
+    pub rng_seed: Option<u64>,
+}
+
+/// Run the client to the end of playback. Returns the final report.
+pub fn main_with(a: Args) -> anyhow::Result<Report> {
+    let t0 = Instant::now();
+    crate::cli::init_logging(a.log.as_deref(), "warn")?;
+    for (name, v) in [
+        ("--rate", a.rate),
+        ("--delay", a.delay),
+        ("--prefetch", a.prefetch),
+        ("--linger", a.linger),
+        ("--max_upload_rate", a.max_upload_rate),
+    ] {
+        if !v.is_finite() || v < 0.0 {
+            anyhow::bail!("{name} {v}: must be a non-negative number");
+        }
+    }
+    if a.rate <= 0.0 {
+        anyhow::bail!("--rate must be positive");
+    }
+    let torrent = Arc::new(Torrent::from_file(&a.torrent)?);
+    if torrent.multi_file {
+        anyhow::bail!(
+            "{}: a multi-file torrent cannot be played",
+            a.torrent.display()
+        );
+    }
+    let seed = a.rng_seed.unwrap_or_else(rand::random);
+    let picker = policy::picker_by_name(&a.policy, seed).with_context(|| {
+        format!(
+            "--policy {}: unknown (known: {})",
+            a.policy,
+            policy::PICKERS.join(", ")
+        )
+    })?;
+    let model = Model::new(
+        a.rate,
+        a.delay,
+        a.prefetch,
+        torrent.total_length,
+        torrent.piece_length,
+    );
+    let saveas = a
+        .saveas
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&torrent.name));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let cfg = PeerConfig {
+            torrent: torrent.clone(),
+            data: saveas,
+            seed: false,
+            bind: a.bind,
+            port: a.port,
+            peer_id: peer::new_peer_id(),
+            max_upload_rate: a.max_upload_rate,
+            max_download_rate: 0.0,
+            limits: Default::default(),
+            upload_slots: 4,
+            tracker: a.tracker.clone(),
+            peers: Vec::new(),
+            exit: ExitMode::Never,
+            picker,
+            choker: Box::new(TitForTat::new(4, seed ^ 0x5eed)),
+            timeouts: Default::default(),
+            max_announce_interval: Duration::from_secs(30),
+        };
+        let mut pieces_rx;
+        let p = {
+            let p = Peer::start(cfg).await?;
+            pieces_rx = p.session.pieces_tx.subscribe();
+            p
+        };
+        let session = p.session.clone();
+        session.set_playback(t0, model.playback());
+        let client_id = a
+            .client_id
+            .clone()
+            .unwrap_or_else(|| String::from_utf8_lossy(&session.peer_id).into_owned());
+        if a.vod_server.is_none() {
+            tracing::warn!("no --vod-server: pieces late at their deadline stay missing");
+        }
+
+        let report = Arc::new(Mutex::new(new_report(&a, &torrent, &model)));
+        // Pieces on disk at start count as arrived at 0.
+        {
+            let have = session.have();
+            let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
+            for i in have.iter_ones() {
+                r.pieces_detail[i as usize].arrived = Some(t0.elapsed().as_secs_f64());
+                r.pieces_detail[i as usize].source = Some(Source::Peer);
+            }
+        }
+        // Arrivals from peers.
+        let arrivals = {
+            let report = report.clone();
+            let torrent = torrent.clone();
+            tokio::spawn(async move {
+                while let Ok(i) = pieces_rx.recv().await {
+                    let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
+                    let d = &mut r.pieces_detail[i as usize];
+                    if d.arrived.is_none() {
+                        d.arrived = Some(t0.elapsed().as_secs_f64());
+                        d.source = Some(Source::Peer);
+                        r.bytes_from_peers += torrent.piece_len(i) as u64;
+                    }
+                }
+            })
+        };
+        // The report on disk, every second.
+        let writer = a.report.clone().map(|path| {
+            let report = report.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    write_report(&report, &path, &model, t0);
+                }
+            })
+        });
+
+        // Playback: at each deadline, fetch what peers did not deliver.
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        let playback = async {
+            for i in 0..torrent.num_pieces() {
+                tokio::time::sleep_until((t0 + Duration::from_secs_f64(model.deadline(i))).into())
+                    .await;
+                if session.have_piece(i) {
+                    continue;
+                }
+                let Some(url) = &a.vod_server else { continue };
+                match fetch_piece(&http, url, &client_id, &torrent, i).await {
+                    Ok(data) => {
+                        let n = data.len() as u64;
+                        if let Err(e) = session.insert_piece(i, &data) {
+                            tracing::error!(piece = i, "server piece rejected: {e:#}");
+                        }
+                        let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
+                        r.bytes_from_server += n;
+                        r.penalty += n;
+                        let d = &mut r.pieces_detail[i as usize];
+                        // A piece that also arrived from a peer while we fetched keeps its
+                        // peer arrival; the server's bytes are counted all the same.
+                        if d.source != Some(Source::Peer) {
+                            r.pieces_from_server += 1;
+                            let d = &mut r.pieces_detail[i as usize];
+                            d.arrived = Some(t0.elapsed().as_secs_f64());
+                            d.source = Some(Source::Server);
+                        }
+                    }
+                    Err(e) => tracing::error!(piece = i, "VoD server fetch failed: {e:#}"),
+                }
+            }
+            tokio::time::sleep_until((t0 + Duration::from_secs_f64(model.end())).into()).await;
+        };
+        tokio::select! {
+            _ = playback => {}
+            s = peer::shutdown_signal() => tracing::warn!("{s} during playback"),
+        }
+        {
+            let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
+            r.finished_at = Some(t0.elapsed().as_secs_f64());
+        }
+        if let Some(path) = &a.report {
+            write_report(&report, path, &model, t0);
+        }
+        if a.linger > 0.0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs_f64(a.linger)) => {}
+                _ = peer::shutdown_signal() => {}
+            }
+        }
+        if let Some(w) = writer {
+            w.abort();
+        }
+        arrivals.abort();
+        p.stop().await;
+        let r = report.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        anyhow::Ok(r)
+    })
+}
+
+fn new_report(a: &Args, t: &Torrent, m: &Model) -> Report {
+    Report {
+        torrent: t.name.clone(),
+        size: t.total_length,
+        piece_length: t.piece_length,
+        pieces: t.num_pieces(),
+        rate: a.rate,
+        delay: a.delay,
+        prefetch: a.prefetch,
+        policy: a.policy.clone(),
+        bytes_from_peers: 0,
+        bytes_from_server: 0,
+        pieces_from_server: 0,
+        penalty: 0,
+        elapsed: 0.0,
+        position: 0,
+        finished_at: None,
+        pieces_detail: (0..t.num_pieces())
+            .map(|i| PieceDetail {
+                index: i,
+                deadline: (m.deadline(i) * 1000.0).round() / 1000.0,
+                arrived: None,
+                source: None,
+            })
+            .collect(),
+    }
+}
+
+fn write_report(report: &Mutex<Report>, path: &std::path::Path, m: &Model, t0: Instant) {
+    let json = {
+        let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
+        r.elapsed = t0.elapsed().as_secs_f64();
+        r.position = m.needed(r.elapsed);
+        serde_json::to_vec_pretty(&*r)
+    };
+    if let Ok(j) = json {
+        if let Err(e) = write_atomic(path, &j) {
+            tracing::error!("report: {e:#}");
+        }
+    }
+}
+
+/// GET one whole piece from the VoD server.
+async fn fetch_piece(
+    http: &reqwest::Client,
+    url: &str,
+    client: &str,
+    t: &Torrent,
+    i: u32,
+) -> anyhow::Result<Vec<u8>> {
+    let start = t.piece_offset(i);
+    let end = start + t.piece_len(i) as u64 - 1;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let client_q =
+        percent_encoding::utf8_percent_encode(client, percent_encoding::NON_ALPHANUMERIC);
+    let mut last = None;
+    for attempt in 0..3 {
+        let r = http
+            .get(format!("{url}{sep}client={client_q}"))
+            .header("Range", format!("bytes={start}-{end}"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        match r {
+            Ok(resp) if resp.status().is_success() => return Ok(resp.bytes().await?.to_vec()),
+            Ok(resp) => last = Some(anyhow::anyhow!("HTTP {}", resp.status())),
+            Err(e) => last = Some(e.into()),
+        }
+        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no answer")))
+}

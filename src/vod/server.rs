@@ -1,0 +1,210 @@
+//! The VoD server: HTTP Range requests for the testbed's own files, counted per client.
+//!
+//! `GET /vod/{info_hash_hex}?client=NAME` (or header `X-Testbed-Client: NAME`) with
+//! `Range: bytes=A-B` answers 206 with those bytes of the file in `fresh-files/`. Every byte sent
+//! is added to NAME's count: that count is the penalty, kept by the server so the score does not
+//! rest on the client's word. Only the torrents the testbed made are served (any other hash is
+//! 404); a range outside the file is 416; a request that names no client is 400.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// What one client was served.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Served {
+    pub bytes: u64,
+    pub requests: u64,
+}
+
+pub struct VodServer {
+    /// info hash (hex) -> (file in fresh-files, size).
+    files: HashMap<String, (PathBuf, u64)>,
+    counts: Mutex<BTreeMap<String, Served>>,
+}
+
+/// Most bytes one request may ask for.
+pub const MAX_RANGE: u64 = 16 << 20;
+
+impl VodServer {
+    pub fn new(files: impl IntoIterator<Item = (String, PathBuf, u64)>) -> Arc<VodServer> {
+        Arc::new(VodServer {
+            files: files.into_iter().map(|(h, p, s)| (h, (p, s))).collect(),
+            counts: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Bytes served so far, per client.
+    pub fn served(&self) -> BTreeMap<String, Served> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.served().values().map(|s| s.bytes).sum()
+    }
+}
+
+/// A `Range` header that cannot be served (answered 416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadRange;
+
+/// Parse a single `bytes=` range against `size`: `Ok(None)` for no header, `Err` for one that
+/// cannot be served.
+pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, BadRange> {
+    let Some(h) = h else { return Ok(None) };
+    let spec = h.trim().strip_prefix("bytes=").ok_or(BadRange)?;
+    if spec.contains(',') {
+        return Err(BadRange); // one range per request
+    }
+    let (a, b) = spec.split_once('-').ok_or(BadRange)?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| BadRange)?;
+            if n == 0 {
+                return Err(BadRange);
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (a, "") => (a.parse().map_err(|_| BadRange)?, size.saturating_sub(1)),
+        (a, b) => (
+            a.parse().map_err(|_| BadRange)?,
+            b.parse::<u64>()
+                .map_err(|_| BadRange)?
+                .min(size.saturating_sub(1)),
+        ),
+    };
+    if size == 0 || start > end || start >= size {
+        return Err(BadRange);
+    }
+    Ok(Some((start, end)))
+}
+
+fn client_name(q: &Option<String>, headers: &HeaderMap) -> Option<String> {
+    let from_query = q.as_deref().and_then(|q| {
+        crate::tracker::query::pairs(q)
+            .find(|(k, _)| k == b"client")
+            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+    });
+    from_query
+        .or_else(|| {
+            headers
+                .get("x-testbed-client")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        })
+        .filter(|n| !n.is_empty() && n.len() <= 128)
+}
+
+async fn serve(
+    State(s): State<Arc<VodServer>>,
+    Path(hash): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let Some((path, size)) = s.files.get(&hash.to_ascii_lowercase()).cloned() else {
+        return (StatusCode::NOT_FOUND, "not a torrent of this testbed\n").into_response();
+    };
+    let Some(client) = client_name(&q, &headers) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "name your client: ?client=NAME or X-Testbed-Client\n",
+        )
+            .into_response();
+    };
+    let range = parse_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        size,
+    );
+    let (start, end) = match range {
+        Ok(Some(r)) => r,
+        Ok(None) => (0, size - 1),
+        Err(BadRange) => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+                "bad range\n",
+            )
+                .into_response();
+        }
+    };
+    let len = end - start + 1;
+    if len > MAX_RANGE {
+        return (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            format!("at most {MAX_RANGE} bytes per request\n"),
+        )
+            .into_response();
+    }
+    let data = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&path)?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, start)?;
+        std::io::Result::Ok(buf)
+    })
+    .await;
+    let data = match data {
+        Ok(Ok(d)) => d,
+        _ => return (StatusCode::INTERNAL_SERVER_ERROR, "read failed\n").into_response(),
+    };
+    {
+        let mut c = s.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let e = c.entry(client.clone()).or_default();
+        e.bytes += len;
+        e.requests += 1;
+    }
+    tracing::info!(target: "vod", "{client} {hash} bytes {start}-{end} ({len})");
+    let status = if range.ok().flatten().is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        [
+            (header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
+            (header::ACCEPT_RANGES, "bytes".into()),
+        ],
+        data,
+    )
+        .into_response()
+}
+
+pub fn router(s: Arc<VodServer>) -> axum::Router {
+    axum::Router::new()
+        .route("/vod/{hash}", axum::routing::get(serve))
+        .with_state(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 100), Ok(None));
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), Ok(Some((0, 9))));
+        assert_eq!(parse_range(Some("bytes=90-"), 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range(Some("bytes=-10"), 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range(Some("bytes=95-200"), 100), Ok(Some((95, 99))));
+        for bad in [
+            "bytes=100-",
+            "bytes=5-2",
+            "bytes=a-b",
+            "items=0-1",
+            "bytes=0-1,3-4",
+            "bytes=-0",
+        ] {
+            assert_eq!(parse_range(Some(bad), 100), Err(BadRange), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! VoD end to end: `testbed run` with the default vod-client; the server's count and the
+//! client's report agree; an ample world costs nothing, a slow one forces server bytes; the
+//! VoD server's HTTP contract.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+struct Scenario {
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    port: u16,
+}
+
+/// A 400 KB movie in 16 KiB pieces played at 100 KB/s after D = 3, P = 1 (about 6 s), with a
+/// world of 1 seed + 3 clients capped at `world_rate` KB/s.
+fn scenario(world_rate: f64, start_fraction: &str) -> Scenario {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(fresh.join("movie.bin"), content(400_000, 21)).unwrap();
+    let port = free_port();
+    let config = dir.path().join("vod.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "seed: 3\nrun_dir: {}\nfresh_files: {}\ntracker: {{port: {port}, interval: 1}}\ntorrents: {{piece_length: 16384}}\nworld: {{clients: 3, seeds: 1, upload_rate: {world_rate}, start_fraction: {start_fraction}, linger: 30}}\nmy_client: {{rate: 100, delay: 3, prefetch: 1, max_upload_rate: 50}}\n",
+            dir.path().join("run").display(),
+            fresh.display()
+        ),
+    )
+    .unwrap();
+    Scenario { dir, config, port }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = Command::new(testbed_bin())
+            .arg("stop")
+            .arg("--config")
+            .arg(&self.config)
+            .output();
+    }
+}
+
+fn run(s: &Scenario, extra: &[&str]) -> (String, serde_json::Value, serde_json::Value) {
+    let mut child = Proc::spawn(
+        "testbed run",
+        Command::new(testbed_bin())
+            .args(["run", "--config"])
+            .arg(&s.config)
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let status = child
+        .wait_timeout(Duration::from_secs(90))
+        .expect("testbed run ends within 90 s");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{out}{err}");
+    let run = s.dir.path().join("run");
+    let summary = serde_json::from_slice(&read(&run.join("summary.json"))).unwrap();
+    let report = serde_json::from_slice(&read(&run.join("reports/my-client.json"))).unwrap();
+    (out, summary, report)
+}
+
+fn check_report_shape(report: &serde_json::Value) {
+    for k in [
+        "torrent",
+        "size",
+        "piece_length",
+        "pieces",
+        "rate",
+        "delay",
+        "prefetch",
+        "bytes_from_peers",
+        "bytes_from_server",
+        "pieces_from_server",
+        "penalty",
+        "finished_at",
+        "pieces_detail",
+    ] {
+        assert!(report.get(k).is_some(), "report has {k}");
+    }
+    let details = report["pieces_detail"].as_array().unwrap();
+    assert_eq!(details.len() as u64, report["pieces"].as_u64().unwrap());
+    for d in details {
+        assert!(d["arrived"].is_number(), "every piece arrived: {d}");
+        assert!(d["source"] == "peer" || d["source"] == "server");
+        // deadline(i) = D - P + i L / R
+        let i = d["index"].as_f64().unwrap();
+        assert!(
+            (d["deadline"].as_f64().unwrap() - (2.0 + i * 16384.0 / (100.0 * 1024.0))).abs() < 0.01
+        );
+    }
+}
+
+#[test]
+fn ample_world_costs_nothing_and_reports_agree() {
+    // Every world client starts complete-ish and uploads 2 MB/s: nothing is ever late.
+    let s = scenario(2000.0, "{min: 0.9, max: 1.0}");
+    let (out, summary, report) = run(&s, &[]);
+    assert!(out.contains("score: -0 "), "{out}");
+    assert_eq!(summary["penalty"], 0);
+    assert_eq!(summary["agree"], true);
+    assert_eq!(report["bytes_from_server"], 0);
+    assert_eq!(report["bytes_from_peers"], 400_000);
+    check_report_shape(&report);
+    let got = read(&s.dir.path().join("run/downloads/my-client/movie.bin"));
+    assert!(
+        got == content(400_000, 21),
+        "the played file is byte-identical"
+    );
+}
+
+#[test]
+fn slow_world_forces_server_bytes_counted_by_the_server() {
+    // 4 clients at 4 KB/s cannot feed 100 KB/s playback.
+    let s = scenario(4.0, "{min: 0.0, max: 0.2}");
+    let (out, summary, report) = run(&s, &["--policy", "rarest"]);
+    let server = summary["server_bytes"].as_u64().unwrap();
+    assert!(server > 100_000, "{out}");
+    assert_eq!(summary["agree"], true, "{out}");
+    assert_eq!(report["bytes_from_server"].as_u64().unwrap(), server);
+    assert_eq!(report["policy"], "rarest");
+    assert_eq!(summary["score"].as_i64().unwrap(), -(server as i64));
+    let from_server = report["pieces_detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["source"] == "server")
+        .count();
+    assert_eq!(
+        from_server as u64,
+        report["pieces_from_server"].as_u64().unwrap()
+    );
+    check_report_shape(&report);
+    let got = read(&s.dir.path().join("run/downloads/my-client/movie.bin"));
+    assert!(
+        got == content(400_000, 21),
+        "server pieces are verified and written too"
+    );
+}
+
+#[test]
+fn vod_server_serves_ranges_counts_and_refuses_the_rest() {
+    let s = scenario(100.0, "0.5");
+    let o = Command::new(testbed_bin())
+        .args(["start", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, w) = http_get(s.port, "/api/world").unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&w).unwrap();
+    let vod = w["run"]["vod_url"].as_str().unwrap().to_string();
+    let path = &vod[vod.find("/vod/").unwrap()..];
+    let get = |q: &str, range: Option<&str>| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        let r = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+        write!(c, "GET {path}{q} HTTP/1.0\r\nHost: x\r\n{r}\r\n").unwrap();
+        let mut b = Vec::new();
+        c.read_to_end(&mut b).unwrap();
+        let head_end = b.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&b[..head_end]).to_string();
+        (head, b[head_end + 4..].to_vec())
+    };
+    let (h, body) = get("?client=alice", Some("bytes=100-199"));
+    assert!(
+        h.starts_with("HTTP/1.0 206")
+            && h.to_lowercase()
+                .contains("content-range: bytes 100-199/400000"),
+        "{h}"
+    );
+    assert_eq!(body, content(400_000, 21)[100..200].to_vec());
+    let (h, _) = get("?client=alice", Some("bytes=500000-"));
+    assert!(h.contains(" 416 "), "{h}");
+    let (h, _) = get("", Some("bytes=0-9"));
+    assert!(h.contains(" 400 "), "no client named: {h}");
+    let (h, _) = get("?client=bob", Some("bytes=0-9"));
+    assert!(h.contains(" 206 "));
+    let (h, _) = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        write!(c, "GET /vod/{} HTTP/1.0\r\n\r\n", "ab".repeat(20)).unwrap();
+        let mut b = Vec::new();
+        c.read_to_end(&mut b).unwrap();
+        (String::from_utf8_lossy(&b).to_string(), ())
+    };
+    assert!(
+        h.contains(" 404 "),
+        "a file the testbed does not share: {h}"
+    );
+    let (_, st) = http_get(s.port, "/api/status").unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st).unwrap();
+    assert_eq!(st["vod"]["alice"]["bytes"], 100, "{st}");
+    assert_eq!(st["vod"]["bob"]["bytes"], 10);
+    let o = Command::new(testbed_bin())
+        .args(["stop", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+}
