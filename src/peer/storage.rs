@@ -74,17 +74,26 @@ impl Storage {
                 return Ok((storage, have));
             }
         }
-        storage.reopen_writable(torrent, &paths)?;
-        let have = storage.check(torrent)?;
+        let created = storage.reopen_writable(torrent, &paths)?;
+        // Files we just created hold nothing: no need to hash them.
+        let have = if created {
+            Bitfield::new(torrent.num_pieces())
+        } else {
+            storage.check(torrent)?
+        };
         Ok((storage, have))
     }
 
-    fn reopen_writable(&mut self, torrent: &Torrent, paths: &[PathBuf]) -> anyhow::Result<()> {
+    /// Open every file read-write, creating and sizing what is missing. Returns whether every
+    /// file was newly created.
+    fn reopen_writable(&mut self, torrent: &Torrent, paths: &[PathBuf]) -> anyhow::Result<bool> {
         self.files.clear();
+        let mut all_new = true;
         for (p, f) in paths.iter().zip(&torrent.files) {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
             }
+            all_new &= !p.exists();
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -100,7 +109,7 @@ impl Storage {
             self.files.push((file, f.offset, f.length));
         }
         self.writable = true;
-        Ok(())
+        Ok(all_new)
     }
 
     /// Hash every piece on disk; the ones that match are held.

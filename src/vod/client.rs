@@ -214,20 +214,23 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
                 match fetch_piece(&http, url, &client_id, &torrent, i).await {
                     Ok(data) => {
                         let n = data.len() as u64;
+                        {
+                            // Booked before the insert: the insert announces the piece, and the
+                            // arrivals task must not take it for a peer's.
+                            let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
+                            r.bytes_from_server += n;
+                            r.penalty += n;
+                            // A piece that arrived from a peer while we fetched keeps its peer
+                            // arrival; the server's bytes are counted all the same.
+                            if r.pieces_detail[i as usize].arrived.is_none() {
+                                r.pieces_from_server += 1;
+                                let d = &mut r.pieces_detail[i as usize];
+                                d.arrived = Some(t0.elapsed().as_secs_f64());
+                                d.source = Some(Source::Server);
+                            }
+                        }
                         if let Err(e) = session.insert_piece(i, &data) {
                             tracing::error!(piece = i, "server piece rejected: {e:#}");
-                        }
-                        let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
-                        r.bytes_from_server += n;
-                        r.penalty += n;
-                        let d = &mut r.pieces_detail[i as usize];
-                        // A piece that also arrived from a peer while we fetched keeps its
-                        // peer arrival; the server's bytes are counted all the same.
-                        if d.source != Some(Source::Peer) {
-                            r.pieces_from_server += 1;
-                            let d = &mut r.pieces_detail[i as usize];
-                            d.arrived = Some(t0.elapsed().as_secs_f64());
-                            d.source = Some(Source::Server);
                         }
                     }
                     Err(e) => tracing::error!(piece = i, "VoD server fetch failed: {e:#}"),

@@ -207,3 +207,39 @@ fn vod_server_serves_ranges_counts_and_refuses_the_rest() {
         .unwrap();
     assert!(o.status.success());
 }
+
+/// The report's bytes add up: every byte of the file came from peers or from the server once,
+/// plus server bytes for pieces that a peer delivered while the fetch was under way.
+#[test]
+fn report_bytes_add_up_to_the_file() {
+    let s = scenario(6.0, "{min: 0.0, max: 0.3}");
+    let (_, summary, report) = run(&s, &["--policy", "deadline"]);
+    let peers = report["bytes_from_peers"].as_u64().unwrap();
+    let server_pieces = report["pieces_from_server"].as_u64().unwrap();
+    let by_source: u64 = report["pieces_detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let i = d["index"].as_u64().unwrap();
+            let len = 16384.min(400_000 - i * 16384);
+            if d["source"] == "peer" {
+                len
+            } else {
+                0
+            }
+        })
+        .sum();
+    assert_eq!(
+        peers, by_source,
+        "bytes_from_peers is the sum of peer-sourced pieces"
+    );
+    let server_sourced = report["pieces_detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["source"] == "server")
+        .count() as u64;
+    assert_eq!(server_pieces, server_sourced);
+    assert!(summary["server_bytes"].as_u64().unwrap() >= server_pieces * 16384 - 16384);
+}
