@@ -205,7 +205,7 @@ impl Conn {
         }
 
         let decoder = Decoder::for_pieces(self.session.torrent.num_pieces());
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut last_recv = Instant::now();
         let mut last_sent = Instant::now();
         let reason: Reason = 'conn: loop {
@@ -255,6 +255,9 @@ impl Conn {
                     if now - last_sent > Duration::from_secs(90) {
                         self.send(Message::KeepAlive);
                     }
+                    // Time moves deadlines: a policy that declined to pick a second ago may
+                    // pick now, with no message from the peer to prompt it.
+                    self.fill();
                 }
             }
         };

@@ -396,42 +396,90 @@ impl Session {
                 PieceStatus::Requested
             };
         }
+        // Rescue: the policy may want blocks that another peer is slow with asked of this one.
+        if out.len() < want {
+            let view = PickView {
+                status: &st.status,
+                availability: &st.availability,
+                partials: &[],
+                playback: st.playback.map(|(start, p)| Playback {
+                    now: start.elapsed().as_secs_f64(),
+                    ..p
+                }),
+            };
+            let pv = PeerView {
+                has: peer,
+                rate: down_rate,
+                outstanding: outstanding.len() + out.len(),
+            };
+            let rescue = st.picker.rescue(&view, &pv);
+            self.ask_again(
+                st,
+                id,
+                rescue.into_iter(),
+                peer,
+                outstanding,
+                want,
+                &mut out,
+            );
+        }
         // Endgame: nothing left that nobody was asked for; ask this peer too for blocks that
-        // are outstanding elsewhere (at most two askers per block).
+        // are outstanding elsewhere.
         let endgame = out.is_empty()
             && !st
                 .status
                 .iter()
                 .any(|s| matches!(s, PieceStatus::Missing | PieceStatus::Partial));
         if endgame {
-            'pieces: for (&i, partial) in st.partials.iter_mut() {
-                if !peer.get(i) {
-                    continue;
-                }
-                let len = self.torrent.piece_len(i);
-                for (b, block) in partial.blocks.iter_mut().enumerate() {
-                    if out.len() >= want {
-                        break 'pieces;
-                    }
-                    let begin = b as u32 * BLOCK_SIZE;
-                    let r = BlockRef {
-                        index: i,
-                        begin,
-                        length: BLOCK_SIZE.min(len - begin),
-                    };
-                    if block.done
-                        || block.requesters.contains(&id)
-                        || block.requesters.len() >= 2
-                        || outstanding.contains(&r)
-                    {
-                        continue;
-                    }
-                    block.requesters.push(id);
-                    out.push(r);
-                }
-            }
+            let all: Vec<u32> = st.partials.keys().copied().collect();
+            self.ask_again(st, id, all.into_iter(), peer, outstanding, want, &mut out);
         }
         out
+    }
+
+    /// Add to `out` (up to `want`) the blocks of `pieces` still missing that connection `id` has
+    /// not asked for and at most one other connection has.
+    #[allow(clippy::too_many_arguments)]
+    fn ask_again(
+        &self,
+        st: &mut State,
+        id: ConnId,
+        pieces: impl Iterator<Item = u32>,
+        peer: &Bitfield,
+        outstanding: &HashSet<BlockRef>,
+        want: usize,
+        out: &mut Vec<BlockRef>,
+    ) {
+        for i in pieces {
+            let Some(partial) = st.partials.get_mut(&i) else {
+                continue;
+            };
+            if !peer.get(i) {
+                continue;
+            }
+            let len = self.torrent.piece_len(i);
+            for (b, block) in partial.blocks.iter_mut().enumerate() {
+                if out.len() >= want {
+                    return;
+                }
+                let begin = b as u32 * BLOCK_SIZE;
+                let r = BlockRef {
+                    index: i,
+                    begin,
+                    length: BLOCK_SIZE.min(len - begin),
+                };
+                if block.done
+                    || block.requesters.contains(&id)
+                    || block.requesters.len() >= 2
+                    || outstanding.contains(&r)
+                    || out.contains(&r)
+                {
+                    continue;
+                }
+                block.requesters.push(id);
+                out.push(r);
+            }
+        }
     }
 
     /// Give back blocks this connection will not deliver (choked, rejected, timed out).

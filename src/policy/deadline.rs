@@ -7,13 +7,16 @@
 //!   is libtorrent's time-critical idea (lowest queue time wins) reduced to one rule.
 //! * **Beyond the window**: rarest first among pieces not yet due, so that what we fetch early is
 //!   also what the swarm lacks, and we have something to trade.
+//! * **Rescue**: a piece due within `rescue` seconds that is still being fetched is also asked
+//!   of any other peer that could deliver it in time; the first copy wins, the other request is
+//!   cancelled. Peer bandwidth is free, server bytes are the penalty.
 //! * **Backlog**: about one second of the peer's rate, so a slow peer never sits on blocks that a
 //!   deadline needs.
 //!
 //! Without a playback clock (a world client using this policy) it is plain rarest first.
 
 use super::rarest::RarestFirst;
-use super::{PeerView, PickView, PiecePicker, PieceStatus};
+use super::{PeerView, PickView, PiecePicker, PieceStatus, Playback};
 use crate::wire::BLOCK_SIZE;
 
 pub struct Deadline {
@@ -23,6 +26,8 @@ pub struct Deadline {
     pub min_slack: f64,
     /// Bytes/s assumed for a peer whose rate is not known yet.
     pub unknown_rate: f64,
+    /// Pieces due within this many seconds and still in flight are asked of a second peer.
+    pub rescue: f64,
     rarest: RarestFirst,
 }
 
@@ -32,8 +37,31 @@ impl Deadline {
             window: 20.0,
             min_slack: 0.3,
             unknown_rate: 8.0 * 1024.0,
+            rescue: 5.0,
             rarest: RarestFirst::new(seed),
         }
+    }
+}
+
+impl Deadline {
+    /// The first piece not yet overdue (the VoD server takes those).
+    fn first_due(&self, pb: &Playback, n: u32) -> u32 {
+        (((pb.now + self.min_slack - pb.first_deadline) / pb.secs_per_piece)
+            .ceil()
+            .max(0.0) as u64)
+            .min(n as u64) as u32
+    }
+
+    /// Seconds until `peer` would deliver one more piece: what is queued at it plus a piece,
+    /// at its measured rate (an unknown peer is assumed slow).
+    fn finish(&self, pb: &Playback, peer: &PeerView<'_>) -> f64 {
+        let rate = if peer.rate > 0.0 {
+            peer.rate
+        } else {
+            self.unknown_rate
+        };
+        let queued = peer.outstanding as f64 * BLOCK_SIZE as f64;
+        (queued + pb.piece_length as f64) / rate
     }
 }
 
@@ -47,20 +75,8 @@ impl PiecePicker for Deadline {
             return self.rarest.next(view, peer);
         };
         let n = view.status.len() as u32;
-        // First piece not yet overdue.
-        let first = (((pb.now + self.min_slack - pb.first_deadline) / pb.secs_per_piece)
-            .ceil()
-            .max(0.0) as u64)
-            .min(n as u64) as u32;
-        let rate = if peer.rate > 0.0 {
-            peer.rate
-        } else {
-            self.unknown_rate
-        };
-        let piece_bytes = pb.piece_length as f64;
-        let queued = peer.outstanding as f64 * BLOCK_SIZE as f64;
-        let finish = (queued + piece_bytes) / rate;
-        let mut i = first;
+        let finish = self.finish(&pb, peer);
+        let mut i = self.first_due(&pb, n);
         while i < n && pb.slack(i) <= self.window {
             if view.requestable(i, peer.has) && finish < pb.slack(i) {
                 return Some(i);
@@ -84,6 +100,28 @@ impl PiecePicker for Deadline {
         best.map(|(_, j)| j)
     }
 
+    fn rescue(&mut self, view: &PickView<'_>, peer: &PeerView<'_>) -> Vec<u32> {
+        let Some(pb) = view.playback else {
+            return Vec::new();
+        };
+        let n = view.status.len() as u32;
+        let mut i = self.first_due(&pb, n);
+        let finish = self.finish(&pb, peer);
+        let mut out = Vec::new();
+        while i < n && pb.slack(i) <= self.rescue {
+            if matches!(
+                view.status[i as usize],
+                PieceStatus::Requested | PieceStatus::Partial
+            ) && peer.has.get(i)
+                && finish < pb.slack(i)
+            {
+                out.push(i);
+            }
+            i += 1;
+        }
+        out
+    }
+
     fn backlog(&self, rate: f64) -> usize {
         (1 + (rate / BLOCK_SIZE as f64) as usize).clamp(2, 400)
     }
@@ -92,7 +130,6 @@ impl PiecePicker for Deadline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Playback;
     use crate::wire::Bitfield;
     use PieceStatus::*;
 
@@ -150,6 +187,35 @@ mod tests {
             outstanding: 0,
         };
         assert_eq!(p.next(&view(&status, &avail, 0.0), &fast), Some(0));
+    }
+
+    #[test]
+    fn rescue_asks_a_fast_peer_for_urgent_pieces_in_flight_only() {
+        // now = 6: piece 3 is due in 1 s, piece 8 in 6 s (beyond the 5 s rescue horizon).
+        let mut status = vec![Missing; 40];
+        status[3] = Requested;
+        status[4] = Partial;
+        status[8] = Requested;
+        let avail = vec![1u16; 40];
+        let all = Bitfield::full(40);
+        let mut p = Deadline::new(1);
+        let fast = PeerView {
+            has: &all,
+            rate: 1e6,
+            outstanding: 0,
+        };
+        assert_eq!(p.rescue(&view(&status, &avail, 6.0), &fast), vec![3, 4]);
+        // A peer that could not deliver a piece within a second is no rescue for piece 3.
+        let slow = PeerView {
+            has: &all,
+            rate: 20_000.0,
+            outstanding: 0,
+        };
+        assert_eq!(p.rescue(&view(&status, &avail, 6.0), &slow), vec![4]);
+        // Without a playback clock there is nothing to rescue.
+        let mut v = view(&status, &avail, 6.0);
+        v.playback = None;
+        assert!(p.rescue(&v, &fast).is_empty());
     }
 
     #[test]

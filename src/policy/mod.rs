@@ -112,6 +112,15 @@ pub trait PiecePicker: Send {
     /// nothing to ask this peer for.
     fn next(&mut self, view: &PickView<'_>, peer: &PeerView<'_>) -> Option<u32>;
 
+    /// Started pieces whose blocks, already asked of another peer, should also be asked of
+    /// this one (at most two askers per block; the first copy to arrive wins and the other is
+    /// cancelled): the re-issue of a request that will not make its deadline. Asked only when
+    /// [`next`](Self::next) has nothing more for this peer. Default: none (endgame aside,
+    /// which the session does for every policy).
+    fn rescue(&mut self, _view: &PickView<'_>, _peer: &PeerView<'_>) -> Vec<u32> {
+        Vec::new()
+    }
+
     /// How many block requests to keep outstanding at a peer that sends us `rate` bytes/s.
     /// The default keeps about half a second of data in flight, at least 4 and at most 400
     /// blocks (enough to fill a loopback link, few enough not to hoard a slow peer).

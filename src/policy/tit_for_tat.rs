@@ -1,11 +1,18 @@
 //! BitTornado's choker: every round unchoke the interested peers that give us the most (when
 //! downloading) or take the most (when seeding), and keep one optimistic unchoke that moves to
 //! another choked, interested peer every third round (30 s), so that newcomers get a chance.
+//! As in mainline BitTorrent, a peer connected for less than a minute is three times as likely
+//! to be drawn: it has nothing to trade yet, and this is how it gets its first pieces.
+
+use std::time::Duration;
 
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 
 use super::{ChokeCandidate, Choker};
+
+/// Connected for less than this: three chances in the optimistic draw.
+const NEWCOMER: Duration = Duration::from_secs(60);
 
 pub struct TitForTat {
     /// Upload slots, the optimistic one included (BitTornado's `max_uploads`).
@@ -45,11 +52,20 @@ impl Choker for TitForTat {
         let regular = self.slots - 1;
         let mut unchoke: Vec<u64> = interested.iter().take(regular).map(|p| p.id).collect();
 
-        let rest: Vec<u64> = interested.iter().skip(regular).map(|p| p.id).collect();
-        let keep = self.optimistic.filter(|o| rest.contains(o));
+        let rest: Vec<&ChokeCandidate> = interested.iter().skip(regular).copied().collect();
+        let keep = self.optimistic.filter(|o| rest.iter().any(|p| p.id == *o));
         self.optimistic = match keep {
             Some(o) if !round.is_multiple_of(3) => Some(o),
-            _ => rest.choose(&mut self.rng).copied(),
+            _ => rest
+                .choose_weighted(&mut self.rng, |p| {
+                    if p.connected_for < NEWCOMER {
+                        3
+                    } else {
+                        1
+                    }
+                })
+                .ok()
+                .map(|p| p.id),
         };
         unchoke.extend(self.optimistic);
         unchoke
@@ -86,6 +102,21 @@ mod tests {
         assert_eq!(c.rechoke(&peers, false, 1)[3], opt);
         assert_eq!(c.rechoke(&peers, false, 2)[3], opt);
         assert!(!u.contains(&9), "never unchoke the uninterested");
+    }
+
+    #[test]
+    fn newcomers_are_three_times_as_likely_to_be_optimistic() {
+        // One slot, so the only unchoke is the optimistic one; peer 0 is new, 1..=3 are old.
+        let mut peers: Vec<_> = (0..4).map(|i| cand(i, 0.0, true)).collect();
+        peers[0].connected_for = Duration::from_secs(5);
+        let mut c = TitForTat::new(1, 11);
+        let draws = 3000;
+        let new = (0..draws)
+            .filter(|_| c.rechoke(&peers, false, 0) == [0])
+            .count();
+        // Expected 3/6 of the draws; an unweighted draw would give 1/4.
+        let share = new as f64 / draws as f64;
+        assert!((0.45..0.55).contains(&share), "newcomer share {share}");
     }
 
     #[test]
