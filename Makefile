@@ -1,7 +1,7 @@
 # The lab's two set-up commands are `make run` and `make test`; see README.md.
 CARGO ?= cargo
 
-.PHONY: all build release test deps lint run bench clean movie
+.PHONY: all build release test deps lint run bench bench-deps clean movie
 
 all: build
 
@@ -26,6 +26,14 @@ deps:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Every speed and scale figure beside its anchor (BENCHMARKS.md, run/bench.json). QUICK=1 for a
+# short pass; BENCH=tracker,wire,cap,scale,vod to pick sections.
+bench: bench-deps
+	QUICK=$(QUICK) BENCH=$(BENCH) $(CARGO) bench --bench lab
+
+bench-deps:
+	bash tests/install-deps.sh bench
 
 clean:
 	$(CARGO) clean

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Installs what `make test` needs beyond the Rust toolchain, only when it is missing:
-# the real BitTorrent clients of the interop tests (Debian packages).
+# Installs, only when missing, what the lab's tests and benchmarks need beyond the Rust
+# toolchain (Debian packages):
+#   tests/install-deps.sh         the real BitTorrent clients of the interop tests (make test)
+#   tests/install-deps.sh bench   also the benchmark anchors: opentracker, wrk (make bench)
 set -euo pipefail
 need=()
 command -v aria2c >/dev/null 2>&1 || need+=(aria2)
 command -v transmission-cli >/dev/null 2>&1 || need+=(transmission-cli)
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
+if [ "${1:-}" = bench ]; then
+  command -v opentracker >/dev/null 2>&1 || need+=(opentracker)
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
-    echo "install-deps: missing ${need[*]} and not root: the interop tests will be skipped" >&2
+    echo "install-deps: missing ${need[*]} and not root: the tests and benchmarks that use them will skip or fail" >&2
     exit 0
   fi
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -280,6 +280,7 @@ pub fn peer(a: PeerArgs) -> anyhow::Result<()> {
         choker: Box::new(TitForTat::new(a.upload_slots, seed ^ 0x5eed)),
         timeouts: Default::default(),
         max_announce_interval: Duration::from_secs_f64(a.max_announce_interval.max(1.0)),
+        playback: None,
     };
     let rt = if a.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -205,7 +205,14 @@ impl Conn {
         }
 
         let decoder = Decoder::for_pieces(self.session.torrent.num_pieces());
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // A VoD client's deadlines move with time, so it re-picks four times a second; others
+        // only need the tick for timeouts (and idle worlds of hundreds of clients stay cheap).
+        let period = if self.session.lock().playback.is_some() {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(1)
+        };
+        let mut tick = tokio::time::interval(period);
         let mut last_recv = Instant::now();
         let mut last_sent = Instant::now();
         let reason: Reason = 'conn: loop {

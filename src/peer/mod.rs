@@ -76,6 +76,8 @@ pub struct PeerConfig {
     pub timeouts: Timeouts,
     /// Seconds between announces at most (the tracker's interval is used when shorter).
     pub max_announce_interval: Duration,
+    /// A VoD client's playback clock (its start and model), set before any connection opens.
+    pub playback: Option<(std::time::Instant, crate::policy::Playback)>,
 }
 
 /// A fresh Azureus-style peer id: `-TB0100-` and 12 random characters.
@@ -134,6 +136,9 @@ impl Peer {
             },
             cfg.limits,
         ));
+        if let Some((start, p)) = cfg.playback {
+            session.set_playback(start, p);
+        }
         session.listen_port.store(addr.port(), Ordering::Relaxed);
         tracing::info!(%addr, info_hash = %cfg.torrent.info_hash, pieces = session.have().count(), "peer started");
 

@@ -146,6 +146,7 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
             choker: Box::new(TitForTat::new(4, seed ^ 0x5eed)),
             timeouts: Default::default(),
             max_announce_interval: Duration::from_secs(30),
+            playback: Some((t0, model.playback())),
         };
         let mut pieces_rx;
         let p = {
@@ -154,7 +155,6 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
             p
         };
         let session = p.session.clone();
-        session.set_playback(t0, model.playback());
         let client_id = a
             .client_id
             .clone()

@@ -1,0 +1,1122 @@
+//! `make bench`: the lab's speed and scale figures beside their anchors, measured in one run on
+//! this machine, written to `run/bench.json` and to the generated table in BENCHMARKS.md.
+//!
+//! Sections, each bounded in time and on loopback only:
+//! * `sha1`: piece hashing, the sha1 crate against the machine's openssl.
+//! * `tracker`: our tracker against opentracker under the same wrk load (one torrent, 5000
+//!   peer ids, numwant=50, compact).
+//! * `wire`: one torrent (1 GiB) from a seed process to a leecher process, ours against
+//!   libtorrent (TCP only), every piece hash-checked, the result compared byte for byte.
+//! * `cap`: upload-cap accuracy, measured by a raw wire leecher in this harness.
+//! * `scale`: worlds of 200 and 500 clients: start, stop, memory and idle CPU.
+//! * `vod`: server share per policy over several seeds, on a prefix of the standard movie.
+//!
+//! `QUICK=1` shortens every section (under 3 minutes); `BENCH=tracker,cap` runs only those.
+//! Run through `make bench`, which installs the anchors first.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::BytesMut;
+use rand::{RngCore, SeedableRng};
+use serde::Serialize;
+
+use testbed::metainfo::Torrent;
+use testbed::wire::{BlockRef, Decoder, Handshake, Message, BLOCK_SIZE};
+
+const TESTBED: &str = env!("CARGO_BIN_EXE_testbed");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const MIB: u64 = 1024 * 1024;
+
+#[derive(Debug, Serialize, Clone)]
+struct Figure {
+    section: &'static str,
+    name: String,
+    value: f64,
+    unit: &'static str,
+    /// The anchor's figure for the same measure, when there is one.
+    anchor: Option<f64>,
+    anchor_name: Option<&'static str>,
+    /// value / anchor (for figures where more is better) or anchor / value (less is better).
+    ratio: Option<f64>,
+    target: Option<String>,
+    pass: Option<bool>,
+}
+
+struct Bench {
+    quick: bool,
+    dir: PathBuf,
+    figures: Vec<Figure>,
+    errors: Vec<String>,
+}
+
+impl Bench {
+    fn add(&mut self, section: &'static str, name: &str, value: f64, unit: &'static str) -> usize {
+        println!("  {name}: {value:.3} {unit}");
+        self.figures.push(Figure {
+            section,
+            name: name.to_string(),
+            value,
+            unit,
+            anchor: None,
+            anchor_name: None,
+            ratio: None,
+            target: None,
+            pass: None,
+        });
+        self.figures.len() - 1
+    }
+
+    fn anchor(&mut self, i: usize, name: &'static str, anchor: f64, more_is_better: bool) {
+        let f = &mut self.figures[i];
+        f.anchor = Some(anchor);
+        f.anchor_name = Some(name);
+        f.ratio = Some(if more_is_better {
+            f.value / anchor
+        } else {
+            anchor / f.value
+        });
+        println!(
+            "    {name}: {anchor:.3} {} (ratio {:.2})",
+            f.unit,
+            f.ratio.unwrap()
+        );
+    }
+
+    fn target(&mut self, i: usize, target: &str, pass: bool) {
+        let f = &mut self.figures[i];
+        f.target = Some(target.to_string());
+        f.pass = Some(pass);
+        println!(
+            "    target {target}: {}",
+            if pass { "pass" } else { "MISS" }
+        );
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test --all-targets` builds and runs bench targets too: nothing to do there.
+        println!("lab bench: run it with `make bench`");
+        return;
+    }
+    let quick = std::env::var("QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let only: Option<Vec<String>> = std::env::var("BENCH")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.split(',').map(str::to_string).collect());
+    let dir = Path::new(ROOT).join("run/bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create run/bench");
+    let mut b = Bench {
+        quick,
+        dir,
+        figures: Vec::new(),
+        errors: Vec::new(),
+    };
+    let started = Instant::now();
+    type Section = fn(&mut Bench) -> Result<()>;
+    let sections: [(&str, Section); 6] = [
+        ("sha1", sha1),
+        ("tracker", tracker),
+        ("wire", wire),
+        ("cap", cap),
+        ("scale", scale),
+        ("vod", vod),
+    ];
+    for (name, run) in sections {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|s| s == name)) {
+            continue;
+        }
+        println!("== {name}");
+        let t = Instant::now();
+        if let Err(e) = run(&mut b) {
+            println!("  {name} failed: {e:#}");
+            b.errors.push(format!("{name}: {e:#}"));
+        }
+        println!("  ({:.0} s)", t.elapsed().as_secs_f64());
+    }
+    let total = started.elapsed().as_secs_f64();
+    if let Err(e) = write_results(&b, total) {
+        eprintln!("lab bench: writing results: {e:#}");
+        std::process::exit(1);
+    }
+    println!("== {total:.0} s in all; run/bench.json and BENCHMARKS.md written");
+    if !b.errors.is_empty() {
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes and waiting
+
+/// A child process that is killed and reaped when dropped, whatever happens to the bench.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Result<Proc> {
+    let c = cmd
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    Ok(Proc(c))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let end = Instant::now() + timeout;
+    loop {
+        if f()? {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!("timed out after {:?} waiting for {what}", timeout);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait for a process to exit, killing it at the deadline.
+fn wait_exit(p: &mut Proc, what: &str, timeout: Duration) -> Result<std::process::ExitStatus> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(st) = p.0.try_wait()? {
+            return Ok(st);
+        }
+        if Instant::now() > end {
+            let _ = p.0.kill();
+            bail!("{what} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_port(port: u16, timeout: Duration) -> Result<()> {
+    wait_until(&format!("port {port}"), timeout, || {
+        Ok(TcpStream::connect(("127.0.0.1", port)).is_ok())
+    })
+}
+
+fn http_get(port: u16, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let out = String::from_utf8_lossy(&raw);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .ok_or_else(|| anyhow!("no HTTP body from :{port}{path}"))?;
+    Ok(body)
+}
+
+/// CPU seconds (user + system) of children reaped so far.
+fn children_cpu() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let r = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(r.user_time()) + t(r.system_time())
+}
+
+/// CPU seconds (user + system) a live process has used, from /proc.
+fn proc_cpu(pid: i32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, rest)) = s.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / clock_ticks()
+}
+
+/// /proc's clock ticks per second (USER_HZ, 100 on every Linux architecture the lab runs on).
+fn clock_ticks() -> f64 {
+    100.0
+}
+
+/// Resident memory of a live process in bytes.
+fn proc_rss(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Alive and not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn random_file(path: &Path, size: u64, seed: u64) -> Result<()> {
+    std::fs::create_dir_all(path.parent().unwrap())?;
+    let mut f = std::io::BufWriter::with_capacity(4 * MIB as usize, std::fs::File::create(path)?);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut buf = vec![0u8; MIB as usize];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(MIB) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+fn make_torrent(file: &Path, out: &Path, piece_length: u32) -> Result<Torrent> {
+    let st = Command::new(TESTBED)
+        .args(["make-torrent", "--announce", "http://127.0.0.1:9/announce"])
+        .arg("--piece-length")
+        .arg(piece_length.to_string())
+        .arg("-o")
+        .arg(out)
+        .arg(file)
+        .stdout(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("testbed make-torrent {} failed", file.display());
+    }
+    Torrent::from_file(out)
+}
+
+fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 4 * MIB as usize], vec![0u8; 4 * MIB as usize]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// Lines a child prints, readable with a timeout.
+fn lines_of(p: &mut Proc) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let out = p.0.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+// ---------------------------------------------------------------------------------------------
+// SHA-1 of pieces: the sha1 crate (SHA-NI when the CPU has it) vs the machine's openssl
+
+fn sha1(b: &mut Bench) -> Result<()> {
+    let secs = if b.quick { 1.0 } else { 3.0 };
+    let piece = vec![0x5au8; 256 * 1024];
+    let t = Instant::now();
+    let mut bytes = 0u64;
+    let mut acc = 0u8;
+    while t.elapsed().as_secs_f64() < secs {
+        for _ in 0..16 {
+            acc ^= testbed::metainfo::Sha1Hash::of(std::hint::black_box(&piece)).0[0];
+            bytes += piece.len() as u64;
+        }
+    }
+    std::hint::black_box(acc);
+    let ours = bytes as f64 / t.elapsed().as_secs_f64() / MIB as f64;
+    let out = Command::new("openssl")
+        .args(["speed", "-evp", "sha1", "-bytes", "262144", "-seconds"])
+        .arg(format!("{}", secs as u32))
+        .stderr(Stdio::null())
+        .output()
+        .context("running openssl speed")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The last line: "sha1  1677887.09k" (thousands of bytes per second).
+    let k: f64 = text
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.trim_end_matches('k').parse().ok())
+        .ok_or_else(|| anyhow!("could not read openssl speed's output: {text}"))?;
+    let i = b.add("sha1", "SHA-1 of 256 KiB pieces, one core", ours, "MiB/s");
+    b.anchor(i, "openssl speed", k * 1000.0 / MIB as f64, true);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tracker: ours vs opentracker under wrk
+
+const ANNOUNCE_LUA: &str = r#"
+-- One torrent, 5000 distinct peers (peer id and port vary), numwant=50, compact.
+local n = 0
+local hash = string.rep("%AB", 20)
+request = function()
+  n = n + 1
+  local id = n % 5000
+  local path = "/announce?info_hash=" .. hash ..
+    "&peer_id=-BN0001-" .. string.format("%012d", id) ..
+    "&port=" .. (10000 + id) ..
+    "&uploaded=0&downloaded=0&left=1000&compact=1&numwant=50&event=started"
+  return wrk.format("GET", path)
+end
+"#;
+
+struct WrkResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn wrk(port: u16, secs: u32, script: &Path) -> Result<WrkResult> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c64", &format!("-d{secs}s"), "--latency", "-s"])
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{port}/announce"))
+        .output()
+        .context("running wrk (make bench installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let field = |key: &str| -> Option<&str> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key).map(str::trim))
+    };
+    let ms = |v: &str| -> Option<f64> {
+        let v = v.split_whitespace().next()?;
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let x: f64 = num.parse().ok()?;
+        Some(match unit {
+            "us" => x / 1000.0,
+            "ms" => x,
+            "s" => x * 1000.0,
+            "m" => x * 60000.0,
+            _ => return None,
+        })
+    };
+    let parse = || -> Option<WrkResult> {
+        Some(WrkResult {
+            rps: field("Requests/sec:")?.parse().ok()?,
+            p50_ms: ms(field("50%")?)?,
+            p99_ms: ms(field("99%")?)?,
+            errors: field("Non-2xx or 3xx responses:")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        })
+    };
+    parse().ok_or_else(|| anyhow!("could not read wrk's output:\n{text}"))
+}
+
+/// One announce as wrk sends it must get peers back, not a failure reason.
+fn check_announce(port: u16, who: &str) -> Result<()> {
+    let hash = "%AB".repeat(20);
+    let body = http_get(
+        port,
+        &format!(
+            "/announce?info_hash={hash}&peer_id=-BN0001-999999999999&port=9999\
+             &uploaded=0&downloaded=0&left=1000&compact=1&numwant=50"
+        ),
+    )?;
+    if body.contains("failure reason") || !body.contains("5:peers300:") {
+        bail!("{who} did not answer an announce with 50 peers: {body:.200}");
+    }
+    Ok(())
+}
+
+fn tracker(b: &mut Bench) -> Result<()> {
+    let secs = if b.quick { 3 } else { 10 };
+    let dir = b.dir.join("tracker");
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("announce.lua");
+    std::fs::write(&script, ANNOUNCE_LUA)?;
+
+    let port = free_port();
+    let ours = {
+        let _t = spawn(
+            Command::new(TESTBED)
+                .args(["tracker", "--port", &port.to_string()])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null()),
+        )?;
+        wait_port(port, Duration::from_secs(10))?;
+        let r = wrk(port, secs, &script)?;
+        check_announce(port, "our tracker")?;
+        r
+    };
+    if ours.errors > 0 {
+        bail!("our tracker answered {} requests with errors", ours.errors);
+    }
+
+    let whitelist = dir.join("whitelist");
+    std::fs::write(&whitelist, format!("{}\n", "ab".repeat(20)))?;
+    let port2 = free_port();
+    let ot = {
+        let _t = spawn(
+            Command::new("opentracker")
+                .args(["-i", "127.0.0.1", "-p", &port2.to_string()])
+                .args(["-P", &port2.to_string(), "-w"])
+                .arg(&whitelist)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .context("opentracker (make bench installs it)")?;
+        wait_port(port2, Duration::from_secs(10))?;
+        let r = wrk(port2, secs, &script)?;
+        check_announce(port2, "opentracker")?;
+        r
+    };
+    if ot.errors > 0 {
+        bail!("opentracker answered {} requests with errors", ot.errors);
+    }
+
+    let i = b.add("tracker", "announces/s", ours.rps, "req/s");
+    b.anchor(i, "opentracker", ot.rps, true);
+    let r = b.figures[i].ratio.unwrap_or(0.0);
+    b.target(i, ">= 1.5x opentracker", r >= 1.5);
+    let i = b.add("tracker", "announce latency p50", ours.p50_ms, "ms");
+    b.anchor(i, "opentracker", ot.p50_ms, false);
+    let i = b.add("tracker", "announce latency p99", ours.p99_ms, "ms");
+    b.anchor(i, "opentracker", ot.p99_ms, false);
+    b.target(i, "<= 2 ms", ours.p99_ms <= 2.0);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peer wire: one file seed -> leecher, ours vs libtorrent
+
+fn wire(b: &mut Bench) -> Result<()> {
+    let size = if b.quick { 256 * MIB } else { 1024 * MIB };
+    let dir = b.dir.join("wire");
+    let src = dir.join("src/blob.bin");
+    random_file(&src, size, 7)?;
+    let torrent = dir.join("blob.torrent");
+    make_torrent(&src, &torrent, 1024 * 1024)?;
+    let gb = size as f64 / (1024.0 * MIB as f64);
+    let mb = size as f64 / MIB as f64;
+    let timeout = Duration::from_secs(if b.quick { 120 } else { 300 });
+
+    // Ours.
+    let port = free_port();
+    let ours_out = dir.join("ours/blob.bin");
+    std::fs::create_dir_all(ours_out.parent().unwrap())?;
+    let cpu0 = children_cpu();
+    let (ours_secs, ours_cpu) = {
+        let mut seed = spawn(
+            Command::new(TESTBED)
+                .args([
+                    "peer",
+                    "--seed",
+                    "--tracker",
+                    "",
+                    "--port",
+                    &port.to_string(),
+                ])
+                .arg("--data")
+                .arg(&src)
+                .arg(&torrent)
+                .stdout(Stdio::null()),
+        )?;
+        wait_port(port, Duration::from_secs(60))?;
+        let t = Instant::now();
+        let mut leech = spawn(
+            Command::new(TESTBED)
+                .args(["peer", "--exit-on-complete", "--tracker", ""])
+                .args(["--peer", &format!("127.0.0.1:{port}")])
+                .arg("--data")
+                .arg(&ours_out)
+                .arg(&torrent)
+                .stdout(Stdio::null()),
+        )?;
+        let st = wait_exit(&mut leech, "our leecher", timeout)?;
+        let secs = t.elapsed().as_secs_f64();
+        if !st.success() {
+            bail!("our leecher exited with {st}");
+        }
+        let _ = seed.0.kill();
+        let _ = seed.0.wait();
+        drop(leech);
+        (secs, children_cpu() - cpu0)
+    };
+    if !same_content(&src, &ours_out)? {
+        bail!("our leecher's file differs from the seed's");
+    }
+    std::fs::remove_file(&ours_out)?;
+
+    // libtorrent, the same torrent, TCP only.
+    let script = Path::new(ROOT).join("benches/lt_transfer.py");
+    let port2 = free_port();
+    let lt_dir = dir.join("lt");
+    std::fs::create_dir_all(&lt_dir)?;
+    let cpu0 = children_cpu();
+    let (lt_secs, lt_cpu) = {
+        let mut seed = spawn(
+            Command::new("/usr/bin/python3")
+                .arg(&script)
+                .arg("seed")
+                .arg(&torrent)
+                .arg(dir.join("src"))
+                .arg(port2.to_string())
+                .stdout(Stdio::piped()),
+        )?;
+        let lines = lines_of(&mut seed);
+        match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) if l == "ready" => {}
+            other => bail!("libtorrent seed did not get ready: {other:?} (python3-libtorrent?)"),
+        }
+        let t = Instant::now();
+        let mut leech = spawn(
+            Command::new("/usr/bin/python3")
+                .arg(&script)
+                .arg("leech")
+                .arg(&torrent)
+                .arg(&lt_dir)
+                .arg(port2.to_string())
+                .stdout(Stdio::null()),
+        )?;
+        let st = wait_exit(&mut leech, "libtorrent leecher", timeout)?;
+        let secs = t.elapsed().as_secs_f64();
+        if !st.success() {
+            bail!("libtorrent leecher exited with {st}");
+        }
+        let _ = seed.0.kill();
+        let _ = seed.0.wait();
+        drop(leech);
+        (secs, children_cpu() - cpu0)
+    };
+    if !same_content(&src, &lt_dir.join("blob.bin"))? {
+        bail!("libtorrent's file differs from the seed's");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let name = format!("{:.0} MiB seed->leecher", mb);
+    let i = b.add("wire", &name, mb / ours_secs, "MB/s");
+    b.anchor(i, "libtorrent", mb / lt_secs, true);
+    let r = b.figures[i].ratio.unwrap_or(0.0);
+    b.target(i, ">= 2x libtorrent", r >= 2.0);
+    let i = b.add("wire", "CPU per GiB moved (both ends)", ours_cpu / gb, "s");
+    b.anchor(i, "libtorrent", lt_cpu / gb, false);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upload-cap accuracy: a raw wire leecher against a capped seed
+
+fn cap(b: &mut Bench) -> Result<()> {
+    let dir = b.dir.join("cap");
+    let src = dir.join("blob.bin");
+    random_file(&src, 16 * MIB, 9)?;
+    let torrent_path = dir.join("blob.torrent");
+    let torrent = make_torrent(&src, &torrent_path, 256 * 1024)?;
+    let (warm, span) = if b.quick { (1.0, 5.0) } else { (2.0, 10.0) };
+    let caps = [20.0, 70.0, 500.0];
+    let mut seeds = Vec::new();
+    let mut ports = Vec::new();
+    for c in caps {
+        let port = free_port();
+        seeds.push(spawn(
+            Command::new(TESTBED)
+                .args([
+                    "peer",
+                    "--seed",
+                    "--tracker",
+                    "",
+                    "--port",
+                    &port.to_string(),
+                ])
+                .args(["--max-upload-rate", &c.to_string()])
+                .arg("--data")
+                .arg(&src)
+                .arg(&torrent_path)
+                .stdout(Stdio::null()),
+        )?);
+        ports.push(port);
+    }
+    for &p in &ports {
+        wait_port(p, Duration::from_secs(30))?;
+    }
+    // The three leechers measure at once (each seed has its own cap).
+    let results: Vec<Result<f64>> = std::thread::scope(|s| {
+        let hs: Vec<_> = ports
+            .iter()
+            .map(|&p| {
+                let t = &torrent;
+                s.spawn(move || raw_download_rate(t, p, warm, span))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    drop(seeds);
+    for (c, r) in caps.iter().zip(results) {
+        let kbps = r? / 1024.0;
+        let i = b.add(
+            "cap",
+            &format!("upload cap {c} KB/s, measured"),
+            kbps,
+            "KB/s",
+        );
+        let ratio = kbps / c;
+        b.figures[i].ratio = Some(ratio);
+        b.target(i, "within +-5% of the cap", (ratio - 1.0).abs() <= 0.05);
+    }
+    Ok(())
+}
+
+/// Download from the seed at `port` with a deep pipeline and return the bytes/s received
+/// from `warm` to `warm + span` seconds after the unchoke.
+fn raw_download_rate(t: &Torrent, port: u16, warm: f64, span: f64) -> Result<f64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    s.set_nodelay(true)?;
+    let mut out = BytesMut::new();
+    Handshake::new(t.info_hash.0, *b"-BN0001-capmeasure01").encode(&mut out);
+    Message::Interested.encode(&mut out);
+    s.write_all(&out)?;
+    out.clear();
+    let mut inbuf = BytesMut::with_capacity(1 << 20);
+    let dec = Decoder::for_pieces(t.num_pieces());
+    let mut shaken = false;
+    let mut unchoked_at: Option<Instant> = None;
+    let mut next_block: u64 = 0;
+    let blocks_per_piece = (t.piece_length / BLOCK_SIZE) as u64;
+    let total_blocks = t.num_pieces() as u64 * blocks_per_piece;
+    let mut outstanding = 0usize;
+    let mut counted = 0u64;
+    let start = Instant::now();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        if let Some(u) = unchoked_at {
+            let e = u.elapsed().as_secs_f64();
+            if e >= warm + span {
+                return Ok(counted as f64 / span);
+            }
+            while outstanding < 64 {
+                let k = next_block % total_blocks;
+                next_block += 1;
+                Message::Request(BlockRef {
+                    index: (k / blocks_per_piece) as u32,
+                    begin: (k % blocks_per_piece) as u32 * BLOCK_SIZE,
+                    length: BLOCK_SIZE,
+                })
+                .encode(&mut out);
+                outstanding += 1;
+            }
+            if !out.is_empty() {
+                s.write_all(&out)?;
+                out.clear();
+            }
+        } else if start.elapsed() > Duration::from_secs(30) {
+            bail!("seed on port {port} never unchoked the measuring leecher");
+        }
+        match s.read(&mut buf) {
+            Ok(0) => bail!("seed on port {port} closed the connection"),
+            Ok(n) => inbuf.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !shaken {
+            if Handshake::parse(&mut inbuf)?.is_none() {
+                continue;
+            }
+            shaken = true;
+        }
+        while let Some(m) = dec.decode(&mut inbuf)? {
+            match m {
+                Message::Unchoke if unchoked_at.is_none() => unchoked_at = Some(Instant::now()),
+                Message::Piece { data, .. } => {
+                    outstanding = outstanding.saturating_sub(1);
+                    let e = unchoked_at.map_or(0.0, |u| u.elapsed().as_secs_f64());
+                    if e >= warm && e < warm + span {
+                        counted += data.len() as u64;
+                    }
+                }
+                Message::Reject(_) => outstanding = outstanding.saturating_sub(1),
+                Message::Choke => bail!("seed on port {port} choked the measuring leecher"),
+                _ => {}
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// World scale: start, stop, memory, idle CPU
+
+fn scale(b: &mut Bench) -> Result<()> {
+    let sizes: &[usize] = if b.quick { &[200] } else { &[200, 500] };
+    for &n in sizes {
+        scale_one(b, n).with_context(|| format!("world of {n}"))?;
+    }
+    Ok(())
+}
+
+/// `testbed stop` for a config, whatever happened (dropped at the end of a world's bench).
+struct Stopper(PathBuf);
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        let _ = Command::new(TESTBED)
+            .args(["stop", "--config"])
+            .arg(&self.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn scale_one(b: &mut Bench, n: usize) -> Result<()> {
+    let dir = b.dir.join(format!("scale-{n}"));
+    let fresh = dir.join("fresh");
+    random_file(&fresh.join("blob.bin"), 256 * 1024, 3)?;
+    let port = free_port();
+    let cfg = dir.join("world.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "seed: 1\nrun_dir: {run}\nfresh_files: {fresh}\n\
+             tracker: {{bind: 127.0.0.1, port: {port}, interval: 30}}\n\
+             torrents: {{piece_length: 32768, my_torrent: blob.bin}}\n\
+             world:\n  clients: {clients}\n  seeds: 2\n  start_fraction: 0.5\n  \
+             upload_rate: 500\n  max_connections: 30\n  linger: 600\n",
+            run = dir.join("run").display(),
+            fresh = fresh.display(),
+            clients = n - 2,
+        ),
+    )?;
+    let stopper = Stopper(cfg.clone());
+    let t0 = Instant::now();
+    let st = Command::new(TESTBED)
+        .args(["start", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("testbed start failed ({st})");
+    }
+    let peers = || -> Result<(usize, usize)> {
+        let v: serde_json::Value = serde_json::from_str(&http_get(port, "/api/status")?)?;
+        let s = &v["swarms"][0];
+        let total = s["peers"].as_array().map_or(0, |a| a.len());
+        Ok((total, s["leechers"].as_u64().unwrap_or(u64::MAX) as usize))
+    };
+    wait_until(
+        &format!("{n} clients announced"),
+        Duration::from_secs(60),
+        || Ok(peers().map(|(t, _)| t >= n).unwrap_or(false)),
+    )?;
+    let announced = t0.elapsed().as_secs_f64();
+    // Idle: every client complete and seeding (the file is small), nothing to do but keep up.
+    wait_until("every client complete", Duration::from_secs(120), || {
+        Ok(peers().map(|(_, l)| l == 0).unwrap_or(false))
+    })?;
+    let world: serde_json::Value = serde_json::from_str(&http_get(port, "/api/world")?)?;
+    let pids: Vec<i32> = world["world"]
+        .as_array()
+        .ok_or_else(|| anyhow!("/api/world has no world"))?
+        .iter()
+        .filter_map(|s| s["pid"].as_i64().map(|p| p as i32))
+        .collect();
+    if pids.len() != n {
+        bail!("{} of {n} world clients running", pids.len());
+    }
+    let sup = world["run"]["pid"].as_i64().map(|p| p as i32);
+    let all: Vec<i32> = pids.iter().copied().chain(sup).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_span = if b.quick { 3.0 } else { 5.0 };
+    let c0: f64 = all.iter().map(|&p| proc_cpu(p)).sum();
+    std::thread::sleep(Duration::from_secs_f64(idle_span));
+    let c1: f64 = all.iter().map(|&p| proc_cpu(p)).sum();
+    let rss: u64 = pids.iter().map(|&p| proc_rss(p)).sum::<u64>() / n as u64;
+
+    let t = Instant::now();
+    let st = Command::new(TESTBED)
+        .args(["stop", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .status()?;
+    let stop = t.elapsed().as_secs_f64();
+    std::mem::forget(stopper);
+    if !st.success() {
+        bail!("testbed stop failed ({st})");
+    }
+    let survivors = all.iter().filter(|&&p| alive(p)).count();
+
+    let i = b.add(
+        "scale",
+        &format!("{n} clients: all announced after"),
+        announced,
+        "s",
+    );
+    if n >= 500 {
+        b.target(i, "<= 10 s", announced <= 10.0);
+    }
+    let i = b.add("scale", &format!("{n} clients: testbed stop"), stop, "s");
+    b.target(i, "<= 2 s, no survivor", stop <= 2.0 && survivors == 0);
+    let i = b.add(
+        "scale",
+        &format!("{n} clients: RSS per client"),
+        rss as f64 / MIB as f64,
+        "MiB",
+    );
+    b.target(i, "< 8 MiB", (rss as f64) < 8.0 * MIB as f64);
+    b.add(
+        "scale",
+        &format!("{n} clients: idle CPU, all processes"),
+        (c1 - c0) / idle_span * 100.0,
+        "% of a core",
+    );
+    if survivors > 0 {
+        bail!("{survivors} processes survived testbed stop");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// VoD: server share per policy over seeds
+
+fn vod(b: &mut Bench) -> Result<()> {
+    let (secs, seeds) = if b.quick { (30u64, 1u64) } else { (60, 5) };
+    let dir = b.dir.join("vod");
+    let fresh = dir.join("fresh");
+    std::fs::create_dir_all(&fresh)?;
+    let base: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
+        Path::new(ROOT).join("configs/default.yaml"),
+    )?)?;
+    let rate_kb = base["my_client"]["rate"].as_f64().unwrap_or(60.0);
+    // The scenario: the first `secs` seconds of the standard movie, same world and rates.
+    let movie = std::fs::read(Path::new(ROOT).join("fresh-files/movie.mp4"))?;
+    let prefix = ((secs as f64 * rate_kb * 1024.0) as usize).min(movie.len());
+    let name = format!("movie-{secs}s.mp4");
+    std::fs::write(fresh.join(&name), &movie[..prefix])?;
+    println!("  scenario: first {secs} s ({prefix} B) of fresh-files/movie.mp4, configs/default.yaml's world and rates, {seeds} seeds");
+
+    let policies = ["rarest", "sequential", "deadline"];
+    let mut jobs = Vec::new();
+    for seed in 0..seeds {
+        for p in policies {
+            jobs.push((p, 42 + seed));
+        }
+    }
+    let mut shares: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    // Two experiments at a time (each world is rate-capped, so they barely compete).
+    for pair in jobs.chunks(2) {
+        let results: Vec<Result<f64>> = std::thread::scope(|s| {
+            let hs: Vec<_> = pair
+                .iter()
+                .map(|&(p, seed)| {
+                    let (dir, fresh, base, name) = (&dir, &fresh, &base, &name);
+                    s.spawn(move || vod_run(dir, fresh, base, name, p, seed, secs))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (&(p, seed), r) in pair.iter().zip(results) {
+            let share = r.with_context(|| format!("{p}, seed {seed}"))?;
+            println!("  {p} seed {seed}: {:.1}% from the server", share * 100.0);
+            shares.entry(p).or_default().push(share);
+        }
+    }
+    let mut mean = BTreeMap::new();
+    for p in policies {
+        let v = &shares[p];
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let sd = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64).sqrt();
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let i = b.add(
+            "vod",
+            &format!(
+                "server share, {p} (sd {:.1}, range {:.1}..{:.1})",
+                sd * 100.0,
+                lo * 100.0,
+                hi * 100.0
+            ),
+            m * 100.0,
+            "%",
+        );
+        mean.insert(p, (i, m));
+    }
+    let (i, d) = mean["deadline"];
+    let (_, r) = mean["rarest"];
+    b.anchor(i, "rarest", r * 100.0, false);
+    b.target(i, "<= half of rarest's share", d <= r / 2.0);
+    // The run folders stay (reports, logs) until the next `make bench`.
+    Ok(())
+}
+
+fn vod_run(
+    dir: &Path,
+    fresh: &Path,
+    base: &serde_yaml::Value,
+    movie: &str,
+    policy: &str,
+    seed: u64,
+    secs: u64,
+) -> Result<f64> {
+    let run_dir = dir.join(format!("{policy}-{seed}"));
+    let mut cfg = base.clone();
+    cfg["seed"] = seed.into();
+    cfg["run_dir"] = run_dir.display().to_string().into();
+    cfg["fresh_files"] = fresh.display().to_string().into();
+    cfg["tracker"]["port"] = (free_port() as u64).into();
+    cfg["torrents"]["my_torrent"] = movie.into();
+    let path = dir.join(format!("{policy}-{seed}.yaml"));
+    std::fs::write(&path, serde_yaml::to_string(&cfg)?)?;
+    let _stop = Stopper(path.clone());
+    let mut p = spawn(
+        Command::new(TESTBED)
+            .args(["run", "--policy", policy, "--config"])
+            .arg(&path)
+            .stdout(Stdio::null()),
+    )?;
+    let st = wait_exit(&mut p, "testbed run", Duration::from_secs(secs * 3 + 60))?;
+    if !st.success() {
+        bail!("testbed run exited with {st}");
+    }
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json"))?)?;
+    if s["agree"] != serde_json::Value::Bool(true) {
+        bail!("the client's report and the server's count disagree: {s}");
+    }
+    s["server_share"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("summary.json has no server_share"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+fn write_results(b: &Bench, total_secs: f64) -> Result<()> {
+    let machine = machine();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let command = if b.quick {
+        "make bench QUICK=1"
+    } else {
+        "make bench"
+    };
+    let json = serde_json::json!({
+        "date": date,
+        "machine": machine,
+        "command": command,
+        "quick": b.quick,
+        "seconds": total_secs,
+        "figures": b.figures,
+        "errors": b.errors,
+    });
+    let run = Path::new(ROOT).join("run");
+    std::fs::write(run.join("bench.json"), serde_json::to_string_pretty(&json)?)?;
+
+    let mut t = String::new();
+    t.push_str(&format!(
+        "Generated by `{command}` on {date}, {machine}, in {total_secs:.0} s.\n\n"
+    ));
+    t.push_str("| figure | value | anchor | ratio | target | result |\n");
+    t.push_str("|---|---|---|---|---|---|\n");
+    for f in &b.figures {
+        let anchor = match (f.anchor, f.anchor_name) {
+            (Some(a), Some(n)) => format!("{n}: {} {}", num(a), f.unit),
+            _ => String::new(),
+        };
+        t.push_str(&format!(
+            "| {} | {} {} | {} | {} | {} | {} |\n",
+            f.name,
+            num(f.value),
+            f.unit,
+            anchor,
+            f.ratio.map(|r| format!("{r:.2}")).unwrap_or_default(),
+            f.target.clone().unwrap_or_default(),
+            match f.pass {
+                Some(true) => "pass",
+                Some(false) => "**miss**",
+                None => "",
+            }
+        ));
+    }
+    for e in &b.errors {
+        t.push_str(&format!("\nFailed: {e}\n"));
+    }
+    let md = Path::new(ROOT).join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&md).unwrap_or_default();
+    let (begin, end) = ("<!-- bench:begin -->", "<!-- bench:end -->");
+    let new = match (old.find(begin), old.find(end)) {
+        (Some(a), Some(z)) if a < z => {
+            format!("{}{begin}\n{t}{}", &old[..a], &old[z..])
+        }
+        _ => format!("# Benchmarks\n\n{begin}\n{t}{end}\n{old}"),
+    };
+    std::fs::write(&md, new)?;
+    Ok(())
+}
+
+fn num(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {kernel}")
+}
