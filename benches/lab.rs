@@ -8,7 +8,8 @@
 //! * `wire`: one torrent (1 GiB) from a seed process to a leecher process, ours against
 //!   libtorrent (TCP only), every piece hash-checked, the result compared byte for byte.
 //! * `cap`: upload-cap accuracy, measured by a raw wire leecher in this harness.
-//! * `scale`: worlds of 200 and 500 clients: start, stop, memory and idle CPU.
+//! * `scale`: worlds of 200 and 500 clients: start, stop, memory and idle CPU, and the status
+//!   page with that many clients: server render and a refresh in headless Chromium.
 //! * `vod`: server share per policy over several seeds, on a prefix of the standard movie.
 //!
 //! `QUICK=1` shortens every section (under 3 minutes); `BENCH=tracker,cap` runs only those.
@@ -26,6 +27,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::BytesMut;
 use rand::{RngCore, SeedableRng};
 use serde::Serialize;
+
+#[allow(dead_code)] // the page test takes screenshots; the bench only times
+#[path = "../tests/it/webdriver.rs"]
+mod webdriver;
 
 use testbed::metainfo::Torrent;
 use testbed::wire::{BlockRef, Decoder, Handshake, Message, BLOCK_SIZE};
@@ -869,6 +874,10 @@ fn scale_one(b: &mut Bench, n: usize) -> Result<()> {
     std::thread::sleep(Duration::from_secs_f64(idle_span));
     let c1: f64 = all.iter().map(|&p| proc_cpu(p)).sum();
     let rss: u64 = pids.iter().map(|&p| proc_rss(p)).sum::<u64>() / n as u64;
+    if let Err(e) = page(b, n, port, &dir) {
+        b.errors
+            .push(format!("scale: page with {n} clients: {e:#}"));
+    }
 
     let t = Instant::now();
     let st = Command::new(TESTBED)
@@ -911,6 +920,84 @@ fn scale_one(b: &mut Bench, n: usize) -> Result<()> {
         bail!("{survivors} processes survived testbed stop");
     }
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The status page with `n` clients: the server's render of the live part (what every poll
+/// costs), then in headless Chromium the first load and a refresh (fetch, swap, layout), as the
+/// page's own script times it.
+fn page(b: &mut Bench, n: usize, port: u16, dir: &Path) -> Result<()> {
+    let mut server = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let body = http_get(port, "/?part=live")?;
+        server.push(t.elapsed().as_secs_f64() * 1e3);
+        let rows = body.matches("class=\"client role-").count();
+        if rows < n {
+            bail!("the page lists {rows} of {n} clients");
+        }
+    }
+    server.sort_by(f64::total_cmp);
+    let i = b.add(
+        "scale",
+        &format!("{n} clients: page live part, server (median of 20)"),
+        server[server.len() / 2],
+        "ms",
+    );
+    b.target(i, "< 200 ms", server[server.len() / 2] < 200.0);
+    if !Path::new(webdriver::CHROMIUM).exists() {
+        bail!(
+            "no {}: install chromium chromium-driver",
+            webdriver::CHROMIUM
+        );
+    }
+    let browser = webdriver::Browser::start(free_port(), &dir.join("chromium-profile"))
+        .map_err(|e| anyhow!(e))?;
+    browser
+        .goto(&format!("http://127.0.0.1:{port}/"))
+        .map_err(|e| anyhow!(e))?;
+    let load = browser
+        .eval("const e = performance.getEntriesByType('navigation')[0]; return e.loadEventEnd - e.startTime;")
+        .map_err(|e| anyhow!(e))?
+        .as_f64()
+        .ok_or_else(|| anyhow!("no navigation timing"))?;
+    b.add(
+        "scale",
+        &format!("{n} clients: page first load, Chromium"),
+        load,
+        "ms",
+    );
+    let v = browser
+        .eval_async(
+            "const done = arguments[arguments.length - 1];
+             (async () => {
+               const ms = [];
+               for (let k = 0; k < 10; k++) {
+                 await window.testbedRefresh();
+                 ms.push(Number(document.getElementById('live').dataset.renderMs));
+               }
+               ms.sort((a, b) => a - b);
+               done({median: ms[5], max: ms[9],
+                     rows: document.querySelectorAll('table.clients tr.client').length});
+             })();",
+        )
+        .map_err(|e| anyhow!(e))?;
+    let (median, max) = (
+        v["median"]
+            .as_f64()
+            .ok_or_else(|| anyhow!("no timing: {v}"))?,
+        v["max"].as_f64().unwrap_or(f64::NAN),
+    );
+    if (v["rows"].as_u64().unwrap_or(0) as usize) < n {
+        bail!("Chromium shows {} of {n} clients", v["rows"]);
+    }
+    let i = b.add(
+        "scale",
+        &format!("{n} clients: page refresh in Chromium (median of 10; max {max:.0} ms)"),
+        median,
+        "ms",
+    );
+    b.target(i, "< 200 ms", median < 200.0 && max < 200.0);
     Ok(())
 }
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs, only when missing, what the lab's tests and benchmarks need beyond the Rust
 # toolchain (Debian packages):
-#   tests/install-deps.sh         the real BitTorrent clients of the interop tests (make test)
+#   tests/install-deps.sh         the real BitTorrent clients of the interop tests and headless
+#                                 Chromium + ChromeDriver for the status-page test (make test)
 #   tests/install-deps.sh bench   also the benchmark anchors: opentracker, wrk (make bench)
 set -euo pipefail
 need=()
 command -v aria2c >/dev/null 2>&1 || need+=(aria2)
 command -v transmission-cli >/dev/null 2>&1 || need+=(transmission-cli)
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ "${1:-}" = bench ]; then
   command -v opentracker >/dev/null 2>&1 || need+=(opentracker)
   command -v wrk >/dev/null 2>&1 || need+=(wrk)

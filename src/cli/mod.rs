@@ -30,7 +30,7 @@ pub enum Command {
     /// Write a single-file .torrent (BEP 3) for FILE.
     MakeTorrent(MakeTorrentArgs),
     /// Run one BitTorrent client (what `testbed start` spawns as a world client).
-    Peer(PeerArgs),
+    Peer(Box<PeerArgs>),
     /// Run the HTTP tracker and its status page alone.
     Tracker(TrackerArgs),
     /// Start the testbed: tracker, world, and MY_CLIENT if given; returns once the world is up.
@@ -168,6 +168,9 @@ pub struct PeerArgs {
     /// Peer id (20 bytes); default: a fresh random one
     #[arg(long)]
     pub peer_id: Option<String>,
+    /// Rewrite this JSON file every second with what the peer has and its rates
+    #[arg(long)]
+    pub status_file: Option<PathBuf>,
     /// Seed of the picker's and choker's random choices
     #[arg(long)]
     pub rng_seed: Option<u64>,
@@ -281,6 +284,7 @@ pub fn peer(a: PeerArgs) -> anyhow::Result<()> {
         timeouts: Default::default(),
         max_announce_interval: Duration::from_secs_f64(a.max_announce_interval.max(1.0)),
         playback: None,
+        status_file: a.status_file.clone(),
     };
     let rt = if a.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -380,6 +384,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     )?;
     println!("{}", summary.text);
     println!("summary: {}", path.display());
+    // The timeline, to look at without a server: run/report.svg and its data, run/report.csv.
+    let report: Option<crate::vod::Report> = std::fs::read(rd.reports().join("my-client.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(r) = report {
+        let svg = cfg.run_dir.join("report.svg");
+        orchestrator::rundir::write_atomic(&svg, crate::vod::chart::svg(&r, None).as_bytes())?;
+        let csv = cfg.run_dir.join("report.csv");
+        orchestrator::rundir::write_atomic(&csv, crate::vod::chart::csv(&r).as_bytes())?;
+        println!("timeline: {} ({})", svg.display(), csv.display());
+    }
     if !summary.ok {
         anyhow::bail!("{}", summary.problem.unwrap_or_default());
     }
@@ -391,7 +406,7 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::MakeTorrent(a) => make_torrent(a),
-        Command::Peer(a) => peer(a),
+        Command::Peer(a) => peer(*a),
         Command::Tracker(a) => tracker(a),
         Command::Start(a) if a.foreground => crate::orchestrator::supervise(
             &a.config.config,

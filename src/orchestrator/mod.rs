@@ -22,6 +22,7 @@
 //! the same when the supervisor was SIGKILLed.
 
 pub mod config;
+pub mod page;
 pub mod procs;
 pub mod rundir;
 pub mod template;
@@ -667,6 +668,7 @@ async fn run_supervisor(
         },
         downloads: rd.downloads(),
         logs: rd.logs(),
+        status: rd.status(),
         tracker_url: announce.clone(),
         interval: cfg.tracker.interval,
         stopping: Default::default(),
@@ -691,13 +693,23 @@ async fn run_supervisor(
         info: info.clone(),
         world: world.clone(),
         tracker: trk.clone(),
-        my: Mutex::new(MyClient::default()),
+        my: Mutex::new(MyClient {
+            state: if my_client.is_empty() {
+                "none"
+            } else {
+                "not started"
+            }
+            .into(),
+            command: my_client.clone(),
+            ..Default::default()
+        }),
         phase: Mutex::new("starting".into()),
         started: Instant::now(),
         downloads: rd.downloads(),
     });
-    let app = tracker::router(trk.clone()).merge(
+    let app = tracker::api_router(trk.clone()).merge(
         axum::Router::new()
+            .route("/", axum::routing::get(page::handler))
             .route("/api/world", axum::routing::get(api_world))
             .with_state(orch.clone())
             .merge(crate::vod::server::router(vod.clone())),

@@ -43,6 +43,10 @@ impl RunDir {
     pub fn reports(&self) -> PathBuf {
         self.root.join("reports")
     }
+    /// World clients' live status files (`testbed peer --status-file`).
+    pub fn status(&self) -> PathBuf {
+        self.root.join("status")
+    }
     pub fn pid_file(&self) -> PathBuf {
         self.root.join("testbed.pid")
     }
@@ -99,13 +103,14 @@ impl RunDir {
             self.torrents(),
             self.downloads(),
             self.reports(),
+            self.status(),
         ] {
             if d.exists() {
                 std::fs::remove_dir_all(&d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
             }
             std::fs::create_dir_all(&d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
         }
-        for f in ["summary.json", "state.json"] {
+        for f in ["summary.json", "state.json", "report.svg", "report.csv"] {
             let _ = std::fs::remove_file(self.root.join(f));
         }
         Ok(())

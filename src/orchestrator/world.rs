@@ -92,6 +92,8 @@ pub struct World {
     pub testbed_exe: PathBuf,
     pub downloads: PathBuf,
     pub logs: PathBuf,
+    /// Live status files, one per slot (see [`World::status_file`]).
+    pub status: PathBuf,
     pub tracker_url: String,
     pub interval: u64,
     pub stopping: std::sync::atomic::AtomicBool,
@@ -181,6 +183,11 @@ impl World {
             .collect()
     }
 
+    /// The live status file of a slot (rewritten by its client every second).
+    pub fn status_file(&self, swarm: usize, index: usize) -> PathBuf {
+        self.status.join(format!("{swarm}-{index}.json"))
+    }
+
     /// Make the slot's partial copy and start its client. Blocking (file copies): call from a
     /// blocking context.
     pub fn start_slot(&self, k: usize) -> anyhow::Result<i32> {
@@ -243,6 +250,13 @@ impl World {
             &mut args,
             "--max-announce-interval",
             self.interval.to_string(),
+        );
+        flag(
+            &mut args,
+            "--status-file",
+            self.status_file(slot.swarm, slot.index)
+                .display()
+                .to_string(),
         );
         if slot.role == Role::Seed {
             args.push("--seed".into());

@@ -253,6 +253,11 @@ impl Conn {
                 _ = tick.tick() => {
                     let now = Instant::now();
                     if now - last_recv > t.idle { break "idle timeout".into(); }
+                    // Two seeds have nothing to give each other: free both slots (as BitTornado
+                    // and libtorrent do), so that an idle world of seeds costs nothing.
+                    if self.peer_has.is_complete() && self.session.is_complete() {
+                        break "both seeds".into();
+                    }
                     if !self.outstanding.is_empty() && now - self.last_block > t.request {
                         // Snubbed: let other peers have these blocks.
                         let blocks: Vec<BlockRef> = self.outstanding.drain().collect();

@@ -18,6 +18,7 @@
 //! [`Peer::run_until_exit`] runs until the exit condition (complete, linger elapsed, signal).
 
 pub mod conn;
+pub mod live;
 pub mod rate;
 pub mod session;
 pub mod storage;
@@ -78,6 +79,8 @@ pub struct PeerConfig {
     pub max_announce_interval: Duration,
     /// A VoD client's playback clock (its start and model), set before any connection opens.
     pub playback: Option<(std::time::Instant, crate::policy::Playback)>,
+    /// Where to rewrite the live status every second (see [`live`]).
+    pub status_file: Option<std::path::PathBuf>,
 }
 
 /// A fresh Azureus-style peer id: `-TB0100-` and 12 random characters.
@@ -159,6 +162,9 @@ impl Peer {
             cfg.choker,
             cfg.upload_slots,
         )));
+        if let Some(path) = cfg.status_file {
+            tasks.push(tokio::spawn(live::writer(session.clone(), path)));
+        }
         for p in cfg.peers {
             connect(&session, p, cfg.timeouts);
         }

@@ -266,10 +266,14 @@ fn log_request(t: &Tracker, from: SocketAddr, path: &str, q: &str, r: &Result<Ve
 
 /// The tracker's routes: `/announce`, `/scrape`, `/`, `/api/status`, `/metrics`.
 pub fn router(t: Arc<Tracker>) -> Router {
+    api_router(t.clone()).merge(Router::new().route("/", get(status::html)).with_state(t))
+}
+
+/// The routes without the page at `/`, for a program that serves its own (the orchestrator).
+pub fn api_router(t: Arc<Tracker>) -> Router {
     Router::new()
         .route("/announce", get(announce))
         .route("/scrape", get(scrape))
-        .route("/", get(status::html))
         .route("/api/status", get(status::json))
         .route("/metrics", get(status::metrics))
         .with_state(t)

@@ -147,6 +147,7 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
             timeouts: Default::default(),
             max_announce_interval: Duration::from_secs(30),
             playback: Some((t0, model.playback())),
+            status_file: None,
         };
         let mut pieces_rx;
         let p = {

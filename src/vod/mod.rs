@@ -8,6 +8,7 @@
 //! A piece not complete and verified at its deadline is fetched from the VoD server, and every
 //! byte the server sends is a penalty point: score = −penalty.
 
+pub mod chart;
 pub mod client;
 pub mod server;
 

@@ -4,5 +4,7 @@
 mod common;
 mod engine;
 mod orchestrator;
+mod page;
 mod tracker;
 mod vod;
+mod webdriver;

@@ -144,6 +144,22 @@ fn slow_world_forces_server_bytes_counted_by_the_server() {
         got == content(400_000, 21),
         "server pieces are verified and written too"
     );
+    // The timeline for later: one server mark per server piece, one CSV line per piece.
+    let svg = String::from_utf8(read(&s.dir.path().join("run/report.svg"))).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("class=deadline"),
+        "{svg:.300}"
+    );
+    assert_eq!(svg.matches("class=\"pt server\"").count(), from_server);
+    let csv = String::from_utf8(read(&s.dir.path().join("run/report.csv"))).unwrap();
+    assert_eq!(
+        csv.lines().count() as u64,
+        1 + report["pieces"].as_u64().unwrap()
+    );
+    assert_eq!(
+        csv.lines().filter(|l| l.ends_with(",server")).count(),
+        from_server
+    );
 }
 
 #[test]

@@ -1,0 +1,110 @@
+//! A peer's live status file (`testbed peer --status-file PATH`): what it has and how fast it
+//! moves, rewritten atomically every second. The orchestrator gives one to every world client
+//! and reads them for the status page (rates, progress, the swarm's piece availability).
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::session::Session;
+use crate::wire::Bitfield;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LiveStatus {
+    /// The bitfield as on the wire, in hex.
+    pub have: String,
+    pub pieces_held: u32,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    /// Bytes/s over the last five seconds.
+    pub up_rate: f64,
+    pub down_rate: f64,
+    pub connections: usize,
+}
+
+impl LiveStatus {
+    /// The bitfield, checked against the torrent's piece count.
+    pub fn bitfield(&self, pieces: u32) -> Option<Bitfield> {
+        let bytes: Option<Vec<u8>> = (0..self.have.len() / 2)
+            .map(|i| u8::from_str_radix(self.have.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        Bitfield::from_wire(&bytes?, pieces)
+    }
+
+    /// Read a status file; `None` if missing or unreadable (a client just starting).
+    pub fn read(path: &Path) -> Option<LiveStatus> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
+/// Rewrite `path` every second until the session ends; an idle client (nothing changed since
+/// the last write) leaves the file as it is, so that a world of idle seeds costs no disk work.
+pub async fn writer(session: Arc<Session>, path: PathBuf) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut window: VecDeque<(Instant, u64, u64)> = VecDeque::new();
+    let mut last: Option<LiveStatus> = None;
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let up = session.uploaded.load(Ordering::Relaxed);
+        let down = session.downloaded.load(Ordering::Relaxed);
+        window.push_back((now, up, down));
+        while window.len() > 6 {
+            window.pop_front();
+        }
+        let (t0, up0, down0) = window[0];
+        let dt = (now - t0).as_secs_f64();
+        let rate = |a: u64, b: u64| if dt > 0.0 { (a - b) as f64 / dt } else { 0.0 };
+        let have = session.have();
+        let st = LiveStatus {
+            have: crate::metainfo::hex(have.as_bytes()),
+            pieces_held: have.count(),
+            uploaded: up,
+            downloaded: down,
+            up_rate: rate(up, up0),
+            down_rate: rate(down, down0),
+            connections: session.num_conns(),
+        };
+        if last.as_ref() == Some(&st) {
+            continue;
+        }
+        if let Ok(json) = serde_json::to_vec(&st) {
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, json).is_ok() && std::fs::rename(&tmp, &path).is_ok() {
+                last = Some(st);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitfield_round_trips_through_hex() {
+        let mut b = Bitfield::new(10);
+        b.set(0);
+        b.set(9);
+        let s = LiveStatus {
+            have: crate::metainfo::hex(b.as_bytes()),
+            pieces_held: 2,
+            uploaded: 0,
+            downloaded: 0,
+            up_rate: 0.0,
+            down_rate: 0.0,
+            connections: 0,
+        };
+        assert_eq!(s.bitfield(10), Some(b));
+        assert_eq!(s.bitfield(30), None, "wrong length is refused");
+        let bad = LiveStatus {
+            have: "zz".into(),
+            ..s
+        };
+        assert_eq!(bad.bitfield(8), None);
+    }
+}

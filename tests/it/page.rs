@@ -1,0 +1,198 @@
+//! The status page in a real browser: Debian's headless Chromium (through chromedriver) loads
+//! the page of a running small testbed and waits until the live part lists every world client
+//! and the VoD chart has points; the page also reads without JavaScript.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::webdriver::{Browser, CHROMIUM};
+
+struct Testbed {
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    port: u16,
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = Command::new(testbed_bin())
+            .args(["stop", "--config"])
+            .arg(&self.config)
+            .output();
+    }
+}
+
+/// 1 seed + 4 world clients on a 600 KB movie; vod-client plays it at 40 KB/s (about 15 s).
+fn start_small_testbed() -> Testbed {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(fresh.join("movie.bin"), content(600_000, 5)).unwrap();
+    let port = free_port();
+    let config = dir.path().join("page.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "seed: 9\nrun_dir: {}\nfresh_files: {}\ntracker: {{port: {port}, interval: 2}}\n\
+             torrents: {{piece_length: 16384}}\n\
+             world: {{clients: 4, seeds: 1, upload_rate: 30, start_fraction: 0.3, linger: 60}}\n\
+             my_client: {{rate: 40, delay: 3, prefetch: 1, max_upload_rate: 30}}\n",
+            dir.path().join("run").display(),
+            fresh.display()
+        ),
+    )
+    .unwrap();
+    let tb = Testbed { dir, config, port };
+    let out = Command::new(testbed_bin())
+        .args(["start", "--config"])
+        .arg(&tb.config)
+        .arg(env!("CARGO_BIN_EXE_vod-client"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tb
+}
+
+#[test]
+fn status_page_lists_the_world_and_draws_the_timeline_in_chromium() {
+    if !have_tool("chromedriver") || !have_tool(CHROMIUM) {
+        return;
+    }
+    let tb = start_small_testbed();
+
+    // Without JavaScript: the first paint is complete HTML (what curl or a no-JS browser sees).
+    wait_until(
+        "the page lists 5 world clients",
+        Duration::from_secs(30),
+        || {
+            http_get(tb.port, "/")
+                .map(|(_, b)| {
+                    String::from_utf8_lossy(&b)
+                        .matches("class=\"client role-")
+                        .count()
+                        >= 5
+                })
+                .unwrap_or(false)
+        },
+    );
+    let (code, body) = http_get(tb.port, "/").unwrap();
+    let html = String::from_utf8_lossy(&body);
+    assert_eq!(code, 200);
+    assert!(
+        html.contains("<noscript><meta http-equiv=refresh"),
+        "reloads without JS"
+    );
+    assert!(
+        !html.contains("http://") || !html.contains("<script src"),
+        "nothing external"
+    );
+
+    let profile = tb.dir.path().join("chromium-profile");
+    let browser = Browser::start(free_port(), &profile).expect("chromedriver and chromium start");
+    browser
+        .goto(&format!("http://127.0.0.1:{}/", tb.port))
+        .unwrap();
+    let probe = r#"
+        const live = document.getElementById('live');
+        const rows = [...document.querySelectorAll('table.clients tr.client')];
+        return {
+          updates: Number(live.dataset.updates || 0),
+          world: rows.filter(r => r.classList.contains('role-world')).length,
+          seeds: rows.filter(r => r.classList.contains('role-seed')).length,
+          my: rows.filter(r => r.classList.contains('role-my')).length,
+          points: document.querySelectorAll('svg.timeline circle.pt').length,
+          heat: document.querySelectorAll('svg.heat rect').length,
+          penalty: (document.getElementById('penalty') || {}).textContent,
+          myState: (document.getElementById('my-state') || {dataset: {}}).dataset.state,
+        };"#;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = serde_json::Value::Null;
+    loop {
+        last = browser.eval(probe).unwrap_or(last);
+        let ok = last["world"] == 4
+            && last["seeds"] == 1
+            && last["my"] == 1
+            && last["points"].as_u64().unwrap_or(0) > 0
+            && last["updates"].as_u64().unwrap_or(0) >= 2;
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed every client and a chart with points: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // 600 KB in 16 KiB pieces: one heat cell per piece.
+    assert_eq!(last["heat"], 37, "{last}");
+    assert!(last["penalty"].as_str().is_some(), "{last}");
+    assert_eq!(last["myState"], "running", "{last}");
+
+    let png = browser.screenshot().unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    // PAGE_SCREENSHOT=file.png keeps it for a look; otherwise it goes with the temporary dir.
+    let shot = std::env::var_os("PAGE_SCREENSHOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tb.dir.path().join("run/status-page.png"));
+    std::fs::write(&shot, &png).unwrap();
+    eprintln!("screenshot: {} ({} bytes)", shot.display(), png.len());
+    drop(browser);
+
+    // Stopping: the page says so (or the server is gone), never a broken page.
+    let st = Command::new(testbed_bin())
+        .args(["stop", "--config"])
+        .arg(&tb.config)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+}
+
+#[test]
+fn idle_page_says_no_my_client_and_no_swarm_yet() {
+    // A world of nobody: the tracker has no swarm and there is no my client.
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(fresh.join("a.bin"), content(50_000, 1)).unwrap();
+    let port = free_port();
+    let config = dir.path().join("idle.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "run_dir: {}\nfresh_files: {}\ntracker: {{port: {port}}}\nworld: {{clients: 0, seeds: 0}}\n",
+            dir.path().join("run").display(),
+            fresh.display()
+        ),
+    )
+    .unwrap();
+    let tb = Testbed {
+        dir,
+        config: config.clone(),
+        port,
+    };
+    let out = Command::new(testbed_bin())
+        .args(["start", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, body) = http_get(tb.port, "/?part=live").unwrap();
+    let html = String::from_utf8_lossy(&body);
+    assert_eq!(code, 200);
+    assert!(html.contains("data-state=none"), "{html}");
+    assert!(html.contains("id=no-report"), "{html}");
+    // The torrent is known to the tracker, but nobody announced: an empty swarm or "no swarms".
+    assert!(
+        html.contains("id=idle") || html.contains("0 clients"),
+        "{html}"
+    );
+}
