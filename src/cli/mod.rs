@@ -275,7 +275,6 @@ pub fn peer(a: PeerArgs) -> anyhow::Result<()> {
             ban_after: a.ban_after.max(1),
             ..Default::default()
         },
-        upload_slots: a.upload_slots.max(1),
         tracker: a.tracker,
         peers: a.peers,
         exit,

@@ -298,6 +298,7 @@ impl Conn {
             | Message::Suggest(_)
             | Message::AllowedFast(_) => {}
             Message::Choke => {
+                tracing::debug!(conn = self.id, "choked by the peer");
                 self.peer_choking = true;
                 // BEP 3: a choke discards our requests. (With BEP 6 the peer rejects each one;
                 // giving them back now is the same, and late blocks are still accepted.)
@@ -305,6 +306,7 @@ impl Conn {
                 self.session.release(self.id, blocks.into_iter());
             }
             Message::Unchoke => {
+                tracing::debug!(conn = self.id, "unchoked by the peer");
                 self.peer_choking = false;
                 self.fill();
             }

@@ -14,7 +14,7 @@
 //! * [`tracker_client`]: HTTP announces.
 //!
 //! [`Peer::start`] ties them together: it binds the listening socket, announces, connects to
-//! the peers it learns of, rechokes every 10 s (through the [`crate::policy::Choker`]) and
+//! the peers it learns of, rechokes every 5 s and on events (through the [`crate::policy::Choker`]) and
 //! [`Peer::run_until_exit`] runs until the exit condition (complete, linger elapsed, signal).
 
 pub mod conn;
@@ -67,7 +67,7 @@ pub struct PeerConfig {
     pub max_upload_rate: f64,
     pub max_download_rate: f64,
     pub limits: session::Limits,
-    pub upload_slots: usize,
+
     /// Announce URL; `None` uses the torrent's. Empty string: no tracker.
     pub tracker: Option<String>,
     pub peers: Vec<SocketAddr>,
@@ -157,11 +157,7 @@ impl Peer {
             listener,
             cfg.timeouts,
         )));
-        tasks.push(tokio::spawn(choke_loop(
-            session.clone(),
-            cfg.choker,
-            cfg.upload_slots,
-        )));
+        tasks.push(tokio::spawn(choke_loop(session.clone(), cfg.choker)));
         if let Some(path) = cfg.status_file {
             tasks.push(tokio::spawn(live::writer(session.clone(), path)));
         }
@@ -346,17 +342,16 @@ async fn announce_loop(
     }
 }
 
-async fn choke_loop(session: Arc<Session>, mut choker: Box<dyn Choker>, slots: usize) {
+async fn choke_loop(session: Arc<Session>, mut choker: Box<dyn Choker>) {
+    // BitTornado's timing: a round every 5 s (the choker rotates its optimistic unchoke every
+    // sixth), and a rechoke at once when the session asks (a connection came or went, an
+    // unchoked peer turned interested or not).
     let mut round: u64 = 0;
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = tick.tick() => round += 1,
-            _ = session.rechoke.notified() => {
-                // A peer became interested: fill a free slot now rather than at the next round.
-                let unchoked = session.choke_candidates().iter().filter(|c| !c.choked).count();
-                if unchoked >= slots { continue; }
-            }
+            _ = session.rechoke.notified() => {}
         }
         let candidates = session.choke_candidates();
         let unchoke = choker.rechoke(&candidates, session.is_complete(), round);

@@ -277,14 +277,20 @@ impl Session {
                 up: Measure::new(std::time::Duration::from_secs(20)),
             },
         );
+        drop(st);
+        // BitTornado rechokes when a connection is made: a newcomer may get a slot at once.
+        self.rechoke.notify_one();
         Ok(id)
     }
 
     /// A connection ended: forget its pieces and give back the blocks it was asked for.
     pub fn unregister(&self, id: ConnId, peer_has: &Bitfield) {
         let mut st = self.lock();
-        st.conns.remove(&id);
+        let was_unchoked = st.conns.remove(&id).is_some_and(|c| !c.choked);
         drop(st);
+        if was_unchoked {
+            self.rechoke.notify_one();
+        }
         self.peer_lost(peer_has.iter_ones());
         release_all(&mut self.lock(), id);
     }
@@ -312,11 +318,17 @@ impl Session {
         }
     }
 
+    /// The peer turned interested or not. As in BitTornado, an unchoked peer's change moves
+    /// the slots at once (a choked one waits for the next round).
     pub fn set_interested(&self, id: ConnId, interested: bool) {
-        if let Some(c) = self.lock().conns.get_mut(&id) {
-            c.interested = interested;
-        }
-        if interested {
+        let unchoked = match self.lock().conns.get_mut(&id) {
+            Some(c) if c.interested != interested => {
+                c.interested = interested;
+                !c.choked
+            }
+            _ => false,
+        };
+        if unchoked {
             self.rechoke.notify_one();
         }
     }

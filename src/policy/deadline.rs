@@ -36,7 +36,10 @@ impl Deadline {
         Deadline {
             window: 20.0,
             min_slack: 0.3,
-            unknown_rate: 8.0 * 1024.0,
+            // About one upload slot of the standard world (70 KB/s over 4 slots): a peer that
+            // just unchoked us may take an urgent piece 2 s or more ahead. (8 KB/s, which kept
+            // new peers on pieces 4 s ahead, did no better over 3 seeds: see BENCHMARKS.md.)
+            unknown_rate: 16.0 * 1024.0,
             rescue: 5.0,
             rarest: RarestFirst::new(seed),
         }

@@ -160,7 +160,8 @@ pub struct ChokeCandidate {
     pub connected_for: Duration,
 }
 
-/// Decides, every round (10 s), whom to unchoke.
+/// Decides whom to unchoke: every round (5 s) and when a connection comes or goes or an
+/// unchoked peer changes its interest (then with the same `round`).
 pub trait Choker: Send {
     fn name(&self) -> &'static str;
     /// The ids to unchoke; every other candidate is choked. `round` counts rechokes.

@@ -1,23 +1,34 @@
-//! BitTornado's choker: every round unchoke the interested peers that give us the most (when
-//! downloading) or take the most (when seeding), and keep one optimistic unchoke that moves to
-//! another choked, interested peer every third round (30 s), so that newcomers get a chance.
-//! As in mainline BitTorrent, a peer connected for less than a minute is three times as likely
-//! to be drawn: it has nothing to trade yet, and this is how it gets its first pieces.
+//! BitTornado's choker (`BitTornado/BT1/Choker.py`), rule for rule, as the world's clients ran
+//! it in the old lab:
+//!
+//! * Connections are kept in one **order**. A new connection goes in at a random place, biased
+//!   to the front (`randrange(-2, n + 1)`, clamped to 0: the front is three times as likely as
+//!   any other place). That is how a newcomer, with nothing to trade yet, gets its first pieces.
+//! * **Rechoke** (every 5 s, and at once when a connection comes or goes, or an unchoked peer
+//!   turns interested or not): the *preferred* are the interested peers that give us the most,
+//!   at least 1000 B/s, up to `slots - 1` of them (when seeding: those we give the most). Then,
+//!   walking the order, every other connection is unchoked until the interested unchoked count
+//!   reaches `slots` (and at least one non-preferred interested peer is unchoked); the rest are
+//!   choked. Peers not interested that come before that point stay unchoked, so that when they
+//!   turn interested they can start at once.
+//! * **Round robin** (every 30 s): the order is rotated so that the first choked, interested
+//!   connection comes first: the optimistic unchoke moves on.
 
-use std::time::Duration;
-
-use rand::seq::IndexedRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
 use super::{ChokeCandidate, Choker};
 
-/// Connected for less than this: three chances in the optimistic draw.
-const NEWCOMER: Duration = Duration::from_secs(60);
+/// BitTornado's minimum rate (B/s) to be preferred while downloading.
+const MIN_PREFERRED_RATE: f64 = 1000.0;
+/// Rounds (of 5 s) between rotations of the order: 30 s.
+const ROTATE_EVERY: u64 = 6;
 
 pub struct TitForTat {
     /// Upload slots, the optimistic one included (BitTornado's `max_uploads`).
     pub slots: usize,
-    optimistic: Option<u64>,
+    /// Connection ids in BitTornado's order.
+    order: Vec<u64>,
+    rotated_at: Option<u64>,
     rng: rand::rngs::SmallRng,
 }
 
@@ -25,8 +36,21 @@ impl TitForTat {
     pub fn new(slots: usize, seed: u64) -> Self {
         TitForTat {
             slots: slots.max(1),
-            optimistic: None,
+            order: Vec::new(),
+            rotated_at: None,
             rng: rand::rngs::SmallRng::seed_from_u64(seed),
+        }
+    }
+
+    /// Bring the order up to date: drop connections that are gone, insert new ones.
+    fn sync(&mut self, peers: &[ChokeCandidate]) {
+        self.order.retain(|id| peers.iter().any(|p| p.id == *id));
+        for p in peers {
+            if !self.order.contains(&p.id) {
+                let n = self.order.len() as i64;
+                let at = self.rng.random_range(-2..=n).max(0) as usize;
+                self.order.insert(at, p.id);
+            }
         }
     }
 }
@@ -37,37 +61,51 @@ impl Choker for TitForTat {
     }
 
     fn rechoke(&mut self, peers: &[ChokeCandidate], seeding: bool, round: u64) -> Vec<u64> {
-        let mut interested: Vec<&ChokeCandidate> = peers
-            .iter()
-            .filter(|p| p.interested && !p.is_seed)
-            .collect();
-        let rate = |p: &ChokeCandidate| {
-            if seeding {
-                p.upload_rate
-            } else {
-                p.download_rate
+        self.sync(peers);
+        let by_id = |id: u64| peers.iter().find(|p| p.id == id);
+        if round.is_multiple_of(ROTATE_EVERY) && self.rotated_at != Some(round) {
+            self.rotated_at = Some(round);
+            if let Some(i) = self
+                .order
+                .iter()
+                .position(|&id| by_id(id).is_some_and(|p| p.choked && p.interested))
+            {
+                self.order.rotate_left(i);
             }
-        };
-        interested.sort_by(|a, b| rate(b).total_cmp(&rate(a)));
-        let regular = self.slots - 1;
-        let mut unchoke: Vec<u64> = interested.iter().take(regular).map(|p| p.id).collect();
+        }
 
-        let rest: Vec<&ChokeCandidate> = interested.iter().skip(regular).copied().collect();
-        let keep = self.optimistic.filter(|o| rest.iter().any(|p| p.id == *o));
-        self.optimistic = match keep {
-            Some(o) if !round.is_multiple_of(3) => Some(o),
-            _ => rest
-                .choose_weighted(&mut self.rng, |p| {
-                    if p.connected_for < NEWCOMER {
-                        3
-                    } else {
-                        1
-                    }
-                })
-                .ok()
-                .map(|p| p.id),
-        };
-        unchoke.extend(self.optimistic);
+        let mut preferred: Vec<(f64, u64)> = Vec::new();
+        if self.slots > 1 {
+            for p in peers.iter().filter(|p| p.interested) {
+                let r = if seeding {
+                    p.upload_rate
+                } else if p.download_rate < MIN_PREFERRED_RATE {
+                    continue;
+                } else {
+                    p.download_rate
+                };
+                preferred.push((r, p.id));
+            }
+            preferred.sort_by(|a, b| b.0.total_cmp(&a.0));
+            preferred.truncate(self.slots - 1);
+        }
+        let mut unchoke: Vec<u64> = preferred.iter().map(|&(_, id)| id).collect();
+        let mut count = unchoke.len();
+        let mut hit = false;
+        for &id in &self.order {
+            if unchoke.contains(&id) {
+                continue;
+            }
+            if count < self.slots || !hit {
+                unchoke.push(id);
+                if by_id(id).is_some_and(|p| p.interested) {
+                    count += 1;
+                    hit = true;
+                }
+            } else {
+                break;
+            }
+        }
         unchoke
     }
 }
@@ -89,45 +127,103 @@ mod tests {
         }
     }
 
+    fn interested_unchoked(u: &[u64], peers: &[ChokeCandidate]) -> Vec<u64> {
+        u.iter()
+            .copied()
+            .filter(|id| peers.iter().any(|p| p.id == *id && p.interested))
+            .collect()
+    }
+
     #[test]
-    fn fastest_interested_plus_one_optimistic() {
-        let peers: Vec<_> = (0..10).map(|i| cand(i, i as f64 * 100.0, i != 9)).collect();
+    fn fastest_interested_plus_one_in_order() {
+        let peers: Vec<_> = (0..10)
+            .map(|i| cand(i, i as f64 * 1000.0, i != 9))
+            .collect();
         let mut c = TitForTat::new(4, 7);
-        let u = c.rechoke(&peers, false, 0);
+        let u = c.rechoke(&peers, false, 1);
+        let int = interested_unchoked(&u, &peers);
+        assert_eq!(int.len(), 4, "{u:?}");
+        assert_eq!(&int[..3], &[8, 7, 6], "the three fastest are preferred");
+        assert!(
+            int[3] < 6,
+            "the fourth is the first interested in order: {u:?}"
+        );
+        // The same order next round: the optimistic one holds until the order rotates.
+        let again = c.rechoke(&peers, false, 2);
+        assert_eq!(interested_unchoked(&again, &peers), int);
+    }
+
+    #[test]
+    fn slow_peers_are_not_preferred_so_more_go_by_order() {
+        // Nobody gives 1000 B/s: every slot is filled in order, none by rate.
+        let peers: Vec<_> = (0..10).map(|i| cand(i, 500.0, true)).collect();
+        let mut c = TitForTat::new(4, 1);
+        let u = c.rechoke(&peers, false, 1);
         assert_eq!(u.len(), 4);
-        assert_eq!(&u[..3], &[8, 7, 6]);
-        assert!(u[3] < 6, "optimistic among the rest: {u:?}");
-        // The optimistic slot holds for rounds 1 and 2.
-        let opt = u[3];
-        assert_eq!(c.rechoke(&peers, false, 1)[3], opt);
-        assert_eq!(c.rechoke(&peers, false, 2)[3], opt);
-        assert!(!u.contains(&9), "never unchoke the uninterested");
+        assert_eq!(u, c.order[..4].to_vec(), "the first four in order");
     }
 
     #[test]
-    fn newcomers_are_three_times_as_likely_to_be_optimistic() {
-        // One slot, so the only unchoke is the optimistic one; peer 0 is new, 1..=3 are old.
-        let mut peers: Vec<_> = (0..4).map(|i| cand(i, 0.0, true)).collect();
-        peers[0].connected_for = Duration::from_secs(5);
-        let mut c = TitForTat::new(1, 11);
-        let draws = 3000;
-        let new = (0..draws)
-            .filter(|_| c.rechoke(&peers, false, 0) == [0])
-            .count();
-        // Expected 3/6 of the draws; an unweighted draw would give 1/4.
-        let share = new as f64 / draws as f64;
-        assert!((0.45..0.55).contains(&share), "newcomer share {share}");
+    fn uninterested_peers_before_the_optimistic_stay_unchoked() {
+        let mut peers: Vec<_> = (0..6).map(|i| cand(i, 0.0, true)).collect();
+        let mut c = TitForTat::new(2, 5);
+        c.rechoke(&peers, false, 1);
+        let first = c.order[0];
+        peers.iter_mut().find(|p| p.id == first).unwrap().interested = false;
+        let u = c.rechoke(&peers, false, 2);
+        assert!(
+            u.contains(&first),
+            "ahead of the hit: unchoked though not interested"
+        );
+        assert_eq!(interested_unchoked(&u, &peers).len(), 2);
     }
 
     #[test]
-    fn optimistic_moves_over_rounds() {
-        let peers: Vec<_> = (0..12).map(|i| cand(i, 0.0, true)).collect();
+    fn newcomers_land_at_the_front_three_times_as_often() {
+        // Four old connections; where does a fifth land? Front: 3 chances in 7.
+        let old: Vec<_> = (0..4).map(|i| cand(i, 0.0, true)).collect();
+        let mut front = 0;
+        let trials = 3000;
+        for seed in 0..trials {
+            let mut c = TitForTat::new(1, seed);
+            c.rechoke(&old, false, 1);
+            let mut all = old.clone();
+            all.push(cand(99, 0.0, true));
+            c.rechoke(&all, false, 1);
+            front += usize::from(c.order[0] == 99);
+        }
+        let share = front as f64 / trials as f64;
+        assert!(
+            (0.38..0.48).contains(&share),
+            "front share {share}, want 3/7"
+        );
+    }
+
+    #[test]
+    fn round_robin_moves_the_optimistic_unchoke_every_30_s() {
+        let mut peers: Vec<_> = (0..12).map(|i| cand(i, 0.0, true)).collect();
         let mut c = TitForTat::new(2, 3);
         let mut seen = std::collections::HashSet::new();
-        for round in 0..60 {
+        for round in 1..=60 {
             let u = c.rechoke(&peers, false, round);
-            seen.insert(u[1]);
+            for p in peers.iter_mut() {
+                p.choked = !u.contains(&p.id);
+            }
+            seen.extend(u);
         }
-        assert!(seen.len() > 4, "optimistic unchoke rotates: {seen:?}");
+        // 60 rounds = 10 rotations, each bringing the next choked peer to the front.
+        assert!(seen.len() >= 10, "unchokes rotate: {seen:?}");
+    }
+
+    #[test]
+    fn seeding_prefers_those_we_upload_to_fastest() {
+        let mut peers: Vec<_> = (0..6).map(|i| cand(i, 0.0, true)).collect();
+        for p in peers.iter_mut() {
+            p.upload_rate = p.id as f64 * 10.0;
+        }
+        let mut c = TitForTat::new(3, 9);
+        let u = c.rechoke(&peers, true, 1);
+        assert_eq!(&u[..2], &[5, 4]);
+        assert_eq!(u.len(), 3);
     }
 }

@@ -138,7 +138,6 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
             max_upload_rate: a.max_upload_rate,
             max_download_rate: 0.0,
             limits: Default::default(),
-            upload_slots: 4,
             tracker: a.tracker.clone(),
             peers: Vec::new(),
             exit: ExitMode::Never,
