@@ -1,7 +1,7 @@
 # The lab's two set-up commands are `make run` and `make test`; see README.md.
 CARGO ?= cargo
 
-.PHONY: all build release test deps lint run bench bench-deps clean movie
+.PHONY: all build release test deps lint run bench bench-deps clean movie interop-table
 
 all: build
 
@@ -22,6 +22,12 @@ run: release
 
 deps:
 	bash tests/install-deps.sh
+
+# The README's interop table, from the rows the interop tests wrote in their last run.
+interop-table:
+	@echo "| client | direction | result |"
+	@echo "|---|---|---|"
+	@cat run/interop/*.md 2>/dev/null | sort
 
 lint:
 	$(CARGO) fmt --check

@@ -99,6 +99,8 @@ pub struct Outcome {
     pub served: BTreeMap<String, crate::vod::server::Served>,
     /// Size of my client's file.
     pub my_size: u64,
+    /// The run's id (every process it started carried it as `TESTBED_RUN_ID`).
+    pub run_id: String,
 }
 
 /// The supervisor's shared state, served at `/api/world`.
@@ -825,6 +827,7 @@ async fn run_supervisor(
         my_exit,
         served: vod.served(),
         my_size: my_size_of(&info),
+        run_id: info.run_id.clone(),
     })
 }
 

@@ -161,8 +161,24 @@ impl Peer {
         if let Some(path) = cfg.status_file {
             tasks.push(tokio::spawn(live::writer(session.clone(), path)));
         }
-        for p in cfg.peers {
-            connect(&session, p, cfg.timeouts);
+        if !cfg.peers.is_empty() {
+            // Peers given by address are dialled at once (a seed too), and again every 5 s
+            // while we lack pieces and are not connected to them: a client still checking its
+            // copy (as Transmission does at start) turns connections away.
+            let (s, peers, t) = (session.clone(), cfg.peers, cfg.timeouts);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                let mut first = true;
+                loop {
+                    tick.tick().await;
+                    if first || !s.is_complete() {
+                        for &p in &peers {
+                            connect(&s, p, t);
+                        }
+                    }
+                    first = false;
+                }
+            }));
         }
         if let Some(url) = tracker.clone() {
             tasks.push(tokio::spawn(announce_loop(

@@ -249,17 +249,22 @@ async fn scrape(
 }
 
 fn log_request(t: &Tracker, from: SocketAddr, path: &str, q: &str, r: &Result<Vec<u8>, String>) {
-    let event = query::pairs(q)
-        .find(|(k, _)| k == b"event")
-        .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
-        .unwrap_or_default();
+    // Like bttrack's log: who (address and peer id), what, and the answer.
+    let (mut event, mut peer) = (String::new(), String::new());
+    for (k, v) in query::pairs(q) {
+        match &k[..] {
+            b"event" => event = String::from_utf8_lossy(&v).into_owned(),
+            b"peer_id" => peer = status::printable_id(&v),
+            _ => {}
+        }
+    }
     match r {
         Ok(body) => {
-            tracing::info!(target: "tracker::access", "{} GET {path} {event} 200 {}", from.ip(), body.len())
+            tracing::info!(target: "tracker::access", "{} {peer} GET {path} {event} 200 {}", from.ip(), body.len())
         }
         Err(e) => {
             t.metrics.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(target: "tracker::access", "{} GET {path} {event} failure: {e}", from.ip());
+            tracing::info!(target: "tracker::access", "{} {peer} GET {path} {event} failure: {e}", from.ip());
         }
     }
 }

@@ -106,13 +106,18 @@ pub struct Report {
     pub rate: f64,
     pub delay: f64,
     pub prefetch: f64,
+    /// Ours, not the SPEC's: a foreign client's report may leave it out (and `elapsed`,
+    /// `position`).
+    #[serde(default)]
     pub policy: String,
     pub bytes_from_peers: u64,
     pub bytes_from_server: u64,
     pub pieces_from_server: u32,
     pub penalty: u64,
     /// Seconds since start; playback position B(t) in bytes.
+    #[serde(default)]
     pub elapsed: f64,
+    #[serde(default)]
     pub position: u64,
     /// Seconds after start when playback ended; `null` while playing.
     pub finished_at: Option<f64>,
@@ -141,9 +146,14 @@ pub fn summary(
     } else {
         0.0
     };
-    let rep: Option<Report> = std::fs::read(report)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    // A report that is there but unreadable is said so (with serde's reason), not ignored.
+    let (rep, unreadable): (Option<Report>, Option<String>) = match std::fs::read(report) {
+        Err(_) => (None, None),
+        Ok(b) => match serde_json::from_slice(&b) {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(format!("{}: {e}", report.display()))),
+        },
+    };
     let agree = rep.as_ref().map(|r| r.bytes_from_server == server);
     let exit = o.my_exit.map(|e| e.to_string());
     let mut text = format!(
@@ -160,7 +170,12 @@ pub fn summary(
             r.policy,
             if agree == Some(true) { "agrees with the server's count" } else { "DISAGREES with the server's count" }
         )),
-        None => text.push_str("\nmy client wrote no report (the server's count is the score)"),
+        None => match &unreadable {
+            Some(e) => text.push_str(&format!(
+                "\nmy client's report is unreadable ({e}); the server's count is the score"
+            )),
+            None => text.push_str("\nmy client wrote no report (the server's count is the score)"),
+        },
     }
     let problem = match (&o.my_exit, agree) {
         (Some(crate::orchestrator::procs::Exit::Code(0)), Some(false)) => {
@@ -188,6 +203,7 @@ pub fn summary(
         "agree": agree,
         "my_client_exit": exit,
         "seconds": seconds,
+        "run_id": o.run_id,
     });
     Summary {
         text,

@@ -297,4 +297,9 @@ fn interop_our_peer_downloads_from_aria2c() {
         "leecher did not complete from aria2c; its log:\n{log}"
     );
     assert!(read(&out) == data);
+    crate::interop::record(
+        &crate::interop::version("aria2c", "--version"),
+        "seeds to our peer (our torrent)",
+        "ok, byte-identical",
+    );
 }

@@ -3,6 +3,7 @@
 
 mod common;
 mod engine;
+mod interop;
 mod orchestrator;
 mod page;
 mod tracker;

@@ -304,4 +304,9 @@ fn interop_aria2c_downloads_from_our_seed_through_our_tracker() {
         read(&out_dir.join("m.bin")) == data,
         "aria2c's copy is byte-identical"
     );
+    crate::interop::record(
+        &crate::interop::version("aria2c", "--version"),
+        "downloads from our seed through our tracker",
+        "ok, byte-identical",
+    );
 }

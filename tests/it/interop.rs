@@ -1,0 +1,533 @@
+//! Interop: the ecosystem's clients (aria2c, Transmission, libtorrent) with our world, tracker
+//! and peer, in both directions, and libtorrent as my client through the args template.
+//!
+//! A client missing fails the test under CI (`CI=true`) and skips it, saying so, elsewhere.
+//! Each test records its row in `run/interop/` (client, direction, result); `make interop-table`
+//! prints them as the README's table. When a transfer fails, the test prints both sides' logs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/lt_peer.py");
+const LT_VOD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/libtorrent_vod.py");
+const SIZE: usize = 1 << 20;
+
+/// Under CI a missing libtorrent fails; elsewhere the test skips, saying so.
+fn have_libtorrent() -> bool {
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import libtorrent"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("python3-libtorrent is not installed, and CI must run this test");
+        }
+        eprintln!("SKIPPED: python3-libtorrent is not installed (make deps installs it)");
+    }
+    ok
+}
+
+/// One row of the README's interop table, in `run/interop/CLIENT--DIRECTION.md`.
+pub fn record(client: &str, direction: &str, result: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("run/interop");
+    let _ = std::fs::create_dir_all(&dir);
+    let file = format!("{client}--{direction}.md").replace([' ', '/'], "_");
+    let _ = std::fs::write(
+        dir.join(file),
+        format!("| {client} | {direction} | {result} |\n"),
+    );
+}
+
+pub fn version(cmd: &str, arg: &str) -> String {
+    Command::new(cmd)
+        .arg(arg)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(if o.stdout.is_empty() {
+                &o.stderr
+            } else {
+                &o.stdout
+            })
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn lt_version() -> String {
+    Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import libtorrent; print('libtorrent', libtorrent.__version__)",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A small world started by `testbed start` (1 seed + 2 partial clients sharing one 1 MiB
+/// file); dropped, it is stopped.
+struct World {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    data: Vec<u8>,
+}
+
+impl World {
+    fn start(seed: u64) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh");
+        std::fs::create_dir_all(&fresh).unwrap();
+        let data = content(SIZE, seed);
+        std::fs::write(fresh.join("f.bin"), &data).unwrap();
+        let port = free_port();
+        let config = dir.path().join("world.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "seed: {seed}\nrun_dir: {}\nfresh_files: {}\ntracker: {{port: {port}, interval: 2}}\n\
+                 torrents: {{piece_length: 32768}}\n\
+                 world: {{clients: 2, seeds: 1, upload_rate: 1000, start_fraction: 0.3, linger: 600}}\n",
+                dir.path().join("run").display(),
+                fresh.display()
+            ),
+        )
+        .unwrap();
+        let w = World { dir, config, data };
+        let out = Command::new(testbed_bin())
+            .args(["start", "--config"])
+            .arg(&w.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "testbed start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        w
+    }
+
+    fn run(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// The torrent the testbed made (with `testbed make-torrent`'s code).
+    fn torrent(&self) -> PathBuf {
+        self.run().join("torrents/f.bin.torrent")
+    }
+
+    fn tracker_log(&self) -> String {
+        String::from_utf8_lossy(&read(&self.run().join("logs/tracker.log"))).to_string()
+    }
+
+    /// The world's logs, for a failure message.
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for e in std::fs::read_dir(self.run().join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = String::from_utf8_lossy(&read(&e.path())).to_string();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            s += &format!("--- {}\n", e.path().display());
+            for l in tail.into_iter().rev() {
+                s += l;
+                s.push('\n');
+            }
+        }
+        s
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = Command::new(testbed_bin())
+            .args(["stop", "--config"])
+            .arg(&self.config)
+            .output();
+    }
+}
+
+/// Run `client` (already spawned) until `out` holds the world's file, then check that our
+/// tracker logged its announces (a peer id that is not ours).
+fn download_from_world(w: &World, name: &str, client: &mut Proc, out: &Path, log: &Path) -> f64 {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(90);
+    while read(out) != w.data {
+        let exited = client.child.try_wait().ok().flatten();
+        assert!(
+            exited.is_none() && Instant::now() < deadline,
+            "{name} did not download the file from our world ({}); its log:\n{}\nthe world's logs:\n{}",
+            exited.map_or("90 s passed".to_string(), |s| format!("exited: {s}")),
+            String::from_utf8_lossy(&read(log)),
+            w.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let foreign: Vec<String> = w
+        .tracker_log()
+        .lines()
+        .filter(|l| l.contains("GET /announce"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|f| f.starts_with('-') || f.starts_with("A2"))
+        })
+        .filter(|id| !id.starts_with("-TB"))
+        .map(String::from)
+        .collect();
+    assert!(
+        !foreign.is_empty(),
+        "{name} never announced to our tracker:\n{}",
+        w.tracker_log()
+    );
+    secs
+}
+
+#[test]
+fn interop_transmission_downloads_from_our_world_and_scrapes_our_tracker() {
+    if !have_tool("transmission-cli") {
+        return;
+    }
+    let w = World::start(31);
+    let out_dir = w.dir.path().join("tr");
+    let cfg = w.dir.path().join("tr-config");
+    let log = w.dir.path().join("tr.log");
+    let mut client = Proc::spawn(
+        "transmission-cli",
+        Command::new("transmission-cli")
+            .arg("-w")
+            .arg(&out_dir)
+            .arg("-g")
+            .arg(&cfg)
+            .args(["-p", &free_port().to_string(), "-M", "-et"])
+            .arg(w.torrent())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let secs = download_from_world(
+        &w,
+        "transmission-cli",
+        &mut client,
+        &out_dir.join("f.bin"),
+        &log,
+    );
+    // Transmission scrapes its trackers on its own.
+    wait_until(
+        "Transmission scrapes our tracker",
+        Duration::from_secs(30),
+        || w.tracker_log().contains("/scrape"),
+    );
+    record(
+        &version("transmission-cli", "-V"),
+        "downloads from our world (our tracker, our torrent)",
+        &format!("ok, byte-identical, {secs:.2} s; announced and scraped"),
+    );
+}
+
+#[test]
+fn interop_libtorrent_downloads_from_our_world() {
+    if !have_libtorrent() {
+        return;
+    }
+    let w = World::start(32);
+    let out_dir = w.dir.path().join("lt");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let log = w.dir.path().join("lt.log");
+    let mut client = Proc::spawn(
+        "libtorrent",
+        Command::new("/usr/bin/python3")
+            .arg(LT_PEER)
+            .arg("leech")
+            .arg(w.torrent())
+            .arg(&out_dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let secs = download_from_world(&w, "libtorrent", &mut client, &out_dir.join("f.bin"), &log);
+    record(
+        &lt_version(),
+        "downloads from our world (our tracker, our torrent)",
+        &format!("ok, byte-identical, {secs:.2} s; announced (it scrapes only when asked)"),
+    );
+}
+
+#[test]
+fn interop_aria2c_downloads_from_our_world() {
+    if !have_tool("aria2c") {
+        return;
+    }
+    let w = World::start(33);
+    let out_dir = w.dir.path().join("aria");
+    let log = w.dir.path().join("aria.log");
+    let mut client = Proc::spawn(
+        "aria2c",
+        Command::new("aria2c")
+            .arg("--seed-time=0")
+            .arg(format!("--listen-port={}", free_port()))
+            .arg(format!("--dir={}", out_dir.display()))
+            .args([
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--console-log-level=warn",
+                "--summary-interval=0",
+            ])
+            .arg(w.torrent())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let secs = download_from_world(&w, "aria2c", &mut client, &out_dir.join("f.bin"), &log);
+    record(
+        &version("aria2c", "--version"),
+        "downloads from our world (our tracker, our torrent)",
+        &format!("ok, byte-identical, {secs:.2} s"),
+    );
+}
+
+/// Our peer downloads `torrent` from a client seeding on `port`; returns seconds.
+fn our_peer_downloads(
+    name: &str,
+    torrent: &Path,
+    port: u16,
+    data: &[u8],
+    dir: &Path,
+    client_log: &Path,
+) -> f64 {
+    let out = dir.join("ours.bin");
+    let log = dir.join("ours.log");
+    let t0 = Instant::now();
+    let (mut leech, _) = start_peer(
+        "our leecher",
+        &[
+            torrent.to_str().unwrap(),
+            "--data",
+            out.to_str().unwrap(),
+            "--tracker",
+            "",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--exit-on-complete",
+            "--log",
+            log.to_str().unwrap(),
+        ],
+    );
+    let status = leech.wait_timeout(Duration::from_secs(60));
+    assert!(
+        matches!(status, Some(s) if s.success()),
+        "our peer did not complete from {name}; our log:\n{}\n{name}'s log:\n{}",
+        String::from_utf8_lossy(&read(&log)),
+        String::from_utf8_lossy(&read(client_log)),
+    );
+    assert!(read(&out) == data, "our copy from {name} is byte-identical");
+    t0.elapsed().as_secs_f64()
+}
+
+#[test]
+fn interop_our_peer_downloads_from_transmission_seeding_an_mktorrent_torrent() {
+    if !have_tool("transmission-cli") || !have_tool("mktorrent") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let seed_dir = dir.path().join("seed");
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    let data = content(SIZE, 34);
+    std::fs::write(seed_dir.join("t.bin"), &data).unwrap();
+    let torrent = dir.path().join("t.torrent");
+    // mktorrent's torrent, with a tracker nobody runs: peers are given by address.
+    let out = Command::new("mktorrent")
+        .args(["-l", "15", "-a", "http://127.0.0.1:9/announce", "-o"])
+        .arg(&torrent)
+        .arg(seed_dir.join("t.bin"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    let log = dir.path().join("tr.log");
+    let _tr = Proc::spawn(
+        "transmission-cli",
+        Command::new("transmission-cli")
+            .arg("-w")
+            .arg(&seed_dir)
+            .arg("-g")
+            .arg(dir.path().join("tr-config"))
+            .args(["-p", &port.to_string(), "-M", "-et"])
+            .arg(&torrent)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    wait_until("Transmission listens", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let secs = our_peer_downloads("transmission-cli", &torrent, port, &data, dir.path(), &log);
+    record(
+        &version("transmission-cli", "-V"),
+        "seeds to our peer (mktorrent's torrent)",
+        &format!("ok, byte-identical, {secs:.2} s"),
+    );
+}
+
+#[test]
+fn interop_our_peer_downloads_from_libtorrent_seeding_its_own_torrent() {
+    if !have_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let seed_dir = dir.path().join("seed");
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    let data = content(SIZE, 35);
+    std::fs::write(seed_dir.join("l.bin"), &data).unwrap();
+    let torrent = dir.path().join("l.torrent");
+    let out = Command::new("/usr/bin/python3")
+        .arg(LT_PEER)
+        .arg("make")
+        .arg(seed_dir.join("l.bin"))
+        .arg(&torrent)
+        .arg("http://127.0.0.1:9/announce")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    let log = dir.path().join("lt.log");
+    let mut seed = Proc::spawn(
+        "libtorrent seed",
+        Command::new("/usr/bin/python3")
+            .arg(LT_PEER)
+            .arg("seed")
+            .arg(&torrent)
+            .arg(&seed_dir)
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(seed.child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready", "libtorrent seeds its torrent");
+    let secs = our_peer_downloads("libtorrent", &torrent, port, &data, dir.path(), &log);
+    record(
+        &lt_version(),
+        "seeds to our peer (libtorrent's torrent)",
+        &format!("ok, byte-identical, {secs:.2} s"),
+    );
+}
+
+#[test]
+fn interop_libtorrent_example_plays_as_my_client_and_stop_leaves_nothing() {
+    if !have_libtorrent() {
+        return;
+    }
+    // The world of World::start, with a my client section: 1 MiB at 100 KB/s (about 12 s).
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(fresh.join("movie.bin"), content(SIZE, 36)).unwrap();
+    let port = free_port();
+    let config = dir.path().join("lt.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "seed: 36\nrun_dir: {}\nfresh_files: {}\ntracker: {{port: {port}, interval: 2}}\n\
+             torrents: {{piece_length: 32768}}\n\
+             world: {{clients: 2, seeds: 1, upload_rate: 200, start_fraction: 0.3, linger: 600}}\n\
+             my_client: {{rate: 100, delay: 3, prefetch: 1, max_upload_rate: 50}}\n",
+            dir.path().join("run").display(),
+            fresh.display()
+        ),
+    )
+    .unwrap();
+    struct Stop<'a>(&'a Path);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new(testbed_bin())
+                .args(["stop", "--config"])
+                .arg(self.0)
+                .output();
+        }
+    }
+    let _stop = Stop(&config);
+    let mut run = Proc::spawn(
+        "testbed run",
+        Command::new(testbed_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg(LT_VOD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let status = run
+        .wait_timeout(Duration::from_secs(90))
+        .expect("testbed run with libtorrent ends within 90 s");
+    let run_dir = dir.path().join("run");
+    let mut out = String::new();
+    std::io::Read::read_to_string(run.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(
+        status.success(),
+        "testbed run failed: {out}\nmy client's log:\n{}",
+        String::from_utf8_lossy(&read(&run_dir.join("logs/my-client.log")))
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&read(&run_dir.join("summary.json"))).unwrap();
+    assert_eq!(summary["agree"], true, "{summary}");
+    assert_eq!(summary["my_client_exit"], "exit code 0", "{summary}");
+    assert_eq!(
+        summary["client_report"]["policy"], "libtorrent",
+        "the report is libtorrent's: {summary}"
+    );
+    let got = read(&run_dir.join("downloads/my-client/movie.bin"));
+    assert!(
+        got == content(SIZE, 36),
+        "libtorrent's copy is byte-identical"
+    );
+    // Stopped: no process carries the run id any more.
+    let run_id = summary["run_id"].as_str().unwrap_or_default().to_string();
+    let left = survivors(&run_id);
+    assert!(left.is_empty(), "left running: {left:?}");
+    record(
+        &lt_version(),
+        "my client via examples/libtorrent_vod.py (testbed run)",
+        &format!(
+            "ok, report agrees with the server ({} B from it), nothing left running",
+            summary["server_bytes"]
+        ),
+    );
+}
+
+/// Processes whose environment carries `TESTBED_RUN_ID=run_id` (empty id: none).
+fn survivors(run_id: &str) -> Vec<i32> {
+    if run_id.is_empty() {
+        return vec![];
+    }
+    let marker = format!("TESTBED_RUN_ID={run_id}");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
