@@ -36,6 +36,9 @@ pub enum Cmd {
 }
 
 /// Per-connection figures the choker and status read.
+/// Seconds of playback ahead that count as a VoD client's window for the choker.
+pub const WINDOW_SECS: f64 = 20.0;
+
 pub struct ConnEntry {
     pub tx: mpsc::UnboundedSender<Cmd>,
     pub peer_id: PeerId,
@@ -46,6 +49,8 @@ pub struct ConnEntry {
     pub is_seed: bool,
     pub down: Measure,
     pub up: Measure,
+    /// The pieces the peer has announced (for the choker's view of who can serve what).
+    pub has: Bitfield,
 }
 
 struct Block {
@@ -275,6 +280,7 @@ impl Session {
                 is_seed: false,
                 down: Measure::new(std::time::Duration::from_secs(20)),
                 up: Measure::new(std::time::Duration::from_secs(20)),
+                has: Bitfield::new(self.torrent.num_pieces()),
             },
         );
         drop(st);
@@ -298,12 +304,17 @@ impl Session {
     /// The peer announced pieces (bitfield, have-all, or one have).
     pub fn peer_has(&self, id: ConnId, pieces: impl Iterator<Item = u32>, is_seed: bool) {
         let mut st = self.lock();
+        let st = &mut *st;
+        let mut conn = st.conns.get_mut(&id);
         for i in pieces {
             if let Some(a) = st.availability.get_mut(i as usize) {
                 *a = a.saturating_add(1);
             }
+            if let Some(c) = conn.as_mut() {
+                c.has.set(i);
+            }
         }
-        if let Some(c) = st.conns.get_mut(&id) {
+        if let Some(c) = conn {
             c.is_seed = is_seed;
         }
     }
@@ -641,9 +652,26 @@ impl Session {
         Ok(true)
     }
 
-    /// Candidates for the choker.
+    /// Candidates for the choker. For a VoD client, each also says how many of the pieces we
+    /// still need in the next [`WINDOW_SECS`] of playback it has.
     pub fn choke_candidates(&self) -> Vec<ChokeCandidate> {
         let mut st = self.lock();
+        let st = &mut *st;
+        let window: Vec<u32> = match &st.playback {
+            Some((start, pb)) => {
+                let now = start.elapsed().as_secs_f64();
+                let n = self.torrent.num_pieces();
+                let first = ((now - pb.first_deadline) / pb.secs_per_piece)
+                    .ceil()
+                    .max(0.0) as u64;
+                let last =
+                    ((now + WINDOW_SECS - pb.first_deadline) / pb.secs_per_piece).max(0.0) as u64;
+                (first.min(n as u64) as u32..(last + 1).min(n as u64) as u32)
+                    .filter(|&i| !st.have.get(i))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         st.conns
             .iter_mut()
             .map(|(&id, c)| ChokeCandidate {
@@ -654,6 +682,7 @@ impl Session {
                 upload_rate: c.up.rate(),
                 is_seed: c.is_seed,
                 connected_for: c.connected_at.elapsed(),
+                window_pieces: window.iter().filter(|&&i| c.has.get(i)).count() as u32,
             })
             .collect()
     }

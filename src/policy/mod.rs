@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | [`PiecePicker::next`] | `PiecePicker.next` | [`rarest::RarestFirst`], [`sequential::Sequential`], [`deadline::Deadline`] |
 //! | [`PiecePicker::backlog`] | `Downloader._request_more` (how deep to pipeline) | default method |
-//! | [`Choker::rechoke`] | `Choker._rechoke` / `_round_robin` | [`tit_for_tat::TitForTat`] |
+//! | [`Choker::rechoke`] | `Choker._rechoke` / `_round_robin` | [`tit_for_tat::TitForTat`], [`window_choker::WindowChoker`] |
 //!
 //! A picker never sees sockets or buffers: the session hands it a [`PickView`] of the swarm
 //! (what we have, which pieces are under way, how many peers have each piece, and, for a VoD
@@ -17,6 +17,7 @@ pub mod deadline;
 pub mod rarest;
 pub mod sequential;
 pub mod tit_for_tat;
+pub mod window_choker;
 
 use std::time::Duration;
 
@@ -158,6 +159,8 @@ pub struct ChokeCandidate {
     pub is_seed: bool,
     /// How long it has been connected.
     pub connected_for: Duration,
+    /// For a VoD client: how many pieces we still need in the next 20 s of playback it has.
+    pub window_pieces: u32,
 }
 
 /// Decides whom to unchoke: every round (5 s) and when a connection comes or goes or an

@@ -124,6 +124,7 @@ mod tests {
             upload_rate: 0.0,
             is_seed: false,
             connected_for: Duration::from_secs(60),
+            window_pieces: 0,
         }
     }
 

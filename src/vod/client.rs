@@ -16,7 +16,7 @@ use super::{Model, PieceDetail, Report, Source};
 use crate::metainfo::Torrent;
 use crate::orchestrator::rundir::write_atomic;
 use crate::peer::{self, ExitMode, Peer, PeerConfig};
-use crate::policy::{self, tit_for_tat::TitForTat};
+use crate::policy::{self, tit_for_tat::TitForTat, window_choker::WindowChoker, Choker};
 
 /// The old template's flags are kept (underscores and all); `--security` is accepted and ignored.
 #[derive(Parser, Debug)]
@@ -123,6 +123,13 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
         .saveas
         .clone()
         .unwrap_or_else(|| PathBuf::from(&torrent.name));
+    // The deadline policy spends our uploads on the peers that hold the playback window; the
+    // others keep BitTornado's choker, so that they compare pickers alone.
+    let choker: Box<dyn Choker> = if a.policy == "deadline" {
+        Box::new(WindowChoker::new(4, seed ^ 0x5eed))
+    } else {
+        Box::new(TitForTat::new(4, seed ^ 0x5eed))
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -142,7 +149,7 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
             peers: Vec::new(),
             exit: ExitMode::Never,
             picker,
-            choker: Box::new(TitForTat::new(4, seed ^ 0x5eed)),
+            choker,
             timeouts: Default::default(),
             max_announce_interval: Duration::from_secs(30),
             playback: Some((t0, model.playback())),
