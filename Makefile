@@ -1,7 +1,7 @@
 # The lab's two set-up commands are `make run` and `make test`; see README.md.
 CARGO ?= cargo
 
-.PHONY: all build release test deps lint run bench bench-deps clean movie interop-table
+.PHONY: all build release test deps lint run bench bench-deps clean movie interop-table fuzz fuzz-smoke soak
 
 all: build
 
@@ -40,6 +40,22 @@ bench: bench-deps
 
 bench-deps:
 	bash tests/install-deps.sh bench
+
+# Fuzz the parsers (bencode, metainfo, wire codec, announce/scrape queries) with cargo-fuzz:
+# FUZZ_SECS a target (default 10 minutes); fuzz-smoke is 30 s a target (CI runs it).
+FUZZ_SECS ?= 600
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECS)
+
+fuzz-smoke:
+	bash fuzz/run.sh 30
+
+# Robustness at length: 100 start/stop trials (a third with the supervisor SIGKILLed, a third
+# with a daemonizing my client), then a 10-minute reincarnating world with the supervisor's fds
+# and RSS checked flat. Prints the figures.
+soak:
+	STOP_TRIALS=100 $(CARGO) test --test it stop_trials -- --nocapture
+	SOAK_SECS=600 $(CARGO) test --test it soak_ -- --ignored --nocapture
 
 clean:
 	$(CARGO) clean

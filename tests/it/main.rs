@@ -3,6 +3,8 @@
 
 mod common;
 mod engine;
+mod fuzz_corpus;
+mod hostile;
 mod interop;
 mod orchestrator;
 mod page;

@@ -354,3 +354,111 @@ fn crashing_world_client_is_restarted_with_backoff_then_given_up() {
     assert_eq!(wlog.matches("simulated crash").count(), 3, "{wlog}");
     ok(&lab.testbed(&["stop"]));
 }
+
+/// Stop trials: start/stop cycles of a small world; every third with the supervisor SIGKILLed
+/// first, every third with a my client that daemonizes (a TERM-ignoring child in its own
+/// session). After each stop no process carries the run id, and fresh-files is unchanged.
+/// `STOP_TRIALS` sets the count (6 here; `make soak` runs 100).
+#[test]
+fn stop_trials_leave_no_survivor() {
+    let n: usize = std::env::var("STOP_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let lab = Lab::new("");
+    let fresh = lab.dir.path().join("fresh-files");
+    let before = checksum_dir(&fresh);
+    let script = lab.dir.path().join("daemonizing.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nsetsid sh -c 'trap \"\" TERM; sleep 1000' &\nexec sleep 1000\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let t0 = std::time::Instant::now();
+    for i in 0..n {
+        let kind = i % 3;
+        let my: Vec<&str> = if kind == 2 {
+            vec![script.to_str().unwrap()]
+        } else {
+            vec![]
+        };
+        ok(&lab.start(&my));
+        let info = lab.pid_info();
+        let run_id = info["run_id"].as_str().unwrap().to_string();
+        if kind == 1 {
+            let sup = info["pid"].as_i64().unwrap() as i32;
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(sup),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            wait_until("the supervisor is gone", Duration::from_secs(5), || {
+                !marked(&run_id).contains(&sup)
+            });
+        }
+        ok(&lab.testbed(&["stop"]));
+        let left = marked(&run_id);
+        assert!(
+            left.is_empty(),
+            "trial {i} (kind {kind}): survivors {left:?}"
+        );
+    }
+    assert_eq!(checksum_dir(&fresh), before, "fresh-files unchanged");
+    eprintln!(
+        "stop trials: {n} cycles ({} with SIGKILL, {} daemonizing) in {:.0} s, 0 survivors",
+        (n + 1) / 3,
+        n / 3,
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Soak: a world that reincarnates every few seconds for `SOAK_SECS` (ignored in `make test`;
+/// `make soak` runs it for 600 s). The supervisor's open fds and RSS are sampled at the start
+/// and end: they must stay flat (end within 1.5x of start plus a small margin).
+#[test]
+#[ignore]
+fn soak_supervisor_fds_and_rss_stay_flat() {
+    let secs: u64 = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let lab = Lab::new("");
+    ok(&lab.start(&[]));
+    let sup = lab.pid_info()["pid"].as_i64().unwrap() as i32;
+    let fds = || std::fs::read_dir(format!("/proc/{sup}/fd")).map_or(0, |d| d.count());
+    let rss_kib = || {
+        std::fs::read_to_string(format!("/proc/{sup}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Warm up: a first round of reincarnations.
+    std::thread::sleep(Duration::from_secs(20));
+    let (fd0, rss0) = (fds(), rss_kib());
+    let gens0 = lab.world()["world"].as_array().map_or(0, |w| {
+        w.iter()
+            .filter_map(|s| s["generation"].as_u64())
+            .sum::<u64>()
+    });
+    std::thread::sleep(Duration::from_secs(secs));
+    let (fd1, rss1) = (fds(), rss_kib());
+    let gens1 = lab.world()["world"].as_array().map_or(0, |w| {
+        w.iter()
+            .filter_map(|s| s["generation"].as_u64())
+            .sum::<u64>()
+    });
+    eprintln!(
+        "soak {secs} s: {} reincarnations; supervisor fds {fd0} -> {fd1}, RSS {rss0} -> {rss1} KiB",
+        gens1 - gens0
+    );
+    assert!(gens1 > gens0 + 10, "the world reincarnated");
+    assert!(fd1 <= fd0 * 3 / 2 + 8, "fds grew: {fd0} -> {fd1}");
+    assert!(
+        rss1 <= rss0 * 3 / 2 + 4096,
+        "RSS grew: {rss0} -> {rss1} KiB"
+    );
+    ok(&lab.testbed(&["stop"]));
+}
