@@ -101,6 +101,12 @@ pub struct TrackerArgs {
     /// Give loopback peers to clients on other hosts as this address
     #[arg(long)]
     pub public_ip: Option<IpAddr>,
+    /// Most HTTP connections at once; more wait in the kernel's backlog
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Seconds a connection may send nothing (while a request is awaited) before it is closed
+    #[arg(long, default_value_t = 30.0)]
+    pub idle_timeout: f64,
     /// Worker threads. One event loop serves some 75,000 announces/s on one core (make bench),
     /// far more than a lab needs; more threads mostly compete with the clients for cores
     #[arg(long, default_value_t = 1)]
@@ -322,6 +328,8 @@ pub fn tracker(a: TrackerArgs) -> anyhow::Result<()> {
         min_interval: Duration::from_secs(a.interval.div_ceil(2)),
         allow_unknown: a.allow.is_empty(),
         public_ip: a.public_ip,
+        max_connections: a.max_connections,
+        idle_timeout: Duration::from_secs_f64(a.idle_timeout.max(0.1)),
         ..Default::default()
     });
     for p in &a.allow {

@@ -12,6 +12,7 @@
 //! stop, or are not heard from for two intervals, are dropped. Every request is logged in one
 //! line (target `tracker::access`).
 
+pub mod listener;
 pub mod query;
 pub mod status;
 pub mod swarm;
@@ -45,6 +46,11 @@ pub struct TrackerConfig {
     pub max_peers_per_swarm: usize,
     /// When set, loopback peer addresses are given as this IP to clients on other hosts.
     pub public_ip: Option<IpAddr>,
+    /// Most HTTP connections at once (more wait in the kernel's backlog).
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long while the server waits to read is closed
+    /// (longer than the interval, so that keep-alive announcers keep theirs).
+    pub idle_timeout: Duration,
 }
 
 impl Default for TrackerConfig {
@@ -56,6 +62,8 @@ impl Default for TrackerConfig {
             max_swarms: 10_000,
             max_peers_per_swarm: 10_000,
             public_ip: None,
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -226,7 +234,7 @@ fn bencoded(body: Vec<u8>) -> Response {
 
 async fn announce(
     State(t): State<Arc<Tracker>>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    ConnectInfo(listener::PeerAddr(from)): ConnectInfo<listener::PeerAddr>,
     RawQuery(q): RawQuery,
 ) -> Response {
     t.metrics.announces.fetch_add(1, Ordering::Relaxed);
@@ -238,7 +246,7 @@ async fn announce(
 
 async fn scrape(
     State(t): State<Arc<Tracker>>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    ConnectInfo(listener::PeerAddr(from)): ConnectInfo<listener::PeerAddr>,
     RawQuery(q): RawQuery,
 ) -> Response {
     t.metrics.scrapes.fetch_add(1, Ordering::Relaxed);
@@ -319,9 +327,11 @@ pub async fn serve(
             }
         })
     };
+    let listener =
+        listener::Guarded::new(listener, t.config.max_connections, t.config.idle_timeout);
     let r = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<listener::PeerAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await;

@@ -310,3 +310,67 @@ fn interop_aria2c_downloads_from_our_seed_through_our_tracker() {
         "ok, byte-identical",
     );
 }
+
+#[test]
+fn slow_clients_are_cut_off_and_bogus_hashes_are_bounded() {
+    use std::io::Read;
+    // At most 40 connections, 1 s of silence allowed.
+    let (_t, port) = start_tracker(&["--max-connections", "40", "--idle-timeout", "1"]);
+    // 60 clients connect and send half a request line, then nothing.
+    let slow: Vec<std::net::TcpStream> = (0..60)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let _ = std::io::Write::write_all(&mut s, b"GET /announce?info_hash=");
+            s
+        })
+        .collect();
+    // An honest announce still gets its answer (the slow ones are cut after 1 s).
+    let t0 = std::time::Instant::now();
+    let (code, body) = http_get(port, &announce_q(&[5; 20], &pid(1), 7002, 1, "")).unwrap();
+    assert_eq!(code, 200);
+    assert!(parse_response(&body).is_ok());
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "answered in {:?}",
+        t0.elapsed()
+    );
+    // Every slow connection is closed by the tracker.
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 256];
+        let closed = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    break false
+                }
+                Err(_) => break true,
+            }
+        };
+        assert!(closed, "a slow client still connected after 10 s");
+    }
+
+    // 10,000 distinct bogus info hashes fill the swarm table up to its limit, no further.
+    let (_t2, port2) = start_tracker(&[]);
+    let mut refused = 0;
+    for i in 0..10_050u32 {
+        let mut ih = [0u8; 20];
+        ih[..4].copy_from_slice(&i.to_be_bytes());
+        let (_, body) = http_get(port2, &announce_q(&ih, &pid(2), 7003, 1, "")).unwrap();
+        if let Err(e) = parse_response(&body) {
+            assert!(e.contains("too many swarms"), "{e}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 50, "the 10,000-swarm limit holds");
+    let (_, m) = http_get(port2, "/metrics").unwrap();
+    assert!(
+        String::from_utf8_lossy(&m).contains("tracker_swarms 10000"),
+        "{}",
+        String::from_utf8_lossy(&m)
+    );
+}
