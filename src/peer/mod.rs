@@ -102,6 +102,9 @@ pub struct Peer {
     tracker: Option<String>,
     client: reqwest::Client,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Set once the tracker has been told `completed` (or the copy was complete from the
+    /// start): `stop` tells it first when the download ended just before the stop.
+    completed_told: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Peer {
@@ -180,6 +183,7 @@ impl Peer {
                 }
             }));
         }
+        let completed_told = Arc::new(std::sync::atomic::AtomicBool::new(session.is_complete()));
         if let Some(url) = tracker.clone() {
             tasks.push(tokio::spawn(announce_loop(
                 session.clone(),
@@ -187,6 +191,7 @@ impl Peer {
                 url,
                 cfg.timeouts,
                 cfg.max_announce_interval,
+                completed_told.clone(),
             )));
         }
         Ok(Peer {
@@ -196,6 +201,7 @@ impl Peer {
             tracker,
             client,
             tasks,
+            completed_told,
         })
     }
 
@@ -224,10 +230,28 @@ impl Peer {
 
     /// Stop: end every task and tell the tracker.
     pub async fn stop(self) {
+        // A download that just ended has its `completed` announce in flight: let the announce
+        // loop finish it (up to 2 s) rather than cut it off and not know whether it arrived.
+        if self.tracker.is_some() && self.session.is_complete() {
+            let end = tokio::time::Instant::now() + Duration::from_secs(2);
+            while !self.completed_told.load(Ordering::Relaxed) && tokio::time::Instant::now() < end
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         for t in &self.tasks {
             t.abort();
         }
         if let Some(url) = &self.tracker {
+            // The loop could not tell the tracker (it is down, or slow): try once more here.
+            if self.session.is_complete() && !self.completed_told.load(Ordering::Relaxed) {
+                let req = announce_request(&self.session, Some(Event::Completed));
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tracker_client::announce(&self.client, url, &req),
+                )
+                .await;
+            }
             let req = announce_request(&self.session, Some(Event::Stopped));
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
@@ -322,6 +346,7 @@ async fn announce_loop(
     url: String,
     t: Timeouts,
     max_interval: Duration,
+    completed_told: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut event = Some(Event::Started);
     let mut announced_complete = session.is_complete();
@@ -332,6 +357,9 @@ async fn announce_loop(
         let wait = match tracker_client::announce(&client, &url, &req).await {
             Ok(resp) => {
                 tracing::debug!(peers = resp.peers.len(), "announced {:?}", event);
+                if event == Some(Event::Completed) {
+                    completed_told.store(true, Ordering::Relaxed);
+                }
                 event = None;
                 backoff = Duration::from_secs(1);
                 for p in resp.peers {

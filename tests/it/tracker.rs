@@ -230,9 +230,17 @@ fn our_peers_find_each_other_through_our_tracker() {
     let t = torrent.to_str().unwrap();
     let (_seed, _) = start_peer("seed", &[t, "--data", file.to_str().unwrap(), "--seed"]);
     let out = dir.path().join("dl.bin");
+    let log = dir.path().join("leech.log");
     let (mut leech, _) = start_peer(
         "leecher",
-        &[t, "--data", out.to_str().unwrap(), "--exit-on-complete"],
+        &[
+            t,
+            "--data",
+            out.to_str().unwrap(),
+            "--exit-on-complete",
+            "--log",
+            log.to_str().unwrap(),
+        ],
     );
     let status = leech
         .wait_timeout(Duration::from_secs(60))
@@ -244,9 +252,16 @@ fn our_peers_find_each_other_through_our_tracker() {
         .unwrap()
         .info_hash
         .0;
-    wait_until("the tracker saw completed", Duration::from_secs(5), || {
-        scrape_counts(port, &ih).2 == 1
-    });
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while scrape_counts(port, &ih).2 != 1 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the tracker did not count the completed download ({:?}); the leecher's log:\n{}",
+            scrape_counts(port, &ih),
+            String::from_utf8_lossy(&read(&log))
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
