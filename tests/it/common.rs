@@ -205,3 +205,67 @@ pub fn start_tracker(extra: &[&str]) -> (Proc, u16) {
     });
     (p, port)
 }
+
+/// A testbed scenario in a temp dir: its own fresh-files, run dir and tracker port, and a
+/// config made of those plus `yaml` (the world, my client, ...; `tracker` is given as the keys
+/// to add to the port, e.g. `interval: 2`). Dropped, it runs `testbed stop`, whatever happened.
+pub struct Scenario {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub port: u16,
+}
+
+impl Scenario {
+    pub fn new(files: &[(&str, Vec<u8>)], tracker: &str, yaml: &str) -> Scenario {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh");
+        std::fs::create_dir_all(&fresh).unwrap();
+        for (name, data) in files {
+            std::fs::write(fresh.join(name), data).unwrap();
+        }
+        let port = free_port();
+        let config = dir.path().join("testbed.yaml");
+        let sep = if tracker.is_empty() { "" } else { ", " };
+        std::fs::write(
+            &config,
+            format!(
+                "run_dir: {}\nfresh_files: {}\ntracker: {{port: {port}{sep}{tracker}}}\n{yaml}",
+                dir.path().join("run").display(),
+                fresh.display()
+            ),
+        )
+        .unwrap();
+        Scenario { dir, config, port }
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// `testbed COMMAND --config CONFIG ARGS...`, waited for.
+    pub fn testbed(&self, command: &str, args: &[&str]) -> std::process::Output {
+        Command::new(testbed_bin())
+            .arg(command)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `testbed start`, which must succeed.
+    pub fn start(&self, my_client: &[&str]) {
+        let out = self.testbed("start", my_client);
+        assert!(
+            out.status.success(),
+            "testbed start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = self.testbed("stop", &[]);
+    }
+}

@@ -75,47 +75,27 @@ fn lt_version() -> String {
 /// A small world started by `testbed start` (1 seed + 2 partial clients sharing one 1 MiB
 /// file); dropped, it is stopped.
 struct World {
-    dir: tempfile::TempDir,
-    config: PathBuf,
+    lab: Scenario,
     data: Vec<u8>,
 }
 
 impl World {
     fn start(seed: u64) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let fresh = dir.path().join("fresh");
-        std::fs::create_dir_all(&fresh).unwrap();
         let data = content(SIZE, seed);
-        std::fs::write(fresh.join("f.bin"), &data).unwrap();
-        let port = free_port();
-        let config = dir.path().join("world.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "seed: {seed}\nrun_dir: {}\nfresh_files: {}\ntracker: {{port: {port}, interval: 2}}\n\
-                 torrents: {{piece_length: 32768}}\n\
-                 world: {{clients: 2, seeds: 1, upload_rate: 1000, start_fraction: 0.3, linger: 600}}\n",
-                dir.path().join("run").display(),
-                fresh.display()
+        let lab = Scenario::new(
+            &[("f.bin", data.clone())],
+            "interval: 2",
+            &format!(
+                "seed: {seed}\ntorrents: {{piece_length: 32768}}\n\
+                 world: {{clients: 2, seeds: 1, upload_rate: 1000, start_fraction: 0.3, linger: 600}}\n"
             ),
-        )
-        .unwrap();
-        let w = World { dir, config, data };
-        let out = Command::new(testbed_bin())
-            .args(["start", "--config"])
-            .arg(&w.config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "testbed start: {}",
-            String::from_utf8_lossy(&out.stderr)
         );
-        w
+        lab.start(&[]);
+        World { lab, data }
     }
 
     fn run(&self) -> PathBuf {
-        self.dir.path().join("run")
+        self.lab.run_dir()
     }
 
     /// The torrent the testbed made (with `testbed make-torrent`'s code).
@@ -144,15 +124,6 @@ impl World {
             }
         }
         s
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = Command::new(testbed_bin())
-            .args(["stop", "--config"])
-            .arg(&self.config)
-            .output();
     }
 }
 
@@ -198,9 +169,9 @@ fn interop_transmission_downloads_from_our_world_and_scrapes_our_tracker() {
         return;
     }
     let w = World::start(31);
-    let out_dir = w.dir.path().join("tr");
-    let cfg = w.dir.path().join("tr-config");
-    let log = w.dir.path().join("tr.log");
+    let out_dir = w.lab.dir.path().join("tr");
+    let cfg = w.lab.dir.path().join("tr-config");
+    let log = w.lab.dir.path().join("tr.log");
     let mut client = Proc::spawn(
         "transmission-cli",
         Command::new("transmission-cli")
@@ -239,9 +210,9 @@ fn interop_libtorrent_downloads_from_our_world() {
         return;
     }
     let w = World::start(32);
-    let out_dir = w.dir.path().join("lt");
+    let out_dir = w.lab.dir.path().join("lt");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let log = w.dir.path().join("lt.log");
+    let log = w.lab.dir.path().join("lt.log");
     let mut client = Proc::spawn(
         "libtorrent",
         Command::new("/usr/bin/python3")
@@ -266,8 +237,8 @@ fn interop_aria2c_downloads_from_our_world() {
         return;
     }
     let w = World::start(33);
-    let out_dir = w.dir.path().join("aria");
-    let log = w.dir.path().join("aria.log");
+    let out_dir = w.lab.dir.path().join("aria");
+    let log = w.lab.dir.path().join("aria.log");
     let mut client = Proc::spawn(
         "aria2c",
         Command::new("aria2c")
@@ -438,39 +409,18 @@ fn interop_libtorrent_example_plays_as_my_client_and_stop_leaves_nothing() {
         return;
     }
     // The world of World::start, with a my client section: 1 MiB at 100 KB/s (about 12 s).
-    let dir = tempfile::tempdir().unwrap();
-    let fresh = dir.path().join("fresh");
-    std::fs::create_dir_all(&fresh).unwrap();
-    std::fs::write(fresh.join("movie.bin"), content(SIZE, 36)).unwrap();
-    let port = free_port();
-    let config = dir.path().join("lt.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "seed: 36\nrun_dir: {}\nfresh_files: {}\ntracker: {{port: {port}, interval: 2}}\n\
-             torrents: {{piece_length: 32768}}\n\
-             world: {{clients: 2, seeds: 1, upload_rate: 200, start_fraction: 0.3, linger: 600}}\n\
-             my_client: {{rate: 100, delay: 3, prefetch: 1, max_upload_rate: 50}}\n",
-            dir.path().join("run").display(),
-            fresh.display()
-        ),
-    )
-    .unwrap();
-    struct Stop<'a>(&'a Path);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new(testbed_bin())
-                .args(["stop", "--config"])
-                .arg(self.0)
-                .output();
-        }
-    }
-    let _stop = Stop(&config);
+    let lab = Scenario::new(
+        &[("movie.bin", content(SIZE, 36))],
+        "interval: 2",
+        "seed: 36\ntorrents: {piece_length: 32768}\n\
+         world: {clients: 2, seeds: 1, upload_rate: 200, start_fraction: 0.3, linger: 600}\n\
+         my_client: {rate: 100, delay: 3, prefetch: 1, max_upload_rate: 50}\n",
+    );
     let mut run = Proc::spawn(
         "testbed run",
         Command::new(testbed_bin())
             .args(["run", "--config"])
-            .arg(&config)
+            .arg(&lab.config)
             .arg(LT_VOD)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
@@ -478,7 +428,7 @@ fn interop_libtorrent_example_plays_as_my_client_and_stop_leaves_nothing() {
     let status = run
         .wait_timeout(Duration::from_secs(90))
         .expect("testbed run with libtorrent ends within 90 s");
-    let run_dir = dir.path().join("run");
+    let run_dir = lab.run_dir();
     let mut out = String::new();
     std::io::Read::read_to_string(run.child.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert!(

@@ -2,59 +2,21 @@
 //! the page of a running small testbed and waits until the live part lists every world client
 //! and the VoD chart has points; the page also reads without JavaScript.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::webdriver::{Browser, CHROMIUM};
 
-struct Testbed {
-    dir: tempfile::TempDir,
-    config: std::path::PathBuf,
-    port: u16,
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        let _ = Command::new(testbed_bin())
-            .args(["stop", "--config"])
-            .arg(&self.config)
-            .output();
-    }
-}
-
 /// 1 seed + 4 world clients on a 600 KB movie; vod-client plays it at 40 KB/s (about 15 s).
-fn start_small_testbed() -> Testbed {
-    let dir = tempfile::tempdir().unwrap();
-    let fresh = dir.path().join("fresh");
-    std::fs::create_dir_all(&fresh).unwrap();
-    std::fs::write(fresh.join("movie.bin"), content(600_000, 5)).unwrap();
-    let port = free_port();
-    let config = dir.path().join("page.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "seed: 9\nrun_dir: {}\nfresh_files: {}\ntracker: {{port: {port}, interval: 2}}\n\
-             torrents: {{piece_length: 16384}}\n\
-             world: {{clients: 4, seeds: 1, upload_rate: 30, start_fraction: 0.3, linger: 60}}\n\
-             my_client: {{rate: 40, delay: 3, prefetch: 1, max_upload_rate: 30}}\n",
-            dir.path().join("run").display(),
-            fresh.display()
-        ),
-    )
-    .unwrap();
-    let tb = Testbed { dir, config, port };
-    let out = Command::new(testbed_bin())
-        .args(["start", "--config"])
-        .arg(&tb.config)
-        .arg(env!("CARGO_BIN_EXE_vod-client"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+fn start_small_testbed() -> Scenario {
+    let tb = Scenario::new(
+        &[("movie.bin", content(600_000, 5))],
+        "interval: 2",
+        "seed: 9\ntorrents: {piece_length: 16384}\n\
+         world: {clients: 4, seeds: 1, upload_rate: 30, start_fraction: 0.3, linger: 60}\n\
+         my_client: {rate: 40, delay: 3, prefetch: 1, max_upload_rate: 30}\n",
     );
+    tb.start(&[env!("CARGO_BIN_EXE_vod-client")]);
     tb
 }
 
@@ -144,47 +106,18 @@ fn status_page_lists_the_world_and_draws_the_timeline_in_chromium() {
     drop(browser);
 
     // Stopping: the page says so (or the server is gone), never a broken page.
-    let st = Command::new(testbed_bin())
-        .args(["stop", "--config"])
-        .arg(&tb.config)
-        .output()
-        .unwrap();
-    assert!(st.status.success());
+    assert!(tb.testbed("stop", &[]).status.success());
 }
 
 #[test]
 fn idle_page_says_no_my_client_and_no_swarm_yet() {
     // A world of nobody: the tracker has no swarm and there is no my client.
-    let dir = tempfile::tempdir().unwrap();
-    let fresh = dir.path().join("fresh");
-    std::fs::create_dir_all(&fresh).unwrap();
-    std::fs::write(fresh.join("a.bin"), content(50_000, 1)).unwrap();
-    let port = free_port();
-    let config = dir.path().join("idle.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "run_dir: {}\nfresh_files: {}\ntracker: {{port: {port}}}\nworld: {{clients: 0, seeds: 0}}\n",
-            dir.path().join("run").display(),
-            fresh.display()
-        ),
-    )
-    .unwrap();
-    let tb = Testbed {
-        dir,
-        config: config.clone(),
-        port,
-    };
-    let out = Command::new(testbed_bin())
-        .args(["start", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let tb = Scenario::new(
+        &[("a.bin", content(50_000, 1))],
+        "",
+        "world: {clients: 0, seeds: 0}\n",
     );
+    tb.start(&[]);
     let (code, body) = http_get(tb.port, "/?part=live").unwrap();
     let html = String::from_utf8_lossy(&body);
     assert_eq!(code, 200);

@@ -7,41 +7,16 @@ use std::time::Duration;
 
 use crate::common::*;
 
-struct Scenario {
-    dir: tempfile::TempDir,
-    config: std::path::PathBuf,
-    port: u16,
-}
-
 /// A 400 KB movie in 16 KiB pieces played at 100 KB/s after D = 3, P = 1 (about 6 s), with a
 /// world of 1 seed + 3 clients capped at `world_rate` KB/s.
 fn scenario(world_rate: f64, start_fraction: &str) -> Scenario {
-    let dir = tempfile::tempdir().unwrap();
-    let fresh = dir.path().join("fresh");
-    std::fs::create_dir_all(&fresh).unwrap();
-    std::fs::write(fresh.join("movie.bin"), content(400_000, 21)).unwrap();
-    let port = free_port();
-    let config = dir.path().join("vod.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "seed: 3\nrun_dir: {}\nfresh_files: {}\ntracker: {{port: {port}, interval: 1}}\ntorrents: {{piece_length: 16384}}\nworld: {{clients: 3, seeds: 1, upload_rate: {world_rate}, start_fraction: {start_fraction}, linger: 30}}\nmy_client: {{rate: 100, delay: 3, prefetch: 1, max_upload_rate: 50}}\n",
-            dir.path().join("run").display(),
-            fresh.display()
+    Scenario::new(
+        &[("movie.bin", content(400_000, 21))],
+        "interval: 1",
+        &format!(
+            "seed: 3\ntorrents: {{piece_length: 16384}}\nworld: {{clients: 3, seeds: 1, upload_rate: {world_rate}, start_fraction: {start_fraction}, linger: 30}}\nmy_client: {{rate: 100, delay: 3, prefetch: 1, max_upload_rate: 50}}\n"
         ),
     )
-    .unwrap();
-    Scenario { dir, config, port }
-}
-
-impl Drop for Scenario {
-    fn drop(&mut self) {
-        let _ = Command::new(testbed_bin())
-            .arg("stop")
-            .arg("--config")
-            .arg(&self.config)
-            .output();
-    }
 }
 
 fn run(s: &Scenario, extra: &[&str]) -> (String, serde_json::Value, serde_json::Value) {
