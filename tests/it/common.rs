@@ -269,3 +269,43 @@ impl Drop for Scenario {
         let _ = self.testbed("stop", &[]);
     }
 }
+
+/// Our peer (`testbed peer --exit-on-complete`, no tracker) downloads `torrent` from the client
+/// `name` serving it on loopback `port`; asserts it completes within 60 s with `data`, byte for
+/// byte, and prints both logs if not. Returns the seconds it took.
+pub fn leech_from(
+    name: &str,
+    torrent: &Path,
+    port: u16,
+    data: &[u8],
+    dir: &Path,
+    client_log: &Path,
+) -> f64 {
+    let out = dir.join("ours.bin");
+    let log = dir.join("ours.log");
+    let t0 = Instant::now();
+    let (mut leech, _) = start_peer(
+        "our leecher",
+        &[
+            torrent.to_str().unwrap(),
+            "--data",
+            out.to_str().unwrap(),
+            "--tracker",
+            "",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--exit-on-complete",
+            "--log",
+            log.to_str().unwrap(),
+        ],
+    );
+    let status = leech.wait_timeout(Duration::from_secs(60));
+    assert!(
+        matches!(status, Some(s) if s.success()),
+        "our peer did not complete from {name}; our log:\n{}\n{name}'s log:\n{}",
+        String::from_utf8_lossy(&read(&log)),
+        String::from_utf8_lossy(&read(client_log)),
+    );
+    assert!(read(&out) == data, "our copy from {name} is byte-identical");
+    t0.elapsed().as_secs_f64()
+}

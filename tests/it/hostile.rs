@@ -135,27 +135,7 @@ fn hostile_peers_are_cut_off_and_the_seed_keeps_serving() {
     });
 
     // Meanwhile an honest leecher gets the whole file.
-    let out = dir.path().join("honest.bin");
-    let (mut leech, _) = start_peer(
-        "honest leecher",
-        &[
-            torrent.to_str().unwrap(),
-            "--data",
-            out.to_str().unwrap(),
-            "--tracker",
-            "",
-            "--peer",
-            &addr.to_string(),
-            "--exit-on-complete",
-        ],
-    );
-    let st = leech.wait_timeout(Duration::from_secs(60));
-    assert!(
-        matches!(st, Some(s) if s.success()),
-        "the honest leecher did not complete; the seed's log:\n{}",
-        String::from_utf8_lossy(&read(&log))
-    );
-    assert!(read(&out) == data);
+    leech_from("our seed", &torrent, addr.port(), &data, dir.path(), &log);
     flood.join().unwrap();
     silent.join().unwrap();
 

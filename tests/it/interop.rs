@@ -265,44 +265,6 @@ fn interop_aria2c_downloads_from_our_world() {
     );
 }
 
-/// Our peer downloads `torrent` from a client seeding on `port`; returns seconds.
-fn our_peer_downloads(
-    name: &str,
-    torrent: &Path,
-    port: u16,
-    data: &[u8],
-    dir: &Path,
-    client_log: &Path,
-) -> f64 {
-    let out = dir.join("ours.bin");
-    let log = dir.join("ours.log");
-    let t0 = Instant::now();
-    let (mut leech, _) = start_peer(
-        "our leecher",
-        &[
-            torrent.to_str().unwrap(),
-            "--data",
-            out.to_str().unwrap(),
-            "--tracker",
-            "",
-            "--peer",
-            &format!("127.0.0.1:{port}"),
-            "--exit-on-complete",
-            "--log",
-            log.to_str().unwrap(),
-        ],
-    );
-    let status = leech.wait_timeout(Duration::from_secs(60));
-    assert!(
-        matches!(status, Some(s) if s.success()),
-        "our peer did not complete from {name}; our log:\n{}\n{name}'s log:\n{}",
-        String::from_utf8_lossy(&read(&log)),
-        String::from_utf8_lossy(&read(client_log)),
-    );
-    assert!(read(&out) == data, "our copy from {name} is byte-identical");
-    t0.elapsed().as_secs_f64()
-}
-
 #[test]
 fn interop_our_peer_downloads_from_transmission_seeding_an_mktorrent_torrent() {
     if !have_tool("transmission-cli") || !have_tool("mktorrent") {
@@ -343,7 +305,7 @@ fn interop_our_peer_downloads_from_transmission_seeding_an_mktorrent_torrent() {
     wait_until("Transmission listens", Duration::from_secs(20), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    let secs = our_peer_downloads("transmission-cli", &torrent, port, &data, dir.path(), &log);
+    let secs = leech_from("transmission-cli", &torrent, port, &data, dir.path(), &log);
     record(
         &version("transmission-cli", "-V"),
         "seeds to our peer (mktorrent's torrent)",
@@ -395,7 +357,7 @@ fn interop_our_peer_downloads_from_libtorrent_seeding_its_own_torrent() {
     )
     .unwrap();
     assert_eq!(line.trim(), "ready", "libtorrent seeds its torrent");
-    let secs = our_peer_downloads("libtorrent", &torrent, port, &data, dir.path(), &log);
+    let secs = leech_from("libtorrent", &torrent, port, &data, dir.path(), &log);
     record(
         &lt_version(),
         "seeds to our peer (libtorrent's torrent)",
