@@ -339,6 +339,11 @@ impl World {
 
 /// Write `dest` as a sparse file of the torrent's size holding a random `fraction` of the
 /// pieces, copied from `fresh` (which is only read).
+///
+/// `run/downloads` is shared with my client, which may be hostile: a symlink planted at `dest`
+/// is removed (never followed), a folder that is a symlink is refused, and the file is created
+/// new (`O_EXCL | O_NOFOLLOW`), so that nothing is written outside the run dir (fresh-files
+/// above all).
 pub fn make_partial_copy(
     t: &Torrent,
     fresh: &Path,
@@ -347,11 +352,26 @@ pub fn make_partial_copy(
     rng: &mut impl Rng,
 ) -> anyhow::Result<usize> {
     use anyhow::Context;
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = dest.parent() {
+        if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            anyhow::bail!("{}: a symlink; refusing to write through it", dir.display());
+        }
         std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
     }
     let src = std::fs::File::open(fresh).with_context(|| format!("{}", fresh.display()))?;
-    let out = std::fs::File::create(dest).with_context(|| format!("{}", dest.display()))?;
+    match std::fs::remove_file(dest) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("{}", dest.display()))
+        }
+        _ => {}
+    }
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(dest)
+        .with_context(|| format!("{}", dest.display()))?;
     out.set_len(t.total_length)?;
     let n = t.num_pieces() as usize;
     let k = ((n as f64) * fraction).round() as usize;
@@ -383,6 +403,40 @@ pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_copy_never_writes_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.bin");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&fresh, &data).unwrap();
+        let t = Torrent::from_bytes(
+            &crate::metainfo::make_torrent(&fresh, "http://x/announce", 16384).unwrap(),
+        )
+        .unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        // A symlink planted where the copy goes, pointing at the fresh file.
+        let dl = dir.path().join("downloads/world-0-0-g1");
+        std::fs::create_dir_all(&dl).unwrap();
+        let dest = dl.join("fresh.bin");
+        std::os::unix::fs::symlink(&fresh, &dest).unwrap();
+        make_partial_copy(&t, &fresh, &dest, 0.5, &mut rng).unwrap();
+        assert_eq!(std::fs::read(&fresh).unwrap(), data, "fresh file untouched");
+        assert!(!std::fs::symlink_metadata(&dest)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // A folder that is a symlink is refused.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let linked = dir.path().join("downloads/world-0-1-g1");
+        std::os::unix::fs::symlink(&elsewhere, &linked).unwrap();
+        let err = make_partial_copy(&t, &fresh, &linked.join("fresh.bin"), 0.5, &mut rng)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("symlink"), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
 
     #[test]
     fn partial_copy_holds_the_drawn_fraction_of_true_pieces() {
