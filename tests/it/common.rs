@@ -309,3 +309,23 @@ pub fn leech_from(
     assert!(read(&out) == data, "our copy from {name} is byte-identical");
     t0.elapsed().as_secs_f64()
 }
+
+/// aria2c downloading `torrent` into `out_dir` and exiting when done (no DHT, LPD or PEX: only
+/// the torrent's tracker), quiet but for warnings.
+pub fn aria2c_leecher(torrent: &Path, out_dir: &Path) -> Command {
+    let mut c = Command::new("aria2c");
+    c.arg("--seed-time=0")
+        .arg(format!("--listen-port={}", free_port()))
+        .arg(format!("--dir={}", out_dir.display()))
+        .args([
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+        ])
+        .arg(torrent)
+        .stdout(Stdio::null());
+    c
+}

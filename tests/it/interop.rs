@@ -241,21 +241,7 @@ fn interop_aria2c_downloads_from_our_world() {
     let log = w.lab.dir.path().join("aria.log");
     let mut client = Proc::spawn(
         "aria2c",
-        Command::new("aria2c")
-            .arg("--seed-time=0")
-            .arg(format!("--listen-port={}", free_port()))
-            .arg(format!("--dir={}", out_dir.display()))
-            .args([
-                "--enable-dht=false",
-                "--enable-dht6=false",
-                "--bt-enable-lpd=false",
-                "--enable-peer-exchange=false",
-                "--console-log-level=warn",
-                "--summary-interval=0",
-            ])
-            .arg(w.torrent())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
+        aria2c_leecher(&w.torrent(), &out_dir).stderr(std::fs::File::create(&log).unwrap()),
     );
     let secs = download_from_world(&w, "aria2c", &mut client, &out_dir.join("f.bin"), &log);
     record(

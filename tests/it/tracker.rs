@@ -292,23 +292,7 @@ fn interop_aria2c_downloads_from_our_seed_through_our_tracker() {
         ],
     );
     let out_dir = dir.path().join("aria");
-    let mut aria = Proc::spawn(
-        "aria2c",
-        Command::new("aria2c")
-            .arg("--seed-time=0")
-            .arg(format!("--listen-port={}", free_port()))
-            .arg(format!("--dir={}", out_dir.display()))
-            .args([
-                "--enable-dht=false",
-                "--enable-dht6=false",
-                "--bt-enable-lpd=false",
-                "--enable-peer-exchange=false",
-                "--console-log-level=warn",
-                "--summary-interval=0",
-            ])
-            .arg(&torrent)
-            .stdout(std::process::Stdio::null()),
-    );
+    let mut aria = Proc::spawn("aria2c", &mut aria2c_leecher(&torrent, &out_dir));
     let status = aria.wait_timeout(Duration::from_secs(60));
     let log = String::from_utf8_lossy(&read(&seed_log)).to_string();
     assert!(
