@@ -35,10 +35,10 @@ pub enum Cmd {
     Close(&'static str),
 }
 
-/// Per-connection figures the choker and status read.
 /// Seconds of playback ahead that count as a VoD client's window for the choker.
 pub const WINDOW_SECS: f64 = 20.0;
 
+/// Per-connection figures the choker and status read.
 pub struct ConnEntry {
     pub tx: mpsc::UnboundedSender<Cmd>,
     pub peer_id: PeerId,

@@ -257,6 +257,13 @@ async fn scrape(
 }
 
 fn log_request(t: &Tracker, from: SocketAddr, path: &str, q: &str, r: &Result<Vec<u8>, String>) {
+    if r.is_err() {
+        t.metrics.failures.fetch_add(1, Ordering::Relaxed);
+    }
+    // The query is parsed again only when the access log is on (not under load tests).
+    if !tracing::enabled!(target: "tracker::access", tracing::Level::INFO) {
+        return;
+    }
     // Like bttrack's log: who (address and peer id), what, and the answer.
     let (mut event, mut peer) = (String::new(), String::new());
     for (k, v) in query::pairs(q) {
@@ -271,7 +278,6 @@ fn log_request(t: &Tracker, from: SocketAddr, path: &str, q: &str, r: &Result<Ve
             tracing::info!(target: "tracker::access", "{} {peer} GET {path} {event} 200 {}", from.ip(), body.len())
         }
         Err(e) => {
-            t.metrics.failures.fetch_add(1, Ordering::Relaxed);
             tracing::info!(target: "tracker::access", "{} {peer} GET {path} {event} failure: {e}", from.ip());
         }
     }
