@@ -397,10 +397,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     println!("{}", summary.text);
     println!("summary: {}", path.display());
     // The timeline, to look at without a server: run/report.svg and its data, run/report.csv.
-    let report: Option<crate::vod::Report> = std::fs::read(rd.reports().join("my-client.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    if let Some(r) = report {
+    if let Some(r) = crate::vod::Report::read(&rd.reports().join("my-client.json")) {
         let svg = cfg.run_dir.join("report.svg");
         orchestrator::rundir::write_atomic(&svg, crate::vod::chart::svg(&r, None).as_bytes())?;
         let csv = cfg.run_dir.join("report.csv");

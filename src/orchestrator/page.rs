@@ -18,7 +18,9 @@ use serde::Deserialize;
 use super::world::{Role, Slot, SlotState};
 use super::Orchestrator;
 use crate::peer::live::LiveStatus;
-use crate::tracker::status::{human, printable_id, PeerStatus, SwarmStatus};
+use crate::tracker::status::{
+    esc, human, printable_id, swarm_counts, swarm_name, PeerStatus, SwarmStatus,
+};
 use crate::vod::{chart, Report};
 
 const CSS: &str = "body{font:14px system-ui,sans-serif;margin:1.2em 1.5em;color:#222}\
@@ -112,9 +114,7 @@ pub fn live(o: &Orchestrator) -> String {
         .iter()
         .find(|t| t.path == w.run.torrent)
         .map(|t| t.info_hash.clone());
-    let report: Option<Report> = std::fs::read(&w.run.report)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let report = Report::read(&w.run.report);
     let served: u64 = w.vod_served.values().map(|s| s.bytes).sum();
     h.push_str("<section id=my><h2>My client</h2>");
     let my = &w.my_client;
@@ -329,17 +329,11 @@ fn swarm(
     let uploaded: u64 = rows.iter().filter_map(|r| r.uploaded).sum();
     let _ = write!(
         h,
-        "<section class=swarm data-hash=\"{}\"><h2>{}</h2><p><code>{}</code>{} · {} seeds · \
-         {} leechers · {} completed · {} clients · {} uploaded · {}/s up in all</p>",
+        "<section class=swarm data-hash=\"{}\"><h2>{}</h2><p>{} · {} clients · {} uploaded · \
+         {}/s up in all</p>",
         sw.info_hash,
-        esc(sw.name.as_deref().unwrap_or("(unknown torrent)")),
-        sw.info_hash,
-        sw.size
-            .map(|b| format!(" · {}", human(b)))
-            .unwrap_or_default(),
-        sw.seeds,
-        sw.leechers,
-        sw.completed,
+        swarm_name(sw),
+        swarm_counts(sw),
         rows.len(),
         human(uploaded),
         human(up as u64)
@@ -439,13 +433,6 @@ fn heat(h: &mut String, counts: &[u32]) {
         );
     }
     h.push_str("</svg>");
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

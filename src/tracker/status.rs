@@ -142,11 +142,31 @@ pub async fn json(State(t): State<Arc<Tracker>>) -> Response {
     axum::Json(t.status()).into_response()
 }
 
-fn esc(s: &str) -> String {
+/// Text made safe for HTML (text and attribute values).
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// A swarm's name for a heading (escaped).
+pub fn swarm_name(sw: &SwarmStatus) -> String {
+    esc(sw.name.as_deref().unwrap_or("(unknown torrent)"))
+}
+
+/// A swarm's info hash, size and counts, as one line of HTML.
+pub fn swarm_counts(sw: &SwarmStatus) -> String {
+    format!(
+        "<code>{}</code>{} · {} seeds · {} leechers · {} completed",
+        sw.info_hash,
+        sw.size
+            .map(|b| format!(" · {}", human(b)))
+            .unwrap_or_default(),
+        sw.seeds,
+        sw.leechers,
+        sw.completed
+    )
 }
 
 /// Bytes in KiB/MiB for people.
@@ -175,18 +195,7 @@ pub fn render_html(s: &Status) -> String {
         h.push_str("<p id=idle>No swarms yet: nobody has announced.</p>");
     }
     for sw in &s.swarms {
-        let _ = write!(
-            h,
-            "<h2>{}</h2><p><code>{}</code>{} · {} seeds · {} leechers · {} completed</p>",
-            esc(sw.name.as_deref().unwrap_or("(unknown torrent)")),
-            sw.info_hash,
-            sw.size
-                .map(|b| format!(" · {}", human(b)))
-                .unwrap_or_default(),
-            sw.seeds,
-            sw.leechers,
-            sw.completed
-        );
+        let _ = write!(h, "<h2>{}</h2><p>{}</p>", swarm_name(sw), swarm_counts(sw));
         h.push_str("<table class=peers><tr><th class=l>peer id</th><th class=l>address</th><th class=l>progress</th><th>uploaded</th><th>downloaded</th><th>left</th><th>last seen</th></tr>");
         for p in &sw.peers {
             let pct = p.progress.map(|x| x * 100.0);

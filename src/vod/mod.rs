@@ -124,6 +124,14 @@ pub struct Report {
     pub pieces_detail: Vec<PieceDetail>,
 }
 
+impl Report {
+    /// A report file, or `None` when it is missing or unreadable (a client that has not written
+    /// one yet, or writes none).
+    pub fn read(path: &std::path::Path) -> Option<Report> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
 /// The result of a run as `testbed run` prints and saves it.
 pub struct Summary {
     pub text: String,

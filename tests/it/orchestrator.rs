@@ -55,6 +55,32 @@ impl Lab {
         self.dir.path().join("run")
     }
 
+    /// A my-client script that leaves the session with a TERM-ignoring daemon, then execs a
+    /// sleeper.
+    fn daemonizing_client(&self) -> PathBuf {
+        let script = self.dir.path().join("daemonizing.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nsetsid sh -c 'trap \"\" TERM; sleep 1000' &\nexec sleep 1000\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        script
+    }
+
+    /// SIGKILL the supervisor of run `run_id` (pid `sup`) and wait until it is gone.
+    fn kill_supervisor(&self, sup: i32, run_id: &str) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sup),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_until("the supervisor is gone", Duration::from_secs(5), || {
+            !marked(run_id).contains(&sup)
+        });
+    }
+
     fn pid_info(&self) -> serde_json::Value {
         serde_json::from_slice(&read(&self.run_dir().join("testbed.pid")))
             .unwrap_or(serde_json::Value::Null)
@@ -208,29 +234,14 @@ fn start_world_reincarnates_and_stop_leaves_nothing() {
 #[test]
 fn stop_after_supervisor_sigkill_and_daemonizing_my_client() {
     let lab = Lab::new("");
-    // A my-client that leaves the session with a TERM-ignoring daemon, then execs a sleeper.
-    let script = lab.dir.path().join("my-client.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nsetsid sh -c 'trap \"\" TERM; sleep 1000' &\nexec sleep 1000\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = lab.daemonizing_client();
     ok(&lab.start(&[script.to_str().unwrap()]));
     let info = lab.pid_info();
     let run_id = info["run_id"].as_str().unwrap().to_string();
     wait_until("the daemon runs", Duration::from_secs(10), || {
         marked(&run_id).len() >= 4 + 4 + 3
     });
-    let sup = info["pid"].as_i64().unwrap() as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(sup),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_until("the supervisor is gone", Duration::from_secs(5), || {
-        !marked(&run_id).contains(&sup)
-    });
+    lab.kill_supervisor(info["pid"].as_i64().unwrap() as i32, &run_id);
     let t = std::time::Instant::now();
     let out = ok(&lab.testbed(&["stop"]));
     assert!(t.elapsed() < Duration::from_secs(5));
@@ -368,13 +379,7 @@ fn stop_trials_leave_no_survivor() {
     let lab = Lab::new("");
     let fresh = lab.dir.path().join("fresh-files");
     let before = checksum_dir(&fresh);
-    let script = lab.dir.path().join("daemonizing.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nsetsid sh -c 'trap \"\" TERM; sleep 1000' &\nexec sleep 1000\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = lab.daemonizing_client();
     let t0 = std::time::Instant::now();
     for i in 0..n {
         let kind = i % 3;
@@ -387,15 +392,7 @@ fn stop_trials_leave_no_survivor() {
         let info = lab.pid_info();
         let run_id = info["run_id"].as_str().unwrap().to_string();
         if kind == 1 {
-            let sup = info["pid"].as_i64().unwrap() as i32;
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(sup),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .unwrap();
-            wait_until("the supervisor is gone", Duration::from_secs(5), || {
-                !marked(&run_id).contains(&sup)
-            });
+            lab.kill_supervisor(info["pid"].as_i64().unwrap() as i32, &run_id);
         }
         ok(&lab.testbed(&["stop"]));
         let left = marked(&run_id);
