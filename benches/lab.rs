@@ -549,104 +549,41 @@ fn wire(b: &mut Bench) -> Result<()> {
     let mb = size as f64 / MIB as f64;
     let timeout = Duration::from_secs(if b.quick { 120 } else { 300 });
 
-    // Ours.
-    let port = free_port();
-    let ours_out = dir.join("ours/blob.bin");
-    std::fs::create_dir_all(ours_out.parent().unwrap())?;
-    let cpu0 = children_cpu();
-    let (ours_secs, ours_cpu) = {
-        let mut seed = spawn(
-            Command::new(TESTBED)
-                .args([
-                    "peer",
-                    "--seed",
-                    "--tracker",
-                    "",
-                    "--port",
-                    &port.to_string(),
-                ])
-                .arg("--data")
-                .arg(&src)
-                .arg(&torrent)
-                .stdout(Stdio::null()),
-        )?;
-        wait_port(port, Duration::from_secs(60))?;
-        // Our seed checks its copy at start (libtorrent's, in seed mode, does not): that CPU
-        // is not part of moving the data.
-        let seed_start_cpu = proc_cpu(seed.0.id() as i32);
-        let t = Instant::now();
-        let mut leech = spawn(
-            Command::new(TESTBED)
-                .args(["peer", "--exit-on-complete", "--tracker", ""])
-                .args(["--peer", &format!("127.0.0.1:{port}")])
-                .arg("--data")
-                .arg(&ours_out)
-                .arg(&torrent)
-                .stdout(Stdio::null()),
-        )?;
-        let st = wait_exit(&mut leech, "our leecher", timeout)?;
-        let secs = t.elapsed().as_secs_f64();
-        if !st.success() {
-            bail!("our leecher exited with {st}");
-        }
-        let _ = seed.0.kill();
-        let _ = seed.0.wait();
-        drop(leech);
-        (secs, children_cpu() - cpu0 - seed_start_cpu)
-    };
-    if !same_content(&src, &ours_out)? {
-        bail!("our leecher's file differs from the seed's");
-    }
-    std::fs::remove_file(&ours_out)?;
-
-    // libtorrent, the same torrent, TCP only.
-    let script = Path::new(ROOT).join("benches/lt_transfer.py");
-    let port2 = free_port();
-    let lt_dir = dir.join("lt");
-    std::fs::create_dir_all(&lt_dir)?;
-    let cpu0 = children_cpu();
-    let (lt_secs, lt_cpu) = {
-        let mut seed = spawn(
-            Command::new("/usr/bin/python3")
-                .arg(&script)
-                .arg("seed")
-                .arg(&torrent)
-                .arg(dir.join("src"))
-                .arg(port2.to_string())
-                .stdout(Stdio::piped()),
-        )?;
-        let lines = lines_of(&mut seed);
-        match lines.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) if l == "ready" => {}
-            other => bail!("libtorrent seed did not get ready: {other:?} (python3-libtorrent?)"),
-        }
-        let seed_start_cpu = proc_cpu(seed.0.id() as i32);
-        let t = Instant::now();
-        let mut leech = spawn(
-            Command::new("/usr/bin/python3")
-                .arg(&script)
-                .arg("leech")
-                .arg(&torrent)
-                .arg(&lt_dir)
-                .arg(port2.to_string())
-                .stdout(Stdio::null()),
-        )?;
-        let st = wait_exit(&mut leech, "libtorrent leecher", timeout)?;
-        let secs = t.elapsed().as_secs_f64();
-        if !st.success() {
-            bail!("libtorrent leecher exited with {st}");
-        }
-        let _ = seed.0.kill();
-        let _ = seed.0.wait();
-        drop(leech);
-        (secs, children_cpu() - cpu0 - seed_start_cpu)
-    };
-    if !same_content(&src, &lt_dir.join("blob.bin"))? {
-        bail!("libtorrent's file differs from the seed's");
+    // On a virtual machine the first write to a page of guest memory costs a fault in the
+    // host: `dd` of 1 GiB into a new file ran at 0.5 GB/s the first time here and 4 GB/s once
+    // the memory had been used and freed. Whichever client wrote first would pay it alone, so
+    // both run on memory that has been touched: a throw-away file of twice the size first, then
+    // the two clients in turn, each download deleted before the next run.
+    let warm = dir.join("warm.bin");
+    random_file(&warm, 2 * size, 1)?;
+    std::fs::remove_file(&warm)?;
+    let rounds = 2;
+    let (mut ours, mut lt) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        ours.push(ours_transfer(&dir, &src, &torrent, timeout)?);
+        lt.push(lt_transfer(&dir, &src, &torrent, timeout)?);
     }
     let _ = std::fs::remove_dir_all(&dir);
-
-    let name = format!("{:.0} MiB seed->leecher", mb);
+    // The best round of each (the fastest time; its CPU with it).
+    let best = |v: &[(f64, f64)]| {
+        v.iter()
+            .copied()
+            .fold((f64::MAX, 0.0), |a, x| if x.0 < a.0 { x } else { a })
+    };
+    let (ours_secs, ours_cpu) = best(&ours);
+    let (lt_secs, lt_cpu) = best(&lt);
+    let times = |v: &[(f64, f64)]| {
+        v.iter()
+            .map(|(s, _)| format!("{:.0}", mb / s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let name = format!(
+        "{:.0} MiB seed->leecher (best of {rounds}: ours {} MB/s, libtorrent {})",
+        mb,
+        times(&ours),
+        times(&lt)
+    );
     let i = b.add("wire", &name, mb / ours_secs, "MB/s");
     b.anchor(i, "libtorrent", mb / lt_secs, true);
     let r = b.figures[i].ratio.unwrap_or(0.0);
@@ -659,6 +596,108 @@ fn wire(b: &mut Bench) -> Result<()> {
     );
     b.anchor(i, "libtorrent", lt_cpu / gb, false);
     Ok(())
+}
+
+/// Our seed and leecher: seconds from starting the leecher to its exit with every piece
+/// checked, and CPU of both processes (less the seed's start-up check). The copy is compared
+/// with the source, then deleted.
+fn ours_transfer(dir: &Path, src: &Path, torrent: &Path, timeout: Duration) -> Result<(f64, f64)> {
+    let port = free_port();
+    let out = dir.join("ours/blob.bin");
+    std::fs::create_dir_all(out.parent().unwrap())?;
+    let cpu0 = children_cpu();
+    let mut seed = spawn(
+        Command::new(TESTBED)
+            .args([
+                "peer",
+                "--seed",
+                "--tracker",
+                "",
+                "--port",
+                &port.to_string(),
+            ])
+            .arg("--data")
+            .arg(src)
+            .arg(torrent)
+            .stdout(Stdio::null()),
+    )?;
+    wait_port(port, Duration::from_secs(60))?;
+    // Our seed checks its copy at start (libtorrent's, in seed mode, does not): that CPU is not
+    // part of moving the data.
+    let seed_start_cpu = proc_cpu(seed.0.id() as i32);
+    let t = Instant::now();
+    let mut leech = spawn(
+        Command::new(TESTBED)
+            .args(["peer", "--exit-on-complete", "--tracker", ""])
+            .args(["--peer", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(&out)
+            .arg(torrent)
+            .stdout(Stdio::null()),
+    )?;
+    let st = wait_exit(&mut leech, "our leecher", timeout)?;
+    let secs = t.elapsed().as_secs_f64();
+    if !st.success() {
+        bail!("our leecher exited with {st}");
+    }
+    let _ = seed.0.kill();
+    let _ = seed.0.wait();
+    drop(leech);
+    let cpu = children_cpu() - cpu0 - seed_start_cpu;
+    if !same_content(src, &out)? {
+        bail!("our leecher's file differs from the seed's");
+    }
+    std::fs::remove_file(&out)?;
+    Ok((secs, cpu))
+}
+
+/// The same with libtorrent (`benches/lt_transfer.py`, TCP only).
+fn lt_transfer(dir: &Path, src: &Path, torrent: &Path, timeout: Duration) -> Result<(f64, f64)> {
+    let script = Path::new(ROOT).join("benches/lt_transfer.py");
+    let port = free_port();
+    let lt_dir = dir.join("lt");
+    std::fs::create_dir_all(&lt_dir)?;
+    let cpu0 = children_cpu();
+    let mut seed = spawn(
+        Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg("seed")
+            .arg(torrent)
+            .arg(src.parent().unwrap())
+            .arg(port.to_string())
+            .stdout(Stdio::piped()),
+    )?;
+    let lines = lines_of(&mut seed);
+    match lines.recv_timeout(Duration::from_secs(60)) {
+        Ok(l) if l == "ready" => {}
+        other => bail!("libtorrent seed did not get ready: {other:?} (python3-libtorrent?)"),
+    }
+    let seed_start_cpu = proc_cpu(seed.0.id() as i32);
+    let t = Instant::now();
+    let mut leech = spawn(
+        Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg("leech")
+            .arg(torrent)
+            .arg(&lt_dir)
+            .arg(port.to_string())
+            .stdout(Stdio::null()),
+    )?;
+    let st = wait_exit(&mut leech, "libtorrent leecher", timeout)?;
+    let secs = t.elapsed().as_secs_f64();
+    if !st.success() {
+        bail!("libtorrent leecher exited with {st}");
+    }
+    let _ = seed.0.kill();
+    let _ = seed.0.wait();
+    drop(leech);
+    let cpu = children_cpu() - cpu0 - seed_start_cpu;
+    let out = lt_dir.join("blob.bin");
+    if !same_content(src, &out)? {
+        bail!("libtorrent's file differs from the seed's");
+    }
+    std::fs::remove_file(&out)?;
+    Ok((secs, cpu))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -80,6 +80,19 @@ impl Partial {
             received: 0,
         }
     }
+    /// Store block `b`; returns the connections also asked for it (to be cancelled).
+    fn fill(&mut self, b: usize, data: &[u8], from: Option<PeerId>) -> Vec<ConnId> {
+        let begin = b * BLOCK_SIZE as usize;
+        self.buf[begin..begin + data.len()].copy_from_slice(data);
+        let block = &mut self.blocks[b];
+        block.done = true;
+        block.from = from;
+        self.received += 1;
+        std::mem::take(&mut block.requesters)
+    }
+    fn is_full(&self) -> bool {
+        self.received as usize == self.blocks.len()
+    }
     fn has_free(&self) -> bool {
         self.blocks
             .iter()
@@ -544,23 +557,9 @@ impl Session {
                 self.wasted.fetch_add(len, Ordering::Relaxed);
                 return BlockOutcome::Unwanted;
             }
-            partial.buf[begin as usize..begin as usize + data.len()].copy_from_slice(data);
-            let block = &mut partial.blocks[b];
-            block.done = true;
-            block.from = Some(from);
-            let others: Vec<ConnId> = block.requesters.drain(..).filter(|&c| c != id).collect();
-            partial.received += 1;
-            let done = partial.received as usize == partial.blocks.len();
-            let cancel = BlockRef {
-                index,
-                begin,
-                length: data.len() as u32,
-            };
-            for c in others {
-                if let Some(conn) = st.conns.get(&c) {
-                    let _ = conn.tx.send(Cmd::Cancel(cancel));
-                }
-            }
+            let others = partial.fill(b, data, Some(from));
+            let done = partial.is_full();
+            cancel_at(&st, index, begin, data.len() as u32, others, id);
             if let Some(c) = st.conns.get_mut(&id) {
                 c.down.update(len);
             }
@@ -652,6 +651,84 @@ impl Session {
         Ok(true)
     }
 
+    /// The byte ranges `(begin, length)` of piece `index` not received yet, adjacent blocks
+    /// merged: what the VoD server must send to complete it. Empty when the piece is held.
+    pub fn missing_ranges(&self, index: u32) -> Vec<(u32, u32)> {
+        let st = self.lock();
+        if index >= self.torrent.num_pieces() || st.have.get(index) {
+            return Vec::new();
+        }
+        let len = self.torrent.piece_len(index);
+        let Some(partial) = st.partials.get(&index) else {
+            return vec![(0, len)];
+        };
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for (b, _) in partial.blocks.iter().enumerate().filter(|(_, b)| !b.done) {
+            let begin = b as u32 * BLOCK_SIZE;
+            let n = BLOCK_SIZE.min(len - begin);
+            match out.last_mut() {
+                Some((s, l)) if *s + *l == begin => *l += n,
+                _ => out.push((begin, n)),
+            }
+        }
+        out
+    }
+
+    /// Complete piece `index` with bytes obtained elsewhere (the VoD server): `data` starts at
+    /// byte `begin` of the piece and covers whole blocks. Blocks a peer delivered meanwhile are
+    /// kept and requests still out for the others are cancelled; once every block is there the
+    /// piece is verified like any other (a failure counts against the peers that sent blocks).
+    /// `Ok(true)`: the piece is held now (or already was).
+    pub fn insert_blocks(&self, index: u32, ranges: &[(u32, &[u8])]) -> anyhow::Result<bool> {
+        if index >= self.torrent.num_pieces() {
+            anyhow::bail!("piece {index}: no such piece");
+        }
+        let len = self.torrent.piece_len(index);
+        for &(begin, data) in ranges {
+            let end = begin as u64 + data.len() as u64;
+            if !begin.is_multiple_of(BLOCK_SIZE)
+                || end > len as u64
+                || (!(end as u32).is_multiple_of(BLOCK_SIZE) && end != len as u64)
+            {
+                anyhow::bail!("piece {index}: bytes {begin}..{end} are not whole blocks");
+            }
+        }
+        let finished = {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            if st.have.get(index) {
+                return Ok(true);
+            }
+            let partial = st
+                .partials
+                .entry(index)
+                .or_insert_with(|| Partial::new(len));
+            let mut cancels = Vec::new();
+            for &(begin, data) in ranges {
+                for (k, chunk) in data.chunks(BLOCK_SIZE as usize).enumerate() {
+                    let b = (begin / BLOCK_SIZE) as usize + k;
+                    if !partial.blocks[b].done {
+                        let others = partial.fill(b, chunk, None);
+                        cancels.push((b as u32 * BLOCK_SIZE, chunk.len() as u32, others));
+                    }
+                }
+            }
+            let full = partial.is_full();
+            for (begin, n, others) in cancels {
+                cancel_at(st, index, begin, n, others, 0);
+            }
+            if !full {
+                return Ok(false);
+            }
+            st.status[index as usize] = PieceStatus::Requested;
+            st.partials.remove(&index).expect("present")
+        };
+        Ok(matches!(
+            self.finish_piece(index, finished),
+            BlockOutcome::PieceVerified(_)
+        ))
+    }
+
     /// Candidates for the choker. For a VoD client, each also says how many of the pieces we
     /// still need in the next [`WINDOW_SECS`] of playback it has.
     pub fn choke_candidates(&self) -> Vec<ChokeCandidate> {
@@ -721,6 +798,20 @@ impl Session {
     }
 }
 
+/// Cancel a block at the connections in `others` (but `except`): it arrived from elsewhere.
+fn cancel_at(st: &State, index: u32, begin: u32, length: u32, others: Vec<ConnId>, except: ConnId) {
+    let cancel = BlockRef {
+        index,
+        begin,
+        length,
+    };
+    for c in others.into_iter().filter(|&c| c != except) {
+        if let Some(conn) = st.conns.get(&c) {
+            let _ = conn.tx.send(Cmd::Cancel(cancel));
+        }
+    }
+}
+
 fn release_block(st: &mut State, id: ConnId, b: BlockRef) -> bool {
     let Some(partial) = st.partials.get_mut(&b.index) else {
         return false;
@@ -766,5 +857,83 @@ fn poke_others(st: &State, except: ConnId) {
         if c != except {
             let _ = conn.tx.send(Cmd::Fill);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::make_torrent;
+
+    /// Pieces of 32 KiB (two blocks) but the last, 14,464 bytes (one block).
+    fn session(dir: &std::path::Path) -> (Session, Vec<u8>) {
+        let src = dir.join("src.bin");
+        let data: Vec<u8> = (0..80_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let t = Torrent::from_bytes(&make_torrent(&src, "http://x/a", 32768).unwrap()).unwrap();
+        let (storage, have) = Storage::open(&t, &dir.join("out.bin"), true).unwrap();
+        let picker = crate::policy::picker_by_name("rarest", 1).unwrap();
+        let caps = Caps {
+            up: None,
+            down: None,
+        };
+        let s = Session::new(
+            Arc::new(t),
+            [1; 20],
+            storage,
+            have,
+            picker,
+            caps,
+            Limits::default(),
+        );
+        (s, data)
+    }
+
+    #[test]
+    fn server_bytes_fill_only_missing_blocks_and_a_bad_mix_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, data) = session(dir.path());
+        assert_eq!(s.missing_ranges(0), vec![(0, 32768)]);
+        assert_eq!(s.missing_ranges(2), vec![(0, 14464)]);
+        // One block of piece 1 from elsewhere: the other is what is left.
+        assert!(!s.insert_blocks(1, &[(0, &data[32768..49152])]).unwrap());
+        assert_eq!(s.missing_ranges(1), vec![(16384, 16384)]);
+        // A wrong second block: the piece fails its check and starts over, nothing held.
+        let bad = vec![0u8; 16384];
+        assert!(!s.insert_blocks(1, &[(16384, &bad)]).unwrap());
+        assert!(!s.have_piece(1));
+        assert_eq!(s.missing_ranges(1), vec![(0, 32768)]);
+        assert!(s.insert_blocks(1, &[(0, &data[32768..65536])]).unwrap());
+        assert!(s.have_piece(1) && s.missing_ranges(1).is_empty());
+        // Not whole blocks, or past the piece: refused.
+        assert!(s.insert_blocks(0, &[(100, &data[100..16484])]).is_err());
+        assert!(s
+            .insert_blocks(2, &[(0, &data[65536..80000]), (16384, &[0])])
+            .is_err());
+        assert!(s.insert_blocks(9, &[]).is_err());
+    }
+
+    #[test]
+    fn a_block_from_the_server_cancels_the_request_at_the_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, data) = session(dir.path());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let id = s
+            .register([2; 20], "127.0.0.1:1".parse().unwrap(), tx)
+            .unwrap();
+        let asked = s.pick_blocks(id, &Bitfield::full(3), &HashSet::new(), 1e6, 100);
+        assert!(asked.iter().any(|b| b.index == 2), "{asked:?}");
+        assert_eq!(s.missing_ranges(2), vec![(0, 14464)], "asked is not held");
+        assert!(s.insert_blocks(2, &[(0, &data[65536..])]).unwrap());
+        let mut cancelled = Vec::new();
+        while let Ok(cmd) = rx.try_recv() {
+            if let Cmd::Cancel(b) = cmd {
+                cancelled.push((b.index, b.begin, b.length));
+            }
+        }
+        assert_eq!(cancelled, vec![(2, 0, 14464)]);
+        // The peer's late block is not wanted any more.
+        let late = s.on_block(id, [2; 20], 2, 0, &data[65536..]);
+        assert_eq!(late, BlockOutcome::Unwanted);
     }
 }

@@ -1,7 +1,8 @@
 //! `vod-client`, the default "my client" (the counterpart of BitTornado's
 //! `btdownloadheadless.py` template): the engine's [`Peer`] with a VoD picker, plus a playback
-//! clock. At each piece's deadline a piece not complete and verified is fetched whole from the
-//! VoD server, checked, written and counted. It keeps seeding under its upload cap while it
+//! clock. At each piece's deadline a piece not complete and verified is completed from the VoD
+//! server: only its blocks (16 KiB) not yet received from peers are fetched (the whole piece
+//! again if the result fails its check), then it is verified, written and counted. It keeps seeding under its upload cap while it
 //! plays, writes its report every second (atomically), and exits when playback ends (or after
 //! `--linger` seconds more of seeding).
 
@@ -37,6 +38,9 @@ pub struct Args {
         default_value_t = 20.0
     )]
     pub max_upload_rate: f64,
+    /// Upload slots, the optimistic one included (BitTornado's `--max_uploads`)
+    #[arg(long = "max_uploads", alias = "max-uploads", default_value_t = 4)]
+    pub max_uploads: usize,
     /// Accepted for compatibility with the old template; no effect
     #[arg(long)]
     pub security: Option<String>,
@@ -97,6 +101,9 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
     if a.rate <= 0.0 {
         anyhow::bail!("--rate must be positive");
     }
+    if a.max_uploads == 0 {
+        anyhow::bail!("--max_uploads 0: must be at least 1");
+    }
     let torrent = Arc::new(Torrent::from_file(&a.torrent)?);
     if torrent.multi_file {
         anyhow::bail!(
@@ -126,9 +133,9 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
     // The deadline policy spends our uploads on the peers that hold the playback window; the
     // others keep BitTornado's choker, so that they compare pickers alone.
     let choker: Box<dyn Choker> = if a.policy == "deadline" {
-        Box::new(WindowChoker::new(4, seed ^ 0x5eed))
+        Box::new(WindowChoker::new(a.max_uploads, seed ^ 0x5eed))
     } else {
-        Box::new(TitForTat::new(4, seed ^ 0x5eed))
+        Box::new(TitForTat::new(a.max_uploads, seed ^ 0x5eed))
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -214,33 +221,53 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
             for i in 0..torrent.num_pieces() {
                 tokio::time::sleep_until((t0 + Duration::from_secs_f64(model.deadline(i))).into())
                     .await;
-                if session.have_piece(i) {
-                    continue;
-                }
                 let Some(url) = &a.vod_server else { continue };
-                match fetch_piece(&http, url, &client_id, &torrent, i).await {
-                    Ok(data) => {
-                        let n = data.len() as u64;
-                        {
-                            // Booked before the insert: the insert announces the piece, and the
-                            // arrivals task must not take it for a peer's.
-                            let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
-                            r.bytes_from_server += n;
-                            r.penalty += n;
-                            // A piece that arrived from a peer while we fetched keeps its peer
-                            // arrival; the server's bytes are counted all the same.
-                            if r.pieces_detail[i as usize].arrived.is_none() {
-                                r.pieces_from_server += 1;
-                                let d = &mut r.pieces_detail[i as usize];
-                                d.arrived = Some(t0.elapsed().as_secs_f64());
-                                d.source = Some(Source::Server);
-                            }
+                // Only the blocks not held yet; the whole piece again if that does not verify.
+                let mut ranges = session.missing_ranges(i);
+                let mut whole = false;
+                while !ranges.is_empty() {
+                    let fetched = fetch_ranges(&http, url, &client_id, &torrent, i, &ranges).await;
+                    let got = match fetched {
+                        Ok(got) => got,
+                        Err(e) => {
+                            tracing::error!(piece = i, "VoD server fetch failed: {e:#}");
+                            break;
                         }
-                        if let Err(e) = session.insert_piece(i, &data) {
-                            tracing::error!(piece = i, "server piece rejected: {e:#}");
+                    };
+                    {
+                        // Booked before the insert: the insert announces the piece, and the
+                        // arrivals task must not take it for a peer's.
+                        let n: u64 = got.iter().map(|(_, d)| d.len() as u64).sum();
+                        let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
+                        r.bytes_from_server += n;
+                        r.penalty += n;
+                        // A piece that arrived from a peer while we fetched keeps its peer
+                        // arrival; the server's bytes are counted all the same.
+                        if r.pieces_detail[i as usize].arrived.is_none() {
+                            r.pieces_from_server += 1;
+                            let d = &mut r.pieces_detail[i as usize];
+                            d.arrived = Some(t0.elapsed().as_secs_f64());
+                            d.source = Some(Source::Server);
                         }
                     }
-                    Err(e) => tracing::error!(piece = i, "VoD server fetch failed: {e:#}"),
+                    let parts: Vec<(u32, &[u8])> =
+                        got.iter().map(|(b, d)| (*b, d.as_slice())).collect();
+                    match session.insert_blocks(i, &parts) {
+                        Ok(true) => break,
+                        Ok(false) | Err(_) if !whole => {
+                            // A peer's block failed the check with ours: fetch it all.
+                            whole = true;
+                            ranges = vec![(0, torrent.piece_len(i))];
+                        }
+                        Ok(false) => {
+                            tracing::error!(piece = i, "server piece did not verify");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::error!(piece = i, "server piece rejected: {e:#}");
+                            break;
+                        }
+                    }
                 }
             }
             tokio::time::sleep_until((t0 + Duration::from_secs_f64(model.end())).into()).await;
@@ -314,16 +341,33 @@ fn write_report(report: &Mutex<Report>, path: &std::path::Path, m: &Model, t0: I
     }
 }
 
-/// GET one whole piece from the VoD server.
-async fn fetch_piece(
+/// GET byte ranges `(begin, length)` of piece `i` from the VoD server, one request each.
+async fn fetch_ranges(
     http: &reqwest::Client,
     url: &str,
     client: &str,
     t: &Torrent,
     i: u32,
+    ranges: &[(u32, u32)],
+) -> anyhow::Result<Vec<(u32, Vec<u8>)>> {
+    let mut out = Vec::with_capacity(ranges.len());
+    for &(begin, len) in ranges {
+        let start = t.piece_offset(i) + begin as u64;
+        let data = fetch_range(http, url, client, start, len).await?;
+        out.push((begin, data));
+    }
+    Ok(out)
+}
+
+/// GET `len` bytes at `start` of the torrent's file from the VoD server.
+async fn fetch_range(
+    http: &reqwest::Client,
+    url: &str,
+    client: &str,
+    start: u64,
+    len: u32,
 ) -> anyhow::Result<Vec<u8>> {
-    let start = t.piece_offset(i);
-    let end = start + t.piece_len(i) as u64 - 1;
+    let end = start + len as u64 - 1;
     let sep = if url.contains('?') { '&' } else { '?' };
     let client_q =
         percent_encoding::utf8_percent_encode(client, percent_encoding::NON_ALPHANUMERIC);
@@ -336,7 +380,13 @@ async fn fetch_piece(
             .send()
             .await;
         match r {
-            Ok(resp) if resp.status().is_success() => return Ok(resp.bytes().await?.to_vec()),
+            Ok(resp) if resp.status().is_success() => {
+                let body = resp.bytes().await?;
+                if body.len() != len as usize {
+                    anyhow::bail!("asked for {len} bytes at {start}, got {}", body.len());
+                }
+                return Ok(body.to_vec());
+            }
             Ok(resp) => last = Some(anyhow::anyhow!("HTTP {}", resp.status())),
             Err(e) => last = Some(e.into()),
         }
