@@ -369,6 +369,7 @@ impl Conn {
                         tracing::debug!(piece = i, "piece failed its hash")
                     }
                     BlockOutcome::PieceVerified(_)
+                    | BlockOutcome::Checking(_)
                     | BlockOutcome::Stored
                     | BlockOutcome::Unwanted => {}
                 }

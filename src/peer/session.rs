@@ -13,7 +13,7 @@ use sha1::{Digest, Sha1};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 
 use super::rate::{Limiter, Measure};
-use super::storage::Storage;
+use super::storage::{PieceBuf, Storage};
 use crate::metainfo::Torrent;
 use crate::policy::{ChokeCandidate, PeerView, PickView, PiecePicker, PieceStatus, Playback};
 use crate::wire::{Bitfield, BlockRef, BLOCK_SIZE};
@@ -60,7 +60,7 @@ struct Block {
 }
 
 struct Partial {
-    buf: Vec<u8>,
+    buf: PieceBuf,
     blocks: Vec<Block>,
     received: u32,
 }
@@ -69,7 +69,7 @@ impl Partial {
     fn new(len: u32) -> Self {
         let n = len.div_ceil(BLOCK_SIZE);
         Partial {
-            buf: vec![0; len as usize],
+            buf: PieceBuf::zeroed(len as usize),
             blocks: (0..n)
                 .map(|_| Block {
                     done: false,
@@ -171,6 +171,8 @@ pub enum BlockOutcome {
     Stored,
     /// Not wanted (duplicate, unknown piece, bad offset): counted as waste.
     Unwanted,
+    /// The block completed its piece, now being hashed and written apart.
+    Checking(u32),
     /// The block completed its piece, which verified.
     PieceVerified(u32),
     /// The block completed its piece, which failed its hash: the piece starts over.
@@ -530,9 +532,11 @@ impl Session {
         }
     }
 
-    /// A block arrived from connection `id`.
+    /// A block arrived from connection `id`. The block that completes a piece hands it to
+    /// tokio's blocking pool to be hashed and written ([`BlockOutcome::Checking`]), so that the
+    /// connection goes on reading meanwhile; outside a runtime that is done on the spot.
     pub fn on_block(
-        &self,
+        self: &Arc<Self>,
         id: ConnId,
         from: PeerId,
         index: u32,
@@ -571,11 +575,18 @@ impl Session {
             st.status[index as usize] = PieceStatus::Requested;
             st.partials.remove(&index).expect("present")
         };
-        self.finish_piece(index, finished)
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let me = self.clone();
+                rt.spawn_blocking(move || me.finish_piece(index, finished));
+                BlockOutcome::Checking(index)
+            }
+            Err(_) => self.finish_piece(index, finished),
+        }
     }
 
     fn finish_piece(&self, index: u32, p: Partial) -> BlockOutcome {
-        let ok = Sha1::digest(&p.buf).as_slice() == self.torrent.pieces[index as usize].0;
+        let ok = Sha1::digest(&*p.buf).as_slice() == self.torrent.pieces[index as usize].0;
         let written = ok
             && match self.storage.write(self.torrent.piece_offset(index), &p.buf) {
                 Ok(()) => true,
@@ -917,6 +928,7 @@ mod tests {
     fn a_block_from_the_server_cancels_the_request_at_the_peer() {
         let dir = tempfile::tempdir().unwrap();
         let (s, data) = session(dir.path());
+        let s = Arc::new(s);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let id = s
             .register([2; 20], "127.0.0.1:1".parse().unwrap(), tx)
@@ -935,5 +947,39 @@ mod tests {
         // The peer's late block is not wanted any more.
         let late = s.on_block(id, [2; 20], 2, 0, &data[65536..]);
         assert_eq!(late, BlockOutcome::Unwanted);
+    }
+
+    #[test]
+    fn a_completed_piece_is_checked_apart_and_then_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, data) = session(dir.path());
+        let s = Arc::new(s);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut held = s.pieces_tx.subscribe();
+            let (tx, _rx) = mpsc::unbounded_channel();
+            let id = s
+                .register([2; 20], "127.0.0.1:1".parse().unwrap(), tx)
+                .unwrap();
+            let asked = s.pick_blocks(id, &Bitfield::full(3), &HashSet::new(), 1e6, 100);
+            let first = asked.iter().find(|b| b.index == 0 && b.begin == 0).unwrap();
+            let second = asked.iter().find(|b| b.index == 0 && b.begin > 0).unwrap();
+            let block = |b: &BlockRef| &data[b.begin as usize..(b.begin + b.length) as usize];
+            assert_eq!(
+                s.on_block(id, [2; 20], 0, 0, block(first)),
+                BlockOutcome::Stored
+            );
+            let last = s.on_block(id, [2; 20], 0, second.begin, block(second));
+            assert_eq!(last, BlockOutcome::Checking(0));
+            let got = tokio::time::timeout(std::time::Duration::from_secs(10), held.recv()).await;
+            assert_eq!(got.expect("verified within 10 s").unwrap(), 0);
+            assert!(s.have_piece(0));
+        });
+        let mut on_disk = vec![0u8; 32768];
+        s.storage.read(0, &mut on_disk).unwrap();
+        assert!(on_disk == data[..32768]);
     }
 }

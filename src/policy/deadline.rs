@@ -64,7 +64,12 @@ impl Deadline {
             self.unknown_rate
         };
         let queued = peer.outstanding as f64 * BLOCK_SIZE as f64;
-        (queued + pb.piece_length as f64) / rate
+        let size = if std::env::var_os("VX_BLOCK").is_some() {
+            BLOCK_SIZE as f64
+        } else {
+            pb.piece_length as f64
+        };
+        (queued + size) / rate
     }
 }
 
