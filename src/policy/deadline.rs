@@ -2,9 +2,10 @@
 //!
 //! * **Urgent window**: among pieces due within `window` seconds (and not already overdue: the
 //!   VoD server takes those), the earliest deadline first, but only from a peer that can
-//!   deliver it in time: its estimated finish (blocks already asked of it plus this piece, at
-//!   its measured rate) must come before the deadline. An unknown peer is assumed slow. This
-//!   is libtorrent's time-critical idea (lowest queue time wins) reduced to one rule.
+//!   deliver some of it in time: its estimated finish (blocks already asked of it plus one
+//!   block of this piece, at its measured rate) must come before the deadline; at the deadline
+//!   the server sends only the blocks still missing. An unknown peer is assumed slow. This is
+//!   libtorrent's time-critical idea (lowest queue time wins) reduced to one rule.
 //! * **Beyond the window**: rarest first among pieces not yet due, so that what we fetch early is
 //!   also what the swarm lacks, and we have something to trade.
 //! * **Rescue**: a piece due within `rescue` seconds that is still being fetched is also asked
@@ -55,21 +56,19 @@ impl Deadline {
             .min(n as u64) as u32
     }
 
-    /// Seconds until `peer` would deliver one more piece: what is queued at it plus a piece,
-    /// at its measured rate (an unknown peer is assumed slow).
-    fn finish(&self, pb: &Playback, peer: &PeerView<'_>) -> f64 {
+    /// Seconds until `peer` would deliver the first block of one more piece: what is queued
+    /// at it plus a block, at its measured rate (an unknown peer is assumed slow). A block, not
+    /// the whole piece: the VoD server sends only the blocks missing at the deadline, so every
+    /// block in time is 16 KiB less penalty (over seeds 42..57, 3 upload slots: 9.2% of the
+    /// movie from the server against 13.1% when the whole piece had to be in time).
+    fn finish(&self, peer: &PeerView<'_>) -> f64 {
         let rate = if peer.rate > 0.0 {
             peer.rate
         } else {
             self.unknown_rate
         };
         let queued = peer.outstanding as f64 * BLOCK_SIZE as f64;
-        let size = if std::env::var_os("VX_BLOCK").is_some() {
-            BLOCK_SIZE as f64
-        } else {
-            pb.piece_length as f64
-        };
-        (queued + size) / rate
+        (queued + BLOCK_SIZE as f64) / rate
     }
 }
 
@@ -83,7 +82,7 @@ impl PiecePicker for Deadline {
             return self.rarest.next(view, peer);
         };
         let n = view.status.len() as u32;
-        let finish = self.finish(&pb, peer);
+        let finish = self.finish(peer);
         let mut i = self.first_due(&pb, n);
         while i < n && pb.slack(i) <= self.window {
             if view.requestable(i, peer.has) && finish < pb.slack(i) {
@@ -114,7 +113,7 @@ impl PiecePicker for Deadline {
         };
         let n = view.status.len() as u32;
         let mut i = self.first_due(&pb, n);
-        let finish = self.finish(&pb, peer);
+        let finish = self.finish(peer);
         let mut out = Vec::new();
         while i < n && pb.slack(i) <= self.rescue {
             if matches!(
@@ -174,15 +173,38 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_that_can_bring_one_block_in_time_gets_the_urgent_piece() {
+        // now = 6: piece 3 is due in 1 s. At 20,000 B/s a block takes 0.82 s, the whole 32 KiB
+        // piece 1.64 s: the block is worth having, the server sends the other one.
+        let status = vec![Missing; 40];
+        let avail = vec![1u16; 40];
+        let all = Bitfield::full(40);
+        let medium = PeerView {
+            has: &all,
+            rate: 20_000.0,
+            outstanding: 0,
+        };
+        let mut p = Deadline::new(1);
+        assert_eq!(p.next(&view(&status, &avail, 6.0), &medium), Some(3));
+        // With two blocks already queued at it (2.46 s for a third), pieces 3 and 4 are out of
+        // its reach, piece 5 (due in 3 s) is not.
+        let busy = PeerView {
+            outstanding: 2,
+            ..medium
+        };
+        assert_eq!(p.next(&view(&status, &avail, 6.0), &busy), Some(5));
+    }
+
+    #[test]
     fn slow_peer_is_kept_off_urgent_pieces_and_gets_rarest_beyond_the_window() {
         let status = vec![Missing; 60];
         let mut avail = vec![5u16; 60];
         avail[50] = 1;
         let all = Bitfield::full(60);
-        // 1 KiB/s: a 32 KiB piece takes 32 s, later than any deadline in the 20 s window.
+        // 512 B/s: a 16 KiB block takes 32 s, later than any deadline in the 20 s window.
         let slow = PeerView {
             has: &all,
-            rate: 1024.0,
+            rate: 512.0,
             outstanding: 0,
         };
         let mut p = Deadline::new(1);
@@ -213,10 +235,10 @@ mod tests {
             outstanding: 0,
         };
         assert_eq!(p.rescue(&view(&status, &avail, 6.0), &fast), vec![3, 4]);
-        // A peer that could not deliver a piece within a second is no rescue for piece 3.
+        // A peer that could not deliver a block within a second is no rescue for piece 3.
         let slow = PeerView {
             has: &all,
-            rate: 20_000.0,
+            rate: 12_000.0,
             outstanding: 0,
         };
         assert_eq!(p.rescue(&view(&status, &avail, 6.0), &slow), vec![4]);

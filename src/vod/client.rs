@@ -38,9 +38,10 @@ pub struct Args {
         default_value_t = 20.0
     )]
     pub max_upload_rate: f64,
-    /// Upload slots, the optimistic one included (BitTornado's `--max_uploads`)
-    #[arg(long = "max_uploads", alias = "max-uploads", default_value_t = 4)]
-    pub max_uploads: usize,
+    /// Upload slots, the optimistic one included (BitTornado's `--max_uploads`; default 3 for
+    /// the deadline policy, 4 otherwise)
+    #[arg(long = "max_uploads", alias = "max-uploads")]
+    pub max_uploads: Option<usize>,
     /// Accepted for compatibility with the old template; no effect
     #[arg(long)]
     pub security: Option<String>,
@@ -86,24 +87,8 @@ pub struct Args {
 /// Run the client to the end of playback. Returns the final report.
 pub fn main_with(a: Args) -> anyhow::Result<Report> {
     let t0 = Instant::now();
+    check(&a)?;
     crate::cli::init_logging(a.log.as_deref(), "warn")?;
-    for (name, v) in [
-        ("--rate", a.rate),
-        ("--delay", a.delay),
-        ("--prefetch", a.prefetch),
-        ("--linger", a.linger),
-        ("--max_upload_rate", a.max_upload_rate),
-    ] {
-        if !v.is_finite() || v < 0.0 {
-            anyhow::bail!("{name} {v}: must be a non-negative number");
-        }
-    }
-    if a.rate <= 0.0 {
-        anyhow::bail!("--rate must be positive");
-    }
-    if a.max_uploads == 0 {
-        anyhow::bail!("--max_uploads 0: must be at least 1");
-    }
     let torrent = Arc::new(Torrent::from_file(&a.torrent)?);
     if torrent.multi_file {
         anyhow::bail!(
@@ -130,12 +115,14 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
         .saveas
         .clone()
         .unwrap_or_else(|| PathBuf::from(&torrent.name));
-    // The deadline policy spends our uploads on the peers that hold the playback window; the
-    // others keep BitTornado's choker, so that they compare pickers alone.
+    // The deadline policy spends our uploads on the peers that hold the playback window, in
+    // three slots: a third of our cap beats what a world client's other uploaders give it (a
+    // quarter of theirs), so it keeps serving us (see policy/window_choker.rs). The others
+    // keep BitTornado's choker and its four slots, so that they compare pickers alone.
     let choker: Box<dyn Choker> = if a.policy == "deadline" {
-        Box::new(WindowChoker::new(a.max_uploads, seed ^ 0x5eed))
+        Box::new(WindowChoker::new(a.max_uploads.unwrap_or(3), seed ^ 0x5eed))
     } else {
-        Box::new(TitForTat::new(a.max_uploads, seed ^ 0x5eed))
+        Box::new(TitForTat::new(a.max_uploads.unwrap_or(4), seed ^ 0x5eed))
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -299,6 +286,28 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
     })
 }
 
+/// The numbers on the command line make sense (one line naming the flag if not).
+fn check(a: &Args) -> anyhow::Result<()> {
+    for (name, v) in [
+        ("--rate", a.rate),
+        ("--delay", a.delay),
+        ("--prefetch", a.prefetch),
+        ("--linger", a.linger),
+        ("--max_upload_rate", a.max_upload_rate),
+    ] {
+        if !v.is_finite() || v < 0.0 {
+            anyhow::bail!("{name} {v}: must be a non-negative number");
+        }
+    }
+    if a.rate <= 0.0 {
+        anyhow::bail!("--rate must be positive");
+    }
+    if a.max_uploads == Some(0) {
+        anyhow::bail!("--max_uploads 0: must be at least 1");
+    }
+    Ok(())
+}
+
 fn new_report(a: &Args, t: &Torrent, m: &Model) -> Report {
     Report {
         torrent: t.name.clone(),
@@ -393,4 +402,35 @@ async fn fetch_range(
         tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no answer")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["vod-client"];
+        v.extend_from_slice(extra);
+        v.push("movie.torrent");
+        Args::parse_from(v)
+    }
+
+    #[test]
+    fn old_flags_parse_and_bad_numbers_are_named() {
+        let a = args(&["--max_uploads", "2", "--security", "1", "--rate", "5"]);
+        assert_eq!((a.max_uploads, a.rate), (Some(2), 5.0));
+        assert!(check(&a).is_ok());
+        assert_eq!(args(&[]).max_uploads, None, "the policy chooses");
+        for (flag, v, says) in [
+            ("--max_uploads", "0", "--max_uploads 0"),
+            ("--rate", "0", "--rate"),
+            ("--delay", "-1", "--delay -1"),
+            ("--prefetch", "NaN", "--prefetch NaN"),
+        ] {
+            let e = check(&args(&[&format!("{flag}={v}")]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{flag} {v}: {e}");
+        }
+    }
 }
