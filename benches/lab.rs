@@ -605,7 +605,31 @@ fn ours_transfer(dir: &Path, src: &Path, torrent: &Path, timeout: Duration) -> R
     let out = dir.join("ours/blob.bin");
     std::fs::create_dir_all(out.parent().unwrap())?;
     let cpu0 = children_cpu();
-    let mut seed = spawn(
+    let seed = our_seed(port, src, torrent, &[])?;
+    wait_port(port, Duration::from_secs(60))?;
+    // Our seed checks its copy at start (libtorrent's, in seed mode, does not): that CPU is not
+    // part of moving the data.
+    let seed_start_cpu = proc_cpu(seed.0.id() as i32);
+    timed_leech(
+        seed,
+        cpu0 + seed_start_cpu,
+        Command::new(TESTBED)
+            .args(["peer", "--exit-on-complete", "--tracker", ""])
+            .args(["--peer", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(&out)
+            .arg(torrent)
+            .stdout(Stdio::null()),
+        "our leecher",
+        timeout,
+        src,
+        &out,
+    )
+}
+
+/// `testbed peer --seed` of `src` on `port`, no tracker, with `extra` flags.
+fn our_seed(port: u16, src: &Path, torrent: &Path, extra: &[&str]) -> Result<Proc> {
+    spawn(
         Command::new(TESTBED)
             .args([
                 "peer",
@@ -615,38 +639,41 @@ fn ours_transfer(dir: &Path, src: &Path, torrent: &Path, timeout: Duration) -> R
                 "--port",
                 &port.to_string(),
             ])
+            .args(extra)
             .arg("--data")
             .arg(src)
             .arg(torrent)
             .stdout(Stdio::null()),
-    )?;
-    wait_port(port, Duration::from_secs(60))?;
-    // Our seed checks its copy at start (libtorrent's, in seed mode, does not): that CPU is not
-    // part of moving the data.
-    let seed_start_cpu = proc_cpu(seed.0.id() as i32);
+    )
+}
+
+/// Start the leecher, wait for its exit, stop the seed; then the seconds the leecher took and
+/// the CPU of both since `cpu_before` (their start-up excluded by the caller). The download is
+/// compared with `src`, then deleted.
+fn timed_leech(
+    mut seed: Proc,
+    cpu_before: f64,
+    leech: &mut Command,
+    what: &str,
+    timeout: Duration,
+    src: &Path,
+    out: &Path,
+) -> Result<(f64, f64)> {
     let t = Instant::now();
-    let mut leech = spawn(
-        Command::new(TESTBED)
-            .args(["peer", "--exit-on-complete", "--tracker", ""])
-            .args(["--peer", &format!("127.0.0.1:{port}")])
-            .arg("--data")
-            .arg(&out)
-            .arg(torrent)
-            .stdout(Stdio::null()),
-    )?;
-    let st = wait_exit(&mut leech, "our leecher", timeout)?;
+    let mut leech = spawn(leech)?;
+    let st = wait_exit(&mut leech, what, timeout)?;
     let secs = t.elapsed().as_secs_f64();
     if !st.success() {
-        bail!("our leecher exited with {st}");
+        bail!("{what} exited with {st}");
     }
     let _ = seed.0.kill();
     let _ = seed.0.wait();
     drop(leech);
-    let cpu = children_cpu() - cpu0 - seed_start_cpu;
-    if !same_content(src, &out)? {
-        bail!("our leecher's file differs from the seed's");
+    let cpu = children_cpu() - cpu_before;
+    if !same_content(src, out)? {
+        bail!("{what}'s file differs from the seed's");
     }
-    std::fs::remove_file(&out)?;
+    std::fs::remove_file(out)?;
     Ok((secs, cpu))
 }
 
@@ -672,8 +699,9 @@ fn lt_transfer(dir: &Path, src: &Path, torrent: &Path, timeout: Duration) -> Res
         other => bail!("libtorrent seed did not get ready: {other:?} (python3-libtorrent?)"),
     }
     let seed_start_cpu = proc_cpu(seed.0.id() as i32);
-    let t = Instant::now();
-    let mut leech = spawn(
+    timed_leech(
+        seed,
+        cpu0 + seed_start_cpu,
         Command::new("/usr/bin/python3")
             .arg(&script)
             .arg("leech")
@@ -681,22 +709,11 @@ fn lt_transfer(dir: &Path, src: &Path, torrent: &Path, timeout: Duration) -> Res
             .arg(&lt_dir)
             .arg(port.to_string())
             .stdout(Stdio::null()),
-    )?;
-    let st = wait_exit(&mut leech, "libtorrent leecher", timeout)?;
-    let secs = t.elapsed().as_secs_f64();
-    if !st.success() {
-        bail!("libtorrent leecher exited with {st}");
-    }
-    let _ = seed.0.kill();
-    let _ = seed.0.wait();
-    drop(leech);
-    let cpu = children_cpu() - cpu0 - seed_start_cpu;
-    let out = lt_dir.join("blob.bin");
-    if !same_content(src, &out)? {
-        bail!("libtorrent's file differs from the seed's");
-    }
-    std::fs::remove_file(&out)?;
-    Ok((secs, cpu))
+        "libtorrent's leecher",
+        timeout,
+        src,
+        &lt_dir.join("blob.bin"),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -714,21 +731,11 @@ fn cap(b: &mut Bench) -> Result<()> {
     let mut ports = Vec::new();
     for c in caps {
         let port = free_port();
-        seeds.push(spawn(
-            Command::new(TESTBED)
-                .args([
-                    "peer",
-                    "--seed",
-                    "--tracker",
-                    "",
-                    "--port",
-                    &port.to_string(),
-                ])
-                .args(["--max-upload-rate", &c.to_string()])
-                .arg("--data")
-                .arg(&src)
-                .arg(&torrent_path)
-                .stdout(Stdio::null()),
+        seeds.push(our_seed(
+            port,
+            &src,
+            &torrent_path,
+            &["--max-upload-rate", &c.to_string()],
         )?);
         ports.push(port);
     }
