@@ -638,30 +638,6 @@ impl Session {
         }
     }
 
-    /// Store a whole piece obtained elsewhere (the VoD server): verified like any other.
-    pub fn insert_piece(&self, index: u32, data: &[u8]) -> anyhow::Result<bool> {
-        if index >= self.torrent.num_pieces()
-            || data.len() != self.torrent.piece_len(index) as usize
-        {
-            anyhow::bail!("piece {index}: wrong index or length {}", data.len());
-        }
-        if Sha1::digest(data).as_slice() != self.torrent.pieces[index as usize].0 {
-            anyhow::bail!("piece {index}: hash mismatch");
-        }
-        {
-            let st = self.lock();
-            if st.have.get(index) {
-                return Ok(false);
-            }
-        }
-        self.storage.write(self.torrent.piece_offset(index), data)?;
-        let mut st = self.lock();
-        // Requests still out for it are answered as unwanted when they arrive.
-        st.partials.remove(&index);
-        self.mark_have(&mut st, index);
-        Ok(true)
-    }
-
     /// The byte ranges `(begin, length)` of piece `index` not received yet, adjacent blocks
     /// merged: what the VoD server must send to complete it. Empty when the piece is held.
     pub fn missing_ranges(&self, index: u32) -> Vec<(u32, u32)> {

@@ -2,9 +2,9 @@
 //! `btdownloadheadless.py` template): the engine's [`Peer`] with a VoD picker, plus a playback
 //! clock. At each piece's deadline a piece not complete and verified is completed from the VoD
 //! server: only its blocks (16 KiB) not yet received from peers are fetched (the whole piece
-//! again if the result fails its check), then it is verified, written and counted. It keeps seeding under its upload cap while it
-//! plays, writes its report every second (atomically), and exits when playback ends (or after
-//! `--linger` seconds more of seeding).
+//! again if the result fails its check), then it is verified, written and counted. It keeps
+//! seeding under its upload cap while it plays, writes its report every second (atomically),
+//! and exits when playback ends (or after `--linger` seconds more of seeding).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
