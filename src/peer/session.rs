@@ -638,6 +638,15 @@ impl Session {
         }
     }
 
+    /// Whether piece `index` has all its blocks and is being hashed and written right now (on
+    /// the blocking pool): held in a moment, or missing again if it fails its check.
+    pub fn checking(&self, index: u32) -> bool {
+        let st = self.lock();
+        index < self.torrent.num_pieces()
+            && st.status[index as usize] == PieceStatus::Requested
+            && !st.partials.contains_key(&index)
+    }
+
     /// The byte ranges `(begin, length)` of piece `index` not received yet, adjacent blocks
     /// merged: what the VoD server must send to complete it. Empty when the piece is held.
     pub fn missing_ranges(&self, index: u32) -> Vec<(u32, u32)> {
@@ -950,6 +959,9 @@ mod tests {
             );
             let last = s.on_block(id, [2; 20], 0, second.begin, block(second));
             assert_eq!(last, BlockOutcome::Checking(0));
+            // Until the check is done the piece is neither held nor to be fetched elsewhere.
+            let checking = s.checking(0);
+            assert!(checking || s.have_piece(0));
             let got = tokio::time::timeout(std::time::Duration::from_secs(10), held.recv()).await;
             assert_eq!(got.expect("verified within 10 s").unwrap(), 0);
             assert!(s.have_piece(0));

@@ -209,6 +209,11 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
                 tokio::time::sleep_until((t0 + Duration::from_secs_f64(model.deadline(i))).into())
                     .await;
                 let Some(url) = &a.vod_server else { continue };
+                // A piece whose last block just came is being checked: its outcome first.
+                let wait_until = tokio::time::Instant::now() + Duration::from_secs(2);
+                while session.checking(i) && tokio::time::Instant::now() < wait_until {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 // Only the blocks not held yet; the whole piece again if that does not verify.
                 let mut ranges = session.missing_ranges(i);
                 let mut whole = false;
