@@ -335,4 +335,53 @@ mod tests {
         assert!(st.check(&t).unwrap().is_complete());
         assert!(std::fs::read(&out).unwrap() == data);
     }
+
+    #[test]
+    fn a_multi_file_torrent_is_written_across_its_files() {
+        use crate::bencode::{self, Value};
+        // Two files, 10,000 and 60,000 bytes, in 16 KiB pieces: piece 0 spans both, the
+        // others start at unaligned offsets of the second file.
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i * 31 % 253) as u8).collect();
+        let pieces: Vec<u8> = data
+            .chunks(16384)
+            .flat_map(|c| Sha1::digest(c).to_vec())
+            .collect();
+        let file = |n: &str, l: i64| {
+            bencode::dict([
+                ("length", Value::Int(l)),
+                (
+                    "path",
+                    Value::List(vec![Value::Bytes(n.as_bytes().to_vec())]),
+                ),
+            ])
+        };
+        let info = bencode::dict([
+            (
+                "files",
+                Value::List(vec![file("a", 10_000), file("b", 60_000)]),
+            ),
+            ("name", Value::Bytes(b"dir".to_vec())),
+            ("piece length", Value::Int(16384)),
+            ("pieces", Value::Bytes(pieces)),
+        ]);
+        let bytes = bencode::dict([
+            ("announce", Value::Bytes(b"http://t/a".to_vec())),
+            ("info", info),
+        ])
+        .encode();
+        let t = Torrent::from_bytes(&bytes).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("dir");
+        let (st, have) = Storage::open(&t, &root, true).unwrap();
+        assert_eq!(have.count(), 0);
+        for i in 0..t.num_pieces() {
+            let (at, len) = (t.piece_offset(i) as usize, t.piece_len(i) as usize);
+            let mut buf = PieceBuf::zeroed(len);
+            buf.copy_from_slice(&data[at..at + len]);
+            st.write(at as u64, &buf).unwrap();
+        }
+        assert!(st.check(&t).unwrap().is_complete());
+        assert!(std::fs::read(root.join("a")).unwrap() == data[..10_000]);
+        assert!(std::fs::read(root.join("b")).unwrap() == data[10_000..]);
+    }
 }
