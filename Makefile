@@ -29,9 +29,12 @@ interop-table:
 	@echo "|---|---|---|"
 	@cat run/interop/*.md 2>/dev/null | sort
 
+# Format, lints, and the one-way layers of src/ (src/layers.rs: no module uses a layer above
+# its own or beside it, and the protocol layer uses no tokio).
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --lib --quiet layers
 
 # Every speed and scale figure beside its anchor (BENCHMARKS.md, run/bench.json). QUICK=1 for a
 # short pass; BENCH=tracker,wire,cap,scale,vod to pick sections.

@@ -4,23 +4,35 @@
 //! page, a world of throttled BitTorrent clients spawned as child processes, the experimenter's
 //! own client, and a VoD server whose byte count is the score.
 //!
-//! The modules are the parts of the lab, bottom up:
+//! The modules are the parts of the lab in layers; a module uses only the layers below it
+//! (the test `layers::dependencies_run_one_way` checks every `crate::` path of the source):
 //!
-//! * [`bencode`], [`metainfo`]: the file formats (torrents, tracker answers);
-//! * [`wire`]: the peer protocol as a sans-io codec;
-//! * [`policy`]: piece picking and choking, the lab's subject, one file per policy;
-//! * [`peer`]: a BitTorrent peer (session, connections, storage, caps, tracker client);
-//! * [`tracker`]: the HTTP tracker with its status page and JSON API;
-//! * [`vod`]: the deadline model, the counting VoD server, `vod-client`;
-//! * [`orchestrator`]: config, world, process tree: `testbed start | stop | status | run`;
-//! * [`cli`]: the command line of the `testbed` binary.
+//! 1. [`util`]: helpers with no knowledge of the lab (atomic files, HTML escaping, hex, the
+//!    runtime, signals, logging, a process's exit);
+//! 2. protocol, pure and without tokio: [`bencode`], [`metainfo`] (torrents), [`wire`] (the
+//!    peer protocol as a sans-io codec), [`announce`] (the tracker protocol, both sides);
+//! 3. [`policy`]: piece picking and choking, the lab's subject, one file per policy;
+//! 4. [`peer`]: a BitTorrent peer (session, connections, storage, caps, tracker client);
+//! 5. [`tracker`] (the HTTP tracker, its status page and JSON API) and [`vod`] (the deadline
+//!    model, the counting VoD server, the score, `vod-client`);
+//! 6. [`orchestrator`]: config, world, process tree, one file per command:
+//!    `testbed start | stop | status | run`;
+//! 7. [`cli`]: the command line of the `testbed` binary, parsing and dispatch only.
 
+// The library's public face: the protocol (fuzzed and benched from outside), the policies,
+// `vod-client` and the `testbed` command line. The rest is the lab's own (`pub(crate)`), so
+// that rustc reports what nobody uses.
+pub mod announce;
 pub mod bencode;
 pub mod cli;
 pub mod metainfo;
-pub mod orchestrator;
-pub mod peer;
+pub(crate) mod orchestrator;
+pub(crate) mod peer;
 pub mod policy;
-pub mod tracker;
+pub(crate) mod tracker;
+pub(crate) mod util;
 pub mod vod;
 pub mod wire;
+
+#[cfg(test)]
+mod layers;

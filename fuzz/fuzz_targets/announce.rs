@@ -4,6 +4,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let q = String::from_utf8_lossy(data);
-    let _ = testbed::tracker::query::parse_announce(&q);
-    let _ = testbed::tracker::query::parse_scrape(&q);
+    let _ = testbed::announce::query::parse_announce(&q);
+    let _ = testbed::announce::query::parse_scrape(&q);
 });

@@ -1,18 +1,21 @@
-//! The `testbed` command line: one subcommand per job of the lab. Each subcommand parses its
-//! flags with clap and hands over to the module that owns the work; errors come back as one
-//! line on stderr and a non-zero exit.
+//! The `testbed` command line: clap's parsing and the dispatch, nothing else. Each subcommand
+//! turns its flags into the owning module's config and calls it (`start`, `stop`, `status`,
+//! `run`, `supervise`: [`crate::orchestrator`]; `peer`: [`crate::peer`]; `tracker`:
+//! [`crate::tracker`]; `make-torrent`: [`crate::metainfo`]). Errors come back as one line on
+//! stderr and a non-zero exit.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::metainfo::{self, Torrent};
-use crate::peer::{self, ExitMode, Peer, PeerConfig};
-use crate::policy::{self, tit_for_tat::TitForTat};
+use crate::metainfo::Torrent;
+use crate::orchestrator::{self, run::Experiment, Mode};
+use crate::peer::{self, ExitMode, PeerConfig};
+use crate::policy::Policy;
+use crate::tracker::TrackerConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,9 +80,9 @@ pub struct StatusArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Piece picker of the default vod-client (deadline, rarest, sequential)
-    #[arg(long)]
-    pub policy: Option<String>,
+    /// Policy of the default vod-client
+    #[arg(long, value_enum)]
+    pub policy: Option<Policy>,
     /// My client and its arguments (default: vod-client with the config's args template)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub my_client: Vec<String>,
@@ -160,9 +163,9 @@ pub struct PeerArgs {
     /// Seed this many seconds after completing, then exit
     #[arg(long)]
     pub linger: Option<f64>,
-    /// Piece picker: rarest, sequential
-    #[arg(long, default_value = "rarest")]
-    pub policy: String,
+    /// Piece picker, with its choker
+    #[arg(long, value_enum, default_value_t = Policy::Rarest)]
+    pub policy: Policy,
     /// Upload slots (the optimistic unchoke included)
     #[arg(long, default_value_t = 4)]
     pub upload_slots: usize,
@@ -192,254 +195,132 @@ pub struct PeerArgs {
     pub threads: usize,
 }
 
-/// Set up tracing: to `file` at info level (RUST_LOG overrides), or to stderr at `default`.
-pub fn init_logging(file: Option<&std::path::Path>, default: &str) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(if file.is_some() { "info" } else { default }));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file {
-        Some(p) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("log file {}", p.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .init();
+impl PeerArgs {
+    /// The peer's config, with every flag checked (one line naming the flag if not).
+    fn into_config(self) -> anyhow::Result<PeerConfig> {
+        let torrent = Arc::new(Torrent::from_file(&self.torrent)?);
+        let seed = self.rng_seed.unwrap_or_else(rand::random);
+        let peer_id = match &self.peer_id {
+            None => peer::new_peer_id(),
+            Some(s) => s.as_bytes().try_into().map_err(|_| {
+                anyhow::anyhow!("--peer-id must be exactly 20 bytes, got {}", s.len())
+            })?,
+        };
+        let exit = match (self.exit_on_complete, self.linger) {
+            (true, _) => ExitMode::OnComplete,
+            (false, Some(s)) if s >= 0.0 && s.is_finite() => {
+                ExitMode::Linger(Duration::from_secs_f64(s))
+            }
+            (false, Some(s)) => {
+                anyhow::bail!("--linger {s}: must be a non-negative number of seconds")
+            }
+            (false, None) => ExitMode::Never,
+        };
+        if self.upload_slots == 0 {
+            anyhow::bail!("--upload-slots 0: must be at least 1");
         }
-        None => builder.with_writer(std::io::stderr).init(),
-    }
-    Ok(())
-}
-
-pub fn make_torrent(a: MakeTorrentArgs) -> anyhow::Result<()> {
-    let size = std::fs::metadata(&a.file)
-        .with_context(|| format!("{}", a.file.display()))?
-        .len();
-    let pl = a
-        .piece_length
-        .unwrap_or_else(|| metainfo::default_piece_length(size));
-    let bytes = metainfo::make_torrent(&a.file, &a.announce, pl)?;
-    let out = a.output.unwrap_or_else(|| {
-        let name = a
-            .file
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        let mut n = name;
-        n.push(".torrent");
-        PathBuf::from(n)
-    });
-    std::fs::write(&out, &bytes).with_context(|| format!("{}", out.display()))?;
-    let t = Torrent::from_bytes(&bytes)?;
-    println!(
-        "{} {} ({} pieces of {} bytes)",
-        t.info_hash,
-        out.display(),
-        t.num_pieces(),
-        t.piece_length
-    );
-    Ok(())
-}
-
-pub fn peer(a: PeerArgs) -> anyhow::Result<()> {
-    init_logging(a.log.as_deref(), "warn")?;
-    let torrent = Arc::new(Torrent::from_file(&a.torrent)?);
-    let seed = a.rng_seed.unwrap_or_else(rand::random);
-    let picker = policy::picker_by_name(&a.policy, seed).with_context(|| {
-        format!(
-            "--policy {}: unknown (known: {})",
-            a.policy,
-            policy::PICKERS.join(", ")
-        )
-    })?;
-    let peer_id = match &a.peer_id {
-        None => peer::new_peer_id(),
-        Some(s) => s
-            .as_bytes()
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("--peer-id must be exactly 20 bytes, got {}", s.len()))?,
-    };
-    let exit = match (a.exit_on_complete, a.linger) {
-        (true, _) => ExitMode::OnComplete,
-        (false, Some(s)) if s >= 0.0 && s.is_finite() => {
-            ExitMode::Linger(Duration::from_secs_f64(s))
-        }
-        (false, Some(s)) => anyhow::bail!("--linger {s}: must be a non-negative number of seconds"),
-        (false, None) => ExitMode::Never,
-    };
-    let cfg = PeerConfig {
-        torrent,
-        data: a.data,
-        seed: a.seed,
-        bind: a.bind,
-        port: a.port,
-        peer_id,
-        max_upload_rate: a.max_upload_rate,
-        max_download_rate: a.max_download_rate,
-        limits: peer::session::Limits {
-            max_connections: a.max_connections,
-            ban_after: a.ban_after.max(1),
-            ..Default::default()
-        },
-        tracker: a.tracker,
-        peers: a.peers,
-        exit,
-        picker,
-        choker: Box::new(TitForTat::new(a.upload_slots, seed ^ 0x5eed)),
-        timeouts: Default::default(),
-        max_announce_interval: Duration::from_secs_f64(a.max_announce_interval.max(1.0)),
-        playback: None,
-        status_file: a.status_file.clone(),
-    };
-    let rt = if a.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(a.threads)
-            .enable_all()
-            .build()?
-    };
-    rt.block_on(async {
-        let p = Peer::start(cfg).await?;
-        // One machine-readable line for whoever started us (tests, the orchestrator).
-        println!(
-            "listening {} peer_id {}",
-            p.addr,
-            String::from_utf8_lossy(&p.session.peer_id)
-        );
-        p.run_until_exit().await
-    })
-}
-
-pub fn tracker(a: TrackerArgs) -> anyhow::Result<()> {
-    use crate::tracker::{self, Tracker, TrackerConfig};
-    init_logging(None, "info")?;
-    if a.interval == 0 {
-        anyhow::bail!("--interval must be at least 1 second");
-    }
-    let t = Tracker::new(TrackerConfig {
-        interval: Duration::from_secs(a.interval),
-        min_interval: Duration::from_secs(a.interval.div_ceil(2)),
-        allow_unknown: a.allow.is_empty(),
-        public_ip: a.public_ip,
-        max_connections: a.max_connections,
-        idle_timeout: Duration::from_secs_f64(a.idle_timeout.max(0.1)),
-        ..Default::default()
-    });
-    for p in &a.allow {
-        t.register(&Torrent::from_file(p)?);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(a.threads.max(1))
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let addr = SocketAddr::new(a.bind, a.port);
-        let listener = tracker::bind(addr).await?;
-        let local = listener.local_addr()?;
-        println!("tracker on http://{local}/announce · status page http://{local}/");
-        tracker::serve(t.clone(), listener, tracker::router(t), async {
-            let s = peer::shutdown_signal().await;
-            tracing::info!("{s}: stopping");
+        Ok(PeerConfig {
+            torrent,
+            data: self.data,
+            seed: self.seed,
+            bind: self.bind,
+            port: self.port,
+            peer_id,
+            max_upload_rate: self.max_upload_rate,
+            max_download_rate: self.max_download_rate,
+            limits: peer::session::Limits {
+                max_connections: self.max_connections,
+                ban_after: self.ban_after.max(1),
+                ..Default::default()
+            },
+            tracker: self.tracker,
+            peers: self.peers,
+            exit,
+            picker: self.policy.picker(seed),
+            choker: self.policy.choker(Some(self.upload_slots), seed),
+            timeouts: Default::default(),
+            max_announce_interval: Duration::from_secs_f64(self.max_announce_interval.max(1.0)),
+            playback: None,
+            status_file: self.status_file,
         })
-        .await
-    })
+    }
 }
 
-/// `testbed run`: the experiment end to end in this process.
-pub fn run(a: RunArgs) -> anyhow::Result<()> {
-    use crate::orchestrator::{self, config::Config};
-    let cfg = Config::load(&a.config.config)?;
-    let mut my = a.my_client;
-    if my.is_empty() {
-        // The default my client: vod-client beside this binary, with the config's template.
-        let exe = std::env::current_exe()?.with_file_name("vod-client");
-        if !exe.is_file() {
-            anyhow::bail!(
-                "{}: not built (cargo build --release builds it)",
-                exe.display()
+impl TrackerArgs {
+    fn config(&self) -> anyhow::Result<TrackerConfig> {
+        if self.interval == 0 {
+            anyhow::bail!("--interval must be at least 1 second");
+        }
+        Ok(TrackerConfig {
+            interval: Duration::from_secs(self.interval),
+            min_interval: Duration::from_secs(self.interval.div_ceil(2)),
+            allow_unknown: self.allow.is_empty(),
+            public_ip: self.public_ip,
+            max_connections: self.max_connections,
+            idle_timeout: Duration::from_secs_f64(self.idle_timeout.max(0.1)),
+            ..Default::default()
+        })
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match command {
+        Command::MakeTorrent(a) => {
+            let (out, t) = crate::metainfo::write_torrent(
+                &a.file,
+                &a.announce,
+                a.piece_length,
+                a.output.as_deref(),
+            )?;
+            println!(
+                "{} {} ({} pieces of {} bytes)",
+                t.info_hash,
+                out.display(),
+                t.num_pieces(),
+                t.piece_length
             );
         }
-        my.push(exe.display().to_string());
-        my.extend(cfg.my_client.args.split_whitespace().map(String::from));
-    }
-    if let Some(p) = &a.policy {
-        if crate::policy::picker_by_name(p, 0).is_none() {
-            anyhow::bail!(
-                "--policy {p}: unknown (known: {})",
-                crate::policy::PICKERS.join(", ")
-            );
+        Command::Peer(a) => {
+            crate::util::rt::init_logging(a.log.as_deref(), "warn")?;
+            let threads = a.threads;
+            peer::run_standalone(a.into_config()?, threads)?;
         }
-        if my.len() == 1 {
-            my.extend(cfg.my_client.args.split_whitespace().map(String::from));
+        Command::Tracker(a) => {
+            crate::util::rt::init_logging(None, "info")?;
+            let mut allowed = Vec::new();
+            for p in &a.allow {
+                allowed.push(Torrent::from_file(p)?);
+            }
+            let addr = SocketAddr::new(a.bind, a.port);
+            crate::tracker::run_standalone(a.config()?, &allowed, addr, a.threads)?;
         }
-        my.extend(["--policy".to_string(), p.clone()]);
+        Command::Start(a) if a.foreground => {
+            orchestrator::supervise(&a.config.config, a.my_client, Mode::Start)?;
+        }
+        Command::Start(a) => orchestrator::start(&a.config.config, &a.my_client)?,
+        Command::Supervise(a) => {
+            orchestrator::supervise(&a.config.config, a.my_client, Mode::Start)?;
+        }
+        Command::Stop(a) => orchestrator::stop(&a.config, true)?,
+        Command::Status(a) => {
+            if !orchestrator::status(&a.config.config, a.json)? {
+                return Ok(ExitCode::from(3));
+            }
+        }
+        Command::Run(a) => orchestrator::run(Experiment {
+            config: a.config.config,
+            policy: a.policy,
+            my_client: a.my_client,
+        })?,
     }
-    let started = std::time::Instant::now();
-    let outcome = orchestrator::supervise(&a.config.config, my, orchestrator::Mode::Run)?;
-    let rd = orchestrator::rundir::RunDir::new(&cfg.run_dir);
-    let summary = crate::vod::summary(
-        &outcome,
-        &rd.reports().join("my-client.json"),
-        started.elapsed().as_secs_f64(),
-    );
-    let path = cfg.run_dir.join("summary.json");
-    orchestrator::rundir::write_atomic(
-        &path,
-        serde_json::to_string_pretty(&summary.json)?.as_bytes(),
-    )?;
-    println!("{}", summary.text);
-    println!("summary: {}", path.display());
-    // The timeline, to look at without a server: run/report.svg and its data, run/report.csv.
-    if let Some(r) = crate::vod::Report::read(&rd.reports().join("my-client.json")) {
-        let svg = cfg.run_dir.join("report.svg");
-        orchestrator::rundir::write_atomic(&svg, crate::vod::chart::svg(&r, None).as_bytes())?;
-        let csv = cfg.run_dir.join("report.csv");
-        orchestrator::rundir::write_atomic(&csv, crate::vod::chart::csv(&r).as_bytes())?;
-        println!("timeline: {} ({})", svg.display(), csv.display());
-    }
-    if !summary.ok {
-        anyhow::bail!("{}", summary.problem.unwrap_or_default());
-    }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Run the CLI; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let r = match cli.command {
-        Command::MakeTorrent(a) => make_torrent(a),
-        Command::Peer(a) => peer(*a),
-        Command::Tracker(a) => tracker(a),
-        Command::Start(a) if a.foreground => crate::orchestrator::supervise(
-            &a.config.config,
-            a.my_client,
-            crate::orchestrator::Mode::Start,
-        )
-        .map(|_| ()),
-        Command::Start(a) => crate::orchestrator::start(&a.config.config, &a.my_client),
-        Command::Supervise(a) => crate::orchestrator::supervise(
-            &a.config.config,
-            a.my_client,
-            crate::orchestrator::Mode::Start,
-        )
-        .map(|_| ()),
-        Command::Stop(a) => crate::orchestrator::stop(&a.config, true),
-        Command::Status(a) => match crate::orchestrator::status(&a.config.config, a.json) {
-            Ok(true) => Ok(()),
-            Ok(false) => return std::process::ExitCode::from(3),
-            Err(e) => Err(e),
-        },
-        Command::Run(a) => run(a),
-    };
-    match r {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match dispatch(Cli::parse().command) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("testbed: error: {e:#}");
             std::process::ExitCode::FAILURE

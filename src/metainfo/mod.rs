@@ -22,7 +22,7 @@ pub struct Sha1Hash(pub [u8; 20]);
 
 impl Sha1Hash {
     pub fn hex(&self) -> String {
-        hex(&self.0)
+        crate::util::hex(&self.0)
     }
     pub fn from_hex(s: &str) -> Option<Self> {
         if s.len() != 40 {
@@ -49,17 +49,6 @@ impl std::fmt::Display for Sha1Hash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.hex())
     }
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 /// One file of a torrent, in the order the pieces run through them.
@@ -304,6 +293,36 @@ pub fn default_piece_length(size: u64) -> u32 {
 }
 
 /// Build a single-file v1 torrent of `file`, returning its bencoded bytes.
+/// `testbed make-torrent`: write the torrent of `file` to `output` (default: FILE.torrent in
+/// the current folder) with `piece_length` (default: [`default_piece_length`]); returns where
+/// it went and the torrent.
+pub fn write_torrent(
+    file: &Path,
+    announce: &str,
+    piece_length: Option<u32>,
+    output: Option<&Path>,
+) -> anyhow::Result<(std::path::PathBuf, Torrent)> {
+    use anyhow::Context;
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("{}", file.display()))?
+        .len();
+    let pl = piece_length.unwrap_or_else(|| default_piece_length(size));
+    let bytes = make_torrent(file, announce, pl)?;
+    let out = match output {
+        Some(o) => o.to_path_buf(),
+        None => {
+            let mut n = file
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_default();
+            n.push(".torrent");
+            std::path::PathBuf::from(n)
+        }
+    };
+    std::fs::write(&out, &bytes).with_context(|| format!("{}", out.display()))?;
+    Ok((out, Torrent::from_bytes(&bytes)?))
+}
+
 pub fn make_torrent(file: &Path, announce: &str, piece_length: u32) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context;
     if piece_length == 0 || piece_length as u64 > MAX_PIECE_LENGTH {

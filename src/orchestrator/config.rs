@@ -106,8 +106,8 @@ pub struct WorldSection {
     /// Seconds of random delay before a replacement starts.
     pub respawn_jitter: f64,
     pub crash_backoff: Backoff,
-    /// Piece picker of the world clients.
-    pub policy: String,
+    /// Piece picker (and its choker) of the world clients.
+    pub policy: crate::policy::Policy,
     /// Program run instead of this `testbed` binary for world clients; it gets the same
     /// arguments (`peer TORRENT --data ... --tracker=...`).
     pub command: Option<PathBuf>,
@@ -191,7 +191,7 @@ impl Default for WorldSection {
             },
             respawn_jitter: 2.0,
             crash_backoff: Backoff::default(),
-            policy: "rarest".into(),
+            policy: crate::policy::Policy::Rarest,
             command: None,
         }
     }
@@ -262,13 +262,6 @@ impl Config {
         if w.max_connections == 0 || w.upload_slots == 0 {
             return Err("world.max_connections and world.upload_slots: must be at least 1".into());
         }
-        if crate::policy::picker_by_name(&w.policy, 0).is_none() {
-            return Err(format!(
-                "world.policy: unknown policy {:?} (known: {})",
-                w.policy,
-                crate::policy::PICKERS.join(", ")
-            ));
-        }
         let m = &self.my_client;
         for (f, v) in [
             ("my_client.rate", m.rate),
@@ -336,5 +329,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("my_client.args") && e.contains("nope"), "{e}");
+        let e = load_str("world:\n  policy: fastest\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("world.policy") && e.contains("fastest") && e.contains("deadline"),
+            "{e}"
+        );
+        let c = load_str("world:\n  policy: deadline\n").unwrap();
+        assert_eq!(c.world.policy, crate::policy::Policy::Deadline);
     }
 }

@@ -15,12 +15,12 @@ use axum::extract::{Query, State};
 use axum::response::Html;
 use serde::Deserialize;
 
+use super::api::{MyClientState, Phase};
 use super::world::{Role, Slot, SlotState};
 use super::Orchestrator;
 use crate::peer::live::LiveStatus;
-use crate::tracker::status::{
-    esc, human, printable_id, swarm_counts, swarm_name, PeerStatus, SwarmStatus,
-};
+use crate::tracker::status::{swarm_counts, swarm_name, PeerStatus, SwarmStatus};
+use crate::util::html::{esc, human, printable_id};
 use crate::vod::{chart, Report};
 
 const CSS: &str = "body{font:14px system-ui,sans-serif;margin:1.2em 1.5em;color:#222}\
@@ -97,11 +97,11 @@ pub fn live(o: &Orchestrator) -> String {
         "<p class=run>phase <b id=phase>{}</b> · up {:.0} s · run <code>{}</code> · \
          <a href=/api/status>status JSON</a> · <a href=/api/world>world JSON</a> · \
          <a href=/metrics>metrics</a></p>",
-        esc(&w.phase),
+        w.phase,
         w.uptime_secs,
         esc(&w.run.run_id)
     );
-    if w.phase == "stopping" {
+    if w.phase == Phase::Stopping {
         h.push_str(
             "<p class=notice id=stopping>testbed is stopping: every process is being ended.</p>",
         );
@@ -118,17 +118,17 @@ pub fn live(o: &Orchestrator) -> String {
     let served: u64 = w.vod_served.values().map(|s| s.bytes).sum();
     h.push_str("<section id=my><h2>My client</h2>");
     let my = &w.my_client;
-    let state = match my.state.as_str() {
-        "none" => "<span id=my-state data-state=none>no my client in this run (give one to \
+    let state = match my.state {
+        MyClientState::None => "<span id=my-state data-state=none>no my client in this run (give one to \
                    <code>testbed start</code>)</span>"
             .to_string(),
-        "not started" => format!(
+        MyClientState::NotStarted => format!(
             "<span id=my-state data-state=not-started>my client not started yet</span> · <code>{}</code>",
             esc(&my.command.join(" "))
         ),
         s => format!(
             "<span id=my-state data-state=\"{0}\">{0}</span>{1}{2} · <code>{3}</code>",
-            esc(s),
+            s.as_str(),
             my.pid.map(|p| format!(" · pid {p}")).unwrap_or_default(),
             my.exit
                 .as_ref()
@@ -197,7 +197,7 @@ pub fn live(o: &Orchestrator) -> String {
         }
         m
     };
-    let my_running = matches!(my.state.as_str(), "running");
+    let my_running = my.state == MyClientState::Running;
     for sw in &status.swarms {
         let slots = slots_by_hash
             .get(&sw.info_hash)
@@ -281,7 +281,7 @@ fn swarm(
                 "role-world"
             },
             peer_id: id,
-            state: format!("{:?}", s.state).to_lowercase(),
+            state: s.state.as_str().to_string(),
             progress: match (&live, pieces) {
                 (Some(l), Some(n)) if n > 0 => Some(l.pieces_held as f64 / n as f64),
                 _ => tp.and_then(|p| p.progress),
@@ -449,10 +449,5 @@ mod tests {
         heat(&mut h, &vec![2; 1000]);
         assert_eq!(h.matches("<rect").count(), 400);
         assert!(h.contains("data-pieces=\"1000\""));
-    }
-
-    #[test]
-    fn escaping() {
-        assert_eq!(esc("<a href=\"x\">&"), "&lt;a href=&quot;x&quot;&gt;&amp;");
     }
 }

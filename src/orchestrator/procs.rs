@@ -22,13 +22,17 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
+
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use crate::util::Exit;
 
 /// Environment variable that marks every process of a run.
 pub const RUN_ID_VAR: &str = "TESTBED_RUN_ID";
@@ -151,7 +155,7 @@ pub struct SpawnRequest {
     pub cwd: Option<PathBuf>,
 }
 
-type SpawnJob = (SpawnRequest, mpsc::Sender<std::io::Result<i32>>);
+type SpawnJob = (SpawnRequest, oneshot::Sender<std::io::Result<i32>>);
 
 /// Starts children from one long-lived thread, so that their PR_SET_PDEATHSIG stays armed as
 /// long as the supervisor lives.
@@ -175,13 +179,29 @@ impl Spawner {
         Spawner { tx }
     }
 
-    /// Start a child; returns its pid. The child is reaped by the [`reaper`].
-    pub fn spawn(&self, req: SpawnRequest) -> std::io::Result<i32> {
-        let (tx, rx) = mpsc::channel();
+    fn submit(
+        &self,
+        req: SpawnRequest,
+    ) -> std::io::Result<oneshot::Receiver<std::io::Result<i32>>> {
+        let (tx, rx) = oneshot::channel();
         self.tx
             .send((req, tx))
             .map_err(|_| std::io::Error::other("spawner thread gone"))?;
-        rx.recv()
+        Ok(rx)
+    }
+
+    /// Start a child and wait for its pid, from a blocking context (never on the async
+    /// runtime: see [`Self::spawn_async`]). The child is reaped by the [`reaper`].
+    pub fn spawn(&self, req: SpawnRequest) -> std::io::Result<i32> {
+        self.submit(req)?
+            .blocking_recv()
+            .map_err(|_| std::io::Error::other("spawner thread gone"))?
+    }
+
+    /// [`Self::spawn`] for async code: the runtime's thread is not held while the spawner forks.
+    pub async fn spawn_async(&self, req: SpawnRequest) -> std::io::Result<i32> {
+        self.submit(req)?
+            .await
             .map_err(|_| std::io::Error::other("spawner thread gone"))?
     }
 }
@@ -220,34 +240,24 @@ fn spawn_now(req: &SpawnRequest, run_id: &str) -> std::io::Result<i32> {
     Ok(pid)
 }
 
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-}
+/// Exits the reaper may queue before it waits for the supervisor to take them: more than the
+/// largest world (2000 clients) plus my client, so a whole world ending at once never blocks
+/// it, yet bounded.
+pub const REAPER_QUEUE: usize = 4096;
 
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Exit::Code(c) => write!(f, "exit code {c}"),
-            Exit::Signal(s) => write!(f, "killed by signal {s}"),
-        }
-    }
-}
-
-/// Reap every child (and, as subreaper, every orphaned descendant), reporting `(pid, exit)`.
-pub fn reaper(tx: tokio::sync::mpsc::UnboundedSender<(i32, Exit)>) {
+/// Reap every child (and, as subreaper, every orphaned descendant), reporting `(pid, exit)`
+/// while the receiver lives (after it is dropped, the reaper goes on reaping).
+pub fn reaper(tx: tokio::sync::mpsc::Sender<(i32, Exit)>) {
     use nix::sys::wait::{waitpid, WaitStatus};
     std::thread::Builder::new()
         .name("reaper".into())
         .spawn(move || loop {
             match waitpid(Pid::from_raw(-1), None) {
                 Ok(WaitStatus::Exited(pid, code)) => {
-                    let _ = tx.send((pid.as_raw(), Exit::Code(code)));
+                    let _ = tx.blocking_send((pid.as_raw(), Exit::Code(code)));
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    let _ = tx.send((pid.as_raw(), Exit::Signal(sig as i32)));
+                    let _ = tx.blocking_send((pid.as_raw(), Exit::Signal(sig as i32)));
                 }
                 Ok(_) => {}
                 Err(nix::errno::Errno::ECHILD) => std::thread::sleep(Duration::from_millis(50)),
@@ -299,12 +309,6 @@ pub fn end_all(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Whether a path is below `dir` (both made absolute without following links).
-pub fn is_within(path: &Path, dir: &Path) -> bool {
-    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    abs(path).starts_with(abs(dir))
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::util::fs::write_atomic;
+
 pub struct RunDir {
     pub root: PathBuf,
 }
@@ -93,7 +95,10 @@ impl RunDir {
     }
 
     pub fn write_pid(&self, p: &PidInfo) -> anyhow::Result<()> {
-        write_atomic(&self.pid_file(), &serde_json::to_vec_pretty(p)?)
+        Ok(write_atomic(
+            &self.pid_file(),
+            &serde_json::to_vec_pretty(p)?,
+        )?)
     }
 
     /// Empty the runtime folders of a previous run (never anything outside the run dir).
@@ -115,12 +120,4 @@ impl RunDir {
         }
         Ok(())
     }
-}
-
-/// Write a file atomically: a temporary beside it, then rename.
-pub fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data).map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(())
 }

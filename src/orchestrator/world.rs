@@ -15,7 +15,6 @@
 //! drawn from a generator seeded by (seed, swarm, slot, generation), so the layout is the same
 //! from run to run whatever the timing.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -23,20 +22,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::WorldSection;
-use super::procs::{Exit, SpawnRequest, Spawner};
+use super::procs::{SpawnRequest, Spawner};
 use crate::metainfo::Torrent;
+use crate::util::Exit;
+use crate::util::Locked;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Seed,
     World,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SlotState {
     Starting,
@@ -47,14 +48,36 @@ pub enum SlotState {
     Failed,
 }
 
+impl Role {
+    /// The name on the wire and in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Seed => "seed",
+            Role::World => "world",
+        }
+    }
+}
+
+impl SlotState {
+    /// The name on the wire and in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotState::Starting => "starting",
+            SlotState::Running => "running",
+            SlotState::Waiting => "waiting",
+            SlotState::Failed => "failed",
+        }
+    }
+}
+
 /// One place in the world.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Slot {
     pub swarm: usize,
     pub index: usize,
     pub role: Role,
     pub generation: u32,
-    #[serde(serialize_with = "ser_id")]
+    #[serde(with = "peer_id_text")]
     pub peer_id: [u8; 20],
     pub pid: Option<i32>,
     pub state: SlotState,
@@ -71,8 +94,30 @@ pub struct Slot {
     pub started: Option<Instant>,
 }
 
-fn ser_id<S: serde::Serializer>(id: &[u8; 20], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(id))
+/// A world client's peer id as JSON text (world ids are ASCII: `-TB0001-` and 12 of [a-z0-9]).
+mod peer_id_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &[u8; 20], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(id))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 20], D::Error> {
+        let s = String::deserialize(d)?;
+        s.as_bytes()
+            .try_into()
+            .map_err(|_| serde::de::Error::custom(format!("peer id {s:?} is not 20 bytes")))
+    }
+}
+
+/// What [`World::on_exit`] asks of the supervisor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Respawn {
+    pub slot: usize,
+    /// Wait this long first (jitter, or the crash backoff).
+    pub delay: Duration,
+    /// The finished client's folder, to delete before the new one starts.
+    pub remove: Option<PathBuf>,
 }
 
 /// A swarm: one file of fresh-files and its torrent.
@@ -122,7 +167,7 @@ impl World {
                 slots.push(self.new_slot(s, i, role, 0));
             }
         }
-        *self.slots.lock().unwrap_or_else(|p| p.into_inner()) = slots;
+        *self.slots.locked() = slots;
     }
 
     fn new_slot(&self, swarm: usize, index: usize, role: Role, generation: u32) -> Slot {
@@ -175,8 +220,7 @@ impl World {
 
     pub fn peer_ids(&self) -> Vec<[u8; 20]> {
         self.slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .iter()
             .filter(|s| s.state != SlotState::Failed)
             .map(|s| s.peer_id)
@@ -191,7 +235,7 @@ impl World {
     /// Make the slot's partial copy and start its client. Blocking (file copies): call from a
     /// blocking context.
     pub fn start_slot(&self, k: usize) -> anyhow::Result<i32> {
-        let slot = self.slots.lock().unwrap_or_else(|p| p.into_inner())[k].clone();
+        let slot = self.slots.locked()[k].clone();
         let sw = &self.swarms[slot.swarm];
         if slot.role == Role::World {
             let mut rng = rng_for(self.seed ^ 0x22, slot.swarm, slot.index, slot.generation);
@@ -240,7 +284,7 @@ impl World {
             "--upload-slots",
             self.cfg.upload_slots.to_string(),
         );
-        flag(&mut args, "--policy", self.cfg.policy.clone());
+        flag(&mut args, "--policy", self.cfg.policy.to_string());
         flag(
             &mut args,
             "--rng-seed",
@@ -270,16 +314,17 @@ impl World {
             log,
             cwd: None,
         })?;
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = self.slots.locked();
         slots[k].pid = Some(pid);
         slots[k].state = SlotState::Running;
         slots[k].started = Some(Instant::now());
         Ok(pid)
     }
 
-    /// A child exited. Returns what to do: start slot `k` again after the delay, or nothing.
-    pub fn on_exit(&self, pid: i32, exit: Exit) -> Option<(usize, Duration)> {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+    /// A child exited. Returns what to do: start a slot again after a delay, or nothing. Does
+    /// no I/O (it runs on the supervisor's event loop): the old copy is for the caller to remove.
+    pub fn on_exit(&self, pid: i32, exit: Exit) -> Option<Respawn> {
+        let mut slots = self.slots.locked();
         let k = slots.iter().position(|s| s.pid == Some(pid))?;
         let stopping = self.stopping.load(std::sync::atomic::Ordering::Relaxed);
         let s = &mut slots[k];
@@ -306,10 +351,11 @@ impl World {
                 state: SlotState::Waiting,
                 ..fresh
             };
-            if let Some(dir) = old.parent() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            return Some((k, jitter));
+            return Some(Respawn {
+                slot: k,
+                delay: jitter,
+                remove: old.parent().map(Path::to_path_buf),
+            });
         }
         if s.started.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER) {
             s.crashes = 0;
@@ -333,7 +379,11 @@ impl World {
             "world client {} died ({exit}); restarting in {backoff:.1} s",
             String::from_utf8_lossy(&s.peer_id)
         );
-        Some((k, Duration::from_secs_f64(backoff) + jitter))
+        Some(Respawn {
+            slot: k,
+            delay: Duration::from_secs_f64(backoff) + jitter,
+            remove: None,
+        })
     }
 }
 
@@ -384,17 +434,6 @@ pub fn make_partial_copy(
         out.write_all_at(&buf[..len], t.piece_offset(i))?;
     }
     Ok(k)
-}
-
-/// Peer ids by slot, for the status page's roles.
-pub fn roles(world: &World) -> HashMap<[u8; 20], (Role, usize, u32)> {
-    world
-        .slots
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|s| (s.peer_id, (s.role, s.index, s.reincarnations)))
-        .collect()
 }
 
 /// How long a client must run before its crash count starts again from zero.

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
 use super::session::{BlockOutcome, Cmd, ConnId, PeerId, Session};
+use crate::util::Locked;
 use crate::wire::{Bitfield, BlockRef, Decoder, Handshake, Message, MAX_REQUEST_LEN};
 
 /// Timeouts of a connection.
@@ -51,6 +52,14 @@ struct Shared {
 type Reason = String;
 
 /// Run a connection to its end. `outgoing`: we dialled, so we speak first.
+/// Batches of messages (everything one pass of the connection loop produced: haves, rejects,
+/// chokes...) waiting for the writer. When the peer does not read, the writer stalls, this
+/// queue fills, and the connection stops reading the peer's requests (so a peer that never
+/// reads cannot make us queue a Reject per request it sends); after the idle timeout it is
+/// closed. The session's commands to a connection (`Cmd`) stay unbounded: one per session
+/// event (a piece verified, a choke round, a cancel), drained by this loop between writes.
+const WRITE_QUEUE: usize = 32;
+
 pub async fn run(
     session: Arc<Session>,
     stream: TcpStream,
@@ -62,7 +71,7 @@ pub async fn run(
     let mut peer_id_hex = String::from("?");
     let reason = match handshake(&session, stream, outgoing, timeouts).await {
         Ok((stream, peer, inbuf)) => {
-            peer_id_hex = crate::metainfo::hex(&peer.peer_id);
+            peer_id_hex = crate::util::hex(&peer.peer_id);
             let (tx, rx) = mpsc::unbounded_channel();
             match session.register(peer.peer_id, addr, tx) {
                 Ok(id) => {
@@ -116,7 +125,7 @@ async fn handshake(
         if theirs.info_hash != ours.info_hash {
             return Err(format!(
                 "wrong info hash {}",
-                crate::metainfo::hex(&theirs.info_hash)
+                crate::util::hex(&theirs.info_hash)
             ));
         }
         if !outgoing {
@@ -184,14 +193,13 @@ impl Conn {
         t: Timeouts,
     ) -> Reason {
         let (mut rd, wr) = stream.into_split();
-        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel::<BytesMut>();
+        let (ctl_tx, ctl_rx) = mpsc::channel::<BytesMut>(WRITE_QUEUE);
         let writer = tokio::spawn(writer(
             self.session.clone(),
             self.id,
             wr,
             ctl_rx,
             self.shared.clone(),
-            self.fast,
         ));
 
         // Our pieces first.
@@ -231,8 +239,12 @@ impl Conn {
             if !self.out.is_empty() {
                 last_sent = Instant::now();
                 let buf = self.out.split();
-                if ctl_tx.send(buf).is_err() {
-                    break "connection write failed".into();
+                // A full queue means the peer does not read what we send: stop reading it too
+                // (its requests wait in the kernel), and close it if it stays so.
+                match tokio::time::timeout(t.idle, ctl_tx.send(buf)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break "connection write failed".into(),
+                    Err(_) => break "peer does not read what we send".into(),
                 }
             }
             tokio::select! {
@@ -275,7 +287,7 @@ impl Conn {
         };
         // Send what is pending (e.g. a last have), then stop the writer.
         if !self.out.is_empty() {
-            let _ = ctl_tx.send(self.out.split());
+            let _ = ctl_tx.try_send(self.out.split());
         }
         drop(ctl_tx);
         let mut writer = writer;
@@ -342,11 +354,7 @@ impl Conn {
             }
             Message::Request(b) => self.on_request(b)?,
             Message::Cancel(b) => {
-                self.shared
-                    .uploads
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retain(|q| *q != b);
+                self.shared.uploads.locked().retain(|q| *q != b);
             }
             Message::Reject(b) => {
                 if self.outstanding.remove(&b) {
@@ -395,11 +403,7 @@ impl Conn {
         {
             return Err(format!("bad request {b:?}"));
         }
-        let mut q = self
-            .shared
-            .uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut q = self.shared.uploads.locked();
         let serve = !self.am_choking
             && q.len() < self.session.limits.max_queued_requests
             && self.session.have_piece(b.index);
@@ -426,13 +430,7 @@ impl Conn {
             }
             Cmd::Choke => {
                 self.am_choking = true;
-                let dropped: Vec<BlockRef> = self
-                    .shared
-                    .uploads
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .drain(..)
-                    .collect();
+                let dropped: Vec<BlockRef> = self.shared.uploads.locked().drain(..).collect();
                 self.send(Message::Choke);
                 if self.fast {
                     for b in dropped {
@@ -494,9 +492,8 @@ async fn writer(
     session: Arc<Session>,
     id: ConnId,
     mut wr: OwnedWriteHalf,
-    mut ctl: mpsc::UnboundedReceiver<BytesMut>,
+    mut ctl: mpsc::Receiver<BytesMut>,
     shared: Arc<Shared>,
-    _fast: bool,
 ) {
     let mut buf = BytesMut::with_capacity(512 * 1024);
     let max_batch = 256 * 1024;
@@ -506,11 +503,7 @@ async fn writer(
         while let Ok(m) = ctl.try_recv() {
             buf.extend_from_slice(&m);
         }
-        let next = shared
-            .uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front();
+        let next = shared.uploads.locked().pop_front();
         match next {
             Some(b) => {
                 if let Some(l) = &session.up_limit {
@@ -547,7 +540,7 @@ async fn writer(
                         Some(m) => buf.extend_from_slice(&m),
                         None => {
                             open = false;
-                            shared.uploads.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                            shared.uploads.locked().clear();
                         }
                     },
                     _ = shared.upload_ready.notified() => {}

@@ -29,10 +29,7 @@ pub struct LiveStatus {
 impl LiveStatus {
     /// The bitfield, checked against the torrent's piece count.
     pub fn bitfield(&self, pieces: u32) -> Option<Bitfield> {
-        let bytes: Option<Vec<u8>> = (0..self.have.len() / 2)
-            .map(|i| u8::from_str_radix(self.have.get(2 * i..2 * i + 2)?, 16).ok())
-            .collect();
-        Bitfield::from_wire(&bytes?, pieces)
+        Bitfield::from_wire(&crate::util::unhex(&self.have)?, pieces)
     }
 
     /// Read a status file; `None` if missing or unreadable (a client just starting).
@@ -61,7 +58,7 @@ pub async fn writer(session: Arc<Session>, path: PathBuf) {
         let rate = |a: u64, b: u64| if dt > 0.0 { (a - b) as f64 / dt } else { 0.0 };
         let have = session.have();
         let st = LiveStatus {
-            have: crate::metainfo::hex(have.as_bytes()),
+            have: crate::util::hex(have.as_bytes()),
             pieces_held: have.count(),
             uploaded: up,
             downloaded: down,
@@ -91,7 +88,7 @@ mod tests {
         b.set(0);
         b.set(9);
         let s = LiveStatus {
-            have: crate::metainfo::hex(b.as_bytes()),
+            have: crate::util::hex(b.as_bytes()),
             pieces_held: 2,
             uploaded: 0,
             downloaded: 0,

@@ -34,12 +34,13 @@ use anyhow::Context;
 use rand::Rng;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::announce::request::AnnounceRequest;
+use crate::announce::Event;
 use crate::metainfo::Torrent;
 use crate::policy::{Choker, PiecePicker};
 use conn::Timeouts;
 use rate::Limiter;
 pub use session::Session;
-use tracker_client::{AnnounceRequest, Event};
 
 /// When a peer stops on its own.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -130,16 +131,23 @@ impl Peer {
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.bind, cfg.port))?;
         let addr = listener.local_addr()?;
+        let (up, down) = (
+            Limiter::kbps(cfg.max_upload_rate),
+            Limiter::kbps(cfg.max_download_rate),
+        );
+        let cap = |l: &Option<Limiter>| l.as_ref().map_or(0, |l| l.bytes_per_sec);
+        tracing::info!(
+            up = cap(&up),
+            down = cap(&down),
+            "caps in bytes/s (0: none)"
+        );
         let session = Arc::new(Session::new(
             cfg.torrent.clone(),
             cfg.peer_id,
             storage,
             have,
             cfg.picker,
-            session::Caps {
-                up: Limiter::kbps(cfg.max_upload_rate),
-                down: Limiter::kbps(cfg.max_download_rate),
-            },
+            session::Caps { up, down },
             cfg.limits,
         ));
         if let Some((start, p)) = cfg.playback {
@@ -222,7 +230,7 @@ impl Peer {
         };
         tokio::select! {
             _ = done => tracing::info!("exit condition reached"),
-            s = shutdown_signal() => tracing::info!("{s}: stopping"),
+            s = crate::util::rt::shutdown_signal() => tracing::info!("{s}: stopping"),
         }
         self.stop().await;
         Ok(())
@@ -272,15 +280,19 @@ impl Peer {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM, naming it.
-pub async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("signal handler");
-    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
+/// `testbed peer`: one peer as a process, on a runtime of `threads` workers (1: a
+/// current-thread runtime, the light choice for world clients). Prints one machine-readable
+/// line for whoever started it (tests, the orchestrator): `listening ADDR peer_id ID`.
+pub fn run_standalone(cfg: PeerConfig, threads: usize) -> anyhow::Result<()> {
+    crate::util::rt::runtime(threads)?.block_on(async {
+        let p = Peer::start(cfg).await?;
+        println!(
+            "listening {} peer_id {}",
+            p.addr,
+            String::from_utf8_lossy(&p.session.peer_id)
+        );
+        p.run_until_exit().await
+    })
 }
 
 async fn accept_loop(session: Arc<Session>, listener: TcpListener, t: Timeouts) {

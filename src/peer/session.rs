@@ -16,6 +16,7 @@ use super::rate::{Limiter, Measure};
 use super::storage::{PieceBuf, Storage};
 use crate::metainfo::Torrent;
 use crate::policy::{ChokeCandidate, PeerView, PickView, PiecePicker, PieceStatus, Playback};
+use crate::util::Locked;
 use crate::wire::{Bitfield, BlockRef, BLOCK_SIZE};
 
 pub type ConnId = u64;
@@ -34,9 +35,6 @@ pub enum Cmd {
     Fill,
     Close(&'static str),
 }
-
-/// Seconds of playback ahead that count as a VoD client's window for the choker.
-pub const WINDOW_SECS: f64 = 20.0;
 
 /// Per-connection figures the choker and status read.
 pub struct ConnEntry {
@@ -162,6 +160,8 @@ pub struct Session {
     pub complete: watch::Sender<bool>,
     /// Poked when a peer becomes interested, so the choker need not wait for its round.
     pub rechoke: Notify,
+    /// Notified each time a piece's check ends (see [`Session::until_checked`]).
+    checked: Notify,
 }
 
 /// What became of a received block.
@@ -228,11 +228,12 @@ impl Session {
             pieces_tx: broadcast::channel(1024).0,
             complete: watch::channel(complete).0,
             rechoke: Notify::new(),
+            checked: Notify::new(),
         }
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     pub fn have(&self) -> Bitfield {
@@ -251,10 +252,6 @@ impl Session {
             .fold(self.torrent.total_length, |left, i| {
                 left - self.torrent.piece_len(i) as u64
             })
-    }
-
-    pub fn picker_name(&self) -> &'static str {
-        self.lock().picker.name()
     }
 
     /// Make the session a VoD client: `p.now` is ignored, time runs from `start`.
@@ -572,7 +569,7 @@ impl Session {
                 return BlockOutcome::Stored;
             }
             // Out of the map while we hash and write, so nobody requests it meanwhile.
-            st.status[index as usize] = PieceStatus::Requested;
+            st.status[index as usize] = PieceStatus::Checking;
             st.partials.remove(&index).expect("present")
         };
         match tokio::runtime::Handle::try_current() {
@@ -586,6 +583,12 @@ impl Session {
     }
 
     fn finish_piece(&self, index: u32, p: Partial) -> BlockOutcome {
+        let outcome = self.check_and_write(index, p);
+        self.checked.notify_waiters();
+        outcome
+    }
+
+    fn check_and_write(&self, index: u32, p: Partial) -> BlockOutcome {
         let ok = Sha1::digest(&*p.buf).as_slice() == self.torrent.pieces[index as usize].0;
         let written = ok
             && match self.storage.write(self.torrent.piece_offset(index), &p.buf) {
@@ -612,9 +615,9 @@ impl Session {
             let strikes = st.strikes.entry(peer).or_insert(0);
             *strikes += 1;
             let strikes = *strikes;
-            tracing::warn!(piece = index, peer = %crate::metainfo::hex(&peer), strikes, "piece failed its hash check");
+            tracing::warn!(piece = index, peer = %crate::util::hex(&peer), strikes, "piece failed its hash check");
             if strikes >= self.limits.ban_after && st.banned.insert(peer) {
-                tracing::warn!(peer = %crate::metainfo::hex(&peer), "banned after {strikes} bad pieces");
+                tracing::warn!(peer = %crate::util::hex(&peer), "banned after {strikes} bad pieces");
                 for c in st.conns.values().filter(|c| c.peer_id == peer) {
                     let _ = c.tx.send(Cmd::Close("banned: sent corrupt data"));
                 }
@@ -642,9 +645,22 @@ impl Session {
     /// the blocking pool): held in a moment, or missing again if it fails its check.
     pub fn checking(&self, index: u32) -> bool {
         let st = self.lock();
-        index < self.torrent.num_pieces()
-            && st.status[index as usize] == PieceStatus::Requested
-            && !st.partials.contains_key(&index)
+        index < self.torrent.num_pieces() && st.status[index as usize] == PieceStatus::Checking
+    }
+
+    /// Wait until piece `index` is not [`checking`](Self::checking) (held, or missing again).
+    /// Woken by each check that ends, never by polling.
+    pub async fn until_checked(&self, index: u32) {
+        loop {
+            let ended = self.checked.notified();
+            tokio::pin!(ended);
+            // Registered before the test, so a check that ends in between still wakes us.
+            ended.as_mut().enable();
+            if !self.checking(index) {
+                return;
+            }
+            ended.await;
+        }
     }
 
     /// The byte ranges `(begin, length)` of piece `index` not received yet, adjacent blocks
@@ -716,7 +732,7 @@ impl Session {
             if !full {
                 return Ok(false);
             }
-            st.status[index as usize] = PieceStatus::Requested;
+            st.status[index as usize] = PieceStatus::Checking;
             st.partials.remove(&index).expect("present")
         };
         Ok(matches!(
@@ -726,20 +742,17 @@ impl Session {
     }
 
     /// Candidates for the choker. For a VoD client, each also says how many of the pieces we
-    /// still need in the next [`WINDOW_SECS`] of playback it has.
+    /// still need in the next [`Playback::WINDOW`] seconds of playback it has.
     pub fn choke_candidates(&self) -> Vec<ChokeCandidate> {
         let mut st = self.lock();
         let st = &mut *st;
         let window: Vec<u32> = match &st.playback {
             Some((start, pb)) => {
-                let now = start.elapsed().as_secs_f64();
-                let n = self.torrent.num_pieces();
-                let first = ((now - pb.first_deadline) / pb.secs_per_piece)
-                    .ceil()
-                    .max(0.0) as u64;
-                let last =
-                    ((now + WINDOW_SECS - pb.first_deadline) / pb.secs_per_piece).max(0.0) as u64;
-                (first.min(n as u64) as u32..(last + 1).min(n as u64) as u32)
+                let pb = Playback {
+                    now: start.elapsed().as_secs_f64(),
+                    ..*pb
+                };
+                pb.window(self.torrent.num_pieces())
                     .filter(|&i| !st.have.get(i))
                     .collect()
             }
@@ -868,7 +881,7 @@ mod tests {
         std::fs::write(&src, &data).unwrap();
         let t = Torrent::from_bytes(&make_torrent(&src, "http://x/a", 32768).unwrap()).unwrap();
         let (storage, have) = Storage::open(&t, &dir.join("out.bin"), true).unwrap();
-        let picker = crate::policy::picker_by_name("rarest", 1).unwrap();
+        let picker = crate::policy::Policy::Rarest.picker(1);
         let caps = Caps {
             up: None,
             down: None,
@@ -939,10 +952,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (s, data) = session(dir.path());
         let s = Arc::new(s);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let rt = crate::util::rt::runtime(1).unwrap();
         rt.block_on(async {
             let mut held = s.pieces_tx.subscribe();
             let (tx, _rx) = mpsc::unbounded_channel();
@@ -962,6 +972,11 @@ mod tests {
             // Until the check is done the piece is neither held nor to be fetched elsewhere.
             let checking = s.checking(0);
             assert!(checking || s.have_piece(0));
+            // Waiting on the check ends with it, held, and no longer checking.
+            tokio::time::timeout(std::time::Duration::from_secs(10), s.until_checked(0))
+                .await
+                .expect("the check ends within 10 s");
+            assert!(!s.checking(0) && s.have_piece(0));
             let got = tokio::time::timeout(std::time::Duration::from_secs(10), held.recv()).await;
             assert_eq!(got.expect("verified within 10 s").unwrap(), 0);
             assert!(s.have_piece(0));

@@ -32,7 +32,6 @@ const DIRECT_ALIGN: usize = 4096;
 
 pub struct Storage {
     files: Vec<Entry>,
-    pub root: PathBuf,
     writable: bool,
     /// Cleared the first time the file system refuses a direct write.
     direct_ok: AtomicBool,
@@ -118,7 +117,6 @@ impl Storage {
         }
         let mut storage = Storage {
             files: Vec::new(),
-            root: data.to_path_buf(),
             writable: false,
             direct_ok: AtomicBool::new(true),
         };

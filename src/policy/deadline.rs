@@ -35,7 +35,7 @@ pub struct Deadline {
 impl Deadline {
     pub fn new(seed: u64) -> Self {
         Deadline {
-            window: 20.0,
+            window: Playback::WINDOW,
             min_slack: 0.3,
             // About one upload slot of the standard world (70 KB/s over 4 slots): a peer that
             // just unchoked us may take an urgent piece 2 s or more ahead. (8 KB/s, which kept
@@ -50,10 +50,7 @@ impl Deadline {
 impl Deadline {
     /// The first piece not yet overdue (the VoD server takes those).
     fn first_due(&self, pb: &Playback, n: u32) -> u32 {
-        (((pb.now + self.min_slack - pb.first_deadline) / pb.secs_per_piece)
-            .ceil()
-            .max(0.0) as u64)
-            .min(n as u64) as u32
+        pb.first_due(self.min_slack, n)
     }
 
     /// Seconds until `peer` would deliver the first block of one more piece: what is queued

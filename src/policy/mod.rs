@@ -11,7 +11,7 @@
 //! A picker never sees sockets or buffers: the session hands it a [`PickView`] of the swarm
 //! (what we have, which pieces are under way, how many peers have each piece, and, for a VoD
 //! client, where playback is) and the bitfield of the peer that has a free request slot. To add
-//! a policy, add a file here, implement the trait, and name it in [`picker_by_name`].
+//! a policy, add a file here, implement the trait, and give it a variant of [`Policy`].
 
 pub mod deadline;
 pub mod rarest;
@@ -20,6 +20,8 @@ pub mod tit_for_tat;
 pub mod window_choker;
 
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::wire::Bitfield;
 
@@ -32,6 +34,9 @@ pub enum PieceStatus {
     Partial,
     /// Started, every block asked for (endgame territory).
     Requested,
+    /// Every block is here; being hashed and written (held in a moment, or missing again if
+    /// it fails its check).
+    Checking,
     /// Verified and on disk.
     Have,
 }
@@ -49,9 +54,34 @@ pub struct Playback {
 }
 
 impl Playback {
+    /// Seconds of playback ahead that make a VoD client's window: the pieces the deadline
+    /// picker treats as urgent, and what the window choker counts in a peer's favour.
+    pub const WINDOW: f64 = 20.0;
+
+    /// Seconds after start when piece `i` is due.
+    pub fn deadline(&self, i: u32) -> f64 {
+        self.first_deadline + i as f64 * self.secs_per_piece
+    }
+
     /// Seconds from now until piece `i` is due (negative: overdue).
     pub fn slack(&self, i: u32) -> f64 {
-        self.first_deadline + i as f64 * self.secs_per_piece - self.now
+        self.deadline(i) - self.now
+    }
+
+    /// The first of `n` pieces due more than `margin` seconds from now (the ones before it
+    /// are overdue, or too close to make: the VoD server's), or `n`.
+    pub fn first_due(&self, margin: f64, n: u32) -> u32 {
+        (((self.now + margin - self.first_deadline) / self.secs_per_piece)
+            .ceil()
+            .max(0.0) as u64)
+            .min(n as u64) as u32
+    }
+
+    /// The pieces of `n` due within the next [`Self::WINDOW`] seconds and not overdue.
+    pub fn window(&self, n: u32) -> std::ops::Range<u32> {
+        let last =
+            ((self.now + Self::WINDOW - self.first_deadline) / self.secs_per_piece).max(0.0) as u64;
+        self.first_due(0.0, n)..(last + 1).min(n as u64) as u32
     }
 }
 
@@ -130,18 +160,100 @@ pub trait PiecePicker: Send {
     }
 }
 
-/// A picker by its `--policy` name.
-pub fn picker_by_name(name: &str, seed: u64) -> Option<Box<dyn PiecePicker>> {
-    match name {
-        "rarest" => Some(Box::new(rarest::RarestFirst::new(seed))),
-        "sequential" => Some(Box::new(sequential::Sequential)),
-        "deadline" => Some(Box::new(deadline::Deadline::new(seed))),
-        _ => None,
+/// The built-in policies: one name (for `--policy`, configs and reports) builds a picker and
+/// the choker that goes with it. The one registry: add a variant here and in the three
+/// matches below, and the command lines, the config and the checks all know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Rarest first (BitTornado's), with BitTornado's choker.
+    Rarest,
+    /// In file order, with BitTornado's choker.
+    Sequential,
+    /// Earliest deadline from a peer that can make it, rarest first beyond the window; the
+    /// window choker.
+    Deadline,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 3] = [Policy::Rarest, Policy::Sequential, Policy::Deadline];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Rarest => "rarest",
+            Policy::Sequential => "sequential",
+            Policy::Deadline => "deadline",
+        }
+    }
+
+    /// The piece picker, its random choices drawn from `seed`.
+    pub fn picker(self, seed: u64) -> Box<dyn PiecePicker> {
+        match self {
+            Policy::Rarest => Box::new(rarest::RarestFirst::new(seed)),
+            Policy::Sequential => Box::new(sequential::Sequential),
+            Policy::Deadline => Box::new(deadline::Deadline::new(seed)),
+        }
+    }
+
+    /// Upload slots (the optimistic one included) when the user does not say. The deadline
+    /// policy spends our uploads on the peers that hold the playback window, in three slots: a
+    /// third of our cap beats what a world client's other uploaders give it (a quarter of
+    /// theirs), so it keeps serving us (see `window_choker.rs`). The others keep BitTornado's
+    /// four, so that they compare pickers alone.
+    pub fn default_upload_slots(self) -> usize {
+        match self {
+            Policy::Deadline => 3,
+            Policy::Rarest | Policy::Sequential => 4,
+        }
+    }
+
+    /// The choker, with `slots` upload slots (default: [`Self::default_upload_slots`]).
+    pub fn choker(self, slots: Option<usize>, seed: u64) -> Box<dyn Choker> {
+        let slots = slots.unwrap_or(self.default_upload_slots());
+        // Its own stream of random numbers, apart from the picker's.
+        let seed = seed ^ 0x5eed;
+        match self {
+            Policy::Deadline => Box::new(window_choker::WindowChoker::new(slots, seed)),
+            Policy::Rarest | Policy::Sequential => {
+                Box::new(tit_for_tat::TitForTat::new(slots, seed))
+            }
+        }
     }
 }
 
-/// Names accepted by [`picker_by_name`].
-pub const PICKERS: &[&str] = &["rarest", "sequential", "deadline"];
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = UnknownPolicy;
+    fn from_str(s: &str) -> Result<Policy, UnknownPolicy> {
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| UnknownPolicy(s.to_string()))
+    }
+}
+
+/// A name that is no built-in policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownPolicy(pub String);
+
+impl std::fmt::Display for UnknownPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let known: Vec<&str> = Policy::ALL.iter().map(|p| p.name()).collect();
+        write!(
+            f,
+            "unknown policy {:?} (known: {})",
+            self.0,
+            known.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownPolicy {}
 
 /// One connection as the choker sees it.
 #[derive(Debug, Clone)]
@@ -169,4 +281,58 @@ pub trait Choker: Send {
     fn name(&self) -> &'static str;
     /// The ids to unchoke; every other candidate is choked. `round` counts rechokes.
     fn rechoke(&mut self, peers: &[ChokeCandidate], seeding: bool, round: u64) -> Vec<u64>;
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    #[test]
+    fn every_policy_is_known_by_its_name_everywhere() {
+        for p in Policy::ALL {
+            assert_eq!(p.name().parse::<Policy>().unwrap(), p);
+            assert_eq!(p.picker(1).name(), p.name());
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
+            let clap_name = clap::ValueEnum::to_possible_value(&p).unwrap();
+            assert_eq!(clap_name.get_name(), p.name());
+        }
+        assert_eq!(Policy::Deadline.choker(None, 1).name(), "window");
+        assert_eq!(Policy::Rarest.choker(Some(2), 1).name(), "tit-for-tat");
+        let e = "fastest".parse::<Policy>().unwrap_err().to_string();
+        assert!(e.contains("\"fastest\"") && e.contains("deadline"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod playback_tests {
+    use super::*;
+
+    #[test]
+    fn window_math() {
+        // A piece every 2 s from t = 4 s; at t = 9 piece 3 (due 10) is the first not overdue.
+        let pb = Playback {
+            first_deadline: 4.0,
+            secs_per_piece: 2.0,
+            piece_length: 16384,
+            now: 9.0,
+        };
+        assert_eq!(pb.deadline(3), 10.0);
+        assert_eq!(pb.slack(3), 1.0);
+        assert_eq!(pb.first_due(0.0, 100), 3);
+        assert_eq!(
+            pb.first_due(1.5, 100),
+            4,
+            "piece 3 is too close with a 1.5 s margin"
+        );
+        assert_eq!(pb.first_due(0.0, 2), 2, "capped at n");
+        // Due within 20 s: up to t = 29, piece 12 (due 28).
+        assert_eq!(pb.window(100), 3..13);
+        assert_eq!(pb.window(10), 3..10);
+        let early = Playback { now: 0.0, ..pb };
+        assert_eq!(
+            early.window(100),
+            0..9,
+            "before playback: from piece 0 to t = 20"
+        );
+    }
 }

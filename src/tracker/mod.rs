@@ -2,7 +2,8 @@
 //!
 //! Split by concern:
 //!
-//! * [`query`]: announce and scrape queries parsed from the raw query string (pure);
+//! * [`crate::announce::query`]: announce and scrape queries parsed from the raw query string
+//!   (pure, shared with the protocol layer);
 //! * [`swarm`]: swarms and peers in memory, what an announce does, bencoded answers (pure);
 //! * [`status`]: the same state for people and tools: `/` (HTML), `/api/status` (JSON),
 //!   `/metrics` (Prometheus text);
@@ -13,7 +14,6 @@
 //! line (target `tracker::access`).
 
 pub mod listener;
-pub mod query;
 pub mod status;
 pub mod swarm;
 
@@ -29,7 +29,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::announce::query;
 use crate::metainfo::Torrent;
+use crate::util::Locked;
 use swarm::{InfoHash, Swarm};
 
 /// How the tracker behaves.
@@ -94,14 +96,11 @@ pub struct Tracker {
     pub started: Instant,
     /// Extra sections of `/api/status` added by whoever embeds the tracker (the orchestrator's
     /// VoD counts), by name.
-    #[allow(clippy::type_complexity)]
-    pub extra: RwLock<
-        Vec<(
-            &'static str,
-            Box<dyn Fn() -> serde_json::Value + Send + Sync>,
-        )>,
-    >,
+    extra: RwLock<Vec<(&'static str, StatusSection)>>,
 }
+
+/// A section of `/api/status` that the embedding program fills in.
+pub type StatusSection = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 impl Tracker {
     pub fn new(config: TrackerConfig) -> Arc<Tracker> {
@@ -113,6 +112,24 @@ impl Tracker {
             started: Instant::now(),
             extra: RwLock::new(Vec::new()),
         })
+    }
+
+    /// Add a section `name` to `/api/status`, computed at each request.
+    pub fn add_status_section(&self, name: &'static str, section: StatusSection) {
+        self.extra
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name, section));
+    }
+
+    /// Sections added with [`Self::add_status_section`], computed now.
+    pub fn status_sections(&self) -> Vec<(&'static str, serde_json::Value)> {
+        self.extra
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, f)| (*k, f()))
+            .collect()
     }
 
     /// Make a torrent known (named on the status page; allowed when the allow-list is on).
@@ -144,7 +161,7 @@ impl Tracker {
 
     /// Run `f` on the swarms under the lock.
     pub fn with_swarms<R>(&self, f: impl FnOnce(&mut HashMap<InfoHash, Swarm>) -> R) -> R {
-        f(&mut self.swarms.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut self.swarms.locked())
     }
 
     /// Answer an announce query from `from`.
@@ -184,7 +201,7 @@ impl Tracker {
                 ));
             }
             s.announce(&a, addr, now);
-            let peers = if a.event == query::Event::Stopped {
+            let peers = if a.event == Some(crate::announce::Event::Stopped) {
                 Vec::new()
             } else {
                 s.select(&a.peer_id, a.numwant, a.left == 0)
@@ -269,7 +286,7 @@ fn log_request(t: &Tracker, from: SocketAddr, path: &str, q: &str, r: &Result<Ve
     for (k, v) in query::pairs(q) {
         match &k[..] {
             b"event" => event = String::from_utf8_lossy(&v).into_owned(),
-            b"peer_id" => peer = status::printable_id(&v),
+            b"peer_id" => peer = crate::util::html::printable_id(&v),
             _ => {}
         }
     }
@@ -299,6 +316,32 @@ pub fn api_router(t: Arc<Tracker>) -> Router {
 }
 
 /// Bind `addr`, with an error that names it.
+/// `testbed tracker`: the tracker and its status page alone, on `threads` workers, until
+/// SIGINT/SIGTERM. `allowed` non-empty: only these torrents are tracked.
+pub fn run_standalone(
+    config: TrackerConfig,
+    allowed: &[Torrent],
+    addr: SocketAddr,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let t = Tracker::new(config);
+    for a in allowed {
+        t.register(a);
+    }
+    // A multi-thread runtime even with one worker: the accept loop and the connections run on
+    // the worker while this thread only waits (measured by `make bench`).
+    crate::util::rt::multi_thread(threads)?.block_on(async {
+        let listener = bind(addr).await?;
+        let local = listener.local_addr()?;
+        println!("tracker on http://{local}/announce · status page http://{local}/");
+        serve(t.clone(), listener, router(t), async {
+            let s = crate::util::rt::shutdown_signal().await;
+            tracing::info!("{s}: stopping");
+        })
+        .await
+    })
+}
+
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {

@@ -10,12 +10,13 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Tracker;
-use crate::metainfo::hex;
+use crate::util::hex;
+use crate::util::html::{esc, human, printable_id};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
     pub uptime_secs: f64,
     pub interval_secs: u64,
@@ -25,7 +26,7 @@ pub struct Status {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SwarmStatus {
     pub info_hash: String,
     pub name: Option<String>,
@@ -36,7 +37,7 @@ pub struct SwarmStatus {
     pub peers: Vec<PeerStatus>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PeerStatus {
     /// Printable peer id (non-printable bytes as `%XX`).
     pub peer_id: String,
@@ -52,18 +53,6 @@ pub struct PeerStatus {
     /// Bytes/s between its last two announces.
     pub up_rate: f64,
     pub down_rate: f64,
-}
-
-/// A peer id as text: printable ASCII kept, other bytes `%XX`.
-pub fn printable_id(id: &[u8]) -> String {
-    id.iter().fold(String::new(), |mut s, &b| {
-        if b.is_ascii_graphic() && b != b'%' {
-            s.push(b as char);
-        } else {
-            let _ = write!(s, "%{b:02X}");
-        }
-        s
-    })
 }
 
 impl Tracker {
@@ -128,11 +117,9 @@ impl Tracker {
             interval_secs: self.config.interval.as_secs(),
             swarms,
             extra: self
-                .extra
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .map(|(k, f)| (k.to_string(), f()))
+                .status_sections()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         }
     }
@@ -140,14 +127,6 @@ impl Tracker {
 
 pub async fn json(State(t): State<Arc<Tracker>>) -> Response {
     axum::Json(t.status()).into_response()
-}
-
-/// Text made safe for HTML (text and attribute values).
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// A swarm's name for a heading (escaped).
@@ -167,16 +146,6 @@ pub fn swarm_counts(sw: &SwarmStatus) -> String {
         sw.leechers,
         sw.completed
     )
-}
-
-/// Bytes in KiB/MiB for people.
-pub fn human(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
 }
 
 /// The page, rendered on the server so that it reads without JavaScript.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use rand::seq::index::sample;
 
-use super::query::{Announce, Event};
+use crate::announce::query::Announce;
+use crate::announce::Event;
 use crate::bencode::encode_bytes;
 
 pub type InfoHash = [u8; 20];
@@ -94,11 +95,11 @@ impl Swarm {
 
     /// Apply an announce from `addr` (the peer's IP and announced port).
     pub fn announce(&mut self, a: &Announce, addr: SocketAddr, now: Instant) {
-        if a.event == Event::Stopped {
+        if a.event == Some(Event::Stopped) {
             self.remove(&a.peer_id);
             return;
         }
-        if a.event == Event::Completed {
+        if a.event == Some(Event::Completed) {
             self.completed += 1;
         }
         match self.index.get(&a.peer_id) {
@@ -274,7 +275,7 @@ mod tests {
             uploaded: 0,
             downloaded: 0,
             left,
-            event,
+            event: Some(event),
             numwant: 50,
             compact: true,
             no_peer_id: false,
@@ -339,7 +340,7 @@ mod tests {
                 |ip| ip,
                 &mut out,
             );
-            let r = crate::peer::tracker_client::parse_response(&out).unwrap();
+            let r = crate::announce::request::parse_response(&out).unwrap();
             assert_eq!(r.peers.len(), 2);
             assert_eq!((r.complete, r.incomplete), (Some(1), Some(1)));
         }

@@ -86,7 +86,7 @@ pub fn svg(r: &Report, now: Option<f64>) -> String {
             "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#555\">{}</text>",
             ML - 6.0,
             y(b) + 4.0,
-            crate::tracker::status::human(b as u64)
+            crate::util::html::human(b as u64)
         );
     }
     // The deadline curve B(t) = R(P + t - D), clamped to the file.

@@ -8,9 +8,10 @@
 //! A piece not complete and verified at its deadline is fetched from the VoD server, and every
 //! byte the server sends is a penalty point: score = −penalty.
 
-pub mod chart;
+pub(crate) mod chart;
 pub mod client;
-pub mod server;
+pub(crate) mod score;
+pub(crate) mod server;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,9 +51,9 @@ impl Model {
         b.clamp(0.0, self.size as f64) as u64
     }
 
-    /// Seconds after start when piece `i` is due.
+    /// Seconds after start when piece `i` is due (the one formula: [`Playback::deadline`]).
     pub fn deadline(&self, i: u32) -> f64 {
-        self.delay - self.prefetch + i as f64 * self.piece_length as f64 / self.rate
+        self.playback().deadline(i)
     }
 
     pub fn num_pieces(&self) -> u32 {
@@ -128,96 +129,7 @@ impl Report {
     /// A report file, or `None` when it is missing or unreadable (a client that has not written
     /// one yet, or writes none).
     pub fn read(path: &std::path::Path) -> Option<Report> {
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-    }
-}
-
-/// The result of a run as `testbed run` prints and saves it.
-pub struct Summary {
-    pub text: String,
-    pub json: serde_json::Value,
-    /// My client ended cleanly and its report (if any) agrees with the server.
-    pub ok: bool,
-    pub problem: Option<String>,
-}
-
-/// Score a finished run: the server's count is the penalty; the client's report (when it wrote
-/// one) is set beside it.
-pub fn summary(
-    o: &crate::orchestrator::Outcome,
-    report: &std::path::Path,
-    seconds: f64,
-) -> Summary {
-    let server: u64 = o.served.values().map(|s| s.bytes).sum();
-    let share = if o.my_size > 0 {
-        server as f64 / o.my_size as f64
-    } else {
-        0.0
-    };
-    // A report that is there but unreadable is said so (with serde's reason), not ignored.
-    let (rep, unreadable): (Option<Report>, Option<String>) = match std::fs::read(report) {
-        Err(_) => (None, None),
-        Ok(b) => match serde_json::from_slice(&b) {
-            Ok(r) => (Some(r), None),
-            Err(e) => (None, Some(format!("{}: {e}", report.display()))),
-        },
-    };
-    let agree = rep.as_ref().map(|r| r.bytes_from_server == server);
-    let exit = o.my_exit.map(|e| e.to_string());
-    let mut text = format!(
-        "score: -{server}  ({server} bytes from the VoD server = {:.1}% of the {} byte file)",
-        share * 100.0,
-        o.my_size
-    );
-    match &rep {
-        Some(r) => text.push_str(&format!(
-            "\nmy client's report: {} bytes from the server ({} pieces), {} from peers, policy {}; {}",
-            r.bytes_from_server,
-            r.pieces_from_server,
-            r.bytes_from_peers,
-            r.policy,
-            if agree == Some(true) { "agrees with the server's count" } else { "DISAGREES with the server's count" }
-        )),
-        None => match &unreadable {
-            Some(e) => text.push_str(&format!(
-                "\nmy client's report is unreadable ({e}); the server's count is the score"
-            )),
-            None => text.push_str("\nmy client wrote no report (the server's count is the score)"),
-        },
-    }
-    let problem = match (&o.my_exit, agree) {
-        (Some(crate::orchestrator::procs::Exit::Code(0)), Some(false)) => {
-            Some("the client's report disagrees with the server's count".to_string())
-        }
-        (Some(crate::orchestrator::procs::Exit::Code(0)), _) => None,
-        (Some(e), _) => Some(format!("my client ended with {e}")),
-        (None, _) => Some("stopped before my client ended".to_string()),
-    };
-    let json = serde_json::json!({
-        "score": -(server as i64),
-        "penalty": server,
-        "server_bytes": server,
-        "server_share": share,
-        "server_by_client": o.served,
-        "size": o.my_size,
-        "client_report": rep.as_ref().map(|r| serde_json::json!({
-            "bytes_from_server": r.bytes_from_server,
-            "bytes_from_peers": r.bytes_from_peers,
-            "pieces_from_server": r.pieces_from_server,
-            "penalty": r.penalty,
-            "finished_at": r.finished_at,
-            "policy": r.policy,
-        })),
-        "agree": agree,
-        "my_client_exit": exit,
-        "seconds": seconds,
-        "run_id": o.run_id,
-    });
-    Summary {
-        text,
-        json,
-        ok: problem.is_none(),
-        problem,
+        crate::util::fs::read_json(path)
     }
 }
 

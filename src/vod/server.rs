@@ -11,13 +11,14 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crate::util::Locked;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What one client was served.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Served {
     pub bytes: u64,
     pub requests: u64,
@@ -42,10 +43,7 @@ impl VodServer {
 
     /// Bytes served so far, per client.
     pub fn served(&self) -> BTreeMap<String, Served> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.counts.locked().clone()
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -90,7 +88,7 @@ pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Bad
 
 fn client_name(q: &Option<String>, headers: &HeaderMap) -> Option<String> {
     let from_query = q.as_deref().and_then(|q| {
-        crate::tracker::query::pairs(q)
+        crate::announce::query::pairs(q)
             .find(|(k, _)| k == b"client")
             .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
     });
@@ -157,7 +155,7 @@ async fn serve(
         _ => return (StatusCode::INTERNAL_SERVER_ERROR, "read failed\n").into_response(),
     };
     {
-        let mut c = s.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = s.counts.locked();
         let e = c.entry(client.clone()).or_default();
         e.bytes += len;
         e.requests += 1;

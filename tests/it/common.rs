@@ -156,13 +156,32 @@ pub fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_default()
 }
 
-/// A free TCP port on loopback (bound and released; fine for tests on one machine).
+/// A TCP port for a server that a test starts, which no other test of this run gets and no
+/// other process is likely to take before the server binds it.
+///
+/// A port bound to 0 and released (the usual trick) comes from the kernel's ephemeral range,
+/// where every client socket and every `--port 0` peer of a parallel test also takes its
+/// ports: it can be taken before the server binds it. So ports are handed out below the
+/// ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), once each per process from a
+/// counter, starting at a place drawn from the pid (two test processes rarely overlap), and
+/// skipping any port that something already holds.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (base, span) = (10_000u32, low.saturating_sub(10_000).max(1000));
+    let start = std::process::id() * 97 % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (base + (start + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {low}");
 }
 
 /// A plain HTTP/1.0 GET on loopback: (status code, body).
@@ -240,6 +259,11 @@ impl Scenario {
 
     pub fn run_dir(&self) -> PathBuf {
         self.dir.path().join("run")
+    }
+
+    /// The scenario's fresh-files.
+    pub fn fresh_dir(&self) -> PathBuf {
+        self.dir.path().join("fresh")
     }
 
     /// `testbed COMMAND --config CONFIG ARGS...`, waited for.

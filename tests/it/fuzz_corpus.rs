@@ -43,7 +43,7 @@ fn fuzz_corpus_replays_without_panics() {
     }
     for data in inputs("announce") {
         let q = String::from_utf8_lossy(&data);
-        let _ = testbed::tracker::query::parse_announce(&q);
-        let _ = testbed::tracker::query::parse_scrape(&q);
+        let _ = testbed::announce::query::parse_announce(&q);
+        let _ = testbed::announce::query::parse_scrape(&q);
     }
 }

@@ -98,7 +98,15 @@ fn slow_world_forces_server_bytes_counted_by_the_server() {
     let s = scenario(4.0, "{min: 0.0, max: 0.2}");
     let (out, summary, report) = run(&s, &["--policy", "rarest"]);
     let server = summary["server_bytes"].as_u64().unwrap();
-    assert!(server > 100_000, "{out}");
+    // Peers cannot have sent more than the world's caps allow by the time playback ended
+    // (4 clients x 4 KB/s, plus a one-block burst each), however loaded the machine was: the
+    // server sent at least the rest.
+    let ended = report["finished_at"].as_f64().unwrap();
+    let most_from_peers = (4.0 * 4.0 * 1024.0 * ended) as u64 + 4 * 16384;
+    assert!(
+        server > 0 && server + most_from_peers >= 400_000,
+        "{server} from the server, at most {most_from_peers} from peers by {ended} s: {out}"
+    );
     assert_eq!(summary["agree"], true, "{out}");
     assert_eq!(report["bytes_from_server"].as_u64().unwrap(), server);
     assert_eq!(report["policy"], "rarest");

@@ -8,20 +8,14 @@ use std::net::IpAddr;
 
 use percent_encoding::percent_decode;
 
+use super::Event;
+
 /// The longest query string accepted.
 pub const MAX_QUERY: usize = 4096;
 /// numwant when the client does not say.
 pub const DEFAULT_NUMWANT: usize = 50;
 /// numwant is capped here.
 pub const MAX_NUMWANT: usize = 200;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    None,
-    Started,
-    Completed,
-    Stopped,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announce {
@@ -31,7 +25,8 @@ pub struct Announce {
     pub uploaded: u64,
     pub downloaded: u64,
     pub left: u64,
-    pub event: Event,
+    /// `None` for a regular announce (no event, `empty` or `paused`).
+    pub event: Option<Event>,
     pub numwant: usize,
     pub compact: bool,
     pub no_peer_id: bool,
@@ -88,7 +83,7 @@ pub fn parse_announce(raw: &str) -> Result<Announce, QueryError> {
         uploaded: 0,
         downloaded: 0,
         left: 0,
-        event: Event::None,
+        event: None,
         numwant: DEFAULT_NUMWANT,
         compact: true,
         no_peer_id: false,
@@ -116,10 +111,10 @@ pub fn parse_announce(raw: &str) -> Result<Announce, QueryError> {
             b"no_peer_id" => a.no_peer_id = &v[..] == b"1",
             b"event" => {
                 a.event = match &v[..] {
-                    b"started" => Event::Started,
-                    b"completed" => Event::Completed,
-                    b"stopped" => Event::Stopped,
-                    b"" | b"empty" | b"paused" => Event::None,
+                    b"started" => Some(Event::Started),
+                    b"completed" => Some(Event::Completed),
+                    b"stopped" => Some(Event::Stopped),
+                    b"" | b"empty" | b"paused" => None,
                     _ => return Err(QueryError::Invalid("event")),
                 }
             }
@@ -159,7 +154,7 @@ mod tests {
         assert_eq!(&a.peer_id, b"-TB0100-abcdefghijkl");
         assert_eq!(a.port, 6881);
         assert_eq!(a.left, 10);
-        assert_eq!(a.event, Event::Started);
+        assert_eq!(a.event, Some(Event::Started));
         assert_eq!(a.numwant, DEFAULT_NUMWANT);
         assert!(a.compact);
     }

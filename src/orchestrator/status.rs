@@ -1,0 +1,144 @@
+//! `testbed status`: is a testbed running in this run dir, and what does it run? Reads the
+//! supervisor's `/api/world` ([`WorldStatus`]) and the tracker's `/api/status`
+//! ([`tracker::status::Status`](crate::tracker::status::Status)) into their types and prints a
+//! table: one line per world client (role, slot, generation, pid, state, peer id, progress,
+//! rates from the tracker) and my client, then the files on disk.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::api::WorldStatus;
+use super::config::Config;
+use super::procs;
+use super::rundir::{PidInfo, RunDir};
+use crate::tracker::status::{PeerStatus, Status};
+
+/// `testbed status --json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Running {
+    pub running: bool,
+    pub pid: i32,
+    pub world: WorldStatus,
+    pub tracker: Status,
+}
+
+/// `testbed status`: returns false when nothing runs.
+pub fn status(config_path: &Path, json: bool) -> anyhow::Result<bool> {
+    let cfg = Config::load(config_path)?;
+    let rd = RunDir::new(&cfg.run_dir);
+    let info = rd
+        .read_pid()
+        .filter(|i| procs::is_same_process(i.pid, i.start_time));
+    let Some(info) = info else {
+        if json {
+            println!("{{\"running\":false}}");
+        } else {
+            println!("not running ({})", rd.root.display());
+        }
+        return Ok(false);
+    };
+    let rt = crate::util::rt::runtime(1)?;
+    let url = format!("{}/api/world", info.url);
+    let (world, tracker) = rt
+        .block_on(async {
+            let c = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()?;
+            let w = c.get(&url).send().await?.text().await?;
+            let t = c
+                .get(format!("{}/api/status", info.url))
+                .send()
+                .await?
+                .text()
+                .await?;
+            anyhow::Ok((w, t))
+        })
+        .with_context(|| format!("supervisor pid {} runs but {url} does not answer", info.pid))?;
+    let world: WorldStatus =
+        serde_json::from_str(&world).with_context(|| format!("{url}: unexpected answer"))?;
+    let tracker: Status = serde_json::from_str(&tracker)
+        .with_context(|| format!("{}/api/status: unexpected answer", info.url))?;
+    if json {
+        let r = Running {
+            running: true,
+            pid: info.pid,
+            world,
+            tracker,
+        };
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print!("{}", render(&info, &world, &tracker));
+    }
+    Ok(true)
+}
+
+/// The text table.
+pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
+    let mut s = String::new();
+    let run = &w.run;
+    let _ = writeln!(
+        s,
+        "testbed running: supervisor pid {}, run {}, up {:.0} s, {}",
+        info.pid, info.run_id, w.uptime_secs, w.phase
+    );
+    for (k, v) in [
+        ("status page", run.status_url.clone()),
+        ("tracker", run.tracker_url.clone()),
+        ("VoD server", run.vod_url.clone()),
+        ("my torrent", run.torrent.display().to_string()),
+        ("my saveas", run.saveas.display().to_string()),
+    ] {
+        let _ = writeln!(s, "  {k:<12} {v}");
+    }
+    // Peer figures from the tracker, by peer id.
+    let peers: BTreeMap<&str, &PeerStatus> = t
+        .swarms
+        .iter()
+        .flat_map(|sw| sw.peers.iter())
+        .map(|p| (p.peer_id.as_str(), p))
+        .collect();
+    let _ = writeln!(
+        s,
+        "\n  {:<6} {:>4} {:>4} {:>7} {:<8} {:<20} {:>8} {:>9} {:>9}",
+        "ROLE", "SLOT", "GEN", "PID", "STATE", "PEER ID", "PROGRESS", "UP KB/s", "DOWN KB/s"
+    );
+    for slot in &w.world {
+        let id = String::from_utf8_lossy(&slot.peer_id);
+        let p = peers.get(&*id);
+        let _ = writeln!(
+            s,
+            "  {:<6} {:>4} {:>4} {:>7} {:<8} {:<20} {:>7.0}% {:>9.1} {:>9.1}",
+            slot.role.as_str(),
+            slot.index,
+            slot.generation,
+            slot.pid.map(|p| p.to_string()).unwrap_or("-".into()),
+            slot.state.as_str(),
+            id,
+            p.and_then(|p| p.progress).unwrap_or(0.0) * 100.0,
+            p.map_or(0.0, |p| p.up_rate) / 1024.0,
+            p.map_or(0.0, |p| p.down_rate) / 1024.0
+        );
+    }
+    let my = &w.my_client;
+    let _ = writeln!(
+        s,
+        "  {:<6} {:>4} {:>4} {:>7} {:<8} {}",
+        "my",
+        "-",
+        "-",
+        my.pid.map(|p| p.to_string()).unwrap_or("-".into()),
+        my.state.as_str(),
+        my.exit.as_deref().unwrap_or("")
+    );
+    let _ = writeln!(s, "\n  downloads on disk:");
+    for (path, size) in &w.downloads {
+        let _ = writeln!(s, "  {size:>12}  {path}");
+    }
+    s
+}

@@ -1,0 +1,62 @@
+//! `testbed stop`: end everything of the run dir's testbed within 5 s, idempotent. The
+//! supervisor (checked by its pid's start time) gets SIGTERM and 4 s to end its run itself;
+//! then every process of the run that is left, found by cgroup, run-id marker and session, gets
+//! SIGTERM and, 300 ms later, SIGKILL. This works the same when the supervisor was SIGKILLed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::config::Config;
+use super::procs;
+use super::rundir::RunDir;
+
+/// `testbed stop`. With `verbose`, says what it did (or that nothing ran).
+pub fn stop(config_path: &Path, verbose: bool) -> anyhow::Result<()> {
+    let cfg = Config::load(config_path)?;
+    let rd = RunDir::new(&cfg.run_dir);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let Some(info) = rd.read_pid() else {
+        if verbose {
+            println!("nothing running in {}", rd.root.display());
+        }
+        return Ok(());
+    };
+    let alive = procs::is_same_process(info.pid, info.start_time);
+    if alive {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(info.pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let wait_until = Instant::now() + Duration::from_secs(4);
+        while procs::is_same_process(info.pid, info.start_time) && Instant::now() < wait_until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let cgroup = info.cgroup.clone().map(|path| procs::Cgroup { path });
+    let left = procs::end_all(
+        &info.run_id,
+        info.sid,
+        cgroup.as_ref(),
+        Duration::from_millis(300),
+        deadline,
+    );
+    if let Some(cg) = &cgroup {
+        cg.remove();
+    }
+    if !left.is_empty() {
+        anyhow::bail!("processes {left:?} of run {} survived SIGKILL", info.run_id);
+    }
+    let _ = std::fs::remove_file(rd.pid_file());
+    if verbose {
+        println!(
+            "stopped testbed {} (supervisor {})",
+            info.run_id,
+            if alive {
+                "ended"
+            } else {
+                "was already gone; its processes were swept"
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,605 @@
+//! The supervisor: the process that runs a testbed, until stopped (`testbed start`) or until
+//! my client exits (`testbed run`).
+//!
+//! [`supervise`] prepares the process: it takes the run dir's lock (one testbed per run dir; a
+//! dead supervisor's lock is gone with it, so a stale pid file never blocks), resets `run/`,
+//! logs to `run/logs/tracker.log`, becomes a child subreaper, moves into a cgroup of its own
+//! where it can ([`procs`]) and writes `run/testbed.pid`. Then a [`Supervisor`] runs its
+//! steps, each a method:
+//!
+//! 1. [`make_torrents`](Supervisor::make_torrents): a torrent per file of `fresh-files/`;
+//! 2. [`start_services`](Supervisor::start_services): the tracker, the status page,
+//!    `/api/world` and the VoD server on one HTTP listener, in-process;
+//! 3. [`start_world`](Supervisor::start_world): every world client (file copies and forks off
+//!    the runtime);
+//! 4. [`start_my_client`](Supervisor::start_my_client): exec'd with the [`template`]d args
+//!    and the `TESTBED_*` variables;
+//! 5. [`wait_ready`](Supervisor::wait_ready): until every world client has announced (or its
+//!    slot was given up after crashing);
+//! 6. [`event_loop`](Supervisor::event_loop): replace world clients as they complete or
+//!    crash; end on SIGTERM/SIGINT or, under [`Mode::Run`], when my client exits;
+//! 7. [`shut_down`](Supervisor::shut_down): end every process of the run while the tracker
+//!    still answers their `stopped` announces, then the HTTP server.
+//!
+//! Whatever happens, [`supervise`] ends every process of the run before it returns.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::api::{MyClient, MyClientState, Phase, RunInfo, StartState, TorrentInfo};
+use super::config::Config;
+use super::procs::{self, SpawnRequest};
+use super::rundir::{PidInfo, RunDir};
+use super::world::{SwarmFiles, World};
+use super::{page, template, Mode, Orchestrator};
+use crate::metainfo::{self, Torrent};
+use crate::tracker::{self, Tracker, TrackerConfig};
+use crate::util::{Exit, Locked};
+use crate::vod::score::Outcome;
+use crate::vod::server::VodServer;
+
+/// Children's exits as the reaper reports them. Bounded by the reaper's channel (see
+/// [`procs::reaper`]); the event loop drains it continuously.
+type Exits = mpsc::Receiver<(i32, Exit)>;
+
+/// Run the testbed in this process until stopped (or, under [`Mode::Run`], until my client
+/// exits); returns what the run ended with.
+pub fn supervise(
+    config_path: &Path,
+    my_client: Vec<String>,
+    mode: Mode,
+) -> anyhow::Result<Outcome> {
+    let cfg = Config::load(config_path)?;
+    let rd = RunDir::new(&cfg.run_dir);
+    let _lock = rd.lock()?;
+    rd.reset()?;
+    crate::util::rt::init_logging(Some(&rd.logs().join("tracker.log")), "info")?;
+    let run_id = std::env::var(procs::RUN_ID_VAR).unwrap_or_else(|_| super::start::new_run_id());
+    let me = std::process::id() as i32;
+    let sid = (nix::unistd::getsid(None).ok().map(|s| s.as_raw()) == Some(me)).then_some(me);
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let cgroup = match procs::Cgroup::create(&run_id, me) {
+        Ok(cg) => Some(cg),
+        Err(e) => {
+            eprintln!(
+                "testbed: no cgroup for this run ({e}); relying on the run-id marker and session"
+            );
+            None
+        }
+    };
+    let base_url = format!("http://{}:{}", reach_host(&cfg), cfg.tracker.port);
+    rd.write_pid(&PidInfo {
+        pid: me,
+        start_time: procs::start_time(me).unwrap_or(0),
+        run_id: run_id.clone(),
+        sid,
+        cgroup: cgroup.as_ref().map(|c| c.path.clone()),
+        url: base_url.clone(),
+    })?;
+    let rt = crate::util::rt::runtime(2)?;
+    let sup = Supervisor {
+        cfg: &cfg,
+        rd: &rd,
+        run_id: run_id.clone(),
+        sid,
+        base_url,
+        mode,
+        started: Instant::now(),
+    };
+    let result = rt.block_on(sup.run(my_client));
+    if let Err(e) = &result {
+        StartState::write(&rd, Phase::Failed, Some(format!("{e:#}")), 0, 0);
+    }
+    // Whatever happened, nothing of the run outlives the supervisor.
+    let left = procs::end_all(
+        &run_id,
+        sid,
+        None,
+        Duration::from_millis(1500),
+        Instant::now() + Duration::from_secs(4),
+    );
+    if !left.is_empty() {
+        eprintln!("testbed: processes {left:?} survived");
+    }
+    rt.shutdown_timeout(Duration::from_millis(500));
+    if let Some(cg) = &cgroup {
+        // We are inside it: leave it before removing it.
+        if let Some(parent) = cg.path.parent() {
+            let _ = std::fs::write(parent.join("cgroup.procs"), me.to_string());
+        }
+        cg.remove();
+    }
+    let _ = std::fs::remove_file(rd.pid_file());
+    if result.is_ok() {
+        StartState::write(&rd, Phase::Stopped, None, 0, 0);
+    }
+    result
+}
+
+/// Host that clients use to reach the tracker: the public host, else the bind address (with
+/// 0.0.0.0 meaning this host).
+fn reach_host(cfg: &Config) -> String {
+    match (&cfg.tracker.public_host, cfg.tracker.bind) {
+        (Some(h), _) => h.clone(),
+        (None, ip) if ip.is_unspecified() => "127.0.0.1".into(),
+        (None, IpAddr::V6(ip)) => format!("[{ip}]"),
+        (None, ip) => ip.to_string(),
+    }
+}
+
+/// One supervised run: the config, where it lives, and how it ends.
+pub struct Supervisor<'a> {
+    cfg: &'a Config,
+    rd: &'a RunDir,
+    run_id: String,
+    sid: Option<i32>,
+    base_url: String,
+    mode: Mode,
+    started: Instant,
+}
+
+/// The HTTP server of the run (tracker, page, `/api/world`, VoD) and how to end it.
+struct Services {
+    orch: Arc<Orchestrator>,
+    server: JoinHandle<anyhow::Result<()>>,
+    shutdown: Arc<tokio::sync::Notify>,
+}
+
+impl Supervisor<'_> {
+    /// Every step, in order.
+    async fn run(self, my_client: Vec<String>) -> anyhow::Result<Outcome> {
+        StartState::write(self.rd, Phase::Starting, None, 0, 0);
+        let swarms = self.make_torrents()?;
+        let mine = self.my_swarm(&swarms)?;
+        let info = self.run_info(&swarms, mine)?;
+        let world = self.new_world(swarms)?;
+        let services = self.start_services(info, world, &my_client).await?;
+        let mut exits = self.start_world(&services.orch).await?;
+        let my_pid = match my_client.is_empty() {
+            true => None,
+            false => Some(self.start_my_client(&services.orch, &my_client).await?),
+        };
+        self.wait_ready(&services.orch, &mut exits, my_pid).await?;
+        let my_exit = self.event_loop(&services.orch, &mut exits, my_pid).await;
+        // Nobody reads exits from here on: the reaper goes on reaping without queueing.
+        drop(exits);
+        self.shut_down(services, my_exit).await
+    }
+
+    /// Step 1: a torrent for every file of fresh-files, in `run/torrents/`.
+    fn make_torrents(&self) -> anyhow::Result<Vec<SwarmFiles>> {
+        let announce = self.announce_url();
+        let mut swarms = Vec::new();
+        for f in super::fresh_files(&self.cfg.fresh_files)? {
+            let bytes = metainfo::make_torrent(&f, &announce, self.cfg.torrents.piece_length)?;
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let path = self.rd.torrents().join(format!("{name}.torrent"));
+            std::fs::write(&path, &bytes).with_context(|| format!("{}", path.display()))?;
+            swarms.push(SwarmFiles {
+                torrent: Arc::new(Torrent::from_bytes(&bytes)?),
+                torrent_path: path,
+                fresh: f,
+            });
+        }
+        Ok(swarms)
+    }
+
+    fn announce_url(&self) -> String {
+        format!("{}/announce", self.base_url)
+    }
+
+    /// The swarm my client joins: the config's `torrents.my_torrent`, else the largest file.
+    fn my_swarm(&self, swarms: &[SwarmFiles]) -> anyhow::Result<usize> {
+        match &self.cfg.torrents.my_torrent {
+            Some(n) => swarms
+                .iter()
+                .position(|s| &s.torrent.name == n)
+                .with_context(|| {
+                    format!(
+                        "torrents.my_torrent: {n} is not in {}",
+                        self.cfg.fresh_files.display()
+                    )
+                }),
+            None => Ok((0..swarms.len())
+                .max_by_key(|&i| swarms[i].torrent.total_length)
+                .unwrap_or(0)),
+        }
+    }
+
+    fn run_info(&self, swarms: &[SwarmFiles], mine: usize) -> anyhow::Result<RunInfo> {
+        let my = &swarms[mine];
+        let base = &self.base_url;
+        Ok(RunInfo {
+            run_id: self.run_id.clone(),
+            pid: std::process::id() as i32,
+            base_url: base.clone(),
+            tracker_url: self.announce_url(),
+            status_url: format!("{base}/"),
+            vod_url: format!("{base}/vod/{}", my.torrent.info_hash),
+            torrent: std::path::absolute(&my.torrent_path)?,
+            saveas: std::path::absolute(
+                self.rd.downloads().join("my-client").join(&my.torrent.name),
+            )?,
+            report: std::path::absolute(self.rd.reports().join("my-client.json"))?,
+            torrents: swarms
+                .iter()
+                .map(|s| TorrentInfo {
+                    name: s.torrent.name.clone(),
+                    path: s.torrent_path.clone(),
+                    info_hash: s.torrent.info_hash.hex(),
+                    size: s.torrent.total_length,
+                    pieces: s.torrent.num_pieces(),
+                    piece_length: s.torrent.piece_length,
+                })
+                .collect(),
+        })
+    }
+
+    /// The world's slots, laid out but not started.
+    fn new_world(&self, swarms: Vec<SwarmFiles>) -> anyhow::Result<Arc<World>> {
+        let rd = self.rd;
+        let world = World {
+            cfg: self.cfg.world.clone(),
+            seed: self.cfg.seed.unwrap_or_else(rand::random),
+            swarms,
+            slots: Mutex::new(Vec::new()),
+            spawner: procs::Spawner::new(&self.run_id),
+            testbed_exe: match &self.cfg.world.command {
+                Some(c) => c.clone(),
+                None => std::env::current_exe()?,
+            },
+            downloads: rd.downloads(),
+            logs: rd.logs(),
+            status: rd.status(),
+            tracker_url: self.announce_url(),
+            interval: self.cfg.tracker.interval,
+            stopping: Default::default(),
+        };
+        world.layout();
+        Ok(Arc::new(world))
+    }
+
+    /// Step 2: the tracker, the status page, `/api/world` and the VoD server, on one listener.
+    async fn start_services(
+        &self,
+        info: RunInfo,
+        world: Arc<World>,
+        my_client: &[String],
+    ) -> anyhow::Result<Services> {
+        let cfg = self.cfg;
+        let trk = Tracker::new(TrackerConfig {
+            interval: Duration::from_secs(cfg.tracker.interval),
+            min_interval: Duration::from_secs(cfg.tracker.interval.div_ceil(2)),
+            public_ip: cfg
+                .tracker
+                .public_host
+                .as_ref()
+                .and_then(|h| h.parse().ok()),
+            ..Default::default()
+        });
+        for s in &world.swarms {
+            trk.register(&s.torrent);
+        }
+        let listener = tracker::bind(SocketAddr::new(cfg.tracker.bind, cfg.tracker.port)).await?;
+        let vod = VodServer::new(world.swarms.iter().map(|s| {
+            (
+                s.torrent.info_hash.hex(),
+                s.fresh.clone(),
+                s.torrent.total_length,
+            )
+        }));
+        {
+            let vod = vod.clone();
+            trk.add_status_section(
+                "vod",
+                Box::new(move || serde_json::to_value(vod.served()).unwrap_or_default()),
+            );
+        }
+        let orch = Arc::new(Orchestrator {
+            vod: vod.clone(),
+            info,
+            world,
+            tracker: trk.clone(),
+            my: Mutex::new(MyClient {
+                state: match my_client.is_empty() {
+                    true => MyClientState::None,
+                    false => MyClientState::NotStarted,
+                },
+                command: my_client.to_vec(),
+                ..Default::default()
+            }),
+            phase: Mutex::new(Phase::Starting),
+            started: self.started,
+            downloads: self.rd.downloads(),
+        });
+        let app = tracker::api_router(trk.clone()).merge(
+            axum::Router::new()
+                .route("/", axum::routing::get(page::handler))
+                .route("/api/world", axum::routing::get(api_world))
+                .with_state(orch.clone())
+                .merge(crate::vod::server::router(vod)),
+        );
+        let shutdown = Arc::new(tokio::sync::Notify::new());
+        let server = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tracker::serve(trk, listener, app, async move { shutdown.notified().await }).await
+            })
+        };
+        Ok(Services {
+            orch,
+            server,
+            shutdown,
+        })
+    }
+
+    /// Step 3: every world client, started on the blocking pool (partial copies and forks).
+    async fn start_world(&self, orch: &Orchestrator) -> anyhow::Result<Exits> {
+        let (exit_tx, exits) = mpsc::channel(procs::REAPER_QUEUE);
+        procs::reaper(exit_tx);
+        let world = orch.world.clone();
+        let n = world.slots.locked().len();
+        tokio::task::spawn_blocking(move || {
+            (0..n).try_for_each(|k| world.start_slot(k).map(|_| ()))
+        })
+        .await??;
+        Ok(exits)
+    }
+
+    /// Step 4: my client, with its arguments filled in and the `TESTBED_*` variables.
+    async fn start_my_client(
+        &self,
+        orch: &Orchestrator,
+        my_client: &[String],
+    ) -> anyhow::Result<i32> {
+        let info = &orch.info;
+        let m = &self.cfg.my_client;
+        if let Some(dir) = info.saveas.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let mut values: BTreeMap<&str, String> = BTreeMap::new();
+        values.insert("torrent", info.torrent.display().to_string());
+        values.insert("saveas", info.saveas.display().to_string());
+        values.insert("tracker", info.tracker_url.clone());
+        values.insert("vod_url", info.vod_url.clone());
+        values.insert("rate", m.rate.to_string());
+        values.insert("delay", m.delay.to_string());
+        values.insert("prefetch", m.prefetch.to_string());
+        values.insert("max_upload_rate", m.max_upload_rate.to_string());
+        values.insert("report", info.report.display().to_string());
+        let args: Vec<String> = if my_client.len() > 1 {
+            my_client[1..]
+                .iter()
+                .map(|a| template::fill(a, &values))
+                .collect()
+        } else {
+            template::render(&m.args, &values)
+        };
+        let env = values
+            .iter()
+            .map(|(k, v)| (format!("TESTBED_{}", k.to_uppercase()), v.clone()))
+            .collect();
+        let log = self.rd.logs().join("my-client.log");
+        let pid = orch
+            .world
+            .spawner
+            .spawn_async(SpawnRequest {
+                program: PathBuf::from(&my_client[0]),
+                args: args.iter().map(Into::into).collect(),
+                env,
+                log: log.clone(),
+                cwd: None,
+            })
+            .await?;
+        tracing::info!(
+            "my client started (pid {pid}): {} {}",
+            my_client[0],
+            args.join(" ")
+        );
+        *orch.my.locked() = MyClient {
+            command: std::iter::once(my_client[0].clone()).chain(args).collect(),
+            pid: Some(pid),
+            state: MyClientState::Running,
+            exit: None,
+            started_secs: Some(self.started.elapsed().as_secs_f64()),
+            ended_secs: None,
+            log,
+        };
+        Ok(pid)
+    }
+
+    /// Step 5: ready once every world client has announced (or been given up after crashing).
+    async fn wait_ready(
+        &self,
+        orch: &Arc<Orchestrator>,
+        exits: &mut Exits,
+        my_pid: Option<i32>,
+    ) -> anyhow::Result<()> {
+        let world = &orch.world;
+        let n = world.slots.locked().len();
+        let ready_by =
+            Instant::now() + Duration::from_secs(30) + Duration::from_millis(50 * n as u64);
+        let announced = loop {
+            let ids = world.peer_ids();
+            let announced = orch.tracker.with_swarms(|s| {
+                ids.iter()
+                    .filter(|id| {
+                        s.values()
+                            .any(|sw| sw.peers().iter().any(|p| &p.peer_id == *id))
+                    })
+                    .count()
+            });
+            if announced >= ids.len() {
+                break ids.len();
+            }
+            if Instant::now() > ready_by {
+                anyhow::bail!(
+                    "only {announced} of {} world clients announced within the deadline; see {}",
+                    ids.len(),
+                    self.rd.logs().display()
+                );
+            }
+            // Crashes are handled meanwhile (restarts with backoff, giving up).
+            while let Ok((pid, exit)) = exits.try_recv() {
+                handle_exit(orch, my_pid, pid, exit);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let failed = n - announced;
+        if failed > 0 {
+            tracing::error!("{failed} world client slot(s) crashed repeatedly and were given up");
+        }
+        orch.set_phase(Phase::Ready);
+        StartState::write(self.rd, Phase::Ready, None, announced, failed);
+        tracing::info!("ready: {announced} world clients announced");
+        Ok(())
+    }
+
+    /// Step 6: replace world clients as they end, until a signal (or my client's exit under
+    /// [`Mode::Run`]). Returns how my client ended, if it did.
+    async fn event_loop(
+        &self,
+        orch: &Arc<Orchestrator>,
+        exits: &mut Exits,
+        my_pid: Option<i32>,
+    ) -> Option<Exit> {
+        let mut my_exit = None;
+        let signal = crate::util::rt::shutdown_signal();
+        tokio::pin!(signal);
+        let mut progress = tokio::time::interval(Duration::from_secs(1));
+        let show_progress = self.show_progress();
+        loop {
+            tokio::select! {
+                _ = progress.tick(), if show_progress => {
+                    let line = progress_line(&orch.info, &orch.vod).await;
+                    eprint!("\r{line}\x1b[K");
+                }
+                Some((pid, exit)) = exits.recv() => {
+                    if handle_exit(orch, my_pid, pid, exit) {
+                        my_exit = Some(exit);
+                        if self.mode == Mode::Run { break; }
+                    }
+                }
+                s = &mut signal => { tracing::info!("{s}: stopping"); break; }
+            }
+        }
+        my_exit
+    }
+
+    fn show_progress(&self) -> bool {
+        self.mode == Mode::Run && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    }
+
+    /// Step 7: end the children while the tracker still answers their `stopped` announces,
+    /// then the HTTP server.
+    async fn shut_down(
+        &self,
+        services: Services,
+        my_exit: Option<Exit>,
+    ) -> anyhow::Result<Outcome> {
+        let orch = &services.orch;
+        orch.set_phase(Phase::Stopping);
+        orch.world.stopping.store(true, Ordering::Relaxed);
+        let (rid, sid) = (self.run_id.clone(), self.sid);
+        tokio::task::spawn_blocking(move || {
+            procs::end_all(
+                &rid,
+                sid,
+                None,
+                Duration::from_millis(1500),
+                Instant::now() + Duration::from_secs(3),
+            )
+        })
+        .await?;
+        services.shutdown.notify_one();
+        let _ = tokio::time::timeout(Duration::from_secs(1), services.server).await;
+        if self.show_progress() {
+            eprintln!();
+        }
+        Ok(Outcome {
+            my_exit,
+            served: orch.vod.served(),
+            my_size: orch.info.my_torrent().map_or(0, |t| t.size),
+            run_id: self.run_id.clone(),
+        })
+    }
+}
+
+/// One line for the terminal under `testbed run`: playback position, bytes from peers, server
+/// bytes. The report is read off the runtime.
+async fn progress_line(info: &RunInfo, vod: &VodServer) -> String {
+    let path = info.report.clone();
+    let r = tokio::task::spawn_blocking(move || crate::vod::Report::read(&path))
+        .await
+        .ok()
+        .flatten();
+    let kib = |b: u64| b as f64 / 1024.0;
+    match r {
+        Some(r) => format!(
+            "t={:.0}s  playback {:.0}/{:.0} KiB  from peers {:.0} KiB  from server {:.0} KiB ({} pieces)",
+            r.elapsed,
+            kib(r.position),
+            kib(r.size),
+            kib(r.bytes_from_peers),
+            kib(vod.total_bytes()),
+            r.pieces_from_server
+        ),
+        None => format!("waiting for my client's report; from server {:.0} KiB", kib(vod.total_bytes())),
+    }
+}
+
+/// A child ended: record my client's end (returns true), or have the world replace a client
+/// (after its delay, on the blocking pool, unless the run is stopping by then).
+fn handle_exit(orch: &Arc<Orchestrator>, my_pid: Option<i32>, pid: i32, exit: Exit) -> bool {
+    if Some(pid) == my_pid {
+        tracing::info!("my client (pid {pid}) ended: {exit}");
+        let mut m = orch.my.locked();
+        m.state = MyClientState::Exited;
+        m.exit = Some(exit.to_string());
+        m.ended_secs = Some(orch.started.elapsed().as_secs_f64());
+        return true;
+    }
+    if let Some(respawn) = orch.world.on_exit(pid, exit) {
+        let world = orch.world.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(respawn.delay).await;
+            if world.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            let w = world.clone();
+            let k = respawn.slot;
+            let r = tokio::task::spawn_blocking(move || {
+                if let Some(dir) = &respawn.remove {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                w.start_slot(k)
+            })
+            .await;
+            if let Ok(Err(e)) = r {
+                tracing::error!(slot = k, "cannot restart world client: {e:#}");
+            }
+        });
+    }
+    false
+}
+
+/// `GET /api/world`: the snapshot walks the downloads folder, so it is taken off the runtime.
+async fn api_world(
+    axum::extract::State(o): axum::extract::State<Arc<Orchestrator>>,
+) -> Result<axum::Json<super::api::WorldStatus>, axum::http::StatusCode> {
+    tokio::task::spawn_blocking(move || o.snapshot())
+        .await
+        .map(axum::Json)
+        .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+}

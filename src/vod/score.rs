@@ -1,0 +1,206 @@
+//! The score of a run: the VoD server's count is the penalty (score = −penalty); the report my
+//! client wrote, when it wrote one, is set beside it and must agree. [`score`] turns what a
+//! supervised run ended with ([`Outcome`]) into the lines `testbed run` prints and the
+//! `run/summary.json` it writes ([`Summary`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::server::Served;
+use super::Report;
+use crate::util::Exit;
+
+/// What a supervised run ended with.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// How my client ended; `None` when the run was stopped before it did.
+    pub my_exit: Option<Exit>,
+    /// The VoD server's count per client: the penalty.
+    pub served: BTreeMap<String, Served>,
+    /// Size of my client's file.
+    pub my_size: u64,
+    /// The run's id (every process it started carried it as `TESTBED_RUN_ID`).
+    pub run_id: String,
+}
+
+/// `run/summary.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    /// −penalty.
+    pub score: i64,
+    /// Bytes the VoD server sent my client.
+    pub penalty: u64,
+    pub server_bytes: u64,
+    /// `server_bytes` over the file's size.
+    pub server_share: f64,
+    pub server_by_client: BTreeMap<String, Served>,
+    /// My client's file, bytes.
+    pub size: u64,
+    /// What my client's own report says, when it wrote one.
+    pub client_report: Option<ClientReport>,
+    /// Whether that report's server bytes equal the server's count.
+    pub agree: Option<bool>,
+    pub my_client_exit: Option<String>,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+    pub run_id: String,
+}
+
+/// The figures of my client's report that the summary keeps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientReport {
+    pub bytes_from_server: u64,
+    pub bytes_from_peers: u64,
+    pub pieces_from_server: u32,
+    pub penalty: u64,
+    pub finished_at: Option<f64>,
+    pub policy: String,
+}
+
+/// A scored run: the summary, the lines for the terminal, and what went wrong if anything did.
+pub struct Scored {
+    pub summary: Summary,
+    pub text: String,
+    /// My client did not end cleanly, or its report disagrees with the server.
+    pub problem: Option<String>,
+}
+
+/// Score a finished run against my client's report file (which may be missing or unreadable).
+pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
+    let server: u64 = o.served.values().map(|s| s.bytes).sum();
+    let share = if o.my_size > 0 {
+        server as f64 / o.my_size as f64
+    } else {
+        0.0
+    };
+    // A report that is there but unreadable is said so (with serde's reason), not ignored.
+    let (rep, unreadable): (Option<Report>, Option<String>) = match std::fs::read(report) {
+        Err(_) => (None, None),
+        Ok(b) => match serde_json::from_slice(&b) {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(format!("{}: {e}", report.display()))),
+        },
+    };
+    let agree = rep.as_ref().map(|r| r.bytes_from_server == server);
+    let mut text = format!(
+        "score: -{server}  ({server} bytes from the VoD server = {:.1}% of the {} byte file)",
+        share * 100.0,
+        o.my_size
+    );
+    match (&rep, &unreadable) {
+        (Some(r), _) => text.push_str(&format!(
+            "\nmy client's report: {} bytes from the server ({} pieces), {} from peers, policy {}; {}",
+            r.bytes_from_server,
+            r.pieces_from_server,
+            r.bytes_from_peers,
+            r.policy,
+            if agree == Some(true) { "agrees with the server's count" } else { "DISAGREES with the server's count" }
+        )),
+        (None, Some(e)) => text.push_str(&format!(
+            "\nmy client's report is unreadable ({e}); the server's count is the score"
+        )),
+        (None, None) => text.push_str("\nmy client wrote no report (the server's count is the score)"),
+    }
+    let problem = match (o.my_exit, agree) {
+        (Some(e), Some(false)) if e.is_clean() => {
+            Some("the client's report disagrees with the server's count".to_string())
+        }
+        (Some(e), _) if e.is_clean() => None,
+        (Some(e), _) => Some(format!("my client ended with {e}")),
+        (None, _) => Some("stopped before my client ended".to_string()),
+    };
+    let summary = Summary {
+        score: -(server as i64),
+        penalty: server,
+        server_bytes: server,
+        server_share: share,
+        server_by_client: o.served.clone(),
+        size: o.my_size,
+        client_report: rep.as_ref().map(|r| ClientReport {
+            bytes_from_server: r.bytes_from_server,
+            bytes_from_peers: r.bytes_from_peers,
+            pieces_from_server: r.pieces_from_server,
+            penalty: r.penalty,
+            finished_at: r.finished_at,
+            policy: r.policy.clone(),
+        }),
+        agree,
+        my_client_exit: o.my_exit.map(|e| e.to_string()),
+        seconds,
+        run_id: o.run_id.clone(),
+    };
+    Scored {
+        summary,
+        text,
+        problem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(exit: Option<Exit>, bytes: u64) -> Outcome {
+        let mut served = BTreeMap::new();
+        served.insert("me".to_string(), Served { bytes, requests: 1 });
+        Outcome {
+            my_exit: exit,
+            served,
+            my_size: 1000,
+            run_id: "r".into(),
+        }
+    }
+
+    #[test]
+    fn the_server_count_is_the_score_and_a_report_must_agree() {
+        let d = tempfile::tempdir().unwrap();
+        let none = d.path().join("none.json");
+        let s = score(&outcome(Some(Exit::Code(0)), 250), &none, 1.0);
+        assert_eq!((s.summary.score, s.summary.penalty), (-250, 250));
+        assert!((s.summary.server_share - 0.25).abs() < 1e-12);
+        assert_eq!(s.summary.agree, None);
+        assert!(s.problem.is_none(), "no report is no problem");
+        assert!(s.text.contains("wrote no report"), "{}", s.text);
+
+        let bad = d.path().join("bad.json");
+        std::fs::write(&bad, b"{").unwrap();
+        let s = score(&outcome(Some(Exit::Code(0)), 250), &bad, 1.0);
+        assert!(s.text.contains("unreadable"), "{}", s.text);
+
+        let rep = d.path().join("rep.json");
+        let mut r = Report {
+            torrent: "m".into(),
+            size: 1000,
+            piece_length: 100,
+            pieces: 10,
+            rate: 1.0,
+            delay: 0.0,
+            prefetch: 0.0,
+            policy: "p".into(),
+            bytes_from_peers: 750,
+            bytes_from_server: 100,
+            pieces_from_server: 1,
+            penalty: 100,
+            elapsed: 0.0,
+            position: 0,
+            finished_at: Some(9.0),
+            pieces_detail: Vec::new(),
+        };
+        std::fs::write(&rep, serde_json::to_vec(&r).unwrap()).unwrap();
+        let s = score(&outcome(Some(Exit::Code(0)), 250), &rep, 1.0);
+        assert_eq!(s.summary.agree, Some(false));
+        assert!(s.problem.unwrap().contains("disagrees"));
+        r.bytes_from_server = 250;
+        std::fs::write(&rep, serde_json::to_vec(&r).unwrap()).unwrap();
+        let s = score(&outcome(Some(Exit::Signal(9)), 250), &rep, 1.0);
+        assert_eq!(s.summary.agree, Some(true));
+        assert!(s.problem.unwrap().contains("signal 9"));
+        let s = score(&outcome(None, 250), &rep, 1.0);
+        assert!(s.problem.unwrap().contains("stopped before"));
+        // The summary file reads back as the same type.
+        let json = serde_json::to_string(&s.summary).unwrap();
+        assert_eq!(serde_json::from_str::<Summary>(&json).unwrap(), s.summary);
+    }
+}
