@@ -17,9 +17,9 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,12 @@ use serde::Serialize;
 #[allow(dead_code)] // the page test takes screenshots; the bench only times
 #[path = "../tests/it/webdriver.rs"]
 mod webdriver;
+
+// Processes, ports, HTTP and scenarios, shared with the integration tests.
+#[path = "../tests/it/support.rs"]
+mod support;
+
+use support::{free_port, wait_for, Proc, Scenario};
 
 use testbed::metainfo::Torrent;
 use testbed::wire::{BlockRef, Decoder, Handshake, Message, BLOCK_SIZE};
@@ -170,80 +176,39 @@ fn main() {
 // ---------------------------------------------------------------------------------------------
 // Processes and waiting
 
-/// A child process that is killed and reaped when dropped, whatever happens to the bench.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn(cmd: &mut Command) -> Result<Proc> {
-    let c = cmd
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
-    Ok(Proc(c))
+    let name = format!("{:?}", cmd.get_program());
+    Ok(Proc::start(&name, cmd.stdin(Stdio::null()))?)
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let end = Instant::now() + timeout;
-    loop {
-        if f()? {
-            return Ok(());
-        }
-        if Instant::now() > end {
-            bail!("timed out after {:?} waiting for {what}", timeout);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) -> Result<()> {
+    wait_for(what, timeout, f).map_err(anyhow::Error::msg)
 }
 
 /// Wait for a process to exit, killing it at the deadline.
 fn wait_exit(p: &mut Proc, what: &str, timeout: Duration) -> Result<std::process::ExitStatus> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(st) = p.0.try_wait()? {
-            return Ok(st);
+    match p.wait_timeout(timeout) {
+        Some(st) => Ok(st),
+        None => {
+            let _ = p.child.kill();
+            bail!("{what} did not finish within {timeout:?}")
         }
-        if Instant::now() > end {
-            let _ = p.0.kill();
-            bail!("{what} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 fn wait_port(port: u16, timeout: Duration) -> Result<()> {
     wait_until(&format!("port {port}"), timeout, || {
-        Ok(TcpStream::connect(("127.0.0.1", port)).is_ok())
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
     })
 }
 
+/// The body of a GET that answered 200.
 fn http_get(port: u16, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let out = String::from_utf8_lossy(&raw);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .ok_or_else(|| anyhow!("no HTTP body from :{port}{path}"))?;
-    Ok(body)
+    let (code, body) = support::http_get(port, path)?;
+    if code != 200 {
+        bail!("HTTP {code} from :{port}{path}");
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// CPU seconds (user + system) of children reaped so far.
@@ -349,7 +314,7 @@ fn same_content(a: &Path, b: &Path) -> Result<bool> {
 /// Lines a child prints, readable with a timeout.
 fn lines_of(p: &mut Proc) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
-    let out = p.0.stdout.take().expect("piped stdout");
+    let out = p.child.stdout.take().expect("piped stdout");
     std::thread::spawn(move || {
         for l in BufReader::new(out).lines().map_while(Result::ok) {
             if tx.send(l).is_err() {
@@ -609,7 +574,7 @@ fn ours_transfer(dir: &Path, src: &Path, torrent: &Path, timeout: Duration) -> R
     wait_port(port, Duration::from_secs(60))?;
     // Our seed checks its copy at start (libtorrent's, in seed mode, does not): that CPU is not
     // part of moving the data.
-    let seed_start_cpu = proc_cpu(seed.0.id() as i32);
+    let seed_start_cpu = proc_cpu(seed.pid());
     timed_leech(
         seed,
         cpu0 + seed_start_cpu,
@@ -651,7 +616,7 @@ fn our_seed(port: u16, src: &Path, torrent: &Path, extra: &[&str]) -> Result<Pro
 /// the CPU of both since `cpu_before` (their start-up excluded by the caller). The download is
 /// compared with `src`, then deleted.
 fn timed_leech(
-    mut seed: Proc,
+    seed: Proc,
     cpu_before: f64,
     leech: &mut Command,
     what: &str,
@@ -666,8 +631,7 @@ fn timed_leech(
     if !st.success() {
         bail!("{what} exited with {st}");
     }
-    let _ = seed.0.kill();
-    let _ = seed.0.wait();
+    drop(seed);
     drop(leech);
     let cpu = children_cpu() - cpu_before;
     if !same_content(src, out)? {
@@ -698,7 +662,7 @@ fn lt_transfer(dir: &Path, src: &Path, torrent: &Path, timeout: Duration) -> Res
         Ok(l) if l == "ready" => {}
         other => bail!("libtorrent seed did not get ready: {other:?} (python3-libtorrent?)"),
     }
-    let seed_start_cpu = proc_cpu(seed.0.id() as i32);
+    let seed_start_cpu = proc_cpu(seed.pid());
     timed_leech(
         seed,
         cpu0 + seed_start_cpu,
@@ -860,44 +824,26 @@ fn scale(b: &mut Bench) -> Result<()> {
     Ok(())
 }
 
-/// `testbed stop` for a config, whatever happened (dropped at the end of a world's bench).
-struct Stopper(PathBuf);
-
-impl Drop for Stopper {
-    fn drop(&mut self) {
-        let _ = Command::new(TESTBED)
-            .args(["stop", "--config"])
-            .arg(&self.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 fn scale_one(b: &mut Bench, n: usize) -> Result<()> {
     let dir = b.dir.join(format!("scale-{n}"));
-    let fresh = dir.join("fresh");
-    random_file(&fresh.join("blob.bin"), 256 * 1024, 3)?;
-    let port = free_port();
-    let cfg = dir.join("world.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "seed: 1\nrun_dir: {run}\nfresh_files: {fresh}\n\
-             tracker: {{bind: 127.0.0.1, port: {port}, interval: 30}}\n\
+    let mut blob = vec![0u8; 256 * 1024];
+    rand::rngs::SmallRng::seed_from_u64(3).fill_bytes(&mut blob);
+    let scenario = Scenario::in_dir(
+        &dir,
+        &[("blob.bin", blob)],
+        "bind: 127.0.0.1, interval: 30",
+        &format!(
+            "seed: 1\n\
              torrents: {{piece_length: 32768, my_torrent: blob.bin}}\n\
              world:\n  clients: {clients}\n  seeds: 2\n  start_fraction: 0.5\n  \
              upload_rate: 500\n  max_connections: 30\n  linger: 600\n",
-            run = dir.join("run").display(),
-            fresh = fresh.display(),
             clients = n - 2,
         ),
     )?;
-    let stopper = Stopper(cfg.clone());
+    let port = scenario.port;
     let t0 = Instant::now();
-    let st = Command::new(TESTBED)
-        .args(["start", "--config"])
-        .arg(&cfg)
+    let st = scenario
+        .command("start", &[])
         .stdout(Stdio::null())
         .status()?;
     if !st.success() {
@@ -912,12 +858,12 @@ fn scale_one(b: &mut Bench, n: usize) -> Result<()> {
     wait_until(
         &format!("{n} clients announced"),
         Duration::from_secs(60),
-        || Ok(peers().map(|(t, _)| t >= n).unwrap_or(false)),
+        || peers().map(|(t, _)| t >= n).unwrap_or(false),
     )?;
     let announced = t0.elapsed().as_secs_f64();
     // Idle: every client complete and seeding (the file is small), nothing to do but keep up.
     wait_until("every client complete", Duration::from_secs(120), || {
-        Ok(peers().map(|(_, l)| l == 0).unwrap_or(false))
+        peers().map(|(_, l)| l == 0).unwrap_or(false)
     })?;
     let world: serde_json::Value = serde_json::from_str(&http_get(port, "/api/world")?)?;
     let pids: Vec<i32> = world["world"]
@@ -943,13 +889,11 @@ fn scale_one(b: &mut Bench, n: usize) -> Result<()> {
     }
 
     let t = Instant::now();
-    let st = Command::new(TESTBED)
-        .args(["stop", "--config"])
-        .arg(&cfg)
+    let st = scenario
+        .command("stop", &[])
         .stdout(Stdio::null())
         .status()?;
     let stop = t.elapsed().as_secs_f64();
-    std::mem::forget(stopper);
     if !st.success() {
         bail!("testbed stop failed ({st})");
     }
@@ -1072,8 +1016,6 @@ fn vod(b: &mut Bench) -> Result<()> {
     // about +-4 points and the comparison to chance.
     let (secs, seeds) = if b.quick { (30u64, 1u64) } else { (60, 10) };
     let dir = b.dir.join("vod");
-    let fresh = dir.join("fresh");
-    std::fs::create_dir_all(&fresh)?;
     let base: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
         Path::new(ROOT).join("configs/default.yaml"),
     )?)?;
@@ -1081,8 +1023,7 @@ fn vod(b: &mut Bench) -> Result<()> {
     // The scenario: the first `secs` seconds of the standard movie, same world and rates.
     let movie = std::fs::read(Path::new(ROOT).join("fresh-files/movie.mp4"))?;
     let prefix = ((secs as f64 * rate_kb * 1024.0) as usize).min(movie.len());
-    let name = format!("movie-{secs}s.mp4");
-    std::fs::write(fresh.join(&name), &movie[..prefix])?;
+    let movie = (format!("movie-{secs}s.mp4"), movie[..prefix].to_vec());
     println!("  scenario: first {secs} s ({prefix} B) of fresh-files/movie.mp4, configs/default.yaml's world and rates, {seeds} seeds");
 
     let policies = ["rarest", "sequential", "deadline"];
@@ -1100,8 +1041,8 @@ fn vod(b: &mut Bench) -> Result<()> {
             let hs: Vec<_> = pair
                 .iter()
                 .map(|&(p, seed)| {
-                    let (dir, fresh, base, name) = (&dir, &fresh, &base, &name);
-                    s.spawn(move || vod_run(dir, fresh, base, name, p, seed, secs))
+                    let (dir, base, movie) = (&dir, &base, &movie);
+                    s.spawn(move || vod_run(dir, movie, base, p, seed, secs))
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -1142,39 +1083,34 @@ fn vod(b: &mut Bench) -> Result<()> {
 
 fn vod_run(
     dir: &Path,
-    fresh: &Path,
+    movie: &(String, Vec<u8>),
     base: &serde_yaml::Value,
-    movie: &str,
     policy: &str,
     seed: u64,
     secs: u64,
 ) -> Result<f64> {
-    let run_dir = dir.join(format!("{policy}-{seed}"));
     let mut cfg = base.clone();
     cfg["seed"] = seed.into();
-    cfg["run_dir"] = run_dir.display().to_string().into();
-    cfg["fresh_files"] = fresh.display().to_string().into();
-    cfg["tracker"]["port"] = (free_port() as u64).into();
-    cfg["torrents"]["my_torrent"] = movie.into();
-    let path = dir.join(format!("{policy}-{seed}.yaml"));
-    std::fs::write(&path, serde_yaml::to_string(&cfg)?)?;
-    let _stop = Stopper(path.clone());
+    cfg["torrents"]["my_torrent"] = movie.0.clone().into();
+    let s = Scenario::from_config(
+        &dir.join(format!("{policy}-{seed}")),
+        &[(movie.0.as_str(), movie.1.clone())],
+        cfg,
+    )?;
     let mut p = spawn(
-        Command::new(TESTBED)
-            .args(["run", "--policy", policy, "--config"])
-            .arg(&path)
+        s.command("run", &["--policy", policy])
             .stdout(Stdio::null()),
     )?;
     let st = wait_exit(&mut p, "testbed run", Duration::from_secs(secs * 3 + 60))?;
     if !st.success() {
         bail!("testbed run exited with {st}");
     }
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json"))?)?;
-    if s["agree"] != serde_json::Value::Bool(true) {
-        bail!("the client's report and the server's count disagree: {s}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.run_dir().join("summary.json"))?)?;
+    if summary["agree"] != serde_json::Value::Bool(true) {
+        bail!("the client's report and the server's count disagree: {summary}");
     }
-    s["server_share"]
+    summary["server_share"]
         .as_f64()
         .ok_or_else(|| anyhow!("summary.json has no server_share"))
 }

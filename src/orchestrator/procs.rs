@@ -93,6 +93,19 @@ pub fn signal_all(pids: &[i32], sig: Signal) {
     }
 }
 
+/// Why the run has no cgroup of its own.
+#[derive(Debug, thiserror::Error)]
+pub enum NoCgroup {
+    #[error("no cgroup v2 mount")]
+    NoMount,
+    #[error("{}: {err}", path.display())]
+    Create { path: PathBuf, err: std::io::Error },
+    #[error("cgroup.kill not supported (kernel older than 5.14)")]
+    NoKill,
+    #[error("cannot join {}: {err}", path.display())]
+    Join { path: PathBuf, err: std::io::Error },
+}
+
 /// A cgroup v2 of the run, when the machine allows one.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
@@ -112,18 +125,24 @@ impl Cgroup {
 
     /// Make `testbed-<run id>` and move `pid` into it. `Err` says why not (the run goes on
     /// without: the scan still finds everything that keeps the marker).
-    pub fn create(run_id: &str, pid: i32) -> Result<Cgroup, String> {
-        let mount = Cgroup::mount().ok_or("no cgroup v2 mount")?;
+    pub fn create(run_id: &str, pid: i32) -> Result<Cgroup, NoCgroup> {
+        let mount = Cgroup::mount().ok_or(NoCgroup::NoMount)?;
         let path = mount.join(format!("testbed-{run_id}"));
-        std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::create_dir(&path).map_err(|err| NoCgroup::Create {
+            path: path.clone(),
+            err,
+        })?;
         let cg = Cgroup { path };
         if !cg.path.join("cgroup.kill").exists() {
             cg.remove();
-            return Err("cgroup.kill not supported (kernel older than 5.14)".into());
+            return Err(NoCgroup::NoKill);
         }
         std::fs::write(cg.path.join("cgroup.procs"), pid.to_string()).map_err(|e| {
             cg.remove();
-            format!("cannot join {}: {e}", cg.path.display())
+            NoCgroup::Join {
+                path: cg.path.clone(),
+                err: e,
+            }
         })?;
         Ok(cg)
     }

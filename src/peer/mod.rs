@@ -277,6 +277,14 @@ impl Peer {
         for c in conns {
             let _ = c.send(session::Cmd::Close("shutting down"));
         }
+        let s = &self.session;
+        tracing::info!(
+            uploaded = s.uploaded.load(Ordering::Relaxed),
+            downloaded = s.downloaded.load(Ordering::Relaxed),
+            wasted = s.wasted.load(Ordering::Relaxed),
+            hash_failures = s.hash_failures.load(Ordering::Relaxed),
+            "stopped (bytes; wasted: received but not needed or failed their check)"
+        );
     }
 }
 

@@ -87,6 +87,19 @@ pub struct Metrics {
     pub failures: AtomicU64,
 }
 
+/// Why a request was refused: the text of the bencoded `failure reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Query(#[from] query::QueryError),
+    #[error("unknown torrent (not on this tracker's allow-list)")]
+    UnknownTorrent,
+    #[error("too many swarms (limit {0})")]
+    TooManySwarms(usize),
+    #[error("swarm full (limit {0} peers)")]
+    SwarmFull(usize),
+}
+
 /// The tracker's state.
 pub struct Tracker {
     pub config: TrackerConfig,
@@ -165,10 +178,10 @@ impl Tracker {
     }
 
     /// Answer an announce query from `from`.
-    pub fn announce(&self, raw: &str, from: SocketAddr) -> Result<Vec<u8>, String> {
-        let a = query::parse_announce(raw).map_err(|e| e.to_string())?;
+    pub fn announce(&self, raw: &str, from: SocketAddr) -> Result<Vec<u8>, Refusal> {
+        let a = query::parse_announce(raw)?;
         if !self.config.allow_unknown && !self.is_known(&a.info_hash) {
-            return Err("unknown torrent (not on this tracker's allow-list)".into());
+            return Err(Refusal::UnknownTorrent);
         }
         // The lab trusts the source address; `ip=` is honoured only from loopback (a local
         // client announcing on behalf of another address of this host).
@@ -186,19 +199,13 @@ impl Tracker {
         let mut out = Vec::with_capacity(64 + 6 * a.numwant);
         self.with_swarms(|swarms| {
             if !swarms.contains_key(&a.info_hash) && swarms.len() >= self.config.max_swarms {
-                return Err(format!(
-                    "too many swarms (limit {})",
-                    self.config.max_swarms
-                ));
+                return Err(Refusal::TooManySwarms(self.config.max_swarms));
             }
             let s = swarms.entry(a.info_hash).or_default();
             if s.peers().len() >= self.config.max_peers_per_swarm
                 && !s.peers().iter().any(|p| p.peer_id == a.peer_id)
             {
-                return Err(format!(
-                    "swarm full (limit {} peers)",
-                    self.config.max_peers_per_swarm
-                ));
+                return Err(Refusal::SwarmFull(self.config.max_peers_per_swarm));
             }
             s.announce(&a, addr, now);
             let peers = if a.event == Some(crate::announce::Event::Stopped) {
@@ -222,8 +229,8 @@ impl Tracker {
     }
 
     /// Answer a scrape query.
-    pub fn scrape(&self, raw: &str) -> Result<Vec<u8>, String> {
-        let hashes = query::parse_scrape(raw).map_err(|e| e.to_string())?;
+    pub fn scrape(&self, raw: &str) -> Result<Vec<u8>, Refusal> {
+        let hashes = query::parse_scrape(raw)?;
         Ok(self.with_swarms(|swarms| {
             if hashes.is_empty() {
                 swarm::encode_scrape(swarms.iter())
@@ -258,7 +265,7 @@ async fn announce(
     let q = q.unwrap_or_default();
     let r = t.announce(&q, from);
     log_request(&t, from, "/announce", &q, &r);
-    bencoded(r.unwrap_or_else(|e| swarm::failure(&e)))
+    bencoded(r.unwrap_or_else(|e| swarm::failure(&e.to_string())))
 }
 
 async fn scrape(
@@ -270,10 +277,10 @@ async fn scrape(
     let q = q.unwrap_or_default();
     let r = t.scrape(&q);
     log_request(&t, from, "/scrape", &q, &r);
-    bencoded(r.unwrap_or_else(|e| swarm::failure(&e)))
+    bencoded(r.unwrap_or_else(|e| swarm::failure(&e.to_string())))
 }
 
-fn log_request(t: &Tracker, from: SocketAddr, path: &str, q: &str, r: &Result<Vec<u8>, String>) {
+fn log_request(t: &Tracker, from: SocketAddr, path: &str, q: &str, r: &Result<Vec<u8>, Refusal>) {
     if r.is_err() {
         t.metrics.failures.fetch_add(1, Ordering::Relaxed);
     }

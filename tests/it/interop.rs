@@ -169,9 +169,9 @@ fn interop_transmission_downloads_from_our_world_and_scrapes_our_tracker() {
         return;
     }
     let w = World::start(31);
-    let out_dir = w.lab.dir.path().join("tr");
-    let cfg = w.lab.dir.path().join("tr-config");
-    let log = w.lab.dir.path().join("tr.log");
+    let out_dir = w.lab.root().join("tr");
+    let cfg = w.lab.root().join("tr-config");
+    let log = w.lab.root().join("tr.log");
     let mut client = Proc::spawn(
         "transmission-cli",
         Command::new("transmission-cli")
@@ -210,9 +210,9 @@ fn interop_libtorrent_downloads_from_our_world() {
         return;
     }
     let w = World::start(32);
-    let out_dir = w.lab.dir.path().join("lt");
+    let out_dir = w.lab.root().join("lt");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let log = w.lab.dir.path().join("lt.log");
+    let log = w.lab.root().join("lt.log");
     let mut client = Proc::spawn(
         "libtorrent",
         Command::new("/usr/bin/python3")
@@ -237,8 +237,8 @@ fn interop_aria2c_downloads_from_our_world() {
         return;
     }
     let w = World::start(33);
-    let out_dir = w.lab.dir.path().join("aria");
-    let log = w.lab.dir.path().join("aria.log");
+    let out_dir = w.lab.root().join("aria");
+    let log = w.lab.root().join("aria.log");
     let mut client = Proc::spawn(
         "aria2c",
         aria2c_leecher(&w.torrent(), &out_dir).stderr(std::fs::File::create(&log).unwrap()),

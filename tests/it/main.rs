@@ -8,6 +8,7 @@ mod hostile;
 mod interop;
 mod orchestrator;
 mod page;
+mod support;
 mod tracker;
 mod vod;
 mod webdriver;

@@ -45,7 +45,7 @@ impl Lab {
     /// A my-client script that leaves the session with a TERM-ignoring daemon, then execs a
     /// sleeper.
     fn daemonizing_client(&self) -> PathBuf {
-        let script = self.dir.path().join("daemonizing.sh");
+        let script = self.root().join("daemonizing.sh");
         std::fs::write(
             &script,
             "#!/bin/sh\nsetsid sh -c 'trap \"\" TERM; sleep 1000' &\nexec sleep 1000\n",

@@ -54,7 +54,7 @@ fn status_page_lists_the_world_and_draws_the_timeline_in_chromium() {
         "nothing external"
     );
 
-    let profile = tb.dir.path().join("chromium-profile");
+    let profile = tb.root().join("chromium-profile");
     let browser = Browser::start(free_port(), &profile).expect("chromedriver and chromium start");
     browser
         .goto(&format!("http://127.0.0.1:{}/", tb.port))
@@ -100,7 +100,7 @@ fn status_page_lists_the_world_and_draws_the_timeline_in_chromium() {
     // PAGE_SCREENSHOT=file.png keeps it for a look; otherwise it goes with the temporary dir.
     let shot = std::env::var_os("PAGE_SCREENSHOT")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| tb.dir.path().join("run/status-page.png"));
+        .unwrap_or_else(|| tb.root().join("run/status-page.png"));
     std::fs::write(&shot, &png).unwrap();
     eprintln!("screenshot: {} ({} bytes)", shot.display(), png.len());
     drop(browser);

@@ -37,7 +37,7 @@ fn run(s: &Scenario, extra: &[&str]) -> (String, serde_json::Value, serde_json::
     let mut err = String::new();
     std::io::Read::read_to_string(child.child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{out}{err}");
-    let run = s.dir.path().join("run");
+    let run = s.root().join("run");
     let summary = serde_json::from_slice(&read(&run.join("summary.json"))).unwrap();
     let report = serde_json::from_slice(&read(&run.join("reports/my-client.json"))).unwrap();
     (out, summary, report)
@@ -85,7 +85,7 @@ fn ample_world_costs_nothing_and_reports_agree() {
     assert_eq!(report["bytes_from_server"], 0);
     assert_eq!(report["bytes_from_peers"], 400_000);
     check_report_shape(&report);
-    let got = read(&s.dir.path().join("run/downloads/my-client/movie.bin"));
+    let got = read(&s.root().join("run/downloads/my-client/movie.bin"));
     assert!(
         got == content(400_000, 21),
         "the played file is byte-identical"
@@ -122,19 +122,19 @@ fn slow_world_forces_server_bytes_counted_by_the_server() {
         report["pieces_from_server"].as_u64().unwrap()
     );
     check_report_shape(&report);
-    let got = read(&s.dir.path().join("run/downloads/my-client/movie.bin"));
+    let got = read(&s.root().join("run/downloads/my-client/movie.bin"));
     assert!(
         got == content(400_000, 21),
         "server pieces are verified and written too"
     );
     // The timeline for later: one server mark per server piece, one CSV line per piece.
-    let svg = String::from_utf8(read(&s.dir.path().join("run/report.svg"))).unwrap();
+    let svg = String::from_utf8(read(&s.root().join("run/report.svg"))).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("class=deadline"),
         "{svg:.300}"
     );
     assert_eq!(svg.matches("class=\"pt server\"").count(), from_server);
-    let csv = String::from_utf8(read(&s.dir.path().join("run/report.csv"))).unwrap();
+    let csv = String::from_utf8(read(&s.root().join("run/report.csv"))).unwrap();
     assert_eq!(
         csv.lines().count() as u64,
         1 + report["pieces"].as_u64().unwrap()

@@ -1,0 +1,250 @@
+//! What the integration tests (tests/it) and the benchmarks (benches/lab.rs, which includes
+//! this file) share: child processes that are always killed, ports, a plain HTTP GET, waiting on
+//! a condition with a deadline, and a testbed [`Scenario`] that is always stopped. Nothing here
+//! panics on a failure of the lab: callers decide (a test asserts, a bench reports).
+#![allow(dead_code)] // each includer uses its part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output};
+use std::time::{Duration, Instant};
+
+pub fn testbed_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_testbed")
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing test or bench
+/// leaves nothing.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    /// Start `cmd` (stdin closed unless the caller set it).
+    pub fn start(name: &str, cmd: &mut Command) -> std::io::Result<Proc> {
+        let child = cmd.spawn().map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("starting {name} ({:?}): {e}", cmd.get_program()),
+            )
+        })?;
+        Ok(Proc {
+            child,
+            name: name.to_string(),
+        })
+    }
+
+    /// [`Proc::start`] for tests: a program that cannot start fails the test.
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        Proc::start(name, cmd).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Wait for the process to exit on its own, up to `timeout`.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `cond` every 20 ms until it holds (`Ok`) or `timeout` passes (`Err` naming `what`).
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for: {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A TCP port for a server that a test starts, which no other test of this run gets and no
+/// other process is likely to take before the server binds it.
+///
+/// A port bound to 0 and released (the usual trick) comes from the kernel's ephemeral range,
+/// where every client socket and every `--port 0` peer of a parallel test also takes its
+/// ports: it can be taken before the server binds it. So ports are handed out below the
+/// ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), once each per process from a
+/// counter, starting at a place drawn from the pid (two test processes rarely overlap), and
+/// skipping any port that something already holds.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (base, span) = (10_000u32, low.saturating_sub(10_000).max(1000));
+    let start = std::process::id() * 97 % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (base + (start + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {low}");
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status code, body).
+pub fn http_get(port: u16, path_and_query: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    )?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&resp[..split]).to_string();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, resp[split + 4..].to_vec()))
+}
+
+/// A testbed scenario: a folder holding its fresh-files (`fresh/`), run dir (`run/`) and config
+/// (`testbed.yaml`: those, a tracker port of its own, and the caller's YAML). Dropped, it runs
+/// `testbed stop`, whatever happened; a scenario in a temp dir also deletes the folder.
+pub struct Scenario {
+    root: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub config: PathBuf,
+    pub port: u16,
+}
+
+impl Scenario {
+    /// In a new temp dir, with `files` as its fresh-files; `tracker` is YAML keys to add to the
+    /// port (e.g. `interval: 2`), `yaml` the rest of the config (world, my client, ...).
+    pub fn new(files: &[(&str, Vec<u8>)], tracker: &str, yaml: &str) -> Scenario {
+        let tmp = tempfile::tempdir().expect("a temp dir");
+        let mut s = Scenario::in_dir(tmp.path(), files, tracker, yaml).expect("scenario files");
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// In `root` (made if missing, kept after the scenario ends).
+    pub fn in_dir(
+        root: &Path,
+        files: &[(&str, Vec<u8>)],
+        tracker: &str,
+        yaml: &str,
+    ) -> std::io::Result<Scenario> {
+        let fresh = root.join("fresh");
+        std::fs::create_dir_all(&fresh)?;
+        for (name, data) in files {
+            std::fs::write(fresh.join(name), data)?;
+        }
+        let port = free_port();
+        let config = root.join("testbed.yaml");
+        let sep = if tracker.is_empty() { "" } else { ", " };
+        std::fs::write(
+            &config,
+            format!(
+                "run_dir: {}\nfresh_files: {}\ntracker: {{port: {port}{sep}{tracker}}}\n{yaml}",
+                root.join("run").display(),
+                fresh.display()
+            ),
+        )?;
+        Ok(Scenario {
+            root: root.to_path_buf(),
+            _tmp: None,
+            config,
+            port,
+        })
+    }
+
+    /// In `root` (made if missing, kept after the scenario ends), with `config` (a parsed
+    /// testbed config, e.g. `configs/default.yaml`) whose run dir, fresh-files and tracker port
+    /// are set to the scenario's.
+    pub fn from_config(
+        root: &Path,
+        files: &[(&str, Vec<u8>)],
+        mut config: serde_yaml::Value,
+    ) -> std::io::Result<Scenario> {
+        let s = Scenario::in_dir(root, files, "", "")?;
+        config["run_dir"] = s.run_dir().display().to_string().into();
+        config["fresh_files"] = s.fresh_dir().display().to_string().into();
+        if !config["tracker"].is_mapping() {
+            config["tracker"] = serde_yaml::Mapping::new().into();
+        }
+        config["tracker"]["port"] = u64::from(s.port).into();
+        let text = serde_yaml::to_string(&config).map_err(std::io::Error::other)?;
+        std::fs::write(&s.config, text)?;
+        Ok(s)
+    }
+
+    /// The scenario's folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    /// The scenario's fresh-files.
+    pub fn fresh_dir(&self) -> PathBuf {
+        self.root.join("fresh")
+    }
+
+    /// `testbed COMMAND --config CONFIG ARGS...`, waited for.
+    pub fn testbed(&self, command: &str, args: &[&str]) -> Output {
+        self.command(command, args)
+            .output()
+            .expect("the testbed binary runs")
+    }
+
+    /// The command line of [`Self::testbed`], to run as the caller likes.
+    pub fn command(&self, command: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(testbed_bin());
+        c.arg(command).arg("--config").arg(&self.config).args(args);
+        c
+    }
+
+    /// `testbed start`, which must succeed.
+    pub fn start(&self, my_client: &[&str]) {
+        let out = self.testbed("start", my_client);
+        assert!(
+            out.status.success(),
+            "testbed start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = self.testbed("stop", &[]);
+    }
+}
