@@ -4,11 +4,9 @@
 //! refuse or mangle them, so the raw query is split here and each value percent-decoded to
 //! bytes. A `+` stays a `+` (clients encode every byte that is not unreserved).
 
-use std::net::IpAddr;
-
 use percent_encoding::percent_decode;
 
-use super::Event;
+use super::{Announce, Event};
 
 /// The longest query string accepted.
 pub const MAX_QUERY: usize = 4096;
@@ -16,23 +14,6 @@ pub const MAX_QUERY: usize = 4096;
 pub const DEFAULT_NUMWANT: usize = 50;
 /// numwant is capped here.
 pub const MAX_NUMWANT: usize = 200;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Announce {
-    pub info_hash: [u8; 20],
-    pub peer_id: [u8; 20],
-    pub port: u16,
-    pub uploaded: u64,
-    pub downloaded: u64,
-    pub left: u64,
-    /// `None` for a regular announce (no event, `empty` or `paused`).
-    pub event: Option<Event>,
-    pub numwant: usize,
-    pub compact: bool,
-    pub no_peer_id: bool,
-    /// The `ip` the client claims (used only as the lab allows: see the tracker's docs).
-    pub ip: Option<IpAddr>,
-}
 
 /// A refused request: the text goes into the bencoded `failure reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
 
+use super::Announce;
+#[cfg(test)]
 use super::Event;
 use crate::bencode::{self, Value};
 
@@ -23,31 +25,28 @@ pub enum ResponseError {
     Malformed(String),
 }
 
-#[derive(Debug, Clone)]
-pub struct AnnounceRequest {
-    pub info_hash: [u8; 20],
-    pub peer_id: [u8; 20],
-    pub port: u16,
-    pub uploaded: u64,
-    pub downloaded: u64,
-    pub left: u64,
-    pub event: Option<Event>,
-    pub numwant: u32,
-}
-
-impl AnnounceRequest {
+impl Announce {
+    /// The announce URL: `announce` with this announce as its query (info hash and peer id as
+    /// raw percent-encoded bytes; `compact=0` and `no_peer_id=1` only when set, as clients do).
     pub fn url(&self, announce: &str) -> String {
         let sep = if announce.contains('?') { '&' } else { '?' };
         let mut url = format!(
-            "{announce}{sep}info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1&numwant={}",
+            "{announce}{sep}info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact={}&numwant={}",
             percent_encode(&self.info_hash, NON_ALPHANUMERIC),
             percent_encode(&self.peer_id, NON_ALPHANUMERIC),
             self.port,
             self.uploaded,
             self.downloaded,
             self.left,
+            u8::from(self.compact),
             self.numwant,
         );
+        if self.no_peer_id {
+            url.push_str("&no_peer_id=1");
+        }
+        if let Some(ip) = self.ip {
+            url.push_str(&format!("&ip={ip}"));
+        }
         if let Some(e) = self.event {
             url.push_str("&event=");
             url.push_str(e.as_str());
@@ -142,9 +141,8 @@ pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, ResponseError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn url_encodes_raw_bytes() {
-        let req = AnnounceRequest {
+    fn announce() -> Announce {
+        Announce {
             info_hash: [0xff; 20],
             peer_id: *b"-TB0001-abcdefghijkl",
             port: 6881,
@@ -153,7 +151,41 @@ mod tests {
             left: 3,
             event: Some(Event::Started),
             numwant: 50,
-        };
+            compact: true,
+            no_peer_id: false,
+            ip: None,
+        }
+    }
+
+    #[test]
+    fn what_a_peer_writes_the_tracker_reads() {
+        let mut a = announce();
+        for (event, compact, no_peer_id, ip) in [
+            (Some(Event::Started), true, false, None),
+            (None, false, true, Some("10.77.0.3".parse().unwrap())),
+            (
+                Some(Event::Stopped),
+                true,
+                true,
+                Some("::1".parse().unwrap()),
+            ),
+        ] {
+            (a.event, a.compact, a.no_peer_id, a.ip) = (event, compact, no_peer_id, ip);
+            a.info_hash[3] = b'&';
+            a.peer_id[0] = b'%';
+            let url = a.url("http://t/announce");
+            let query = url.split_once('?').unwrap().1;
+            assert_eq!(
+                crate::announce::query::parse_announce(query).unwrap(),
+                a,
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn url_encodes_raw_bytes() {
+        let req = announce();
         let u = req.url("http://127.0.0.1:6970/announce");
         assert!(u.starts_with("http://127.0.0.1:6970/announce?info_hash=%FF%FF"));
         assert!(u.contains("peer_id=%2DTB0001%2Dabcdefghijkl"));

@@ -2,7 +2,6 @@
 //! moves, rewritten atomically every second. The orchestrator gives one to every world client
 //! and reads them for the status page (rates, progress, the swarm's piece availability).
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::rate::Window;
 use super::session::Session;
 use crate::wire::Bitfield;
 
@@ -42,36 +42,28 @@ impl LiveStatus {
 /// the last write) leaves the file as it is, so that a world of idle seeds costs no disk work.
 pub async fn writer(session: Arc<Session>, path: PathBuf) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut window: VecDeque<(Instant, u64, u64)> = VecDeque::new();
+    let (mut up_rate, mut down_rate) = (Window::new(5), Window::new(5));
     let mut last: Option<LiveStatus> = None;
     loop {
         tick.tick().await;
         let now = Instant::now();
         let up = session.uploaded.load(Ordering::Relaxed);
         let down = session.downloaded.load(Ordering::Relaxed);
-        window.push_back((now, up, down));
-        while window.len() > 6 {
-            window.pop_front();
-        }
-        let (t0, up0, down0) = window[0];
-        let dt = (now - t0).as_secs_f64();
-        let rate = |a: u64, b: u64| if dt > 0.0 { (a - b) as f64 / dt } else { 0.0 };
         let have = session.have();
         let st = LiveStatus {
             have: crate::util::hex(have.as_bytes()),
             pieces_held: have.count(),
             uploaded: up,
             downloaded: down,
-            up_rate: rate(up, up0),
-            down_rate: rate(down, down0),
+            up_rate: up_rate.rate(now, up),
+            down_rate: down_rate.rate(now, down),
             connections: session.num_conns(),
         };
         if last.as_ref() == Some(&st) {
             continue;
         }
         if let Ok(json) = serde_json::to_vec(&st) {
-            let tmp = path.with_extension("tmp");
-            if std::fs::write(&tmp, json).is_ok() && std::fs::rename(&tmp, &path).is_ok() {
+            if crate::util::fs::write_atomic(&path, &json).is_ok() {
                 last = Some(st);
             }
         }

@@ -34,8 +34,7 @@ use anyhow::Context;
 use rand::Rng;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::announce::request::AnnounceRequest;
-use crate::announce::Event;
+use crate::announce::{Announce, Event};
 use crate::metainfo::Torrent;
 use crate::policy::{Choker, PiecePicker};
 use conn::Timeouts;
@@ -347,8 +346,8 @@ pub fn connect(session: &Arc<Session>, addr: SocketAddr, t: Timeouts) {
     });
 }
 
-fn announce_request(session: &Session, event: Option<Event>) -> AnnounceRequest {
-    AnnounceRequest {
+fn announce_request(session: &Session, event: Option<Event>) -> Announce {
+    Announce {
         info_hash: session.torrent.info_hash.0,
         peer_id: session.peer_id,
         port: session.listen_port.load(Ordering::Relaxed),
@@ -357,6 +356,9 @@ fn announce_request(session: &Session, event: Option<Event>) -> AnnounceRequest 
         left: session.left(),
         event,
         numwant: 50,
+        compact: true,
+        no_peer_id: false,
+        ip: None,
     }
 }
 

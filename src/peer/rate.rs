@@ -62,6 +62,40 @@ impl Measure {
     }
 }
 
+/// The rate of a cumulative counter over its last `n` samples (one a second for the status
+/// file). Unlike [`Measure`], whose rate decays without ever reaching zero, an idle counter
+/// reads exactly 0 once the window has passed, so an idle client's status stops changing (and
+/// its file is not rewritten).
+#[derive(Debug, Clone)]
+pub struct Window {
+    samples: std::collections::VecDeque<(Instant, u64)>,
+    n: usize,
+}
+
+impl Window {
+    pub fn new(n: usize) -> Window {
+        Window {
+            samples: std::collections::VecDeque::with_capacity(n + 1),
+            n,
+        }
+    }
+
+    /// Record `total` at `now`; bytes/s between the oldest sample kept and now.
+    pub fn rate(&mut self, now: Instant, total: u64) -> f64 {
+        self.samples.push_back((now, total));
+        while self.samples.len() > self.n + 1 {
+            self.samples.pop_front();
+        }
+        let (t0, first) = self.samples[0];
+        let dt = now.saturating_duration_since(t0).as_secs_f64();
+        if dt > 0.0 {
+            total.saturating_sub(first) as f64 / dt
+        } else {
+            0.0
+        }
+    }
+}
+
 /// A cap in bytes/s shared by every connection of a session.
 pub struct Limiter {
     inner: RateLimiter<governor::state::NotKeyed, governor::state::InMemoryState, DefaultClock>,
@@ -129,6 +163,23 @@ mod tests {
             m.update_at(0, t0 + Duration::from_secs(s));
         }
         assert!(m.rate < 0.1 * 666.0, "{}", m.rate);
+    }
+
+    #[test]
+    fn window_rate_is_exact_and_zero_when_idle() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut w = Window::new(5);
+        assert_eq!(w.rate(at(0), 0), 0.0, "one sample: no rate yet");
+        assert_eq!(w.rate(at(1), 1000), 1000.0);
+        for s in 2..=5 {
+            w.rate(at(s), 1000 * s);
+        }
+        assert_eq!(w.rate(at(6), 6000), 1000.0, "over the last five seconds");
+        for s in 7..=10 {
+            w.rate(at(s), 6000);
+        }
+        assert!(w.rate(at(11), 6000) == 0.0, "idle for the whole window");
     }
 
     #[test]

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use crate::announce::request::{parse_response, AnnounceRequest, AnnounceResponse};
+use crate::announce::request::{parse_response, AnnounceResponse};
+use crate::announce::Announce;
 
 /// Announce once, with a timeout.
 pub async fn announce(
     client: &reqwest::Client,
     announce_url: &str,
-    req: &AnnounceRequest,
+    req: &Announce,
 ) -> anyhow::Result<AnnounceResponse> {
     let url = req.url(announce_url);
     let resp = client

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rand::seq::index::sample;
 
-use crate::announce::query::Announce;
+use crate::announce::Announce;
 use crate::announce::Event;
 use crate::bencode::encode_bytes;
 
