@@ -142,3 +142,92 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/api/world` and `/api/status` as the supervisor serves them (field names and all).
+    fn answers() -> (WorldStatus, Status) {
+        let world = r#"{
+          "phase": "ready", "uptime_secs": 12.4,
+          "run": {"run_id": "abc", "pid": 42, "base_url": "http://127.0.0.1:6970",
+                  "tracker_url": "http://127.0.0.1:6970/announce",
+                  "status_url": "http://127.0.0.1:6970/", "vod_url": "http://127.0.0.1:6970/vod/ff",
+                  "torrent": "/r/torrents/movie.mp4.torrent", "saveas": "/r/downloads/my-client/movie.mp4",
+                  "report": "/r/reports/my-client.json", "torrents": []},
+          "world": [{"swarm": 0, "index": 3, "role": "world", "generation": 2,
+                     "peer_id": "-TB0100-W0003g002abc", "pid": 777, "state": "running",
+                     "crashes": 0, "reincarnations": 2, "upload_rate": 70.0,
+                     "start_fraction": 0.4, "last_exit": "exit code 0"}],
+          "my_client": {"command": ["vod-client"], "pid": 900, "state": "exited",
+                        "exit": "exit code 0", "started_secs": 1.0, "ended_secs": 9.0, "log": "/r/l"},
+          "downloads": [["/r/downloads/world-0-3-g2/movie.mp4", 123]],
+          "vod_served": {"me": {"bytes": 5, "requests": 1}}
+        }"#;
+        let status = r#"{"uptime_secs": 12.0, "interval_secs": 10, "swarms": [
+          {"info_hash": "ff", "name": "movie.mp4", "size": 1000, "seeds": 1, "leechers": 1,
+           "completed": 0, "peers": [{"peer_id": "-TB0100-W0003g002abc", "ip": "127.0.0.1",
+           "port": 7000, "uploaded": 0, "downloaded": 0, "left": 500, "progress": 0.5,
+           "last_seen_secs": 1.0, "connected_secs": 9.0, "up_rate": 2048.0, "down_rate": 1024.0}]}],
+          "vod": {"me": {"bytes": 5, "requests": 1}}}"#;
+        (
+            serde_json::from_str(world).unwrap(),
+            serde_json::from_str(status).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_table_comes_from_typed_answers() {
+        let (w, t) = answers();
+        let info = PidInfo {
+            pid: 42,
+            start_time: 1,
+            run_id: "abc".into(),
+            sid: None,
+            cgroup: None,
+            url: "http://127.0.0.1:6970".into(),
+        };
+        let text = render(&info, &w, &t);
+        assert!(
+            text.contains("supervisor pid 42, run abc, up 12 s, ready"),
+            "{text}"
+        );
+        assert!(
+            text.contains("VoD server   http://127.0.0.1:6970/vod/ff"),
+            "{text}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.contains("-TB0100-W0003g002abc"))
+            .unwrap();
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cols[..6],
+            ["world", "3", "2", "777", "running", "-TB0100-W0003g002abc"]
+        );
+        assert_eq!(
+            cols[6..],
+            ["50%", "2.0", "1.0"],
+            "progress and rates from the tracker"
+        );
+        let my: Vec<&str> = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("my  "))
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(my, ["my", "-", "-", "900", "exited", "exit", "code", "0"]);
+        assert!(
+            text.contains("123  /r/downloads/world-0-3-g2/movie.mp4"),
+            "{text}"
+        );
+        assert_eq!(
+            t.extra["vod"]["me"]["bytes"], 5,
+            "the embedder's section is kept"
+        );
+        // What the supervisor serializes, `status` reads back.
+        let again: WorldStatus = serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap();
+        assert_eq!(again.world[0].peer_id, *b"-TB0100-W0003g002abc");
+    }
+}

@@ -509,3 +509,23 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod names {
+    use super::*;
+
+    #[test]
+    fn table_names_are_the_wire_names() {
+        for r in [Role::Seed, Role::World] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        for s in [
+            SlotState::Starting,
+            SlotState::Running,
+            SlotState::Waiting,
+            SlotState::Failed,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+}
