@@ -1,5 +1,7 @@
-//! Video on demand: the deadline model, the report a client writes, the VoD server that counts
-//! the penalty, and the `vod-client` that plays while it downloads.
+//! Video on demand: the deadline model ([`Model`]), the report a client writes ([`Report`]),
+//! the VoD server that counts the penalty ([`server`]), the score of a run and its
+//! `summary.json` ([`score`]), the timeline chart ([`chart`]), and the `vod-client` that plays
+//! while it downloads ([`client`]).
 //!
 //! The model (SPEC, Units and the VoD model): with playback rate R (bytes/s), startup delay D
 //! and prefetch P, at time t (seconds since the client started) every byte with index below
