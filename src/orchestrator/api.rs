@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::config::Addresses;
 use super::rundir::RunDir;
 use super::world::Slot;
 use crate::vod::server::Served;
@@ -95,6 +96,8 @@ pub struct RunInfo {
     pub saveas: PathBuf,
     pub report: PathBuf,
     pub torrents: Vec<TorrentInfo>,
+    /// How world clients are addressed in this run.
+    pub addresses: Addresses,
 }
 
 impl RunInfo {

@@ -51,10 +51,41 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// The content the world shares; never written to.
     pub fresh_files: PathBuf,
+    /// How the world's clients get their addresses (see [`Addresses`]).
+    pub addresses: Addresses,
     pub tracker: TrackerSection,
     pub torrents: TorrentsSection,
     pub world: WorldSection,
     pub my_client: MyClientSection,
+}
+
+/// How world clients are addressed. Real clients keep one connection per address, and
+/// Transmission refuses loopback peers from a tracker, so by default every world client has an
+/// address of its own in a network namespace the lab makes (see `orchestrator::netns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Addresses {
+    /// `shared` when my client may be on another host (`tracker.bind` unspecified, or a
+    /// `public_host`); else `namespace`, or `loopback` where no namespace can be made.
+    #[default]
+    Auto,
+    /// 10.77.0.0/16 in the lab's own network namespace; my client runs inside it.
+    Namespace,
+    /// 127.77.0.0/16 on this host (enough for libtorrent, not for Transmission).
+    Loopback,
+    /// Every world client listens on `tracker.bind` (0.0.0.0 for other hosts), one port each.
+    Shared,
+}
+
+impl std::fmt::Display for Addresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Addresses::Auto => "auto",
+            Addresses::Namespace => "namespace",
+            Addresses::Loopback => "loopback",
+            Addresses::Shared => "shared",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -137,6 +168,7 @@ impl Default for Config {
             seed: None,
             run_dir: "run".into(),
             fresh_files: "fresh-files".into(),
+            addresses: Addresses::Auto,
             tracker: TrackerSection::default(),
             torrents: TorrentsSection::default(),
             world: WorldSection::default(),
@@ -225,9 +257,24 @@ impl Config {
         Ok(cfg)
     }
 
+    /// My client may be on another host: the tracker listens on every address, or other
+    /// hosts are told a public host name.
+    pub fn for_other_hosts(&self) -> bool {
+        self.tracker.bind.is_unspecified() || self.tracker.public_host.is_some()
+    }
+
     /// Semantic checks; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
         let w = &self.world;
+        if self.for_other_hosts()
+            && matches!(self.addresses, Addresses::Namespace | Addresses::Loopback)
+        {
+            return Err(format!(
+                "addresses: {} keeps the world on this host, but tracker.bind {} or public_host \
+                 ask for clients on other hosts: use `addresses: shared` (or auto)",
+                self.addresses, self.tracker.bind
+            ));
+        }
         if self.tracker.interval == 0 {
             return Err("tracker.interval: must be at least 1 second".into());
         }

@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod config;
+pub mod netns;
 pub mod page;
 pub mod procs;
 pub mod run;

@@ -25,7 +25,7 @@ use crate::vod::{chart, Report};
 
 const CSS: &str = "body{font:14px system-ui,sans-serif;margin:1.2em 1.5em;color:#222}\
 h1{margin:0 0 .3em}h2{margin:1.2em 0 .3em}\
-table{border-collapse:collapse;margin:.4em 0 1em}table.clients{table-layout:fixed;width:980px;margin:0}\
+table{border-collapse:collapse;margin:.4em 0 1em}table.clients{table-layout:fixed;width:1090px;margin:0}\
 div.rows{content-visibility:auto;contain-intrinsic-size:auto 1100px}td,th{padding:2px 9px;border-bottom:1px solid #e3e3e3;text-align:right;white-space:nowrap}\
 td.l,th.l{text-align:left}code{font-size:12px}\
 .bar{display:inline-block;width:80px;height:8px;background:#eee;vertical-align:middle}.bar i{display:block;height:8px;background:#3a7}\
@@ -228,6 +228,7 @@ struct Row {
     role: &'static str,
     class: &'static str,
     peer_id: String,
+    addr: String,
     state: String,
     progress: Option<f64>,
     up_rate: Option<f64>,
@@ -281,6 +282,7 @@ fn swarm(
                 "role-world"
             },
             peer_id: id,
+            addr: s.addr.to_string(),
             state: s.state.as_str().to_string(),
             progress: match (&live, pieces) {
                 (Some(l), Some(n)) if n > 0 => Some(l.pieces_held as f64 / n as f64),
@@ -300,6 +302,7 @@ fn swarm(
             role: if is_my { "my client" } else { "other" },
             class: if is_my { "role-my" } else { "role-other" },
             peer_id: p.peer_id.clone(),
+            addr: p.ip.clone(),
             state: "running".into(),
             progress: p.progress,
             up_rate: Some(p.up_rate),
@@ -346,12 +349,12 @@ fn swarm(
     // with 500 clients a refresh lays out only what is in view (make bench times it).
     const CHUNK: usize = 50;
     const COLS: &str = "<colgroup><col style=width:90px><col style=width:190px>\
-         <col style=width:80px><col style=width:135px><col style=width:95px><col style=width:95px>\
+         <col style=width:110px><col style=width:80px><col style=width:135px><col style=width:95px><col style=width:95px>\
          <col style=width:95px><col style=width:85px><col style=width:115px></colgroup>";
     let _ = write!(
         h,
         "<div class=rows><table class=clients>{COLS}<thead><tr><th class=l>role</th><th class=l>peer id</th>\
-         <th class=l>state</th><th class=l>progress</th><th>up</th><th>down</th>\
+         <th class=l>address</th><th class=l>state</th><th class=l>progress</th><th>up</th><th>down</th>\
          <th>uploaded</th><th>last seen</th><th>reincarnations</th></tr></thead><tbody>",
     );
     let dash = || "<span class=muted>–</span>".to_string();
@@ -365,12 +368,13 @@ fn swarm(
         let _ = write!(
             h,
             "<tr class=\"client {} st-{}\"><td class=l>{}</td><td class=l><code>{}</code></td>\
-             <td class=l>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=l>{}</td><td class=l>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td></tr>",
             r.class,
             esc(&r.state),
             r.role,
             esc(&r.peer_id),
+            esc(&r.addr),
             esc(&r.state),
             r.progress
                 .map(|x| {

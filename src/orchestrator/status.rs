@@ -13,7 +13,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::api::WorldStatus;
-use super::config::Config;
+use super::config::{Addresses, Config};
+use super::netns;
 use super::procs;
 use super::rundir::{PidInfo, RunDir};
 use crate::tracker::status::{PeerStatus, Status};
@@ -87,15 +88,28 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
         "testbed running: supervisor pid {}, run {}, up {:.0} s, {}",
         info.pid, info.run_id, w.uptime_secs, w.phase
     );
+    let hash = run.vod_url.rsplit('/').next().unwrap_or("");
     for (k, v) in [
         ("status page", run.status_url.clone()),
-        ("tracker", run.tracker_url.clone()),
-        ("VoD server", run.vod_url.clone()),
+        ("tracker", format!("{}/announce", run.base_url)),
+        ("VoD server", format!("{}/vod/{hash}", run.base_url)),
         ("my torrent", run.torrent.display().to_string()),
         ("my saveas", run.saveas.display().to_string()),
     ] {
         let _ = writeln!(s, "  {k:<12} {v}");
     }
+    let _ = match run.addresses {
+        Addresses::Namespace => writeln!(
+            s,
+            "  addresses    namespace: world 10.77.x.y, my client {}, tracker and VoD server for\n               \
+             them at {} and {} (nsenter --net=/proc/{}/ns/net to look inside)",
+            netns::MY_CLIENT,
+            run.tracker_url,
+            run.vod_url,
+            info.pid
+        ),
+        a => writeln!(s, "  addresses    {a}"),
+    };
     // Peer figures from the tracker, by peer id.
     let peers: BTreeMap<&str, &PeerStatus> = t
         .swarms
@@ -105,21 +119,31 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "\n  {:<6} {:>4} {:>4} {:>7} {:<8} {:<20} {:>8} {:>9} {:>9}",
-        "ROLE", "SLOT", "GEN", "PID", "STATE", "PEER ID", "PROGRESS", "UP KB/s", "DOWN KB/s"
+        "\n  {:<6} {:>4} {:>4} {:>7} {:<8} {:<20} {:<15} {:>8} {:>9} {:>9}",
+        "ROLE",
+        "SLOT",
+        "GEN",
+        "PID",
+        "STATE",
+        "PEER ID",
+        "ADDRESS",
+        "PROGRESS",
+        "UP KB/s",
+        "DOWN KB/s"
     );
     for slot in &w.world {
         let id = String::from_utf8_lossy(&slot.peer_id);
         let p = peers.get(&*id);
         let _ = writeln!(
             s,
-            "  {:<6} {:>4} {:>4} {:>7} {:<8} {:<20} {:>7.0}% {:>9.1} {:>9.1}",
+            "  {:<6} {:>4} {:>4} {:>7} {:<8} {:<20} {:<15} {:>7.0}% {:>9.1} {:>9.1}",
             slot.role.as_str(),
             slot.index,
             slot.generation,
             slot.pid.map(|p| p.to_string()).unwrap_or("-".into()),
             slot.state.as_str(),
             id,
+            slot.addr.to_string(),
             p.and_then(|p| p.progress).unwrap_or(0.0) * 100.0,
             p.map_or(0.0, |p| p.up_rate) / 1024.0,
             p.map_or(0.0, |p| p.down_rate) / 1024.0
@@ -155,9 +179,9 @@ mod tests {
                   "tracker_url": "http://127.0.0.1:6970/announce",
                   "status_url": "http://127.0.0.1:6970/", "vod_url": "http://127.0.0.1:6970/vod/ff",
                   "torrent": "/r/torrents/movie.mp4.torrent", "saveas": "/r/downloads/my-client/movie.mp4",
-                  "report": "/r/reports/my-client.json", "torrents": []},
+                  "report": "/r/reports/my-client.json", "torrents": [], "addresses": "namespace"},
           "world": [{"swarm": 0, "index": 3, "role": "world", "generation": 2,
-                     "peer_id": "-TB0100-W0003g002abc", "pid": 777, "state": "running",
+                     "peer_id": "-TB0100-W0003g002abc", "addr": "10.77.1.4", "pid": 777, "state": "running",
                      "crashes": 0, "reincarnations": 2, "upload_rate": 70.0,
                      "start_fraction": 0.4, "last_exit": "exit code 0"}],
           "my_client": {"command": ["vod-client"], "pid": 900, "state": "exited",
@@ -187,6 +211,7 @@ mod tests {
             sid: None,
             cgroup: None,
             url: "http://127.0.0.1:6970".into(),
+            netns: None,
         };
         let text = render(&info, &w, &t);
         assert!(
@@ -203,13 +228,25 @@ mod tests {
             .unwrap();
         let cols: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
-            cols[..6],
-            ["world", "3", "2", "777", "running", "-TB0100-W0003g002abc"]
+            cols[..7],
+            [
+                "world",
+                "3",
+                "2",
+                "777",
+                "running",
+                "-TB0100-W0003g002abc",
+                "10.77.1.4"
+            ]
         );
         assert_eq!(
-            cols[6..],
+            cols[7..],
             ["50%", "2.0", "1.0"],
             "progress and rates from the tracker"
+        );
+        assert!(
+            text.contains("addresses    namespace: world 10.77.x.y, my client 10.77.0.2"),
+            "{text}"
         );
         let my: Vec<&str> = text
             .lines()

@@ -1,12 +1,14 @@
 //! `testbed stop`: end everything of the run dir's testbed within 5 s, idempotent. The
 //! supervisor (checked by its pid's start time) gets SIGTERM and 4 s to end its run itself;
 //! then every process of the run that is left, found by cgroup, run-id marker and session, gets
-//! SIGTERM and, 300 ms later, SIGKILL. This works the same when the supervisor was SIGKILLed.
+//! SIGTERM and, 300 ms later, SIGKILL; so does anything left in the lab's network namespace,
+//! which then ends. This works the same when the supervisor was SIGKILLed.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::config::Config;
+use super::netns;
 use super::procs;
 use super::rundir::RunDir;
 
@@ -42,6 +44,27 @@ pub fn stop(config_path: &Path, verbose: bool) -> anyhow::Result<()> {
     );
     if let Some(cg) = &cgroup {
         cg.remove();
+    }
+    // The lab's network namespace ends with the last process inside it: whatever entered it
+    // (a debugging shell with nsenter, say) is ended too.
+    let mut left = left;
+    if let Some(ns) = info.netns {
+        loop {
+            let inside: Vec<i32> = netns::members(ns)
+                .into_iter()
+                .filter(|&p| p != std::process::id() as i32)
+                .collect();
+            if inside.is_empty() || Instant::now() >= deadline {
+                for p in inside {
+                    if !left.contains(&p) {
+                        left.push(p);
+                    }
+                }
+                break;
+            }
+            procs::signal_all(&inside, nix::sys::signal::Signal::SIGKILL);
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     if !left.is_empty() {
         anyhow::bail!("processes {left:?} of run {} survived SIGKILL", info.run_id);

@@ -35,7 +35,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::api::{MyClient, MyClientState, Phase, RunInfo, StartState, TorrentInfo};
-use super::config::Config;
+use super::config::{Addresses, Config};
+use super::netns;
 use super::procs::{self, SpawnRequest};
 use super::rundir::{PidInfo, RunDir};
 use super::world::{SwarmFiles, World};
@@ -75,7 +76,9 @@ pub fn supervise(
             None
         }
     };
-    let base_url = format!("http://{}:{}", reach_host(&cfg), cfg.tracker.port);
+    // Before any thread: entering a namespace moves only the calling thread.
+    let net = Network::prepare(&cfg)?;
+    let base_url = format!("http://{}:{}", reach_host(&cfg), net.port);
     rd.write_pid(&PidInfo {
         pid: me,
         start_time: procs::start_time(me).unwrap_or(0),
@@ -83,7 +86,12 @@ pub fn supervise(
         sid,
         cgroup: cgroup.as_ref().map(|c| c.path.clone()),
         url: base_url.clone(),
+        netns: net.netns,
     })?;
+    if let Some(why) = &net.fallback {
+        tracing::warn!("{why}");
+        eprintln!("testbed: warning: {why}");
+    }
     let rt = crate::util::rt::runtime(2)?;
     let sup = Supervisor {
         cfg: &cfg,
@@ -93,6 +101,7 @@ pub fn supervise(
         base_url,
         mode,
         started: Instant::now(),
+        net: Mutex::new(Some(net)),
     };
     let result = rt.block_on(sup.run(my_client));
     if let Err(e) = &result {
@@ -135,15 +144,86 @@ fn reach_host(cfg: &Config) -> String {
     }
 }
 
+/// The run's sockets and addressing, decided before any thread starts.
+pub struct Network {
+    /// How world clients are addressed (never `Auto`).
+    pub addresses: Addresses,
+    /// The tracker's port (the same inside the namespace).
+    pub port: u16,
+    /// The host's socket: the status page for people, and clients on other hosts.
+    host: std::net::TcpListener,
+    /// The socket inside the lab's namespace, for the clients there.
+    inside: Option<std::net::TcpListener>,
+    /// The namespace's inode, when the run has one.
+    pub netns: Option<u64>,
+    /// Why `auto` did not get a namespace.
+    pub fallback: Option<String>,
+}
+
+impl Network {
+    /// Bind the tracker's port on the host, then (for `namespace`, or `auto` on one host)
+    /// move this process into the lab's own network namespace and bind there too.
+    pub fn prepare(cfg: &Config) -> anyhow::Result<Network> {
+        let host = tracker::bind_std(SocketAddr::new(cfg.tracker.bind, cfg.tracker.port))?;
+        let port = host.local_addr()?.port();
+        let wanted = match cfg.addresses {
+            Addresses::Auto if cfg.for_other_hosts() => Addresses::Shared,
+            Addresses::Auto => Addresses::Namespace,
+            a => a,
+        };
+        let mut net = Network {
+            addresses: wanted,
+            port,
+            host,
+            inside: None,
+            netns: None,
+            fallback: None,
+        };
+        if wanted != Addresses::Namespace {
+            return Ok(net);
+        }
+        match netns::enter() {
+            Ok(()) => {
+                net.inside = Some(tracker::bind_std(SocketAddr::new(
+                    netns::TRACKER.into(),
+                    port,
+                ))?);
+                net.netns = netns::current();
+            }
+            Err(e) if cfg.addresses == Addresses::Auto => {
+                net.addresses = Addresses::Loopback;
+                net.fallback = Some(format!(
+                    "no network namespace for the lab ({e}): world clients get 127.77.x.y \
+                     addresses on this host, which libtorrent accepts and Transmission does not"
+                ));
+            }
+            Err(e) => anyhow::bail!("addresses: namespace: {e}"),
+        }
+        Ok(net)
+    }
+
+    /// Where clients of the lab reach the tracker and the VoD server: inside the namespace,
+    /// or as people do.
+    fn lab_url(&self, base_url: &str) -> String {
+        match self.inside {
+            Some(_) => format!("http://{}:{}", netns::TRACKER, self.port),
+            None => base_url.to_string(),
+        }
+    }
+}
+
 /// One supervised run: the config, where it lives, and how it ends.
 pub struct Supervisor<'a> {
     cfg: &'a Config,
     rd: &'a RunDir,
     run_id: String,
     sid: Option<i32>,
+    /// The tracker and page as people (and other hosts) reach them.
     base_url: String,
     mode: Mode,
     started: Instant,
+    /// Taken by [`Supervisor::start_services`] (its sockets go to the server).
+    net: Mutex<Option<Network>>,
 }
 
 /// The HTTP server of the run (tracker, page, `/api/world`, VoD) and how to end it.
@@ -195,8 +275,23 @@ impl Supervisor<'_> {
         Ok(swarms)
     }
 
+    /// Where clients of the lab announce: inside the namespace when there is one.
     fn announce_url(&self) -> String {
-        format!("{}/announce", self.base_url)
+        format!("{}/announce", self.lab_url())
+    }
+
+    fn lab_url(&self) -> String {
+        match &*self.net.locked() {
+            Some(n) => n.lab_url(&self.base_url),
+            None => self.base_url.clone(),
+        }
+    }
+
+    fn addresses(&self) -> Addresses {
+        self.net
+            .locked()
+            .as_ref()
+            .map_or(Addresses::Shared, |n| n.addresses)
     }
 
     /// The swarm my client joins: the config's `torrents.my_torrent`, else the largest file.
@@ -220,13 +315,15 @@ impl Supervisor<'_> {
     fn run_info(&self, swarms: &[SwarmFiles], mine: usize) -> anyhow::Result<RunInfo> {
         let my = &swarms[mine];
         let base = &self.base_url;
+        let lab = self.lab_url();
         Ok(RunInfo {
             run_id: self.run_id.clone(),
             pid: std::process::id() as i32,
             base_url: base.clone(),
             tracker_url: self.announce_url(),
             status_url: format!("{base}/"),
-            vod_url: format!("{base}/vod/{}", my.torrent.info_hash),
+            vod_url: format!("{lab}/vod/{}", my.torrent.info_hash),
+            addresses: self.addresses(),
             torrent: std::path::absolute(&my.torrent_path)?,
             saveas: std::path::absolute(
                 self.rd.downloads().join("my-client").join(&my.torrent.name),
@@ -249,8 +346,19 @@ impl Supervisor<'_> {
     /// The world's slots, laid out but not started.
     fn new_world(&self, swarms: Vec<SwarmFiles>) -> anyhow::Result<Arc<World>> {
         let rd = self.rd;
+        let addresses = self.addresses();
+        let per_swarm = self.cfg.world.seeds + self.cfg.world.clients;
+        if addresses != Addresses::Shared && swarms.len() * per_swarm > netns::MAX_CLIENTS {
+            anyhow::bail!(
+                "world: {} swarms of {per_swarm} clients need more than {} addresses",
+                swarms.len(),
+                netns::MAX_CLIENTS
+            );
+        }
         let world = World {
             cfg: self.cfg.world.clone(),
+            addresses,
+            shared_addr: self.cfg.tracker.bind,
             seed: self.cfg.seed.unwrap_or_else(rand::random),
             swarms,
             slots: Mutex::new(Vec::new()),
@@ -291,7 +399,16 @@ impl Supervisor<'_> {
         for s in &world.swarms {
             trk.register(&s.torrent);
         }
-        let listener = tracker::bind(SocketAddr::new(cfg.tracker.bind, cfg.tracker.port)).await?;
+        let net = self
+            .net
+            .locked()
+            .take()
+            .context("the network was prepared once")?;
+        let listener = tokio::net::TcpListener::from_std(net.host)?;
+        let inside = net
+            .inside
+            .map(tokio::net::TcpListener::from_std)
+            .transpose()?;
         let vod = VodServer::new(world.swarms.iter().map(|s| {
             (
                 s.torrent.info_hash.hex(),
@@ -334,7 +451,10 @@ impl Supervisor<'_> {
         let server = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                tracker::serve(trk, listener, app, async move { shutdown.notified().await }).await
+                tracker::serve_on(trk, listener, inside, app, async move {
+                    shutdown.notified().await
+                })
+                .await
             })
         };
         Ok(Services {

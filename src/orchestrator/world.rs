@@ -16,6 +16,7 @@
 //! from run to run whatever the timing.
 
 use std::ffi::OsString;
+use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,8 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::config::WorldSection;
+use super::config::{Addresses, WorldSection};
+use super::netns;
 use super::procs::{SpawnRequest, Spawner};
 use crate::metainfo::Torrent;
 use crate::util::Exit;
@@ -79,6 +81,8 @@ pub struct Slot {
     pub generation: u32,
     #[serde(with = "peer_id_text")]
     pub peer_id: [u8; 20],
+    /// The address it listens on, dials from and announces from.
+    pub addr: IpAddr,
     pub pid: Option<i32>,
     pub state: SlotState,
     /// Crashes in a row.
@@ -130,6 +134,10 @@ pub struct SwarmFiles {
 
 pub struct World {
     pub cfg: WorldSection,
+    /// How slots are addressed (never `Auto` here: the supervisor has decided).
+    pub addresses: Addresses,
+    /// The address of every client under [`Addresses::Shared`].
+    pub shared_addr: IpAddr,
     pub seed: u64,
     pub swarms: Vec<SwarmFiles>,
     pub slots: Mutex<Vec<Slot>>,
@@ -192,6 +200,7 @@ impl World {
             generation % 1000
         );
         let peer_id: [u8; 20] = id.as_bytes().try_into().expect("20 bytes");
+        let addr = self.slot_addr(swarm, index);
         let name = &self.swarms[swarm].torrent.name;
         let data = if role == Role::Seed {
             self.swarms[swarm].fresh.clone()
@@ -206,6 +215,7 @@ impl World {
             role,
             generation,
             peer_id,
+            addr,
             pid: None,
             state: SlotState::Starting,
             crashes: 0,
@@ -225,6 +235,19 @@ impl World {
             .filter(|s| s.state != SlotState::Failed)
             .map(|s| s.peer_id)
             .collect()
+    }
+
+    /// The address of a slot: its own under `namespace` and `loopback` (numbered across
+    /// swarms, so unique in the run), the shared one otherwise. The supervisor checks that
+    /// the world fits ([`netns::MAX_CLIENTS`]).
+    pub fn slot_addr(&self, swarm: usize, index: usize) -> IpAddr {
+        let k = swarm * (self.cfg.seeds + self.cfg.clients) + index;
+        let own = match self.addresses {
+            Addresses::Namespace => netns::world_addr(k),
+            Addresses::Loopback => netns::loopback_addr(k),
+            Addresses::Auto | Addresses::Shared => None,
+        };
+        own.unwrap_or(self.shared_addr)
     }
 
     /// The live status file of a slot (rewritten by its client every second).
@@ -268,6 +291,7 @@ impl World {
         // `--key=value`: a value may start with '-' (peer ids do).
         let flag = |a: &mut Vec<OsString>, k: &str, v: String| a.push(format!("{k}={v}").into());
         flag(&mut args, "--tracker", self.tracker_url.clone());
+        flag(&mut args, "--bind", slot.addr.to_string());
         flag(
             &mut args,
             "--peer-id",

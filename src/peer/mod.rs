@@ -153,6 +153,10 @@ impl Peer {
             session.set_playback(start, p);
         }
         session.listen_port.store(addr.port(), Ordering::Relaxed);
+        let local_ip = (!cfg.bind.is_unspecified()).then_some(cfg.bind);
+        if let Some(ip) = local_ip {
+            let _ = session.local_ip.set(ip);
+        }
         tracing::info!(%addr, info_hash = %cfg.torrent.info_hash, pieces = session.have().count(), "peer started");
 
         let tracker = match cfg.tracker {
@@ -160,7 +164,11 @@ impl Peer {
             Some(t) => Some(t),
             None => cfg.torrent.announce.clone(),
         };
-        let client = reqwest::Client::builder().no_proxy().build()?;
+        // Announces leave from our own address too, so the tracker hands that one out.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .local_address(local_ip)
+            .build()?;
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(accept_loop(
             session.clone(),
@@ -324,8 +332,8 @@ async fn accept_loop(session: Arc<Session>, listener: TcpListener, t: Timeouts) 
 pub fn connect(session: &Arc<Session>, addr: SocketAddr, t: Timeouts) {
     {
         let mut st = session.lock();
-        let own =
-            addr.port() == session.listen_port.load(Ordering::Relaxed) && addr.ip().is_loopback();
+        let own = addr.port() == session.listen_port.load(Ordering::Relaxed)
+            && (addr.ip().is_loopback() || session.local_ip.get() == Some(&addr.ip()));
         if own
             || st.conns.len() + st.connecting.len() >= session.limits.max_connections
             || st.conns.values().any(|c| c.addr == addr)
@@ -336,7 +344,8 @@ pub fn connect(session: &Arc<Session>, addr: SocketAddr, t: Timeouts) {
     }
     let session = session.clone();
     tokio::spawn(async move {
-        let r = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
+        let r =
+            tokio::time::timeout(Duration::from_secs(5), dial(addr, session.local_ip.get())).await;
         session.lock().connecting.remove(&addr);
         match r {
             Ok(Ok(stream)) => conn::run(session, stream, addr, true, t).await,
@@ -344,6 +353,20 @@ pub fn connect(session: &Arc<Session>, addr: SocketAddr, t: Timeouts) {
             Err(_) => tracing::debug!(%addr, "connect timed out"),
         }
     });
+}
+
+/// A connection to `addr`, from `from` when given (a world client dials from its own address,
+/// so that every peer sees it under that one).
+async fn dial(addr: SocketAddr, from: Option<&IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(&ip) = from.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
 }
 
 fn announce_request(session: &Session, event: Option<Event>) -> Announce {

@@ -153,6 +153,9 @@ pub struct Session {
     pub wasted: AtomicU64,
     pub hash_failures: AtomicU64,
     pub listen_port: AtomicU16,
+    /// The address this peer listens on, dials from and announces from, when it was given one
+    /// (a world client's own address); `None`: any.
+    pub local_ip: std::sync::OnceLock<std::net::IpAddr>,
     next_conn: AtomicU64,
     /// Every verified piece, as it happens.
     pub pieces_tx: broadcast::Sender<u32>,
@@ -224,6 +227,7 @@ impl Session {
             wasted: AtomicU64::new(0),
             hash_failures: AtomicU64::new(0),
             listen_port: AtomicU16::new(0),
+            local_ip: std::sync::OnceLock::new(),
             next_conn: AtomicU64::new(1),
             pieces_tx: broadcast::channel(1024).0,
             complete: watch::channel(complete).0,

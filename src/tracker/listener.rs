@@ -24,6 +24,9 @@ use tokio::time::{Instant, Sleep};
 
 pub struct Guarded {
     inner: TcpListener,
+    /// A second socket serving the same routes (the lab's namespace has one beside the
+    /// host's: see `orchestrator::netns`).
+    also: Option<TcpListener>,
     permits: Arc<Semaphore>,
     idle: Duration,
 }
@@ -32,9 +35,16 @@ impl Guarded {
     pub fn new(inner: TcpListener, max_connections: usize, idle: Duration) -> Self {
         Guarded {
             inner,
+            also: None,
             permits: Arc::new(Semaphore::new(max_connections.max(1))),
             idle,
         }
+    }
+
+    /// Accept on `also` too (the permits are shared).
+    pub fn with(mut self, also: Option<TcpListener>) -> Self {
+        self.also = also;
+        self
     }
 }
 
@@ -60,7 +70,14 @@ impl Listener for Guarded {
             .await
             .expect("the semaphore is never closed");
         loop {
-            match self.inner.accept().await {
+            let accepted = match &self.also {
+                Some(also) => tokio::select! {
+                    r = self.inner.accept() => r,
+                    r = also.accept() => r,
+                },
+                None => self.inner.accept().await,
+            };
+            match accepted {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
                     let io = GuardedIo {

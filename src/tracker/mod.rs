@@ -350,7 +350,12 @@ pub fn run_standalone(
 }
 
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+    Ok(tokio::net::TcpListener::from_std(bind_std(addr)?)?)
+}
+
+/// Bind the tracker's port, before any runtime (one line naming the port if it is taken).
+pub fn bind_std(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             anyhow::anyhow!(
                 "port {} on {} is already in use (another tracker or testbed running?)",
@@ -360,13 +365,26 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
         } else {
             anyhow::anyhow!("cannot listen on {addr}: {e}")
         }
-    })
+    })?;
+    l.set_nonblocking(true)?;
+    Ok(l)
 }
 
 /// Serve `app` on `listener` until `shutdown` resolves; expires peers meanwhile.
 pub async fn serve(
     t: Arc<Tracker>,
     listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_on(t, listener, None, app, shutdown).await
+}
+
+/// [`serve`] on two sockets at once (the host's and the lab namespace's).
+pub async fn serve_on(
+    t: Arc<Tracker>,
+    listener: tokio::net::TcpListener,
+    also: Option<tokio::net::TcpListener>,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -384,7 +402,8 @@ pub async fn serve(
         })
     };
     let listener =
-        listener::Guarded::new(listener, t.config.max_connections, t.config.idle_timeout);
+        listener::Guarded::new(listener, t.config.max_connections, t.config.idle_timeout)
+            .with(also);
     let r = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<listener::PeerAddr>(),

@@ -54,7 +54,11 @@ pub fn init_logging(file: Option<&Path>, default: &str) -> std::io::Result<()> {
                 .with_writer(std::sync::Mutex::new(f))
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        // Colours only for a person: a world client's stderr is its log file.
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
     }
     Ok(())
 }

@@ -5,8 +5,11 @@
   lt_peer.py seed  TORRENT DIR PORT            checks DIR's copy, prints "ready", seeds until killed
   lt_peer.py leech TORRENT DIR                 downloads through the torrent's tracker, prints
                                                "done SECONDS", seeds until killed
+  lt_peer.py plain TORRENT DIR                 the same with a session of libtorrent's default
+                                               settings, as a user would run it
 
-Every peer of the lab shares 127.0.0.1, so several connections per IP are allowed.
+make, seed and leech run beside a lab where every peer shares 127.0.0.1, so their session
+allows several connections per IP; plain changes nothing.
 """
 import os
 import sys
@@ -56,8 +59,8 @@ def main():
         print("ready", flush=True)
         while True:
             time.sleep(1)
-    if mode == "leech":
-        ses = session(0)
+    if mode in ("leech", "plain"):
+        ses = session(0) if mode == "leech" else lt.session()
         t0 = time.time()
         h = ses.add_torrent({"ti": info, "save_path": folder})
         while not h.status().is_seeding:

@@ -109,6 +109,17 @@ fn marked(run_id: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Processes in the network namespace whose inode is `ns`.
+fn netns_members(ns: u64) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ns))
+        .collect()
+}
+
 fn ok(o: &Output) -> String {
     assert!(
         o.status.success(),
@@ -213,6 +224,13 @@ fn stop_after_supervisor_sigkill_and_daemonizing_my_client() {
     wait_until("the daemon runs", Duration::from_secs(10), || {
         marked(&run_id).len() >= 4 + 4 + 3
     });
+    // The lab's network namespace (where namespaces can be made): my client and the world
+    // are in it, the test is not.
+    let netns = info["netns"].as_u64();
+    if let Some(ns) = netns {
+        assert!(netns_members(ns).len() >= 4 + 4 + 3, "the run is inside");
+        assert!(!netns_members(ns).contains(&(std::process::id() as i32)));
+    }
     lab.kill_supervisor(info["pid"].as_i64().unwrap() as i32, &run_id);
     // `stop` fails by itself when a process of the run is still alive at its 5 s deadline.
     let out = ok(&lab.testbed(&["stop"]));
@@ -222,6 +240,13 @@ fn stop_after_supervisor_sigkill_and_daemonizing_my_client() {
         Vec::<i32>::new(),
         "the daemon and every client are ended"
     );
+    if let Some(ns) = netns {
+        assert_eq!(
+            netns_members(ns),
+            Vec::<i32>::new(),
+            "nothing holds the namespace: it is gone"
+        );
+    }
     // A new start works on the same run dir (the stale state is cleaned).
     ok(&lab.start(&[]));
     ok(&lab.testbed(&["stop"]));
