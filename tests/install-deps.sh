@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs, only when missing, what the lab's tests and benchmarks need beyond the Rust
 # toolchain (Debian packages):
-#   tests/install-deps.sh         the real BitTorrent clients of the interop tests and headless
-#                                 Chromium + ChromeDriver for the status-page test (make test)
+#   tests/install-deps.sh         the real BitTorrent clients of the interop tests, headless
+#                                 Chromium + ChromeDriver for the status-page test, and iproute2
+#                                 for the two-host test's namespaces (make test)
 #   tests/install-deps.sh bench   also the benchmark anchors: opentracker, wrk (make bench)
 set -euo pipefail
 need=()
@@ -12,6 +13,7 @@ command -v mktorrent >/dev/null 2>&1 || need+=(mktorrent)
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ "${1:-}" = bench ]; then
   command -v opentracker >/dev/null 2>&1 || need+=(opentracker)
   command -v wrk >/dev/null 2>&1 || need+=(wrk)

@@ -10,5 +10,6 @@ mod orchestrator;
 mod page;
 mod support;
 mod tracker;
+mod twohosts;
 mod vod;
 mod webdriver;

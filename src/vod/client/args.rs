@@ -59,7 +59,9 @@ pub struct Args {
     /// Announce URL instead of the torrent's
     #[arg(long)]
     pub tracker: Option<String>,
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Address to listen on, dial from and announce from (default: any, as other clients do;
+    /// in the lab's namespace my client is then 10.77.0.2)
+    #[arg(long, default_value = "0.0.0.0")]
     pub bind: std::net::IpAddr,
     #[arg(long, default_value_t = 0)]
     pub port: u16,
