@@ -184,6 +184,10 @@ pub struct PeerArgs {
     /// Rewrite this JSON file every second with what the peer has and its rates
     #[arg(long)]
     pub status_file: Option<PathBuf>,
+    /// Append what we give peers that are not world clients to this file (the referee's
+    /// record; one JSON line per event)
+    #[arg(long)]
+    pub referee: Option<PathBuf>,
     /// Seed of the picker's and choker's random choices
     #[arg(long)]
     pub rng_seed: Option<u64>,
@@ -242,6 +246,7 @@ impl PeerArgs {
             max_announce_interval: Duration::from_secs_f64(self.max_announce_interval.max(1.0)),
             playback: None,
             status_file: self.status_file,
+            referee: self.referee,
         })
     }
 }

@@ -79,6 +79,9 @@ pub struct MyClient {
     pub exit: Option<String>,
     /// Seconds after the supervisor started.
     pub started_secs: Option<f64>,
+    /// Unix time when it was started: the zero of its clock (deadlines, the referee).
+    #[serde(default)]
+    pub started_unix: Option<f64>,
     pub ended_secs: Option<f64>,
     pub log: PathBuf,
 }

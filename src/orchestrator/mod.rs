@@ -24,6 +24,7 @@ pub mod config;
 pub mod netns;
 pub mod page;
 pub mod procs;
+pub mod referee;
 pub mod run;
 pub mod rundir;
 pub mod start;

@@ -69,6 +69,11 @@ pub fn run(e: Experiment) -> anyhow::Result<()> {
     )?;
     println!("{}", scored.text);
     println!("summary: {}", path.display());
+    if let Some(v) = &outcome.referee {
+        let csv = cfg.run_dir.join("referee.csv");
+        write_atomic(&csv, crate::vod::referee::csv(v).as_bytes())?;
+        println!("referee: {}", csv.display());
+    }
     write_timeline(&cfg.run_dir, &report)?;
     match scored.problem {
         Some(p) => anyhow::bail!("{p}"),

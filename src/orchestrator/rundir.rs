@@ -48,6 +48,10 @@ impl RunDir {
     pub fn reports(&self) -> PathBuf {
         self.root.join("reports")
     }
+    /// World clients' referee records (`testbed peer --referee`), one file per client.
+    pub fn referee(&self) -> PathBuf {
+        self.root.join("referee")
+    }
     /// World clients' live status files (`testbed peer --status-file`).
     pub fn status(&self) -> PathBuf {
         self.root.join("status")
@@ -112,13 +116,20 @@ impl RunDir {
             self.downloads(),
             self.reports(),
             self.status(),
+            self.referee(),
         ] {
             if d.exists() {
                 std::fs::remove_dir_all(&d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
             }
             std::fs::create_dir_all(&d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
         }
-        for f in ["summary.json", "state.json", "report.svg", "report.csv"] {
+        for f in [
+            "summary.json",
+            "state.json",
+            "report.svg",
+            "report.csv",
+            "referee.csv",
+        ] {
             let _ = std::fs::remove_file(self.root.join(f));
         }
         Ok(())

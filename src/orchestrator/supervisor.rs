@@ -44,8 +44,10 @@ use super::{page, template, Mode, Orchestrator};
 use crate::metainfo::{self, Torrent};
 use crate::tracker::{self, Tracker, TrackerConfig};
 use crate::util::{Exit, Locked};
+use crate::vod::referee::Verdict;
 use crate::vod::score::Outcome;
 use crate::vod::server::VodServer;
+use crate::vod::Model;
 
 /// Children's exits as the reaper reports them. Bounded by the reaper's channel (see
 /// [`procs::reaper`]); the event loop drains it continuously.
@@ -370,6 +372,7 @@ impl Supervisor<'_> {
             downloads: rd.downloads(),
             logs: rd.logs(),
             status: rd.status(),
+            referee: rd.referee(),
             tracker_url: self.announce_url(),
             interval: self.cfg.tracker.interval,
             stopping: Default::default(),
@@ -511,6 +514,7 @@ impl Supervisor<'_> {
             .map(|(k, v)| (format!("TESTBED_{}", k.to_uppercase()), v.clone()))
             .collect();
         let log = self.rd.logs().join("my-client.log");
+        let started_unix = crate::util::unix_now();
         let pid = orch
             .world
             .spawner
@@ -533,6 +537,7 @@ impl Supervisor<'_> {
             state: MyClientState::Running,
             exit: None,
             started_secs: Some(self.started.elapsed().as_secs_f64()),
+            started_unix: Some(started_unix),
             ended_secs: None,
             log,
         };
@@ -647,12 +652,44 @@ impl Supervisor<'_> {
         if self.show_progress() {
             eprintln!();
         }
+        let referee = self.judge(orch).await;
         Ok(Outcome {
             my_exit,
             served: orch.vod.served(),
             my_size: orch.info.my_torrent().map_or(0, |t| t.size),
             run_id: self.run_id.clone(),
+            referee,
         })
+    }
+
+    /// The referee's verdict on my client, from the world's records (complete now that every
+    /// world client has ended) and the VoD server's log. `None` without a my client.
+    async fn judge(&self, orch: &Orchestrator) -> Option<Verdict> {
+        let my_start = orch.my.locked().started_unix?;
+        let info = &orch.info;
+        let swarm = info.torrents.iter().position(|t| t.path == info.torrent)?;
+        let t = &info.torrents[swarm];
+        let m = &self.cfg.my_client;
+        let model = Model::new(m.rate, m.delay, m.prefetch, t.size, t.piece_length);
+        let my_ip: Option<IpAddr> = match info.addresses {
+            Addresses::Namespace => Some(netns::MY_CLIENT.into()),
+            Addresses::Loopback => Some([127, 0, 0, 1].into()),
+            Addresses::Auto | Addresses::Shared => None,
+        };
+        let sent = orch.vod.sent(&t.info_hash);
+        let dir = self.rd.referee();
+        tokio::task::spawn_blocking(move || {
+            super::referee::judge(&super::referee::Case {
+                dir: &dir,
+                swarm,
+                model,
+                my_start,
+                my_ip,
+                sent: &sent,
+            })
+        })
+        .await
+        .ok()
     }
 }
 

@@ -147,6 +147,8 @@ pub struct World {
     pub logs: PathBuf,
     /// Live status files, one per slot (see [`World::status_file`]).
     pub status: PathBuf,
+    /// Referee records, one per client (see `peer::referee`).
+    pub referee: PathBuf,
     pub tracker_url: String,
     pub interval: u64,
     pub stopping: std::sync::atomic::AtomicBool,
@@ -292,6 +294,17 @@ impl World {
         let flag = |a: &mut Vec<OsString>, k: &str, v: String| a.push(format!("{k}={v}").into());
         flag(&mut args, "--tracker", self.tracker_url.clone());
         flag(&mut args, "--bind", slot.addr.to_string());
+        flag(
+            &mut args,
+            "--referee",
+            self.referee
+                .join(format!(
+                    "{}-{}-g{}.jsonl",
+                    slot.swarm, slot.index, slot.generation
+                ))
+                .display()
+                .to_string(),
+        );
         flag(
             &mut args,
             "--peer-id",

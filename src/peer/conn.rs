@@ -16,6 +16,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
+use super::referee;
 use super::session::{BlockOutcome, Cmd, ConnId, PeerId, Session};
 use crate::util::Locked;
 use crate::wire::{Bitfield, BlockRef, Decoder, Handshake, Message, MAX_REQUEST_LEN};
@@ -46,12 +47,26 @@ struct Shared {
     uploads: Mutex<VecDeque<BlockRef>>,
     upload_ready: Notify,
     uploaded: AtomicU64,
+    /// Set when the peer is not a world client and the session keeps a referee record: its
+    /// peer id (hex) and address.
+    foreign: Option<(String, SocketAddr)>,
+}
+
+impl Shared {
+    /// The referee's tap on this connection, if it has one.
+    fn tap<'a>(&'a self, session: &'a Session) -> Option<referee::Tap<'a>> {
+        let (peer, addr) = self.foreign.as_ref()?;
+        Some(referee::Tap {
+            log: session.referee.get()?,
+            peer: peer.clone(),
+            addr: *addr,
+        })
+    }
 }
 
 /// Why a connection ended.
 type Reason = String;
 
-/// Run a connection to its end. `outgoing`: we dialled, so we speak first.
 /// Batches of messages (everything one pass of the connection loop produced: haves, rejects,
 /// chokes...) waiting for the writer. When the peer does not read, the writer stalls, this
 /// queue fills, and the connection stops reading the peer's requests (so a peer that never
@@ -60,6 +75,7 @@ type Reason = String;
 /// event (a piece verified, a choke round, a cancel), drained by this loop between writes.
 const WRITE_QUEUE: usize = 32;
 
+/// Run a connection to its end. `outgoing`: we dialled, so we speak first.
 pub async fn run(
     session: Arc<Session>,
     stream: TcpStream,
@@ -76,8 +92,16 @@ pub async fn run(
             match session.register(peer.peer_id, addr, tx) {
                 Ok(id) => {
                     tracing::info!(%addr, peer = %peer_id_hex, outgoing, "connected");
-                    let mut conn =
-                        Conn::new(session.clone(), id, peer.peer_id, peer.supports_fast());
+                    let mut conn = Conn::new(
+                        session.clone(),
+                        id,
+                        peer.peer_id,
+                        addr,
+                        peer.supports_fast(),
+                    );
+                    if let Some(t) = conn.shared.tap(&session) {
+                        t.record(referee::Event::Connect);
+                    }
                     let r = conn.run(stream, inbuf, rx, timeouts).await;
                     session.unregister(id, &conn.peer_has);
                     r
@@ -159,8 +183,16 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(session: Arc<Session>, id: ConnId, peer_id: PeerId, fast: bool) -> Self {
+    fn new(
+        session: Arc<Session>,
+        id: ConnId,
+        peer_id: PeerId,
+        addr: SocketAddr,
+        fast: bool,
+    ) -> Self {
         let n = session.torrent.num_pieces();
+        let foreign = (session.referee.get().is_some() && !referee::is_world_id(&peer_id))
+            .then(|| (crate::util::hex(&peer_id), addr));
         Conn {
             session,
             id,
@@ -177,6 +209,7 @@ impl Conn {
                 uploads: Mutex::new(VecDeque::new()),
                 upload_ready: Notify::new(),
                 uploaded: AtomicU64::new(0),
+                foreign,
             }),
         }
     }
@@ -328,6 +361,9 @@ impl Conn {
                 if i >= n {
                     return Err(format!("have for piece {i} of {n}"));
                 }
+                if let Some(t) = self.shared.tap(&self.session) {
+                    t.record(referee::Event::Have { piece: i });
+                }
                 if self.peer_has.set(i) {
                     self.session
                         .peer_has(self.id, std::iter::once(i), self.peer_has.is_complete());
@@ -388,6 +424,9 @@ impl Conn {
     }
 
     fn set_all(&mut self, bf: Bitfield) {
+        if let Some(t) = self.shared.tap(&self.session) {
+            t.bitfield(&bf);
+        }
         self.session
             .peer_has(self.id, bf.iter_ones(), bf.is_complete());
         self.peer_has = bf;
@@ -527,6 +566,13 @@ async fn writer(
                     .uploaded
                     .fetch_add(b.length as u64, Ordering::Relaxed);
                 session.note_upload(id, b.length as u64);
+                if let Some(t) = shared.tap(&session) {
+                    t.record(referee::Event::Block {
+                        piece: b.index,
+                        begin: b.begin,
+                        len: b.length,
+                    });
+                }
                 if buf.len() < max_batch && session.up_limit.is_none() {
                     continue;
                 }

@@ -20,6 +20,7 @@
 pub mod conn;
 pub mod live;
 pub mod rate;
+pub mod referee;
 pub mod session;
 pub mod storage;
 pub mod tracker_client;
@@ -81,6 +82,8 @@ pub struct PeerConfig {
     pub playback: Option<(std::time::Instant, crate::policy::Playback)>,
     /// Where to rewrite the live status every second (see [`live`]).
     pub status_file: Option<std::path::PathBuf>,
+    /// Where to record what we give peers that are not world clients (see [`referee`]).
+    pub referee: Option<std::path::PathBuf>,
 }
 
 /// A fresh Azureus-style peer id: `-TB0100-` and 12 random characters.
@@ -151,6 +154,9 @@ impl Peer {
         ));
         if let Some((start, p)) = cfg.playback {
             session.set_playback(start, p);
+        }
+        if let Some(path) = &cfg.referee {
+            let _ = session.referee.set(referee::Log::open(path)?);
         }
         session.listen_port.store(addr.port(), Ordering::Relaxed);
         let local_ip = (!cfg.bind.is_unspecified()).then_some(cfg.bind);

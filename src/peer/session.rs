@@ -156,6 +156,8 @@ pub struct Session {
     /// The address this peer listens on, dials from and announces from, when it was given one
     /// (a world client's own address); `None`: any.
     pub local_ip: std::sync::OnceLock<std::net::IpAddr>,
+    /// The referee's record of what we give peers that are not world clients.
+    pub referee: std::sync::OnceLock<super::referee::Log>,
     next_conn: AtomicU64,
     /// Every verified piece, as it happens.
     pub pieces_tx: broadcast::Sender<u32>,
@@ -228,6 +230,7 @@ impl Session {
             hash_failures: AtomicU64::new(0),
             listen_port: AtomicU16::new(0),
             local_ip: std::sync::OnceLock::new(),
+            referee: std::sync::OnceLock::new(),
             next_conn: AtomicU64::new(1),
             pieces_tx: broadcast::channel(1024).0,
             complete: watch::channel(complete).0,

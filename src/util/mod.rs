@@ -33,6 +33,13 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The wall clock in Unix seconds: the one clock every process of a run shares.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// `lock()` that survives a poisoned mutex. The lab's shared state (slots, reports, counters)
 /// stays consistent between statements, so a thread that panicked while holding the lock
 /// leaves nothing half-written that the others must not read.

@@ -12,6 +12,7 @@
 
 pub(crate) mod chart;
 pub mod client;
+pub(crate) mod referee;
 pub(crate) mod score;
 pub(crate) mod server;
 

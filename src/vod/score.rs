@@ -1,5 +1,7 @@
 //! The score of a run: the VoD server's count is the penalty (score = −penalty); the report my
-//! client wrote, when it wrote one, is set beside it and must agree. [`score`] turns what a
+//! client wrote, when it wrote one, is set beside it and must agree. A client that never called
+//! the server is scored by the referee instead ([`super::referee`]): the bytes of the pieces
+//! that the world and the server together had not delivered by their deadlines. [`score`] turns what a
 //! supervised run ended with ([`Outcome`]) into the lines `testbed run` prints and the
 //! `run/summary.json` it writes ([`Summary`]).
 
@@ -23,6 +25,8 @@ pub struct Outcome {
     pub my_size: u64,
     /// The run's id (every process it started carried it as `TESTBED_RUN_ID`).
     pub run_id: String,
+    /// The referee's verdict on my client (when there was one).
+    pub referee: Option<super::referee::Verdict>,
 }
 
 /// `run/summary.json`.
@@ -30,8 +34,11 @@ pub struct Outcome {
 pub struct Summary {
     /// −penalty.
     pub score: i64,
-    /// Bytes the VoD server sent my client.
+    /// Bytes the VoD server sent my client, or, for a client that never called it, the
+    /// referee's late bytes.
     pub penalty: u64,
+    /// Where the penalty comes from: `server` or `referee`.
+    pub penalty_source: String,
     pub server_bytes: u64,
     /// `server_bytes` over the file's size.
     pub server_share: f64,
@@ -46,6 +53,8 @@ pub struct Summary {
     /// Wall time of the whole run.
     pub seconds: f64,
     pub run_id: String,
+    /// The referee's verdict (late pieces from the supply side), for any client.
+    pub referee: Option<super::referee::Verdict>,
 }
 
 /// The figures of my client's report that the summary keeps.
@@ -84,11 +93,51 @@ pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
         },
     };
     let agree = rep.as_ref().map(|r| r.bytes_from_server == server);
-    let mut text = format!(
-        "score: -{server}  ({server} bytes from the VoD server = {:.1}% of the {} byte file)",
-        share * 100.0,
-        o.my_size
-    );
+    let pct = |b: u64| {
+        if o.my_size > 0 {
+            b as f64 * 100.0 / o.my_size as f64
+        } else {
+            0.0
+        }
+    };
+    let by_referee = server == 0 && o.referee.is_some();
+    let penalty = match &o.referee {
+        Some(v) if by_referee => v.late_bytes,
+        _ => server,
+    };
+    let mut text = match &o.referee {
+        Some(v) if by_referee => format!(
+            "score: -{penalty}  (referee: {} pieces = {penalty} bytes late at their deadline, \
+             {:.1}% of the {} byte file; my client never called the VoD server)",
+            v.late_pieces,
+            pct(penalty),
+            o.my_size
+        ),
+        _ => format!(
+            "score: -{server}  ({server} bytes from the VoD server = {:.1}% of the {} byte file)",
+            share * 100.0,
+            o.my_size
+        ),
+    };
+    if let Some(v) = &o.referee {
+        if !by_referee {
+            text.push_str(&format!(
+                "\nreferee: {} pieces ({} bytes) late at their deadline",
+                v.late_pieces, v.late_bytes
+            ));
+        }
+        text.push_str(&format!(
+            "\nreferee: {} world clients met my client, {:.1}% of the file sent by the world{}",
+            v.world_peers_connected,
+            pct(v.bytes_from_world),
+            v.first_block_at
+                .map(|t| format!(", first block at {t:.1} s"))
+                .unwrap_or_default()
+        ));
+        for n in &v.notes {
+            text.push_str(&format!("\nreferee: note: {n}"));
+        }
+    }
     match (&rep, &unreadable) {
         (Some(r), _) => text.push_str(&format!(
             "\nmy client's report: {} bytes from the server ({} pieces), {} from peers, policy {}; {}",
@@ -101,6 +150,7 @@ pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
         (None, Some(e)) => text.push_str(&format!(
             "\nmy client's report is unreadable ({e}); the server's count is the score"
         )),
+        (None, None) if by_referee => text.push_str("\nmy client wrote no report"),
         (None, None) => text.push_str("\nmy client wrote no report (the server's count is the score)"),
     }
     let problem = match (o.my_exit, agree) {
@@ -112,8 +162,9 @@ pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
         (None, _) => Some("stopped before my client ended".to_string()),
     };
     let summary = Summary {
-        score: -(server as i64),
-        penalty: server,
+        score: -(penalty as i64),
+        penalty,
+        penalty_source: if by_referee { "referee" } else { "server" }.into(),
         server_bytes: server,
         server_share: share,
         server_by_client: o.served.clone(),
@@ -130,6 +181,7 @@ pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
         my_client_exit: o.my_exit.map(|e| e.to_string()),
         seconds,
         run_id: o.run_id.clone(),
+        referee: o.referee.clone(),
     };
     Scored {
         summary,
@@ -150,6 +202,7 @@ mod tests {
             served,
             my_size: 1000,
             run_id: "r".into(),
+            referee: None,
         }
     }
 
@@ -202,5 +255,47 @@ mod tests {
         // The summary file reads back as the same type.
         let json = serde_json::to_string(&s.summary).unwrap();
         assert_eq!(serde_json::from_str::<Summary>(&json).unwrap(), s.summary);
+    }
+
+    #[test]
+    fn a_client_that_never_called_the_server_is_scored_by_the_referee() {
+        use crate::vod::referee::Referee;
+        use crate::vod::Model;
+        let d = tempfile::tempdir().unwrap();
+        // Two pieces of 500 bytes; the world sends piece 0 in time, piece 1 never.
+        let mut r = Referee::new(Model::new(1.0, 2.0, 0.0, 1000, 500));
+        r.connected("w");
+        r.world_block(0.5, 0, 0, 500);
+        r.have(0.6, 0);
+        let mut o = outcome(Some(Exit::Code(0)), 0);
+        o.served.clear();
+        o.referee = Some(r.verdict(Vec::new()));
+        let s = score(&o, &d.path().join("none"), 1.0);
+        assert_eq!(s.summary.penalty_source, "referee");
+        assert_eq!((s.summary.penalty, s.summary.score), (500, -500));
+        assert!(
+            s.text.starts_with("score: -500  (referee: 1 pieces"),
+            "{}",
+            s.text
+        );
+        // With server bytes, the server's count stays the penalty; the referee is beside it.
+        let mut o = outcome(Some(Exit::Code(0)), 250);
+        o.referee = Some(Referee::new(Model::new(1.0, 2.0, 0.0, 1000, 500)).verdict(Vec::new()));
+        let s = score(&o, &d.path().join("none"), 1.0);
+        assert_eq!(
+            (s.summary.penalty_source.as_str(), s.summary.penalty),
+            ("server", 250)
+        );
+        assert!(
+            s.text.contains("referee: 2 pieces (1000 bytes) late"),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text
+                .contains("note: my client connected to no world peer"),
+            "{}",
+            s.text
+        );
     }
 }

@@ -19,6 +19,12 @@ fn scenario(world_rate: f64, start_fraction: &str) -> Scenario {
     )
 }
 
+/// `testbed run` with `my_client` (and its arguments), which must end cleanly: (stdout,
+/// summary.json, my client's report or null).
+fn run_client(s: &Scenario, my_client: &[&str]) -> (String, serde_json::Value, serde_json::Value) {
+    run(s, my_client)
+}
+
 fn run(s: &Scenario, extra: &[&str]) -> (String, serde_json::Value, serde_json::Value) {
     let mut child = Proc::spawn(
         "testbed run",
@@ -39,7 +45,8 @@ fn run(s: &Scenario, extra: &[&str]) -> (String, serde_json::Value, serde_json::
     assert!(status.success(), "{out}{err}");
     let run = s.root().join("run");
     let summary = serde_json::from_slice(&read(&run.join("summary.json"))).unwrap();
-    let report = serde_json::from_slice(&read(&run.join("reports/my-client.json"))).unwrap();
+    let report = serde_json::from_slice(&read(&run.join("reports/my-client.json")))
+        .unwrap_or(serde_json::Value::Null);
     (out, summary, report)
 }
 
@@ -142,6 +149,127 @@ fn slow_world_forces_server_bytes_counted_by_the_server() {
     assert_eq!(
         csv.lines().filter(|l| l.ends_with(",server")).count(),
         from_server
+    );
+}
+
+/// `run/referee.csv`: (index, deadline, complete_at, have_at, source) per piece.
+type RefereeRow = (u32, f64, Option<f64>, Option<f64>, String);
+
+fn referee_rows(s: &Scenario) -> Vec<RefereeRow> {
+    let csv = String::from_utf8(read(&s.run_dir().join("referee.csv"))).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("index,deadline,complete_at,have_at,source")
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let opt = |x: &str| (!x.is_empty()).then(|| x.parse().unwrap());
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                opt(f[2]),
+                opt(f[3]),
+                f[4].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The referee, from the world's side, agrees with vod-client's own report piece by piece: a
+/// piece from peers was complete on the world's side no later than the client says it arrived
+/// (plus the client's start-up and a little), and announced back no earlier; a piece from the
+/// server is the server's in both. A client that uses the server keeps the server's count as
+/// its penalty.
+#[test]
+fn the_referee_agrees_with_vod_clients_report() {
+    // Slow enough that some pieces come from the server, fast enough that some come from peers.
+    let s = scenario(12.0, "{min: 0.0, max: 0.3}");
+    let (out, summary, report) = run(&s, &["--policy", "deadline"]);
+    let rows = referee_rows(&s);
+    let detail = report["pieces_detail"].as_array().unwrap();
+    assert_eq!(rows.len(), detail.len());
+    let (mut peer, mut server) = (0, 0);
+    for (row, d) in rows.iter().zip(detail) {
+        let (i, deadline, complete_at, have_at, source) = row;
+        assert_eq!(*i as u64, d["index"].as_u64().unwrap());
+        assert!((deadline - d["deadline"].as_f64().unwrap()).abs() < 0.002);
+        let arrived = d["arrived"].as_f64().unwrap();
+        match d["source"].as_str().unwrap() {
+            "peer" => {
+                peer += 1;
+                let c = complete_at.unwrap_or_else(|| panic!("piece {i}: no complete_at: {out}"));
+                assert!(
+                    c <= arrived + 0.5,
+                    "piece {i}: complete at {c}, arrived {arrived}"
+                );
+                if let Some(h) = have_at {
+                    assert!(
+                        *h >= arrived,
+                        "piece {i}: announced at {h}, arrived {arrived}"
+                    );
+                }
+            }
+            "server" => {
+                server += 1;
+                assert_eq!(source, "server", "piece {i}");
+            }
+            other => panic!("piece {i}: source {other}"),
+        }
+    }
+    assert!(
+        peer > 0 && server > 0,
+        "{peer} from peers, {server} from the server: {out}"
+    );
+    assert_eq!(summary["penalty_source"], "server");
+    assert_eq!(summary["penalty"], summary["server_bytes"]);
+    let r = &summary["referee"];
+    assert!(r["world_peers_connected"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["first_block_at"].as_f64().is_some(), "{r}");
+    assert!(out.contains("referee:"), "{out}");
+}
+
+/// A client that never calls the VoD server is scored by the referee: aria2c playing in order.
+#[test]
+fn a_client_that_never_calls_the_server_gets_the_referees_score() {
+    if !have_tool("aria2c") {
+        return;
+    }
+    let s = scenario(12.0, "{min: 0.0, max: 0.3}");
+    let (out, summary, _) = run_client(
+        &s,
+        &[
+            "sh",
+            "-c",
+            r#"exec aria2c --seed-time=0 --stream-piece-selector=inorder --dir="$(dirname "$TESTBED_SAVEAS")" "$TESTBED_TORRENT""#,
+        ],
+    );
+    assert_eq!(summary["penalty_source"], "referee", "{out}");
+    assert_eq!(summary["server_bytes"], 0);
+    let r = &summary["referee"];
+    let late = r["late_bytes"].as_u64().unwrap();
+    assert_eq!(summary["penalty"].as_u64().unwrap(), late);
+    assert_eq!(summary["score"].as_i64().unwrap(), -(late as i64));
+    assert!(r["world_peers_connected"].as_u64().unwrap() >= 1, "{r}");
+    assert!(
+        out.contains("score: -") && out.contains("(referee: "),
+        "{out}"
+    );
+    let rows = referee_rows(&s);
+    assert_eq!(rows.len(), 400_000usize.div_ceil(16384));
+    let late_rows = rows
+        .iter()
+        .filter(|(_, d, c, _, _)| c.is_none_or(|c| c > *d))
+        .count();
+    assert_eq!(
+        late_rows as u64,
+        r["late_pieces"].as_u64().unwrap(),
+        "a late piece is one the world completed after its deadline or never: {out}"
+    );
+    assert!(
+        read(&s.run_dir().join("downloads/my-client/movie.bin")) == content(400_000, 21),
+        "aria2c got the whole file from the world"
     );
 }
 

@@ -72,6 +72,7 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
         max_announce_interval: Duration::from_secs(30),
         playback: Some((t0, model.playback())),
         status_file: None,
+        referee: None,
     };
     crate::util::rt::runtime(2)?.block_on(play(a, cfg, model, t0))
 }

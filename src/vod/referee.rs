@@ -1,0 +1,337 @@
+//! The referee: my client's score from the supply side, for any client.
+//!
+//! The VoD server's byte count scores a client that calls it. A client that never does (an
+//! unmodified one) would score 0 whatever it did, so the world also reports what it gave my
+//! client (`peer::referee`), and here that becomes a verdict per piece, on my client's clock
+//! (seconds since the supervisor started it):
+//!
+//! * `complete_at`: when the world had sent every byte of the piece;
+//! * `have_at`: when my client first announced it (HAVE, BITFIELD, HAVE ALL);
+//! * `server`: whether the VoD server sent any of it;
+//! * late: the world and the server together had not delivered all of it by its deadline.
+//!   Server bytes count until [`SERVER_GRACE`] after the deadline: a client asks the server at
+//!   the deadline (that is the rule), so its answer comes a moment after.
+//!
+//! What the world delivered counts, never what my client claims: `have_at` is shown, not used.
+
+use serde::{Deserialize, Serialize};
+
+use super::Model;
+
+/// Seconds after a deadline within which the server's bytes still count as in time.
+pub const SERVER_GRACE: f64 = 2.0;
+
+/// Where a piece came from, as the referee saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The world sent all of it and the server none.
+    Peer,
+    /// The server sent some or all of it.
+    Server,
+    /// Neither delivered all of it.
+    Missing,
+}
+
+/// The verdict on one piece.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Piece {
+    pub index: u32,
+    pub deadline: f64,
+    pub complete_at: Option<f64>,
+    pub have_at: Option<f64>,
+    pub source: Source,
+    pub late: bool,
+}
+
+/// `referee` in `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub late_pieces: u32,
+    pub late_bytes: u64,
+    /// World clients that connected with my client.
+    pub world_peers_connected: u32,
+    /// When the world sent my client its first block.
+    pub first_block_at: Option<f64>,
+    /// Bytes of blocks the world sent my client (a block sent twice counts twice).
+    pub bytes_from_world: u64,
+    /// What the referee found odd (no world peer, several peer ids, no HAVE at all...).
+    pub notes: Vec<String>,
+    #[serde(skip)]
+    pub pieces: Vec<Piece>,
+}
+
+/// The events of a run, on my client's clock, and the model that gives the deadlines.
+pub struct Referee {
+    model: Model,
+    /// Per piece: (time, begin, end) of what the world sent.
+    world: Vec<Vec<(f64, u32, u32)>>,
+    /// Per piece: (time, begin, end) of what the server sent.
+    server: Vec<Vec<(f64, u32, u32)>>,
+    have: Vec<Option<f64>>,
+    any_have: bool,
+    first_block: Option<f64>,
+    bytes: u64,
+    peers: std::collections::BTreeSet<String>,
+}
+
+impl Referee {
+    pub fn new(model: Model) -> Referee {
+        let n = model.num_pieces() as usize;
+        Referee {
+            model,
+            world: vec![Vec::new(); n],
+            server: vec![Vec::new(); n],
+            have: vec![None; n],
+            any_have: false,
+            first_block: None,
+            bytes: 0,
+            peers: Default::default(),
+        }
+    }
+
+    fn piece_len(&self, i: u32) -> u32 {
+        let l = self.model.piece_length as u64;
+        (self.model.size - i as u64 * l).min(l) as u32
+    }
+
+    /// World client `who` connected with my client.
+    pub fn connected(&mut self, who: &str) {
+        self.peers.insert(who.to_string());
+    }
+
+    /// The world sent `len` bytes of piece `piece` at `begin`, at `t`.
+    pub fn world_block(&mut self, t: f64, piece: u32, begin: u32, len: u32) {
+        if let Some(v) = self.world.get_mut(piece as usize) {
+            v.push((t, begin, begin.saturating_add(len)));
+            self.bytes += len as u64;
+            self.first_block = Some(self.first_block.map_or(t, |f| f.min(t)));
+        }
+    }
+
+    /// My client announced `piece` at `t`.
+    pub fn have(&mut self, t: f64, piece: u32) {
+        self.any_have = true;
+        if let Some(h) = self.have.get_mut(piece as usize) {
+            *h = Some(h.map_or(t, |x| x.min(t)));
+        }
+    }
+
+    /// The server sent bytes `[start, start + len)` of the file at `t`.
+    pub fn server_range(&mut self, t: f64, start: u64, len: u64) {
+        let l = self.model.piece_length as u64;
+        let end = (start + len).min(self.model.size);
+        let mut at = start;
+        while at < end {
+            let i = at / l;
+            let piece_end = ((i + 1) * l).min(end);
+            if let Some(v) = self.server.get_mut(i as usize) {
+                v.push((t, (at - i * l) as u32, (piece_end - i * l) as u32));
+            }
+            at = piece_end;
+        }
+    }
+
+    /// The verdict, with `notes` from whoever identified my client.
+    pub fn verdict(&self, mut notes: Vec<String>) -> Verdict {
+        let mut pieces = Vec::with_capacity(self.world.len());
+        let (mut late_pieces, mut late_bytes) = (0u32, 0u64);
+        for i in 0..self.world.len() as u32 {
+            let len = self.piece_len(i);
+            let deadline = self.model.deadline(i);
+            let w = &self.world[i as usize];
+            let s = &self.server[i as usize];
+            let complete_at = covered_at(w.iter().copied(), len);
+            let in_time = w
+                .iter()
+                .filter(|e| e.0 <= deadline)
+                .chain(s.iter().filter(|e| e.0 <= deadline + SERVER_GRACE))
+                .copied();
+            let late = covered_at(in_time, len).is_none();
+            if late {
+                late_pieces += 1;
+                late_bytes += len as u64;
+            }
+            let source = if !s.is_empty() {
+                Source::Server
+            } else if complete_at.is_some() {
+                Source::Peer
+            } else {
+                Source::Missing
+            };
+            pieces.push(Piece {
+                index: i,
+                deadline: (deadline * 1000.0).round() / 1000.0,
+                complete_at,
+                have_at: self.have[i as usize],
+                source,
+                late,
+            });
+        }
+        if self.peers.is_empty() {
+            notes.push("my client connected to no world peer".into());
+        } else if !self.any_have {
+            notes.push(
+                "my client announced no piece to the world (no HAVE, BITFIELD or HAVE ALL): \
+                 have_at is empty; the verdict rests on what the world sent"
+                    .into(),
+            );
+        }
+        Verdict {
+            late_pieces,
+            late_bytes,
+            world_peers_connected: self.peers.len() as u32,
+            first_block_at: self.first_block,
+            bytes_from_world: self.bytes,
+            notes,
+            pieces,
+        }
+    }
+}
+
+/// The earliest time at which the ranges `(t, begin, end)` cover `[0, len)`, or `None`.
+fn covered_at(events: impl Iterator<Item = (f64, u32, u32)>, len: u32) -> Option<f64> {
+    let mut ev: Vec<(f64, u32, u32)> = events.collect();
+    ev.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Merged intervals so far, sorted by start.
+    let mut have: Vec<(u32, u32)> = Vec::new();
+    for (t, b, e) in ev {
+        let (mut b, mut e) = (b, e.min(len));
+        if b >= e {
+            continue;
+        }
+        let mut merged = Vec::with_capacity(have.len() + 1);
+        for &(x, y) in &have {
+            if y < b || x > e {
+                merged.push((x, y));
+            } else {
+                b = b.min(x);
+                e = e.max(y);
+            }
+        }
+        merged.push((b, e));
+        merged.sort_unstable();
+        have = merged;
+        if have.len() == 1 && have[0] == (0, len) {
+            return Some(t);
+        }
+    }
+    None
+}
+
+/// `run/referee.csv`: one row per piece.
+pub fn csv(v: &Verdict) -> String {
+    let mut s = String::from("index,deadline,complete_at,have_at,source\n");
+    let opt = |x: Option<f64>| x.map(|t| format!("{t:.3}")).unwrap_or_default();
+    for p in &v.pieces {
+        let src = match p.source {
+            Source::Peer => "peer",
+            Source::Server => "server",
+            Source::Missing => "",
+        };
+        s.push_str(&format!(
+            "{},{:.3},{},{},{}\n",
+            p.index,
+            p.deadline,
+            opt(p.complete_at),
+            opt(p.have_at),
+            src
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four pieces of 32 KiB (the last 10,000 bytes), one due every 3.2 s from 4 s.
+    fn model() -> Model {
+        Model::new(10.0, 6.0, 2.0, 3 * 32768 + 10_000, 32768)
+    }
+
+    #[test]
+    fn coverage_is_the_moment_the_last_gap_closes() {
+        let b = 16384;
+        assert_eq!(covered_at([(1.0, 0, b)].into_iter(), 2 * b), None);
+        assert_eq!(
+            covered_at([(2.0, b, 2 * b), (1.0, 0, b)].into_iter(), 2 * b),
+            Some(2.0)
+        );
+        // Overlaps and odd sizes.
+        assert_eq!(
+            covered_at(
+                [(1.0, 0, 9000), (3.0, 20000, 32768), (2.0, 8000, 21000)].into_iter(),
+                32768
+            ),
+            Some(3.0)
+        );
+        assert_eq!(covered_at([(1.0, 100, 32768)].into_iter(), 32768), None);
+    }
+
+    #[test]
+    fn late_means_world_and_server_together_missed_the_deadline() {
+        let m = model();
+        let mut r = Referee::new(m);
+        r.connected("w1");
+        // Piece 0 (due 4.0): all from the world by 3.5.
+        r.world_block(3.0, 0, 0, 16384);
+        r.world_block(3.5, 0, 16384, 16384);
+        // Piece 1 (due 7.2): half from the world in time, the rest from the server at 7.25.
+        r.world_block(5.0, 1, 0, 16384);
+        r.server_range(7.25, 32768 + 16384, 16384);
+        // Piece 2 (due 10.4): the world, but too late.
+        r.world_block(9.0, 2, 0, 16384);
+        r.world_block(11.0, 2, 16384, 16384);
+        // Piece 3 (due 13.6, 10,000 bytes): nobody.
+        r.have(3.6, 0);
+        r.have(3.7, 0);
+        r.have(11.2, 2);
+        let v = r.verdict(Vec::new());
+        let p = &v.pieces;
+        assert_eq!(
+            (p[0].source, p[0].late, p[0].complete_at),
+            (Source::Peer, false, Some(3.5))
+        );
+        assert_eq!(p[0].have_at, Some(3.6), "the first HAVE");
+        assert_eq!((p[1].source, p[1].late), (Source::Server, false));
+        assert_eq!(p[1].complete_at, None, "the world never sent all of it");
+        assert_eq!(
+            (p[2].source, p[2].late, p[2].complete_at),
+            (Source::Peer, true, Some(11.0))
+        );
+        assert_eq!((p[3].source, p[3].late), (Source::Missing, true));
+        assert_eq!((v.late_pieces, v.late_bytes), (2, 32768 + 10_000));
+        assert_eq!(v.world_peers_connected, 1);
+        assert_eq!(v.first_block_at, Some(3.0));
+        assert_eq!(v.bytes_from_world, 5 * 16384);
+        assert!(v.notes.is_empty(), "{:?}", v.notes);
+        let csv = csv(&v);
+        assert_eq!(csv.lines().count(), 5);
+        assert_eq!(csv.lines().nth(1).unwrap(), "0,4.000,3.500,3.600,peer");
+        assert_eq!(csv.lines().nth(4).unwrap(), "3,13.600,,,");
+    }
+
+    #[test]
+    fn a_server_answer_long_after_the_deadline_is_late() {
+        let mut r = Referee::new(model());
+        r.connected("w1");
+        r.server_range(4.0 + SERVER_GRACE + 0.1, 0, 32768);
+        r.have(1.0, 0);
+        let v = r.verdict(Vec::new());
+        assert!(v.pieces[0].late && v.pieces[0].source == Source::Server);
+    }
+
+    #[test]
+    fn odd_runs_get_a_note() {
+        let v = Referee::new(model()).verdict(vec!["given".into()]);
+        assert_eq!(v.late_pieces, 4, "nothing delivered: all late");
+        assert_eq!(v.notes, ["given", "my client connected to no world peer"]);
+        let mut r = Referee::new(model());
+        r.connected("w1");
+        r.world_block(1.0, 0, 0, 32768);
+        let v = r.verdict(Vec::new());
+        assert!(v.notes[0].contains("announced no piece"), "{:?}", v.notes);
+        assert_eq!(v.late_pieces, 3);
+    }
+}
