@@ -70,6 +70,10 @@ pub struct Orchestrator {
     pub phase: Mutex<Phase>,
     pub started: Instant,
     pub downloads: PathBuf,
+    /// My client's rate, delay and prefetch (size and piece length come from its torrent).
+    pub model: crate::vod::Model,
+    /// The world's referee records.
+    pub referee: PathBuf,
 }
 
 impl Orchestrator {
@@ -91,6 +95,34 @@ impl Orchestrator {
 
     pub fn set_phase(&self, p: Phase) {
         *self.phase.locked() = p;
+    }
+
+    /// The referee's verdict on my client so far (final once the world has ended), from the
+    /// world's records and the VoD server's log. `None` before my client starts. Reads files:
+    /// call it off the async runtime.
+    pub fn verdict(&self) -> Option<crate::vod::referee::Verdict> {
+        let my_start = self.my.locked().started_unix?;
+        let info = &self.info;
+        let swarm = info.torrents.iter().position(|t| t.path == info.torrent)?;
+        let t = &info.torrents[swarm];
+        let model = crate::vod::Model {
+            size: t.size,
+            piece_length: t.piece_length,
+            ..self.model
+        };
+        let my_ip: Option<std::net::IpAddr> = match info.addresses {
+            config::Addresses::Namespace => Some(netns::MY_CLIENT.into()),
+            config::Addresses::Loopback => Some([127, 0, 0, 1].into()),
+            config::Addresses::Auto | config::Addresses::Shared => None,
+        };
+        Some(referee::judge(&referee::Case {
+            dir: &self.referee,
+            swarm,
+            model,
+            my_start,
+            my_ip,
+            sent: &self.vod.sent(&t.info_hash),
+        }))
     }
 }
 

@@ -335,7 +335,9 @@ impl Supervisor<'_> {
                 .iter()
                 .map(|s| TorrentInfo {
                     name: s.torrent.name.clone(),
-                    path: s.torrent_path.clone(),
+                    // Absolute, as `torrent` is: `RunInfo::my_torrent` compares them.
+                    path: std::path::absolute(&s.torrent_path)
+                        .unwrap_or_else(|_| s.torrent_path.clone()),
                     info_hash: s.torrent.info_hash.hex(),
                     size: s.torrent.total_length,
                     pieces: s.torrent.num_pieces(),
@@ -442,6 +444,14 @@ impl Supervisor<'_> {
             phase: Mutex::new(Phase::Starting),
             started: self.started,
             downloads: self.rd.downloads(),
+            model: Model::new(
+                cfg.my_client.rate,
+                cfg.my_client.delay,
+                cfg.my_client.prefetch,
+                0,
+                0,
+            ),
+            referee: self.rd.referee(),
         });
         let app = tracker::api_router(trk.clone()).merge(
             axum::Router::new()
@@ -664,32 +674,12 @@ impl Supervisor<'_> {
 
     /// The referee's verdict on my client, from the world's records (complete now that every
     /// world client has ended) and the VoD server's log. `None` without a my client.
-    async fn judge(&self, orch: &Orchestrator) -> Option<Verdict> {
-        let my_start = orch.my.locked().started_unix?;
-        let info = &orch.info;
-        let swarm = info.torrents.iter().position(|t| t.path == info.torrent)?;
-        let t = &info.torrents[swarm];
-        let m = &self.cfg.my_client;
-        let model = Model::new(m.rate, m.delay, m.prefetch, t.size, t.piece_length);
-        let my_ip: Option<IpAddr> = match info.addresses {
-            Addresses::Namespace => Some(netns::MY_CLIENT.into()),
-            Addresses::Loopback => Some([127, 0, 0, 1].into()),
-            Addresses::Auto | Addresses::Shared => None,
-        };
-        let sent = orch.vod.sent(&t.info_hash);
-        let dir = self.rd.referee();
-        tokio::task::spawn_blocking(move || {
-            super::referee::judge(&super::referee::Case {
-                dir: &dir,
-                swarm,
-                model,
-                my_start,
-                my_ip,
-                sent: &sent,
-            })
-        })
-        .await
-        .ok()
+    async fn judge(&self, orch: &Arc<Orchestrator>) -> Option<Verdict> {
+        let orch = orch.clone();
+        tokio::task::spawn_blocking(move || orch.verdict())
+            .await
+            .ok()
+            .flatten()
     }
 }
 

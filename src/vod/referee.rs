@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Model;
+use super::{Model, PieceDetail, Report};
 
 /// Seconds after a deadline within which the server's bytes still count as in time.
 pub const SERVER_GRACE: f64 = 2.0;
@@ -59,6 +59,59 @@ pub struct Verdict {
     pub notes: Vec<String>,
     #[serde(skip)]
     pub pieces: Vec<Piece>,
+}
+
+impl Verdict {
+    /// The verdict in the shape of a client's report, for the timeline of a client that writes
+    /// none: a piece the world completed arrived then, from peers; a piece the server sent,
+    /// at its deadline (the server answers when asked, at the deadline); the rest not yet.
+    pub fn as_report(
+        &self,
+        torrent: &str,
+        model: &Model,
+        elapsed: f64,
+        server_bytes: u64,
+    ) -> Report {
+        let pieces_detail: Vec<PieceDetail> = self
+            .pieces
+            .iter()
+            .map(|p| {
+                let (arrived, source) = match p.source {
+                    Source::Server => (Some(p.deadline), Some(super::Source::Server)),
+                    Source::Peer => (p.complete_at, Some(super::Source::Peer)),
+                    Source::Missing => (None, None),
+                };
+                PieceDetail {
+                    index: p.index,
+                    deadline: p.deadline,
+                    arrived,
+                    source,
+                }
+            })
+            .collect();
+        Report {
+            torrent: torrent.to_string(),
+            size: model.size,
+            piece_length: model.piece_length,
+            pieces: model.num_pieces(),
+            rate: model.rate / super::KB,
+            delay: model.delay,
+            prefetch: model.prefetch,
+            policy: "(seen by the referee)".into(),
+            bytes_from_peers: self.bytes_from_world,
+            bytes_from_server: server_bytes,
+            pieces_from_server: self
+                .pieces
+                .iter()
+                .filter(|p| p.source == Source::Server)
+                .count() as u32,
+            penalty: server_bytes,
+            elapsed,
+            position: model.needed(elapsed),
+            finished_at: None,
+            pieces_detail,
+        }
+    }
 }
 
 /// The events of a run, on my client's clock, and the model that gives the deadlines.

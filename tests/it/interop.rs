@@ -209,6 +209,15 @@ fn interop_transmission_downloads_from_our_world_and_scrapes_our_tracker() {
         ],
     );
     let (secs, met) = download_from_world(&w, "transmission-cli");
+    // Transmission writes no report: the page's timeline is what the referee saw.
+    let (code, page) = http_get(w.lab.port, "/?part=live").unwrap();
+    let page = String::from_utf8_lossy(&page);
+    assert_eq!(code, 200);
+    assert!(page.contains("seen by the referee"), "{page:.2000}");
+    assert!(
+        page.matches("class=\"pt peer\"").count() > 100,
+        "a point per piece from peers: {page:.2000}"
+    );
     // Transmission scrapes its trackers on its own.
     wait_until(
         "Transmission scrapes our tracker",

@@ -3,7 +3,7 @@
 //! double start, stale pid file, bad config, fresh-files untouched, `testbed run`.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::common::*;
@@ -296,15 +296,24 @@ fn bad_config_is_one_line_with_file_line_and_field() {
 #[test]
 fn run_with_a_plain_peer_as_my_client_completes_and_stops() {
     let lab = Lab::new("");
-    let o = lab.testbed(&[
-        "run",
-        testbed_bin(),
-        "peer",
-        "{torrent}",
-        "--data",
-        "{saveas}",
-        "--exit-on-complete",
-    ]);
+    // As `make run` does: from the project folder, with the run dir and fresh-files relative.
+    let config = std::fs::read_to_string(&lab.config)
+        .unwrap()
+        .replace(&format!("{}/", lab.root().display()), "");
+    assert!(config.contains("run_dir: run\n"), "{config}");
+    std::fs::write(lab.root().join("relative.yaml"), config).unwrap();
+    let o = Command::new(testbed_bin())
+        .current_dir(lab.root())
+        .args(["run", "--config", "relative.yaml", testbed_bin()])
+        .args([
+            "peer",
+            "{torrent}",
+            "--data",
+            "{saveas}",
+            "--exit-on-complete",
+        ])
+        .output()
+        .unwrap();
     let out = ok(&o);
     assert!(
         out.contains("score: -0 ") && out.contains("wrote no report"),
@@ -313,6 +322,18 @@ fn run_with_a_plain_peer_as_my_client_completes_and_stops() {
     let summary: serde_json::Value =
         serde_json::from_slice(&read(&lab.run_dir().join("summary.json"))).unwrap();
     assert_eq!(summary["my_client_exit"], "exit code 0");
+    assert_eq!(summary["size"], 300_000, "my torrent found: {summary}");
+    assert_eq!(
+        summary["penalty_source"], "referee",
+        "it never called the server"
+    );
+    assert_eq!(summary["referee"]["late_pieces"], 0, "{summary}");
+    assert!(
+        summary["referee"]["world_peers_connected"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
     let got = read(&lab.run_dir().join("downloads/my-client/movie.bin"));
     assert!(
         got == content(300_000, 11),
