@@ -323,6 +323,16 @@ pub fn write_torrent(
     Ok((out, Torrent::from_bytes(&bytes)?))
 }
 
+/// The same torrent with `url` as its web seed (BEP 19 `url-list`, outside the info
+/// dictionary: the info hash does not change).
+pub fn with_web_seed(torrent: &[u8], url: &str) -> Result<Vec<u8>, bencode::Error> {
+    let mut root = bencode::decode(torrent)?;
+    if let Value::Dict(d) = &mut root {
+        d.insert(b"url-list".to_vec(), Value::Bytes(url.as_bytes().to_vec()));
+    }
+    Ok(root.encode())
+}
+
 pub fn make_torrent(file: &Path, announce: &str, piece_length: u32) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context;
     if piece_length == 0 || piece_length as u64 > MAX_PIECE_LENGTH {

@@ -101,12 +101,18 @@ pub struct RunInfo {
     pub torrents: Vec<TorrentInfo>,
     /// How world clients are addressed in this run.
     pub addresses: Addresses,
+    /// The info hash of my client's torrent (hex).
+    #[serde(default)]
+    pub my_info_hash: String,
 }
 
 impl RunInfo {
-    /// The torrent my client gets.
+    /// The torrent my client gets (its swarm's: with a web seed, my client's own copy of it
+    /// is at `torrent`, the same info hash).
     pub fn my_torrent(&self) -> Option<&TorrentInfo> {
-        self.torrents.iter().find(|t| t.path == self.torrent)
+        self.torrents
+            .iter()
+            .find(|t| t.info_hash == self.my_info_hash)
     }
 }
 

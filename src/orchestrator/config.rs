@@ -157,6 +157,10 @@ pub struct MyClientSection {
     pub prefetch: f64,
     /// My client's upload cap, KB/s.
     pub max_upload_rate: f64,
+    /// List the VoD server in my client's torrent as a BEP 19 web seed (`url-list`), so that
+    /// unmodified clients that support web seeds fetch from it themselves. Every byte is still
+    /// counted (by my client's address).
+    pub web_seed: bool,
 }
 
 /// The default argument template of the SPEC.
@@ -237,6 +241,7 @@ impl Default for MyClientSection {
             delay: 6.0,
             prefetch: 2.0,
             max_upload_rate: 20.0,
+            web_seed: false,
         }
     }
 }

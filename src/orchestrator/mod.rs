@@ -103,7 +103,10 @@ impl Orchestrator {
     pub fn verdict(&self) -> Option<crate::vod::referee::Verdict> {
         let my_start = self.my.locked().started_unix?;
         let info = &self.info;
-        let swarm = info.torrents.iter().position(|t| t.path == info.torrent)?;
+        let swarm = info
+            .torrents
+            .iter()
+            .position(|t| t.info_hash == info.my_info_hash)?;
         let t = &info.torrents[swarm];
         let model = crate::vod::Model {
             size: t.size,

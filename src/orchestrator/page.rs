@@ -108,12 +108,7 @@ pub fn live(o: &Orchestrator) -> String {
     }
 
     // My client.
-    let my_hash = w
-        .run
-        .torrents
-        .iter()
-        .find(|t| t.path == w.run.torrent)
-        .map(|t| t.info_hash.clone());
+    let my_hash = w.run.my_torrent().map(|t| t.info_hash.clone());
     // The client's own report, or else what the referee saw (any client has that).
     let report = Report::read(&w.run.report).or_else(|| {
         let v = o.verdict()?;
@@ -149,12 +144,7 @@ pub fn live(o: &Orchestrator) -> String {
             esc(&my.command.join(" "))
         ),
     };
-    let size = w
-        .run
-        .torrents
-        .iter()
-        .find(|t| t.path == w.run.torrent)
-        .map_or(0, |t| t.size);
+    let size = w.run.my_torrent().map_or(0, |t| t.size);
     let _ = write!(
         h,
         "<p>{state}</p><p>penalty (bytes from the VoD server): <b id=penalty>{served}</b> B \

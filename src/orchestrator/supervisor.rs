@@ -318,15 +318,31 @@ impl Supervisor<'_> {
         let my = &swarms[mine];
         let base = &self.base_url;
         let lab = self.lab_url();
+        let vod_url = format!("{lab}/vod/{}", my.torrent.info_hash);
+        // With a web seed, my client gets its own copy of the torrent listing the VoD server.
+        let torrent = if self.cfg.my_client.web_seed {
+            let path = self
+                .rd
+                .torrents()
+                .join("my-client")
+                .join(my.torrent_path.file_name().unwrap_or_default());
+            std::fs::create_dir_all(self.rd.torrents().join("my-client"))?;
+            let bytes = metainfo::with_web_seed(&std::fs::read(&my.torrent_path)?, &vod_url)?;
+            std::fs::write(&path, bytes).with_context(|| format!("{}", path.display()))?;
+            path
+        } else {
+            my.torrent_path.clone()
+        };
         Ok(RunInfo {
             run_id: self.run_id.clone(),
             pid: std::process::id() as i32,
             base_url: base.clone(),
             tracker_url: self.announce_url(),
             status_url: format!("{base}/"),
-            vod_url: format!("{lab}/vod/{}", my.torrent.info_hash),
+            vod_url,
             addresses: self.addresses(),
-            torrent: std::path::absolute(&my.torrent_path)?,
+            my_info_hash: my.torrent.info_hash.hex(),
+            torrent: std::path::absolute(&torrent)?,
             saveas: std::path::absolute(
                 self.rd.downloads().join("my-client").join(&my.torrent.name),
             )?,
@@ -414,13 +430,16 @@ impl Supervisor<'_> {
             .inside
             .map(tokio::net::TcpListener::from_std)
             .transpose()?;
-        let vod = VodServer::new(world.swarms.iter().map(|s| {
-            (
-                s.torrent.info_hash.hex(),
-                s.fresh.clone(),
-                s.torrent.total_length,
-            )
-        }));
+        let vod = VodServer::new(
+            world.swarms.iter().map(|s| {
+                (
+                    s.torrent.info_hash.hex(),
+                    s.fresh.clone(),
+                    s.torrent.total_length,
+                )
+            }),
+            cfg.my_client.web_seed,
+        );
         {
             let vod = vod.clone();
             trk.add_status_section(

@@ -49,8 +49,7 @@ impl Guarded {
 }
 
 /// The client's address, as handlers see it (`ConnectInfo<PeerAddr>`).
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub SocketAddr);
+pub use crate::util::PeerAddr;
 
 impl Connected<IncomingStream<'_, Guarded>> for PeerAddr {
     fn connect_info(stream: IncomingStream<'_, Guarded>) -> Self {

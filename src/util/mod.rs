@@ -53,6 +53,10 @@ impl<T> Locked<T> for Mutex<T> {
     }
 }
 
+/// The remote address of an HTTP request (axum's `ConnectInfo` of the lab's listener).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {

@@ -11,8 +11,8 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::util::Locked;
-use axum::extract::{Path, RawQuery, State};
+use crate::util::{Locked, PeerAddr};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,9 @@ pub struct VodServer {
     counts: Mutex<BTreeMap<String, Served>>,
     /// Every range sent, for the referee.
     sent: Mutex<Vec<Sent>>,
+    /// Requests that name no client are counted under their source address (a BEP 19 web
+    /// seed request names none) instead of being refused.
+    by_address: bool,
 }
 
 /// One range the server sent.
@@ -48,11 +51,17 @@ pub struct Sent {
 pub const MAX_RANGE: u64 = 16 << 20;
 
 impl VodServer {
-    pub fn new(files: impl IntoIterator<Item = (String, PathBuf, u64)>) -> Arc<VodServer> {
+    /// A server of `files` (info hash, path, size). `by_address`: it is also a web seed, and a
+    /// request naming no client is counted under its source address.
+    pub fn new(
+        files: impl IntoIterator<Item = (String, PathBuf, u64)>,
+        by_address: bool,
+    ) -> Arc<VodServer> {
         Arc::new(VodServer {
             files: files.into_iter().map(|(h, p, s)| (h, (p, s))).collect(),
             counts: Mutex::new(BTreeMap::new()),
             sent: Mutex::new(Vec::new()),
+            by_address,
         })
     }
 
@@ -131,12 +140,18 @@ async fn serve(
     State(s): State<Arc<VodServer>>,
     Path(hash): Path<String>,
     RawQuery(q): RawQuery,
+    ext: axum::http::Extensions,
     headers: HeaderMap,
 ) -> Response {
     let Some((path, size)) = s.files.get(&hash.to_ascii_lowercase()).cloned() else {
         return (StatusCode::NOT_FOUND, "not a torrent of this testbed\n").into_response();
     };
-    let Some(client) = client_name(&q, &headers) else {
+    // Served by the lab's listener, a request carries its source address.
+    let by_address = ext
+        .get::<ConnectInfo<PeerAddr>>()
+        .filter(|_| s.by_address)
+        .map(|ConnectInfo(PeerAddr(a))| a.ip().to_string());
+    let Some(client) = client_name(&q, &headers).or(by_address) else {
         return (
             StatusCode::BAD_REQUEST,
             "name your client: ?client=NAME or X-Testbed-Client\n",

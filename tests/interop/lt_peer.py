@@ -7,6 +7,8 @@
                                                "done SECONDS", seeds until killed
   lt_peer.py plain TORRENT DIR                 the same with a session of libtorrent's default
                                                settings, as a user would run it
+  lt_peer.py webseed TORRENT DIR               a default session; once complete, prints
+                                               "webseed BYTES" (payload from web seeds) and exits
 
 make, seed and leech run beside a lab where every peer shares 127.0.0.1, so their session
 allows several connections per IP; plain changes nothing.
@@ -14,6 +16,7 @@ allows several connections per IP; plain changes nothing.
 import os
 import sys
 import time
+import urllib.parse
 
 import libtorrent as lt
 
@@ -69,6 +72,27 @@ def main():
         # Then it seeds until killed, like a real client.
         while True:
             time.sleep(1)
+    if mode == "webseed":
+        # Default settings, and the block alerts that say who sent each block.
+        ses = lt.session()
+        ses.apply_settings({"alert_mask": lt.alert.category_t.block_progress_notification})
+        seeds = {urllib.parse.urlparse(w["url"]).hostname for w in info.web_seeds()}
+        h = ses.add_torrent({"ti": info, "save_path": folder})
+        got = 0
+        while True:
+            for a in ses.pop_alerts():
+                if isinstance(a, lt.block_finished_alert) and a.endpoint[0] in seeds:
+                    piece_len = info.piece_size(a.piece_index)
+                    got += min(16384, piece_len - a.block_index * 16384)
+            if h.status().is_seeding:
+                break
+            time.sleep(0.02)
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.block_finished_alert) and a.endpoint[0] in seeds:
+                piece_len = info.piece_size(a.piece_index)
+                got += min(16384, piece_len - a.block_index * 16384)
+        print("webseed %d" % got, flush=True)
+        return 0
     print("unknown mode " + mode, file=sys.stderr)
     return 2
 

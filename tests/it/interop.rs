@@ -449,3 +449,68 @@ fn survivors(run_id: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// `my_client.web_seed: true`: libtorrent, unmodified, finds the VoD server in its torrent's
+/// `url-list` (BEP 19) and fetches from it on its own; the server counts every byte under
+/// libtorrent's address, and that count is what libtorrent says it got from the web seed.
+#[test]
+fn interop_libtorrent_uses_the_vod_server_as_a_web_seed_and_every_byte_is_counted() {
+    if !have_libtorrent() {
+        return;
+    }
+    let movie = content(400_000, 43);
+    // A world too slow to matter (4 x 1 KB/s): the web seed brings nearly everything.
+    let lab = Scenario::new(
+        &[("movie.bin", movie.clone())],
+        "interval: 2",
+        "seed: 6\ntorrents: {piece_length: 16384}\n\
+         world: {clients: 3, seeds: 1, upload_rate: 1, start_fraction: {min: 0.0, max: 0.2}, linger: 600}\n\
+         my_client: {rate: 100, delay: 3, prefetch: 1, web_seed: true}\n",
+    );
+    let script = format!(
+        r#"exec /usr/bin/python3 {LT_PEER} webseed "$TESTBED_TORRENT" "$(dirname "$TESTBED_SAVEAS")""#
+    );
+    let mut run = Proc::spawn(
+        "testbed run",
+        lab.command("run", &["sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let st = run
+        .wait_timeout(Duration::from_secs(90))
+        .expect("testbed run ends within 90 s");
+    let run_dir = lab.run_dir();
+    let log = String::from_utf8_lossy(&read(&run_dir.join("logs/my-client.log"))).to_string();
+    assert!(st.success(), "testbed run: {st}; my client's log:\n{log}");
+    let torrent = std::fs::read(run_dir.join("torrents/my-client/movie.bin.torrent")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&torrent).contains("8:url-list"),
+        "my client's torrent lists the web seed"
+    );
+    let webseed: u64 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("webseed "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("libtorrent said nothing of its web seed:\n{log}"));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&read(&run_dir.join("summary.json"))).unwrap();
+    let by_addr = summary["server_by_client"]["10.77.0.2"]["bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count for libtorrent's address: {summary}"));
+    assert!(webseed > 200_000, "the web seed brought {webseed} bytes");
+    assert_eq!(
+        by_addr, webseed,
+        "the server's count for libtorrent's address is what libtorrent got from the web seed"
+    );
+    assert_eq!(summary["penalty_source"], "server");
+    assert_eq!(summary["penalty"].as_u64().unwrap(), by_addr);
+    assert!(
+        read(&run_dir.join("downloads/my-client/movie.bin")) == movie,
+        "byte-identical"
+    );
+    record(
+        &lt_version(),
+        "VoD server as its web seed (BEP 19, default settings)",
+        &format!("ok, {webseed} bytes from the web seed = the server's count"),
+    );
+}
