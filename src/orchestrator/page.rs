@@ -109,20 +109,23 @@ pub fn live(o: &Orchestrator) -> String {
 
     // My client.
     let my_hash = w.run.my_torrent().map(|t| t.info_hash.clone());
-    // The client's own report, or else what the referee saw (any client has that).
-    let report = Report::read(&w.run.report).or_else(|| {
-        let v = o.verdict()?;
-        let started = w.my_client.started_secs?;
+    let served: u64 = w.vod_served.values().map(|s| s.bytes).sum();
+    // What the referee saw (any client that started has that), on my client's clock.
+    let referee = o.verdict().and_then(|v| {
         let t = w.run.my_torrent()?;
         let model = crate::vod::Model {
             size: t.size,
             piece_length: t.piece_length,
             ..o.model
         };
-        let served: u64 = w.vod_served.values().map(|s| s.bytes).sum();
-        Some(v.as_report(&t.name, &model, w.uptime_secs - started, served))
+        let elapsed = w.uptime_secs - w.my_client.started_secs?;
+        Some((v, model, t.name.clone(), elapsed))
     });
-    let served: u64 = w.vod_served.values().map(|s| s.bytes).sum();
+    // The client's own report, or else the referee's view in its shape.
+    let report = Report::read(&w.run.report).or_else(|| {
+        let (v, model, name, elapsed) = referee.as_ref()?;
+        Some(v.as_report(name, model, *elapsed, served))
+    });
     h.push_str("<section id=my><h2>My client</h2>");
     let my = &w.my_client;
     let state = match my.state {
@@ -145,16 +148,45 @@ pub fn live(o: &Orchestrator) -> String {
         ),
     };
     let size = w.run.my_torrent().map_or(0, |t| t.size);
-    let _ = write!(
-        h,
-        "<p>{state}</p><p>penalty (bytes from the VoD server): <b id=penalty>{served}</b> B \
-         ({:.1}% of the movie)</p>",
+    let pct = |b: u64| {
         if size > 0 {
-            served as f64 * 100.0 / size as f64
+            b as f64 * 100.0 / size as f64
         } else {
             0.0
         }
-    );
+    };
+    match &referee {
+        // A client that has not called the server is scored by the referee: the bytes of the
+        // pieces late so far (due by now and not delivered by their deadline).
+        Some((v, model, _, elapsed)) if served == 0 => {
+            let late: u64 = v
+                .pieces
+                .iter()
+                .filter(|p| p.late && p.deadline <= *elapsed)
+                .map(|p| {
+                    let start = p.index as u64 * model.piece_length as u64;
+                    (model.size - start).min(model.piece_length as u64)
+                })
+                .sum();
+            let _ = write!(
+                h,
+                "<p>{state}</p><p>penalty (referee: bytes of pieces late at their deadline so \
+                 far; my client has not called the VoD server): <b id=penalty \
+                 data-source=referee>{late}</b> B ({:.1}% of the movie) · {} world clients met \
+                 it</p>",
+                pct(late),
+                v.world_peers_connected
+            );
+        }
+        _ => {
+            let _ = write!(
+                h,
+                "<p>{state}</p><p>penalty (bytes from the VoD server): <b id=penalty \
+                 data-source=server>{served}</b> B ({:.1}% of the movie)</p>",
+                pct(served)
+            );
+        }
+    }
     match &report {
         Some(r) => {
             let now = if r.finished_at.is_some() {

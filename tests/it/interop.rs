@@ -215,6 +215,10 @@ fn interop_transmission_downloads_from_our_world_and_scrapes_our_tracker() {
     assert_eq!(code, 200);
     assert!(page.contains("seen by the referee"), "{page:.2000}");
     assert!(
+        page.contains("data-source=referee"),
+        "the penalty is the referee's: {page:.2000}"
+    );
+    assert!(
         page.matches("class=\"pt peer\"").count() > 100,
         "a point per piece from peers: {page:.2000}"
     );
