@@ -1,7 +1,8 @@
 //! The VoD timeline of one run, drawn from a client's [`Report`]: the deadline curve B(t)
 //! against the contiguous bytes held over time, with each piece's arrival marked (from the
 //! server in red, from peers in grey), and the running penalty. One SVG for the live status page
-//! and for `run/report.svg`; the same data as CSV for `run/report.csv`.
+//! and for `run/report.svg`, a standalone XML document (every attribute quoted, the SVG
+//! namespace declared, text escaped); the same data as CSV for `run/report.csv`.
 
 use std::fmt::Write;
 
@@ -54,7 +55,7 @@ pub fn svg(r: &Report, now: Option<f64>) -> String {
     let mut s = String::with_capacity(16 * 1024);
     let _ = write!(
         s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=timeline viewBox=\"0 0 {W} {H}\" \
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"timeline\" viewBox=\"0 0 {W} {H}\" \
          width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"11\">\
          <rect width=\"{W}\" height=\"{H}\" fill=\"#fff\"/>"
     );
@@ -93,7 +94,7 @@ pub fn svg(r: &Report, now: Option<f64>) -> String {
     let t0 = (r.delay - r.prefetch).max(0.0);
     let _ = write!(
         s,
-        "<polyline class=deadline fill=\"none\" stroke=\"#d33\" stroke-dasharray=\"5 3\" \
+        "<polyline class=\"deadline\" fill=\"none\" stroke=\"#d33\" stroke-dasharray=\"5 3\" \
          points=\"{:.1},{:.1} {:.1},{:.1} {:.1},{:.1} {:.1},{:.1}\"/>",
         x(0.0),
         y(0.0),
@@ -107,7 +108,9 @@ pub fn svg(r: &Report, now: Option<f64>) -> String {
     // Contiguous bytes held, as a step line.
     let steps = contiguous(r);
     let end_t = now.or(r.finished_at).unwrap_or(r.elapsed);
-    s.push_str("<polyline class=held fill=\"none\" stroke=\"#27a\" stroke-width=\"2\" points=\"");
+    s.push_str(
+        "<polyline class=\"held\" fill=\"none\" stroke=\"#27a\" stroke-width=\"2\" points=\"",
+    );
     let mut last = 0.0;
     for &(t, b) in &steps {
         let _ = write!(
@@ -138,7 +141,7 @@ pub fn svg(r: &Report, now: Option<f64>) -> String {
     if let Some(n) = now {
         let _ = write!(
             s,
-            "<line class=now x1=\"{0:.1}\" y1=\"{MT}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"#aaa\"/>",
+            "<line class=\"now\" x1=\"{0:.1}\" y1=\"{MT}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"#aaa\"/>",
             x(n),
             H - MB
         );
@@ -150,7 +153,7 @@ pub fn svg(r: &Report, now: Option<f64>) -> String {
          <tspan dx=\"14\" fill=\"#27a\">— contiguous bytes held</tspan>\
          <tspan dx=\"14\" fill=\"#d33\">● from the server</tspan>\
          <tspan dx=\"14\" fill=\"#888\">● from peers</tspan></text>\
-         <text class=penalty x=\"{}\" y=\"15\" text-anchor=\"end\" fill=\"#333\">penalty {} B</text></svg>",
+         <text class=\"penalty\" x=\"{}\" y=\"15\" text-anchor=\"end\" fill=\"#333\">penalty {} B</text></svg>",
         W - MR,
         r.penalty
     );
@@ -247,11 +250,32 @@ mod tests {
         assert!(s.starts_with("<svg") && s.ends_with("</svg>"));
         assert_eq!(s.matches("class=\"pt server\"").count(), 1);
         assert_eq!(s.matches("class=\"pt peer\"").count(), 1);
-        assert!(s.contains("class=deadline") && s.contains("class=held"));
-        assert!(s.contains("class=now"));
+        assert!(s.contains("class=\"deadline\"") && s.contains("class=\"held\""));
+        assert!(s.contains("class=\"now\""));
         assert!(s.contains("penalty 2048 B"));
         // A finished run has no "now" line.
-        assert!(!svg(&r, None).contains("class=now"));
+        assert!(!svg(&r, None).contains("class=\"now\""));
+    }
+
+    #[test]
+    fn svg_is_a_standalone_xml_document() {
+        let r = report(&[(0, 2.0, Source::Peer), (1, 4.6, Source::Server)]);
+        for now in [Some(5.0), None] {
+            let s = svg(&r, now);
+            let doc = roxmltree::Document::parse(&s).unwrap_or_else(|e| panic!("{e}: {s}"));
+            let root = doc.root_element();
+            assert_eq!(root.tag_name().name(), "svg");
+            assert_eq!(
+                root.tag_name().namespace(),
+                Some("http://www.w3.org/2000/svg")
+            );
+            assert_eq!(root.attribute("class"), Some("timeline"));
+            let circles = doc
+                .descendants()
+                .filter(|n| n.has_tag_name("circle"))
+                .count();
+            assert_eq!(circles, 2);
+        }
     }
 
     #[test]

@@ -137,10 +137,13 @@ fn slow_world_forces_server_bytes_counted_by_the_server() {
     // The timeline for later: one server mark per server piece, one CSV line per piece.
     let svg = String::from_utf8(read(&s.root().join("run/report.svg"))).unwrap();
     assert!(
-        svg.starts_with("<svg") && svg.contains("class=deadline"),
+        svg.starts_with("<svg") && svg.contains("class=\"deadline\""),
         "{svg:.300}"
     );
     assert_eq!(svg.matches("class=\"pt server\"").count(), from_server);
+    // A standalone XML document, as a browser opening the file needs.
+    let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("report.svg: {e}"));
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
     let csv = String::from_utf8(read(&s.root().join("run/report.csv"))).unwrap();
     assert_eq!(
         csv.lines().count() as u64,
