@@ -103,6 +103,26 @@ fn status_page_lists_the_world_and_draws_the_timeline_in_chromium() {
         .unwrap_or_else(|| tb.root().join("run/status-page.png"));
     std::fs::write(&shot, &png).unwrap();
     eprintln!("screenshot: {} ({} bytes)", shot.display(), png.len());
+
+    // The timeline as a file (what `testbed run` writes to run/report.svg, same renderer):
+    // Chromium opening it shows the chart, not an XML parse error.
+    let (_, live) = http_get(tb.port, "/?part=live").unwrap();
+    let live = String::from_utf8_lossy(&live).to_string();
+    let start = live.find("<svg xmlns").expect("the chart in the page");
+    let end = start + live[start..].find("</svg>").unwrap() + "</svg>".len();
+    let file = tb.root().join("timeline.svg");
+    std::fs::write(&file, &live[start..end]).unwrap();
+    browser.goto(&format!("file://{}", file.display())).unwrap();
+    let shown = browser
+        .eval(
+            "return {root: document.documentElement.tagName, \
+             errors: document.getElementsByTagName('parsererror').length, \
+             points: document.querySelectorAll('circle').length};",
+        )
+        .unwrap();
+    assert_eq!(shown["root"], "svg", "{shown}");
+    assert_eq!(shown["errors"], 0, "{shown}");
+    assert!(shown["points"].as_u64().unwrap() > 0, "{shown}");
     drop(browser);
 
     // Stopping: the page says so (or the server is gone), never a broken page.
