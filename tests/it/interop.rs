@@ -218,6 +218,11 @@ fn interop_transmission_downloads_from_our_world_and_scrapes_our_tracker() {
         page.contains("data-source=referee"),
         "the penalty is the referee's: {page:.2000}"
     );
+    // Each world client's own address, and my client's, in the table.
+    assert!(
+        page.contains("<td class=l>10.77.1.1</td>") && page.contains("<td class=l>10.77.0.2</td>"),
+        "addresses on the page: {page:.3000}"
+    );
     assert!(
         page.matches("class=\"pt peer\"").count() > 100,
         "a point per piece from peers: {page:.2000}"
