@@ -476,3 +476,52 @@ fn soak_supervisor_fds_and_rss_stay_flat() {
     );
     ok(&lab.testbed(&["stop"]));
 }
+
+/// `addresses: loopback`, what `auto` falls back to where no namespace can be made: each world
+/// client has its own 127.77.x.y on the host, where the test itself reaches them.
+#[test]
+fn loopback_addresses_are_distinct_and_reachable_from_the_host() {
+    let s = Scenario::new(
+        &[("movie.bin", content(100_000, 13))],
+        "interval: 2",
+        "addresses: loopback\nseed: 3\ntorrents: {piece_length: 16384}\n\
+         world: {clients: 2, seeds: 1, upload_rate: 100, linger: 60}\n",
+    );
+    s.start(&[]);
+    let (_, body) = http_get(s.port, "/api/world").unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(w["run"]["addresses"], "loopback");
+    let addrs: Vec<&str> = w["world"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["addr"].as_str().unwrap())
+        .collect();
+    assert_eq!(addrs, ["127.77.1.1", "127.77.1.2", "127.77.1.3"]);
+    // The tracker hands them out under those addresses, and they answer there.
+    let (_, body) = http_get(s.port, "/api/status").unwrap();
+    let t: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut seen: Vec<(String, u64)> = t["swarms"][0]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["ip"].as_str().unwrap().to_string(),
+                p["port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen.iter().map(|(ip, _)| ip.as_str()).collect::<Vec<_>>(),
+        addrs
+    );
+    for (ip, port) in &seen {
+        assert!(
+            std::net::TcpStream::connect((ip.as_str(), *port as u16)).is_ok(),
+            "world client at {ip}:{port}"
+        );
+    }
+    assert!(s.testbed("stop", &[]).status.success());
+}
