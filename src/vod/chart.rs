@@ -210,6 +210,7 @@ mod tests {
             policy: "rarest".into(),
             bytes_from_peers: 0,
             bytes_from_server: 0,
+            bytes_from_server_discarded: 0,
             pieces_from_server: 0,
             penalty: 2048,
             elapsed: 5.0,

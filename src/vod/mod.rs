@@ -114,8 +114,16 @@ pub struct Report {
     /// `position`).
     #[serde(default)]
     pub policy: String,
+    /// Bytes of the file that came from peers: whole pieces, and the blocks peers delivered of
+    /// pieces the server completed.
     pub bytes_from_peers: u64,
+    /// Every byte the server sent (the penalty, as the server counts it).
     pub bytes_from_server: u64,
+    /// Ours: server bytes that did not end up in the file (a piece peers completed during the
+    /// fetch; the part fetched before a mix of blocks failed its check). For a finished run,
+    /// `bytes_from_peers + bytes_from_server - bytes_from_server_discarded` is the file size.
+    #[serde(default)]
+    pub bytes_from_server_discarded: u64,
     pub pieces_from_server: u32,
     pub penalty: u64,
     /// Seconds since start; playback position B(t) in bytes.

@@ -100,6 +100,7 @@ impl Verdict {
             policy: "(seen by the referee)".into(),
             bytes_from_peers: self.bytes_from_world,
             bytes_from_server: server_bytes,
+            bytes_from_server_discarded: 0,
             pieces_from_server: self
                 .pieces
                 .iter()

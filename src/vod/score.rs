@@ -234,6 +234,7 @@ mod tests {
             policy: "p".into(),
             bytes_from_peers: 750,
             bytes_from_server: 100,
+            bytes_from_server_discarded: 0,
             pieces_from_server: 1,
             penalty: 100,
             elapsed: 0.0,

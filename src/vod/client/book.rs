@@ -31,6 +31,7 @@ impl Book {
             policy: policy.to_string(),
             bytes_from_peers: 0,
             bytes_from_server: 0,
+            bytes_from_server_discarded: 0,
             pieces_from_server: 0,
             penalty: 0,
             elapsed: 0.0,
@@ -96,6 +97,25 @@ impl Book {
             d.arrived = Some(now);
             d.source = Some(Source::Server);
         }
+    }
+
+    /// The server's `n` bytes of this attempt completed piece `i` (`len` bytes); `discarded`
+    /// bytes of an earlier attempt (whose mix with peers' blocks failed its check) went to
+    /// waste. The blocks not fetched came from peers, unless peers completed the whole piece
+    /// first, and then these `n` bytes went to waste.
+    pub fn server_completed(&self, i: u32, n: u64, len: u64, discarded: u64) {
+        let mut r = self.report.locked();
+        r.bytes_from_server_discarded += discarded;
+        if r.pieces_detail[i as usize].source == Some(Source::Server) {
+            r.bytes_from_peers += len.saturating_sub(n);
+        } else {
+            r.bytes_from_server_discarded += n;
+        }
+    }
+
+    /// Server bytes that could not be used (the fetch or the check failed).
+    pub fn server_discarded(&self, n: u64) {
+        self.report.locked().bytes_from_server_discarded += n;
     }
 
     /// Playback ended.
@@ -166,5 +186,43 @@ mod tests {
         let back = Report::read(&path).unwrap();
         assert!(back.finished_at.is_some());
         assert_eq!(back.bytes_from_server, 7232);
+    }
+
+    #[test]
+    fn peers_and_server_add_up_to_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("f");
+        std::fs::write(&file, vec![7u8; 4 * 16384]).unwrap();
+        let bytes = crate::metainfo::make_torrent(&file, "http://t/a", 16384).unwrap();
+        let t = Torrent::from_bytes(&bytes).unwrap();
+        let model = Model::new(16.0, 1.0, 0.0, t.total_length, t.piece_length);
+        let book = Book::new(&t, model, Policy::Deadline, Instant::now());
+        let len = 16384;
+        // Piece 0 from peers.
+        book.got_from_peers(0, len);
+        // Piece 1: peers sent 12 KiB, the server the missing 4 KiB.
+        book.got_from_server(1, 4096);
+        book.server_completed(1, 4096, len, 0);
+        book.got_from_peers(1, len);
+        // Piece 2: the mix failed its check, then the whole piece again.
+        book.got_from_server(2, 4096);
+        book.got_from_server(2, len);
+        book.server_completed(2, len, len, 4096);
+        // Piece 3: peers completed it while the server's 8 KiB were on their way.
+        book.got_from_peers(3, len);
+        book.got_from_server(3, 8192);
+        book.server_completed(3, 8192, len, 0);
+        let r = book.snapshot();
+        assert_eq!(
+            r.bytes_from_server,
+            4096 + 4096 + len + 8192,
+            "every server byte"
+        );
+        assert_eq!(r.bytes_from_server_discarded, 4096 + 8192);
+        assert_eq!(
+            r.bytes_from_peers + r.bytes_from_server - r.bytes_from_server_discarded,
+            t.total_length
+        );
+        assert_eq!(r.pieces_from_server, 2);
     }
 }

@@ -95,29 +95,39 @@ pub async fn complete_late_piece(
     let _ = tokio::time::timeout(CHECK_WAIT, session.until_checked(i)).await;
     let mut ranges = session.missing_ranges(i);
     let mut whole = false;
+    let mut before = 0; // server bytes of an attempt whose mix failed
+    let len = torrent.piece_len(i) as u64;
     while !ranges.is_empty() {
         let got = match server.ranges(&torrent, i, &ranges).await {
             Ok(got) => got,
             Err(e) => {
                 tracing::error!(piece = i, "VoD server fetch failed: {e:#}");
+                book.server_discarded(before);
                 return;
             }
         };
-        book.got_from_server(i, got.iter().map(|(_, d)| d.len() as u64).sum());
+        let n: u64 = got.iter().map(|(_, d)| d.len() as u64).sum();
+        book.got_from_server(i, n);
         let parts: Vec<(u32, &[u8])> = got.iter().map(|(b, d)| (*b, d.as_slice())).collect();
         match session.insert_blocks(i, &parts) {
-            Ok(true) => return,
+            Ok(true) => {
+                book.server_completed(i, n, len, before);
+                return;
+            }
             Ok(false) | Err(_) if !whole => {
                 // A peer's block failed the check with ours: fetch it all.
                 whole = true;
+                before = n;
                 ranges = vec![(0, torrent.piece_len(i))];
             }
             Ok(false) => {
                 tracing::error!(piece = i, "server piece did not verify");
+                book.server_discarded(before + n);
                 return;
             }
             Err(e) => {
                 tracing::error!(piece = i, "server piece rejected: {e:#}");
+                book.server_discarded(before + n);
                 return;
             }
         }
