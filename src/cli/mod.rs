@@ -44,6 +44,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Start, wait for my client to exit, print the result, stop.
     Run(RunArgs),
+    /// Run every entrant on every seed, paired and one at a time; print the verdicts.
+    Compare(CompareArgs),
     /// (internal) The supervisor that `start` detaches.
     #[command(hide = true)]
     Supervise(StartArgs),
@@ -86,6 +88,29 @@ pub struct RunArgs {
     /// My client and its arguments (default: vod-client with the config's args template)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub my_client: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// World seeds, A..B (inclusive) or one number
+    #[arg(long, default_value = "42..51")]
+    pub seeds: String,
+    /// Runs per entrant and seed
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// A built-in policy of vod-client as an entrant (repeatable)
+    #[arg(long = "policy", value_enum)]
+    pub policies: Vec<Policy>,
+    /// A my-client command line as an entrant, run by `sh -c` (repeatable; placeholders such as
+    /// {torrent} and the TESTBED_* variables as in `testbed start`)
+    #[arg(long = "client")]
+    pub clients: Vec<String>,
+    /// Where runs.csv, summary.json, compare.md and compare.svg go (the same command again
+    /// resumes there)
+    #[arg(long, default_value = "run/compare")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -318,6 +343,22 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             policy: a.policy,
             my_client: a.my_client,
         })?,
+        Command::Compare(a) => {
+            use orchestrator::compare::{compare, parse_seeds, Comparison, Entrant};
+            let entrants = a
+                .policies
+                .into_iter()
+                .map(Entrant::Policy)
+                .chain(a.clients.into_iter().map(Entrant::Client))
+                .collect();
+            compare(&Comparison {
+                config: a.config.config,
+                seeds: parse_seeds(&a.seeds).map_err(anyhow::Error::msg)?,
+                repeat: a.repeat.max(1),
+                entrants,
+                out: a.out,
+            })?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

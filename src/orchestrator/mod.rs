@@ -15,11 +15,13 @@
 //! * [`status`]: reads `/api/world` and `/api/status` into their types and prints them;
 //! * [`run`]: `testbed run`, the experiment end to end: a supervisor in this process until my
 //!   client exits, then the score ([`crate::vod::score`]), `run/summary.json` and the timeline;
+//! * [`compare`]: `testbed compare`, many `testbed run`s paired by seed, and the verdicts;
 //! * [`api`]: the typed state the supervisor serves and the commands read; [`page`]: the status
 //!   page; [`config`], [`template`]: the scenario and my client's arguments; [`rundir`]: what
 //!   lives where in `run/`; [`procs`]: the process tree.
 
 pub mod api;
+pub mod compare;
 pub mod config;
 pub mod netns;
 pub mod page;

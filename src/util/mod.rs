@@ -4,11 +4,13 @@
 //! * [`fs`]: atomic file writes and JSON files read back;
 //! * [`html`]: escaping and human-readable figures for the status page and the SVG charts;
 //! * [`rt`]: the tokio runtime builder, the shutdown signal, logging set-up;
+//! * [`stats`]: mean, median, sd and bootstrap intervals for comparisons;
 //! * [`hex`], [`Locked`] (a mutex whose poisoning is survived), [`Exit`] (how a process ended).
 
 pub mod fs;
 pub mod html;
 pub mod rt;
+pub mod stats;
 
 use std::sync::{Mutex, MutexGuard};
 

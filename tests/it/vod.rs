@@ -378,3 +378,72 @@ fn report_bytes_add_up_to_the_file() {
     assert_eq!(server_pieces, server_sourced);
     assert!(summary["server_bytes"].as_u64().unwrap() >= server_pieces * 16384 - 16384);
 }
+
+/// `testbed compare`: two policies on two seeds, paired, one experiment at a time; the same
+/// command again runs nothing and writes the same verdicts.
+#[test]
+fn compare_runs_every_entrant_on_every_seed_and_resumes() {
+    let s = scenario(12.0, "{min: 0.0, max: 0.3}");
+    let out = s.root().join("cmp");
+    let compare = || {
+        let o = s
+            .command(
+                "compare",
+                &[
+                    "--seeds",
+                    "3..4",
+                    "--policy",
+                    "rarest",
+                    "--policy",
+                    "deadline",
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+            )
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text
+    };
+    let first = compare();
+    let csv = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    for (policy, seed) in [
+        ("rarest", 3),
+        ("rarest", 4),
+        ("deadline", 3),
+        ("deadline", 4),
+    ] {
+        assert!(
+            rows.iter()
+                .any(|r| r.starts_with(&format!("{policy},{seed},0,"))),
+            "{policy} on seed {seed}: {csv}"
+        );
+    }
+    assert!(first.contains("4/4 runs done"), "{first}");
+    let md = String::from_utf8(read(&out.join("compare.md"))).unwrap();
+    assert!(
+        md.contains("| rarest | 2 |") && md.contains("| deadline | 2 |"),
+        "{md}"
+    );
+    assert!(md.contains("rarest − deadline | 2 |"), "{md}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&read(&out.join("summary.json"))).unwrap();
+    assert_eq!(summary["entrants"].as_array().unwrap().len(), 2);
+    let svg = String::from_utf8(read(&out.join("compare.svg"))).unwrap();
+    roxmltree::Document::parse(&svg).expect("compare.svg is XML");
+    // Again: everything is done already.
+    let again = compare();
+    assert!(again.contains("4 of 4 runs already in"), "{again}");
+    assert_eq!(
+        String::from_utf8(read(&out.join("runs.csv"))).unwrap(),
+        csv,
+        "no run twice"
+    );
+}

@@ -1,0 +1,615 @@
+//! `testbed compare`: is policy (or client) A better than B? Every entrant (a built-in policy
+//! of `vod-client`, or any my-client command line) runs on every seed of the world, `repeat`
+//! times, paired (the same seeds give the same worlds) and interleaved (the order of the
+//! entrants turns from one seed to the next, so that the machine's drift spreads over all of
+//! them), one experiment at a time. Each run is a `testbed run` of its own; its row goes to
+//! `OUT/runs.csv` as it ends, so the same command again skips what is done, and Ctrl-C loses at
+//! most the run under way (that run's `testbed run` ends its world itself).
+//!
+//! Then, in `OUT`: `compare.md` (per entrant: mean, median, sd and a 95 % bootstrap interval of
+//! the penalty's share of the file; per pair: the paired difference with its interval, and a
+//! verdict only where the interval excludes 0), `summary.json`, and `compare.svg` (each run a
+//! dot, each interval a bar).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Policy;
+use crate::util::fs::write_atomic;
+use crate::util::html::esc;
+use crate::util::stats;
+
+/// One contestant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entrant {
+    /// `vod-client --policy P`.
+    Policy(Policy),
+    /// A my-client command line, run by `sh -c` (placeholders and `TESTBED_*` as in `start`).
+    Client(String),
+}
+
+impl Entrant {
+    /// Its name in the tables.
+    pub fn name(&self) -> String {
+        match self {
+            Entrant::Policy(p) => p.to_string(),
+            Entrant::Client(c) => c.clone(),
+        }
+    }
+}
+
+/// What to compare.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub config: PathBuf,
+    pub seeds: std::ops::RangeInclusive<u64>,
+    pub repeat: u32,
+    pub entrants: Vec<Entrant>,
+    pub out: PathBuf,
+}
+
+/// One row of `runs.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub entrant: String,
+    pub seed: u64,
+    pub repeat: u32,
+    /// The penalty over the file's size.
+    pub share: f64,
+    pub penalty_bytes: u64,
+    /// `server` or `referee`.
+    pub penalty_source: String,
+    /// The referee's late pieces.
+    pub late_pieces: u64,
+    pub my_client_exit: String,
+    pub seconds: f64,
+    /// Pieces the world completed for my client in its first 10 s (the start-up).
+    pub startup_pieces: u64,
+}
+
+const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces";
+
+impl Run {
+    fn csv(&self) -> String {
+        format!(
+            "{},{},{},{:.6},{},{},{},{},{:.1},{}\n",
+            csv_field(&self.entrant),
+            self.seed,
+            self.repeat,
+            self.share,
+            self.penalty_bytes,
+            self.penalty_source,
+            self.late_pieces,
+            csv_field(&self.my_client_exit),
+            self.seconds,
+            self.startup_pieces
+        )
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Split one CSV line (quotes as [`csv_field`] writes them).
+fn csv_split(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted, mut chars) =
+        (Vec::new(), String::new(), false, line.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// The rows of a `runs.csv` (none when it is missing).
+pub fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let mut runs = Vec::new();
+    for (k, line) in text.lines().enumerate().skip(1) {
+        let f = csv_split(line);
+        let bad = || anyhow::anyhow!("{}: line {}: not a run row", path.display(), k + 1);
+        if f.len() != 10 {
+            return Err(bad());
+        }
+        let num = |i: usize| f[i].parse::<f64>().map_err(|_| bad());
+        runs.push(Run {
+            entrant: f[0].clone(),
+            seed: f[1].parse().map_err(|_| bad())?,
+            repeat: f[2].parse().map_err(|_| bad())?,
+            share: num(3)?,
+            penalty_bytes: f[4].parse().map_err(|_| bad())?,
+            penalty_source: f[5].clone(),
+            late_pieces: f[6].parse().map_err(|_| bad())?,
+            my_client_exit: f[7].clone(),
+            seconds: num(8)?,
+            startup_pieces: f[9].parse().map_err(|_| bad())?,
+        });
+    }
+    Ok(runs)
+}
+
+/// The order of the runs: seed by seed, repeat by repeat, the entrants turned by one each time.
+pub fn schedule(c: &Comparison) -> Vec<(Entrant, u64, u32)> {
+    let mut out = Vec::new();
+    let n = c.entrants.len().max(1);
+    let mut turn = 0;
+    for seed in c.seeds.clone() {
+        for r in 0..c.repeat {
+            for k in 0..c.entrants.len() {
+                out.push((c.entrants[(k + turn) % n].clone(), seed, r));
+            }
+            turn += 1;
+        }
+    }
+    out
+}
+
+/// Run what is not in `OUT/runs.csv` yet, then write the verdicts.
+pub fn compare(c: &Comparison) -> anyhow::Result<()> {
+    if c.entrants.len() < 2 {
+        anyhow::bail!("compare needs at least two entrants (--policy P or --client 'CMD')");
+    }
+    let base: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(&c.config).with_context(|| format!("{}", c.config.display()))?,
+    )
+    .with_context(|| format!("{}", c.config.display()))?;
+    super::config::Config::load(&c.config)?;
+    std::fs::create_dir_all(&c.out).with_context(|| format!("{}", c.out.display()))?;
+    let csv = c.out.join("runs.csv");
+    let mut runs = read_runs(&csv)?;
+    if runs.is_empty() {
+        std::fs::write(&csv, format!("{HEADER}\n"))
+            .with_context(|| format!("{}", csv.display()))?;
+    }
+    let plan = schedule(c);
+    let todo: Vec<_> = plan
+        .iter()
+        .filter(|(e, s, r)| {
+            !runs
+                .iter()
+                .any(|x| x.entrant == e.name() && x.seed == *s && x.repeat == *r)
+        })
+        .cloned()
+        .collect();
+    if todo.len() < plan.len() {
+        println!(
+            "compare: {} of {} runs already in {}; running the other {}",
+            plan.len() - todo.len(),
+            plan.len(),
+            csv.display(),
+            todo.len()
+        );
+    }
+    let t0 = Instant::now();
+    for (k, (entrant, seed, repeat)) in todo.iter().enumerate() {
+        let run = one_run(c, &base, entrant, *seed, *repeat)?;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&csv)?;
+        std::io::Write::write_all(&mut f, run.csv().as_bytes())?;
+        runs.push(run);
+        let done = k + 1;
+        let eta = t0.elapsed().as_secs_f64() / done as f64 * (todo.len() - done) as f64;
+        let leader = table(c, &runs)
+            .into_iter()
+            .min_by(|a, b| a.mean.total_cmp(&b.mean))
+            .map(|s| format!("{} at {:.1} %", s.entrant, s.mean * 100.0))
+            .unwrap_or_default();
+        println!(
+            "compare: {done}/{} runs done, about {:.0} s to go; leader {leader}",
+            todo.len(),
+            eta
+        );
+    }
+    write_outputs(c, &runs)
+}
+
+/// One `testbed run`, on `seed`, in `OUT/run` (reset by each run): its row.
+fn one_run(
+    c: &Comparison,
+    base: &serde_yaml::Value,
+    entrant: &Entrant,
+    seed: u64,
+    repeat: u32,
+) -> anyhow::Result<Run> {
+    let mut cfg = base.clone();
+    cfg["seed"] = seed.into();
+    let run_dir = std::path::absolute(c.out.join("run"))?;
+    cfg["run_dir"] = run_dir.display().to_string().into();
+    if let Some(ff) = cfg.get("fresh_files").and_then(|v| v.as_str()) {
+        // Relative to where the command runs, as in the user's config.
+        cfg["fresh_files"] = std::path::absolute(ff)?.display().to_string().into();
+    }
+    let path = c.out.join(format!("config-seed-{seed}.yaml"));
+    write_atomic(&path, serde_yaml::to_string(&cfg)?.as_bytes())?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("run").arg("--config").arg(&path);
+    match entrant {
+        Entrant::Policy(p) => cmd.args(["--policy", p.name()]),
+        Entrant::Client(line) => cmd.args(["sh", "-c", line]),
+    };
+    let t = Instant::now();
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot start testbed run")?;
+    let seconds = t.elapsed().as_secs_f64();
+    let summary: crate::vod::score::Summary =
+        crate::util::fs::read_json(&run_dir.join("summary.json")).with_context(|| {
+            format!(
+                "{} on seed {seed}: testbed run left no summary ({}): {}",
+                entrant.name(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?;
+    let startup_pieces = std::fs::read_to_string(run_dir.join("referee.csv"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            f.len() == 5 && f[4] == "peer" && f[2].parse::<f64>().is_ok_and(|t| t <= 10.0)
+        })
+        .count() as u64;
+    let share = if summary.size > 0 {
+        summary.penalty as f64 / summary.size as f64
+    } else {
+        0.0
+    };
+    Ok(Run {
+        entrant: entrant.name(),
+        seed,
+        repeat,
+        share,
+        penalty_bytes: summary.penalty,
+        penalty_source: summary.penalty_source,
+        late_pieces: summary.referee.map_or(0, |r| r.late_pieces as u64),
+        my_client_exit: summary.my_client_exit.unwrap_or_else(|| "none".into()),
+        seconds,
+        startup_pieces,
+    })
+}
+
+/// One entrant's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntrantStats {
+    pub entrant: String,
+    pub runs: usize,
+    pub mean: f64,
+    pub median: f64,
+    pub sd: f64,
+    pub ci95: (f64, f64),
+}
+
+/// One pair's paired difference (`a` − `b`, over the runs both made).
+#[derive(Debug, Clone, Serialize)]
+pub struct PairStats {
+    pub a: String,
+    pub b: String,
+    pub pairs: usize,
+    pub mean_difference: f64,
+    pub ci95: (f64, f64),
+    /// Which is better (lower penalty), or "not settled" when the interval holds 0.
+    pub verdict: String,
+}
+
+const RESAMPLES: usize = 10_000;
+
+fn table(c: &Comparison, runs: &[Run]) -> Vec<EntrantStats> {
+    c.entrants
+        .iter()
+        .map(|e| {
+            let x: Vec<f64> = runs
+                .iter()
+                .filter(|r| r.entrant == e.name())
+                .map(|r| r.share)
+                .collect();
+            EntrantStats {
+                entrant: e.name(),
+                runs: x.len(),
+                mean: stats::mean(&x),
+                median: stats::median(&x),
+                sd: stats::sd(&x),
+                ci95: stats::bootstrap_ci(&x, RESAMPLES, 1),
+            }
+        })
+        .filter(|s| s.runs > 0)
+        .collect()
+}
+
+fn pairs(c: &Comparison, runs: &[Run]) -> Vec<PairStats> {
+    let by: BTreeMap<(String, u64, u32), f64> = runs
+        .iter()
+        .map(|r| ((r.entrant.clone(), r.seed, r.repeat), r.share))
+        .collect();
+    let mut out = Vec::new();
+    for (i, a) in c.entrants.iter().enumerate() {
+        for b in &c.entrants[i + 1..] {
+            let d: Vec<f64> = by
+                .iter()
+                .filter(|((e, _, _), _)| *e == a.name())
+                .filter_map(|((_, s, r), va)| by.get(&(b.name(), *s, *r)).map(|vb| va - vb))
+                .collect();
+            if d.is_empty() {
+                continue;
+            }
+            let ci = stats::bootstrap_ci(&d, RESAMPLES, 2);
+            let verdict = if d.len() >= 2 && ci.1 < 0.0 {
+                format!("{} better", a.name())
+            } else if d.len() >= 2 && ci.0 > 0.0 {
+                format!("{} better", b.name())
+            } else {
+                "not settled".to_string()
+            };
+            out.push(PairStats {
+                a: a.name(),
+                b: b.name(),
+                pairs: d.len(),
+                mean_difference: stats::mean(&d),
+                ci95: ci,
+                verdict,
+            });
+        }
+    }
+    out
+}
+
+fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
+    let t = table(c, runs);
+    let p = pairs(c, runs);
+    let pct = |x: f64| format!("{:.1} %", x * 100.0);
+    let mut md = String::from(
+        "# testbed compare\n\nPenalty as a share of the file (lower is better), one experiment at a time.\n\n\
+         | entrant | runs | mean | median | sd | 95 % CI of the mean |\n|---|---|---|---|---|---|\n",
+    );
+    for s in &t {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} .. {} |",
+            s.entrant.replace('|', "\\|"),
+            s.runs,
+            pct(s.mean),
+            pct(s.median),
+            pct(s.sd),
+            pct(s.ci95.0),
+            pct(s.ci95.1)
+        );
+    }
+    md.push_str(
+        "\n| A − B | pairs | mean difference | 95 % CI | verdict |\n|---|---|---|---|---|\n",
+    );
+    for q in &p {
+        let _ = writeln!(
+            md,
+            "| {} − {} | {} | {} | {} .. {} | {} |",
+            q.a.replace('|', "\\|"),
+            q.b.replace('|', "\\|"),
+            q.pairs,
+            pct(q.mean_difference),
+            pct(q.ci95.0),
+            pct(q.ci95.1),
+            q.verdict
+        );
+    }
+    write_atomic(&c.out.join("compare.md"), md.as_bytes())?;
+    let json = serde_json::json!({
+        "config": c.config,
+        "seeds": [c.seeds.start(), c.seeds.end()],
+        "repeat": c.repeat,
+        "jobs": 1,
+        "entrants": t,
+        "pairs": p,
+    });
+    write_atomic(
+        &c.out.join("summary.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    write_atomic(&c.out.join("compare.svg"), svg(&t, runs).as_bytes())?;
+    print!("{md}");
+    println!("compare: {}", c.out.display());
+    Ok(())
+}
+
+/// Each entrant a row: its runs as dots, its interval as a bar, its mean as a tick.
+fn svg(t: &[EntrantStats], runs: &[Run]) -> String {
+    let (w, row, left) = (720.0, 36.0, 220.0);
+    let h = 40.0 + row * t.len() as f64;
+    let max = runs.iter().map(|r| r.share).fold(0.01f64, f64::max) * 1.05;
+    let x = |v: f64| left + (v / max).clamp(0.0, 1.0) * (w - left - 20.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"compare\" viewBox=\"0 0 {w} {h}\" \
+         width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\
+         <rect width=\"{w}\" height=\"{h}\" fill=\"#fff\"/>"
+    );
+    for (k, e) in t.iter().enumerate() {
+        let y = 30.0 + row * k as f64;
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#333\">{}</text>\
+             <line class=\"ci\" x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#27a\" stroke-width=\"4\"/>\
+             <line class=\"mean\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#123\" stroke-width=\"2\"/>",
+            left - 8.0,
+            y + 4.0,
+            esc(&e.entrant),
+            x(e.ci95.0),
+            x(e.ci95.1),
+            x(e.mean),
+            y - 9.0,
+            x(e.mean),
+            y + 9.0
+        );
+        for r in runs.iter().filter(|r| r.entrant == e.entrant) {
+            let _ = write!(
+                s,
+                "<circle class=\"run\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#d33\" fill-opacity=\"0.6\"/>",
+                x(r.share),
+                y - 12.0
+            );
+        }
+    }
+    let _ = write!(
+        s,
+        "<text x=\"{left}\" y=\"14\" fill=\"#555\">penalty, share of the file (0 .. {:.1} %): \
+         dots runs, bar 95 % CI, tick mean</text></svg>",
+        max * 100.0
+    );
+    s
+}
+
+/// `--seeds A..B` (or one number).
+pub fn parse_seeds(s: &str) -> Result<std::ops::RangeInclusive<u64>, String> {
+    let bad = || format!("--seeds {s}: expected A..B or one number");
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (a, b): (u64, u64) = (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            );
+            if a > b {
+                return Err(bad());
+            }
+            Ok(a..=b)
+        }
+        None => {
+            let a: u64 = s.trim().parse().map_err(|_| bad())?;
+            Ok(a..=a)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmp(entrants: Vec<Entrant>) -> Comparison {
+        Comparison {
+            config: "c.yaml".into(),
+            seeds: 42..=43,
+            repeat: 2,
+            entrants,
+            out: "o".into(),
+        }
+    }
+
+    #[test]
+    fn runs_are_paired_and_interleaved() {
+        let c = cmp(vec![
+            Entrant::Policy(Policy::Rarest),
+            Entrant::Policy(Policy::Deadline),
+        ]);
+        let s = schedule(&c);
+        assert_eq!(s.len(), 8, "2 entrants x 2 seeds x 2 repeats");
+        let names: Vec<String> = s.iter().map(|(e, _, _)| e.name()).collect();
+        // The first entrant alternates, so neither always runs first.
+        assert_eq!(names[0], "rarest");
+        assert_eq!(names[2], "deadline");
+        assert_eq!(names[4], "rarest");
+        for e in ["rarest", "deadline"] {
+            for seed in [42, 43] {
+                assert_eq!(
+                    s.iter()
+                        .filter(|(x, sd, _)| x.name() == e && *sd == seed)
+                        .count(),
+                    2
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_and_verdicts_need_an_interval_apart_from_zero() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Comparison {
+            out: d.path().into(),
+            ..cmp(vec![
+                Entrant::Policy(Policy::Sequential),
+                Entrant::Client("my client, \"v2\"".into()),
+            ])
+        };
+        let mut runs = Vec::new();
+        for seed in 42..=47 {
+            for (e, share) in [("sequential", 0.05), ("my client, \"v2\"", 0.30)] {
+                runs.push(Run {
+                    entrant: e.into(),
+                    seed,
+                    repeat: 0,
+                    share: share + seed as f64 * 0.001,
+                    penalty_bytes: 10,
+                    penalty_source: "server".into(),
+                    late_pieces: 1,
+                    my_client_exit: "exit code 0".into(),
+                    seconds: 9.5,
+                    startup_pieces: 3,
+                });
+            }
+        }
+        let csv = d.path().join("runs.csv");
+        let text: String = std::iter::once(format!("{HEADER}\n"))
+            .chain(runs.iter().map(Run::csv))
+            .collect();
+        std::fs::write(&csv, text).unwrap();
+        let back = read_runs(&csv).unwrap();
+        assert_eq!(back.len(), runs.len());
+        assert_eq!(back[1].entrant, "my client, \"v2\"");
+        assert!((back[1].share - runs[1].share).abs() < 1e-6);
+        let p = pairs(&c, &back);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].pairs, 6);
+        assert_eq!(p[0].verdict, "sequential better");
+        // Two runs each that overlap: not settled.
+        let mixed: Vec<Run> = back
+            .iter()
+            .take(4)
+            .cloned()
+            .enumerate()
+            .map(|(k, mut r)| {
+                r.share = [0.1, 0.2, 0.2, 0.1][k];
+                r
+            })
+            .collect();
+        assert_eq!(pairs(&c, &mixed)[0].verdict, "not settled");
+        write_outputs(&c, &back).unwrap();
+        let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+        assert!(
+            md.contains("| sequential | 6 |") && md.contains("sequential better"),
+            "{md}"
+        );
+        let svg = std::fs::read_to_string(d.path().join("compare.svg")).unwrap();
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        assert_eq!(
+            doc.descendants()
+                .filter(|n| n.has_tag_name("circle"))
+                .count(),
+            12
+        );
+        std::fs::write(&csv, "head\nnot,a,row\n").unwrap();
+        assert!(read_runs(&csv).unwrap_err().to_string().contains("line 2"));
+    }
+
+    #[test]
+    fn seeds_parse() {
+        assert_eq!(parse_seeds("42..51").unwrap(), 42..=51);
+        assert_eq!(parse_seeds("7").unwrap(), 7..=7);
+        assert!(parse_seeds("51..42").is_err());
+        assert!(parse_seeds("x").unwrap_err().contains("--seeds x"));
+    }
+}
