@@ -111,6 +111,40 @@ pub fn enter() -> Result<(), NoNamespace> {
     set_up_network()
 }
 
+/// Whether [`enter`] works here, tried in a child process first: a failure half-way (the
+/// namespace made, its network not, as where user namespaces are allowed but their network
+/// is not) must not strand the supervisor in an empty namespace. `Err` says why not.
+pub fn probe() -> Result<(), String> {
+    use std::io::{Read, Write};
+    let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: called before the process starts any thread; the child only runs `enter` (no
+    // lock another thread could hold) and leaves with _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            let code = match enter() {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = std::fs::File::from(w).write_all(e.to_string().as_bytes());
+                    1
+                }
+            };
+            // SAFETY: leave the child without running the parent's destructors.
+            unsafe { nix::libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(w);
+            let mut why = String::new();
+            let _ = std::fs::File::from(r).read_to_string(&mut why);
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+                _ if !why.is_empty() => Err(why),
+                other => Err(format!("the trial ended with {other:?}")),
+            }
+        }
+    }
+}
+
 /// `lo` and the `lab0`/`lab1` pair up, [`MY_CLIENT`]/16 on `lab0`, and the whole [`PREFIX`]
 /// local with [`MY_CLIENT`] as the preferred source.
 fn set_up_network() -> Result<(), NoNamespace> {
@@ -155,7 +189,8 @@ pub fn members(inode: u64) -> Vec<i32> {
         .collect()
 }
 
-/// A NETLINK_ROUTE socket, for the three requests a new namespace's `lo` needs.
+/// A NETLINK_ROUTE socket, for the requests a new namespace needs: a veth pair, links up, an
+/// address, a local route.
 struct Netlink {
     fd: OwnedFd,
 }

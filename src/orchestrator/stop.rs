@@ -46,15 +46,20 @@ pub fn stop(config_path: &Path, verbose: bool) -> anyhow::Result<()> {
         cg.remove();
     }
     // The lab's network namespace ends with the last process inside it: whatever entered it
-    // (a debugging shell with nsenter, say) is ended too.
+    // (a debugging shell with nsenter, say) is ended too. Only when the supervisor was alive
+    // as we began: it held the namespace until a moment ago, so the inode is still the lab's.
+    // (After a SIGKILLed supervisor the namespace went with its children, and the number may
+    // since belong to someone else's namespace.)
     let mut left = left;
-    if let Some(ns) = info.netns {
+    if let (Some(ns), true) = (info.netns, alive) {
+        let me = std::process::id() as i32;
+        let mut signalled = false;
         loop {
             let inside: Vec<i32> = netns::members(ns)
                 .into_iter()
-                .filter(|&p| p != std::process::id() as i32)
+                .filter(|&p| p != me)
                 .collect();
-            if inside.is_empty() || Instant::now() >= deadline {
+            if inside.is_empty() || (signalled && Instant::now() >= deadline) {
                 for p in inside {
                     if !left.contains(&p) {
                         left.push(p);
@@ -63,6 +68,7 @@ pub fn stop(config_path: &Path, verbose: bool) -> anyhow::Result<()> {
                 break;
             }
             procs::signal_all(&inside, nix::sys::signal::Signal::SIGKILL);
+            signalled = true;
             std::thread::sleep(Duration::from_millis(20));
         }
     }

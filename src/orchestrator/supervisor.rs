@@ -9,7 +9,8 @@
 //!
 //! 1. [`make_torrents`](Supervisor::make_torrents): a torrent per file of `fresh-files/`;
 //! 2. [`start_services`](Supervisor::start_services): the tracker, the status page,
-//!    `/api/world` and the VoD server on one HTTP listener, in-process;
+//!    `/api/world` and the VoD server, in-process, on the host's port and (with the lab's
+//!    namespace) on 10.77.0.1 inside;
 //! 3. [`start_world`](Supervisor::start_world): every world client (file copies and forks off
 //!    the runtime);
 //! 4. [`start_my_client`](Supervisor::start_my_client): exec'd with the [`template`]d args
@@ -184,23 +185,24 @@ impl Network {
         if wanted != Addresses::Namespace {
             return Ok(net);
         }
-        match netns::enter() {
-            Ok(()) => {
-                net.inside = Some(tracker::bind_std(SocketAddr::new(
-                    netns::TRACKER.into(),
-                    port,
-                ))?);
-                net.netns = netns::current();
-            }
-            Err(e) if cfg.addresses == Addresses::Auto => {
+        // Under `auto`, tried in a child first: a failure after `unshare` cannot be undone,
+        // so only a failed trial falls back; a failure for real is the end of this start.
+        if cfg.addresses == Addresses::Auto {
+            if let Err(e) = netns::probe() {
                 net.addresses = Addresses::Loopback;
                 net.fallback = Some(format!(
                     "no network namespace for the lab ({e}): world clients get 127.77.x.y \
                      addresses on this host, which libtorrent accepts and Transmission does not"
                 ));
+                return Ok(net);
             }
-            Err(e) => anyhow::bail!("addresses: namespace: {e}"),
         }
+        netns::enter().map_err(|e| anyhow::anyhow!("addresses: namespace: {e}"))?;
+        net.inside = Some(tracker::bind_std(SocketAddr::new(
+            netns::TRACKER.into(),
+            port,
+        ))?);
+        net.netns = netns::current();
         Ok(net)
     }
 
@@ -249,8 +251,16 @@ impl Supervisor<'_> {
             true => None,
             false => Some(self.start_my_client(&services.orch, &my_client).await?),
         };
-        self.wait_ready(&services.orch, &mut exits, my_pid).await?;
-        let my_exit = self.event_loop(&services.orch, &mut exits, my_pid).await;
+        let early = self.wait_ready(&services.orch, &mut exits, my_pid).await?;
+        // My client may end before the world is ready (a bad argument, say): under `run`
+        // that is the end; under `start` the world goes on until stopped.
+        let my_exit = match (early, self.mode) {
+            (Some(e), Mode::Run) => Some(e),
+            (e, _) => self
+                .event_loop(&services.orch, &mut exits, my_pid)
+                .await
+                .or(e),
+        };
         // Nobody reads exits from here on: the reaper goes on reaping without queueing.
         drop(exits);
         self.shut_down(services, my_exit).await
@@ -574,12 +584,14 @@ impl Supervisor<'_> {
     }
 
     /// Step 5: ready once every world client has announced (or been given up after crashing).
+    /// Returns how my client ended, if it did meanwhile.
     async fn wait_ready(
         &self,
         orch: &Arc<Orchestrator>,
         exits: &mut Exits,
         my_pid: Option<i32>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<Exit>> {
+        let mut my_exit = None;
         let world = &orch.world;
         let n = world.slots.locked().len();
         let ready_by =
@@ -606,7 +618,9 @@ impl Supervisor<'_> {
             }
             // Crashes are handled meanwhile (restarts with backoff, giving up).
             while let Ok((pid, exit)) = exits.try_recv() {
-                handle_exit(orch, my_pid, pid, exit);
+                if handle_exit(orch, my_pid, pid, exit) {
+                    my_exit = Some(exit);
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
@@ -617,7 +631,7 @@ impl Supervisor<'_> {
         orch.set_phase(Phase::Ready);
         StartState::write(self.rd, Phase::Ready, None, announced, failed);
         tracing::info!("ready: {announced} world clients announced");
-        Ok(())
+        Ok(my_exit)
     }
 
     /// Step 6: replace world clients as they end, until a signal (or my client's exit under

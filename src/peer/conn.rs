@@ -537,6 +537,20 @@ async fn writer(
     let mut buf = BytesMut::with_capacity(512 * 1024);
     let max_batch = 256 * 1024;
     let mut open = true;
+    // Blocks in `buf` for the referee: recorded once written to the socket, not before.
+    let mut sent: Vec<BlockRef> = Vec::new();
+    let record = |sent: &mut Vec<BlockRef>| {
+        if let Some(t) = shared.tap(&session) {
+            for b in sent.iter() {
+                t.record(referee::Event::Block {
+                    piece: b.index,
+                    begin: b.begin,
+                    len: b.length,
+                });
+            }
+        }
+        sent.clear();
+    };
     loop {
         // Control messages first: they are small and some (have, choke) are urgent.
         while let Ok(m) = ctl.try_recv() {
@@ -551,6 +565,7 @@ async fn writer(
                             return;
                         }
                         buf.clear();
+                        record(&mut sent);
                     }
                     l.take(b.length + 13).await;
                 }
@@ -566,12 +581,8 @@ async fn writer(
                     .uploaded
                     .fetch_add(b.length as u64, Ordering::Relaxed);
                 session.note_upload(id, b.length as u64);
-                if let Some(t) = shared.tap(&session) {
-                    t.record(referee::Event::Block {
-                        piece: b.index,
-                        begin: b.begin,
-                        len: b.length,
-                    });
+                if shared.foreign.is_some() {
+                    sent.push(b);
                 }
                 if buf.len() < max_batch && session.up_limit.is_none() {
                     continue;
@@ -600,6 +611,7 @@ async fn writer(
                 return;
             }
             buf.clear();
+            record(&mut sent);
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! A world client started with `--referee FILE` appends one JSON line per event with a peer
 //! that is not a world client (a peer id not of the world's form, see [`is_world_id`]): the
-//! connection, every block it sends that peer (piece, offset, length), and every HAVE,
+//! connection, every block it has written to that peer's socket (piece, offset, length; the
+//! time is when the write returned), and every HAVE,
 //! BITFIELD or HAVE ALL it receives from it. Each line carries the wall clock (`t`, Unix
 //! seconds): all processes of a run share it, and the supervisor turns it into seconds since it
 //! started my client. Only what the world did is written, never what the other side claims to

@@ -34,8 +34,16 @@ impl VodServer {
         })
     }
 
-    /// GET `len` bytes at `start` of the torrent's file, retried with a short backoff.
-    pub async fn get(&self, start: u64, len: u32) -> anyhow::Result<Vec<u8>> {
+    /// GET `len` bytes at `start` of the torrent's file; a request with no answer or an error
+    /// status is tried again, with a short backoff. `counted` is told each time the server
+    /// answers with the bytes (it has counted them then, whether or not the body then arrives
+    /// whole), so that our report books what the server counts.
+    pub async fn get(
+        &self,
+        start: u64,
+        len: u32,
+        counted: &(dyn Fn(u64) + Sync),
+    ) -> anyhow::Result<Vec<u8>> {
         let end = start + len as u64 - 1;
         let sep = if self.url.contains('?') { '&' } else { '?' };
         let client_q =
@@ -52,6 +60,7 @@ impl VodServer {
                 .await;
             match r {
                 Ok(resp) if resp.status().is_success() => {
+                    counted(len as u64);
                     let body = resp.bytes().await?;
                     if body.len() != len as usize {
                         anyhow::bail!("asked for {len} bytes at {start}, got {}", body.len());
@@ -66,16 +75,20 @@ impl VodServer {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no answer")))
     }
 
-    /// Byte ranges `(begin, length)` of piece `i`, one request each.
+    /// Byte ranges `(begin, length)` of piece `i`, one request each; `counted` as in
+    /// [`Self::get`].
     async fn ranges(
         &self,
         t: &Torrent,
         i: u32,
         ranges: &[(u32, u32)],
+        counted: &(dyn Fn(u64) + Sync),
     ) -> anyhow::Result<Vec<(u32, Vec<u8>)>> {
         let mut out = Vec::with_capacity(ranges.len());
         for &(begin, len) in ranges {
-            let data = self.get(t.piece_offset(i) + begin as u64, len).await?;
+            let data = self
+                .get(t.piece_offset(i) + begin as u64, len, counted)
+                .await?;
             out.push((begin, data));
         }
         Ok(out)
@@ -98,16 +111,22 @@ pub async fn complete_late_piece(
     let mut before = 0; // server bytes of an attempt whose mix failed
     let len = torrent.piece_len(i) as u64;
     while !ranges.is_empty() {
-        let got = match server.ranges(&torrent, i, &ranges).await {
+        // Booked as the server counts them: before the insert (which announces the piece, and
+        // the arrivals must not take it for a peer's), even when a body then fails to arrive.
+        let booked = std::sync::atomic::AtomicU64::new(0);
+        let counted = |n: u64| {
+            booked.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            book.got_from_server(i, n);
+        };
+        let got = match server.ranges(&torrent, i, &ranges, &counted).await {
             Ok(got) => got,
             Err(e) => {
                 tracing::error!(piece = i, "VoD server fetch failed: {e:#}");
-                book.server_discarded(before);
+                book.server_discarded(before + booked.load(std::sync::atomic::Ordering::Relaxed));
                 return;
             }
         };
-        let n: u64 = got.iter().map(|(_, d)| d.len() as u64).sum();
-        book.got_from_server(i, n);
+        let n = booked.load(std::sync::atomic::Ordering::Relaxed);
         let parts: Vec<(u32, &[u8])> = got.iter().map(|(b, d)| (*b, d.as_slice())).collect();
         match session.insert_blocks(i, &parts) {
             Ok(true) => {
