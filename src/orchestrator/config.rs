@@ -161,6 +161,9 @@ pub struct MyClientSection {
     /// unmodified clients that support web seeds fetch from it themselves. Every byte is still
     /// counted (by my client's address).
     pub web_seed: bool,
+    /// Seconds the world runs before my client starts (a warm swarm, as a real viewer finds
+    /// it); 0: together.
+    pub start_after: f64,
 }
 
 /// The default argument template of the SPEC.
@@ -242,6 +245,7 @@ impl Default for MyClientSection {
             prefetch: 2.0,
             max_upload_rate: 20.0,
             web_seed: false,
+            start_after: 0.0,
         }
     }
 }
@@ -320,6 +324,7 @@ impl Config {
             ("my_client.delay", m.delay),
             ("my_client.prefetch", m.prefetch),
             ("my_client.max_upload_rate", m.max_upload_rate),
+            ("my_client.start_after", m.start_after),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return Err(format!("{f}: {v} must be a non-negative number"));

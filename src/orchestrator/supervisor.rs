@@ -247,11 +247,30 @@ impl Supervisor<'_> {
         let world = self.new_world(swarms)?;
         let services = self.start_services(info, world, &my_client).await?;
         let mut exits = self.start_world(&services.orch).await?;
-        let my_pid = match my_client.is_empty() {
-            true => None,
-            false => Some(self.start_my_client(&services.orch, &my_client).await?),
+        let warm_up = self.cfg.my_client.start_after;
+        let (my_pid, early) = if my_client.is_empty() {
+            (
+                None,
+                self.wait_ready(&services.orch, &mut exits, None).await?,
+            )
+        } else if warm_up > 0.0 {
+            // My client joins a swarm that has already run for `start_after` seconds, as a
+            // real viewer would, not a world born in the same instant.
+            self.wait_ready(&services.orch, &mut exits, None).await?;
+            if !self.warm_up(&services.orch, &mut exits, warm_up).await {
+                drop(exits);
+                return self.shut_down(services, None).await;
+            }
+            let pid = self.start_my_client(&services.orch, &my_client).await?;
+            (Some(pid), None)
+        } else {
+            let pid = self.start_my_client(&services.orch, &my_client).await?;
+            (
+                Some(pid),
+                self.wait_ready(&services.orch, &mut exits, Some(pid))
+                    .await?,
+            )
         };
-        let early = self.wait_ready(&services.orch, &mut exits, my_pid).await?;
         // My client may end before the world is ready (a bad argument, say): under `run`
         // that is the end; under `start` the world goes on until stopped.
         let my_exit = match (early, self.mode) {
@@ -632,6 +651,27 @@ impl Supervisor<'_> {
         StartState::write(self.rd, Phase::Ready, None, announced, failed);
         tracing::info!("ready: {announced} world clients announced");
         Ok(my_exit)
+    }
+
+    /// Let the world run `secs` seconds before my client starts (replacing clients as they
+    /// end meanwhile). False when stopped meanwhile (SIGTERM, SIGINT).
+    async fn warm_up(&self, orch: &Arc<Orchestrator>, exits: &mut Exits, secs: f64) -> bool {
+        tracing::info!("warming the world up for {secs} s before my client starts");
+        let until = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+        let signal = crate::util::rt::shutdown_signal();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return true,
+                s = &mut signal => {
+                    tracing::info!("{s} while warming up: stopping");
+                    return false;
+                }
+                Some((pid, exit)) = exits.recv() => {
+                    handle_exit(orch, None, pid, exit);
+                }
+            }
+        }
     }
 
     /// Step 6: replace world clients as they end, until a signal (or my client's exit under

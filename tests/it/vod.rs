@@ -447,3 +447,35 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
         "no run twice"
     );
 }
+
+/// `my_client.start_after`: my client joins a world that has already run that long.
+#[test]
+fn my_client_can_join_a_warm_world() {
+    let s = Scenario::new(
+        &[("movie.bin", content(400_000, 21))],
+        "interval: 1",
+        "seed: 3\ntorrents: {piece_length: 16384}\n\
+         world: {clients: 3, seeds: 1, upload_rate: 100, start_fraction: {min: 0.0, max: 0.3}, linger: 30}\n\
+         my_client: {rate: 100, delay: 3, prefetch: 1, max_upload_rate: 50, start_after: 2.5}\n",
+    );
+    let (out, summary, _) = run(&s, &[]);
+    assert_eq!(summary["my_client_exit"], "exit code 0", "{out}");
+    let log = String::from_utf8(read(&s.run_dir().join("logs/tracker.log"))).unwrap();
+    let at = |what: &str| {
+        let line = log
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in the log:\n{log}"));
+        // RFC 3339 time at the start of the line: seconds of the day.
+        let t = &line[11..line.find('Z').unwrap()];
+        let f: Vec<f64> = t.split(':').map(|x| x.parse().unwrap()).collect();
+        f[0] * 3600.0 + f[1] * 60.0 + f[2]
+    };
+    let ready = at("ready: ");
+    let started = at("my client started");
+    assert!(
+        started - ready >= 2.5,
+        "my client started {:.2} s after the world was ready",
+        started - ready
+    );
+}
