@@ -99,6 +99,16 @@ impl Orchestrator {
         *self.phase.locked() = p;
     }
 
+    /// My client's deadline model: the config's rate, delay and prefetch on its torrent.
+    pub fn my_model(&self) -> Option<crate::vod::Model> {
+        let t = self.info.my_torrent()?;
+        Some(crate::vod::Model {
+            size: t.size,
+            piece_length: t.piece_length,
+            ..self.model
+        })
+    }
+
     /// The referee's verdict on my client so far (final once the world has ended), from the
     /// world's records and the VoD server's log. `None` before my client starts. Reads files:
     /// call it off the async runtime.
@@ -110,11 +120,7 @@ impl Orchestrator {
             .iter()
             .position(|t| t.info_hash == info.my_info_hash)?;
         let t = &info.torrents[swarm];
-        let model = crate::vod::Model {
-            size: t.size,
-            piece_length: t.piece_length,
-            ..self.model
-        };
+        let model = self.my_model()?;
         let my_ip: Option<std::net::IpAddr> = match info.addresses {
             config::Addresses::Namespace => Some(netns::MY_CLIENT.into()),
             config::Addresses::Loopback => Some([127, 0, 0, 1].into()),

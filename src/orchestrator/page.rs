@@ -113,11 +113,7 @@ pub fn live(o: &Orchestrator) -> String {
     // What the referee saw (any client that started has that), on my client's clock.
     let referee = o.verdict().and_then(|v| {
         let t = w.run.my_torrent()?;
-        let model = crate::vod::Model {
-            size: t.size,
-            piece_length: t.piece_length,
-            ..o.model
-        };
+        let model = o.my_model()?;
         let elapsed = w.uptime_secs - w.my_client.started_secs?;
         Some((v, model, t.name.clone(), elapsed))
     });
