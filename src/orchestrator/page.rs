@@ -110,15 +110,21 @@ pub fn live(o: &Orchestrator) -> String {
     // My client.
     let my_hash = w.run.my_torrent().map(|t| t.info_hash.clone());
     let served: u64 = w.vod_served.values().map(|s| s.bytes).sum();
-    // What the referee saw (any client that started has that), on my client's clock.
-    let referee = o.verdict().and_then(|v| {
-        let t = w.run.my_torrent()?;
-        let model = o.my_model()?;
-        let elapsed = w.uptime_secs - w.my_client.started_secs?;
-        Some((v, model, t.name.clone(), elapsed))
-    });
+    let own_report = Report::read(&w.run.report);
+    // What the referee saw (any client that started has that), on my client's clock: read
+    // only when the page needs it, for a client that writes no report or never called the
+    // server (it reads every world client's record).
+    let referee = (own_report.is_none() || served == 0)
+        .then(|| o.verdict())
+        .flatten()
+        .and_then(|v| {
+            let t = w.run.my_torrent()?;
+            let model = o.my_model()?;
+            let elapsed = w.uptime_secs - w.my_client.started_secs?;
+            Some((v, model, t.name.clone(), elapsed))
+        });
     // The client's own report, or else the referee's view in its shape.
-    let report = Report::read(&w.run.report).or_else(|| {
+    let report = own_report.or_else(|| {
         let (v, model, name, elapsed) = referee.as_ref()?;
         Some(v.as_report(name, model, *elapsed, served))
     });

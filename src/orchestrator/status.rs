@@ -88,7 +88,7 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
         "testbed running: supervisor pid {}, run {}, up {:.0} s, {}",
         info.pid, info.run_id, w.uptime_secs, w.phase
     );
-    let hash = run.vod_url.rsplit('/').next().unwrap_or("");
+    let hash = &run.my_info_hash;
     for (k, v) in [
         ("status page", run.status_url.clone()),
         ("tracker", format!("{}/announce", run.base_url)),
@@ -179,7 +179,8 @@ mod tests {
                   "tracker_url": "http://127.0.0.1:6970/announce",
                   "status_url": "http://127.0.0.1:6970/", "vod_url": "http://127.0.0.1:6970/vod/ff",
                   "torrent": "/r/torrents/movie.mp4.torrent", "saveas": "/r/downloads/my-client/movie.mp4",
-                  "report": "/r/reports/my-client.json", "torrents": [], "addresses": "namespace"},
+                  "report": "/r/reports/my-client.json", "torrents": [], "addresses": "namespace",
+                  "my_info_hash": "ff"},
           "world": [{"swarm": 0, "index": 3, "role": "world", "generation": 2,
                      "peer_id": "-TB0100-W0003g002abc", "addr": "10.77.1.4", "pid": 777, "state": "running",
                      "crashes": 0, "reincarnations": 2, "upload_rate": 70.0,

@@ -380,7 +380,7 @@ impl Supervisor<'_> {
                 .iter()
                 .map(|s| TorrentInfo {
                     name: s.torrent.name.clone(),
-                    // Absolute, as `torrent` is: `RunInfo::my_torrent` compares them.
+                    // Absolute, as `torrent` is, so that a user can open it from anywhere.
                     path: std::path::absolute(&s.torrent_path)
                         .unwrap_or_else(|_| s.torrent_path.clone()),
                     info_hash: s.torrent.info_hash.hex(),
