@@ -10,7 +10,11 @@
 //! * `cap`: upload-cap accuracy, measured by a raw wire leecher in this harness.
 //! * `scale`: worlds of 200 and 500 clients: start, stop, memory and idle CPU, and the status
 //!   page with that many clients: server render and a refresh in headless Chromium.
-//! * `vod`: server share per policy over several seeds, on a prefix of the standard movie.
+//! * `vod`: `testbed compare` of the three policies on `configs/default.yaml` and
+//!   `configs/scarce.yaml`, ten seeds each, one experiment at a time: mean server share with its
+//!   95 % interval, and the paired verdict of deadline against sequential. About an hour, so it
+//!   runs only when named: `make bench BENCH=vod` (`VOD_SEEDS=N`, `VOD_SECS=S` for a prefix of
+//!   the movie).
 //!
 //! `QUICK=1` shortens every section (under 3 minutes); `BENCH=tracker,cap` runs only those.
 //! Run through `make bench`, which installs the anchors first.
@@ -67,6 +71,8 @@ struct Bench {
     quick: bool,
     /// Only some sections were asked for (BENCH=...).
     partial: bool,
+    /// BENCH=... named the sections.
+    named: bool,
     sections_run: Vec<&'static str>,
     dir: PathBuf,
     figures: Vec<Figure>,
@@ -134,6 +140,7 @@ fn main() {
     let mut b = Bench {
         quick,
         partial: only.is_some(),
+        named: only.is_some(),
         sections_run: Vec::new(),
         dir,
         figures: Vec::new(),
@@ -141,6 +148,9 @@ fn main() {
     };
     let started = Instant::now();
     type Section = fn(&mut Bench) -> Result<()>;
+    /// Sections left out of a plain `make bench` (which stays under 15 minutes): the VoD
+    /// comparison is an hour of experiments one at a time; `make bench BENCH=vod` runs it.
+    const LONG: [&str; 1] = ["vod"];
     let sections: [(&str, Section); 6] = [
         ("sha1", sha1),
         ("tracker", tracker),
@@ -150,7 +160,10 @@ fn main() {
         ("vod", vod),
     ];
     for (name, run) in sections {
-        if only.as_ref().is_some_and(|o| !o.iter().any(|s| s == name)) {
+        let named = only.as_ref().map(|o| o.iter().any(|s| s == name));
+        // A long section runs only when named: its rows in BENCHMARKS.md are kept otherwise.
+        if named == Some(false) || (named.is_none() && LONG.contains(&name)) {
+            b.partial |= named.is_none();
             continue;
         }
         println!("== {name}");
@@ -1012,107 +1025,144 @@ fn page(b: &mut Bench, n: usize, port: u16, dir: &Path) -> Result<()> {
 // VoD: server share per policy over seeds
 
 fn vod(b: &mut Bench) -> Result<()> {
-    // Ten seeds, not five: one run spreads by sd 8-10 points, so five left the mean within
-    // about +-4 points and the comparison to chance.
-    let (secs, seeds) = if b.quick { (30u64, 1u64) } else { (60, 10) };
-    let dir = b.dir.join("vod");
-    let base: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
-        Path::new(ROOT).join("configs/default.yaml"),
-    )?)?;
-    let rate_kb = base["my_client"]["rate"].as_f64().unwrap_or(60.0);
-    // The scenario: the first `secs` seconds of the standard movie, same world and rates.
-    let movie = std::fs::read(Path::new(ROOT).join("fresh-files/movie.mp4"))?;
-    let prefix = ((secs as f64 * rate_kb * 1024.0) as usize).min(movie.len());
-    let movie = (format!("movie-{secs}s.mp4"), movie[..prefix].to_vec());
-    println!("  scenario: first {secs} s ({prefix} B) of fresh-files/movie.mp4, configs/default.yaml's world and rates, {seeds} seeds");
-
-    let policies = ["rarest", "sequential", "deadline"];
-    let mut jobs = Vec::new();
-    for seed in 0..seeds {
-        for p in policies {
-            jobs.push((p, 42 + seed));
+    // `testbed compare` on each scenario: the three policies on every seed, one experiment at a
+    // time (side by side, two cores made the spread 8-13 points), CIs from its bootstrap.
+    let (seeds, secs) = if b.quick {
+        (1u64, 30u64)
+    } else {
+        (
+            std::env::var("VOD_SEEDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(VOD_SEEDS),
+            std::env::var("VOD_SECS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(VOD_SECS),
+        )
+    };
+    for scenario in ["default", "scarce"] {
+        vod_compare(b, scenario, seeds, secs)
+            .with_context(|| format!("configs/{scenario}.yaml"))?;
+        if b.quick {
+            break;
         }
     }
-    let mut shares: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    // A seed's three experiments side by side, so that each policy meets the same machine
-    // (each world is rate-capped: together they use well under a core).
-    for pair in jobs.chunks(policies.len()) {
-        let results: Vec<Result<f64>> = std::thread::scope(|s| {
-            let hs: Vec<_> = pair
-                .iter()
-                .map(|&(p, seed)| {
-                    let (dir, base, movie) = (&dir, &base, &movie);
-                    s.spawn(move || vod_run(dir, movie, base, p, seed, secs))
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        for (&(p, seed), r) in pair.iter().zip(results) {
-            let share = r.with_context(|| format!("{p}, seed {seed}"))?;
-            println!("  {p} seed {seed}: {:.1}% from the server", share * 100.0);
-            shares.entry(p).or_default().push(share);
-        }
-    }
-    let mut mean = BTreeMap::new();
-    for p in policies {
-        let v = &shares[p];
-        let m = v.iter().sum::<f64>() / v.len() as f64;
-        let sd = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64).sqrt();
-        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let i = b.add(
-            "vod",
-            &format!(
-                "server share, {p} (sd {:.1}, range {:.1}..{:.1})",
-                sd * 100.0,
-                lo * 100.0,
-                hi * 100.0
-            ),
-            m * 100.0,
-            "%",
-        );
-        mean.insert(p, (i, m));
-    }
-    let (i, d) = mean["deadline"];
-    let (_, r) = mean["rarest"];
-    b.anchor(i, "rarest", r * 100.0, false);
-    b.target(i, "<= half of rarest's share", d <= r / 2.0);
-    // The run folders stay (reports, logs) until the next `make bench`.
     Ok(())
 }
 
-fn vod_run(
-    dir: &Path,
-    movie: &(String, Vec<u8>),
-    base: &serde_yaml::Value,
-    policy: &str,
-    seed: u64,
-    secs: u64,
-) -> Result<f64> {
-    let mut cfg = base.clone();
-    cfg["seed"] = seed.into();
-    cfg["torrents"]["my_torrent"] = movie.0.clone().into();
-    let s = Scenario::from_config(
-        &dir.join(format!("{policy}-{seed}")),
-        &[(movie.0.as_str(), movie.1.clone())],
-        cfg,
-    )?;
+/// Seeds of the VoD comparison (`VOD_SEEDS=N` overrides).
+const VOD_SEEDS: u64 = 10;
+/// Seconds of the movie played (0: all of it; `VOD_SECS=S` overrides).
+const VOD_SECS: u64 = 0;
+
+fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<()> {
+    let dir = b.dir.join(format!("vod-{scenario}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
+        Path::new(ROOT).join(format!("configs/{scenario}.yaml")),
+    )?)?;
+    let movie = std::fs::read(Path::new(ROOT).join("fresh-files/movie.mp4"))?;
+    let rate_kb = cfg["my_client"]["rate"].as_f64().unwrap_or(60.0);
+    let (name, data) = if secs == 0 {
+        ("movie.mp4".to_string(), movie)
+    } else {
+        let prefix = ((secs as f64 * rate_kb * 1024.0) as usize).min(movie.len());
+        (format!("movie-{secs}s.mp4"), movie[..prefix].to_vec())
+    };
+    if !cfg["torrents"].is_mapping() {
+        cfg["torrents"] = serde_yaml::Mapping::new().into();
+    }
+    cfg["torrents"]["my_torrent"] = name.clone().into();
+    let size = data.len();
+    let s = Scenario::from_config(&dir, &[(name.as_str(), data)], cfg)?;
+    let last = 42 + seeds - 1;
+    println!(
+        "  configs/{scenario}.yaml, {} ({size} B), seeds 42..{last}, one experiment at a time",
+        if secs == 0 {
+            "the whole movie".to_string()
+        } else {
+            format!("the first {secs} s of the movie")
+        }
+    );
+    let out = dir.join("compare");
     let mut p = spawn(
-        s.command("run", &["--policy", policy])
-            .stdout(Stdio::null()),
+        s.command(
+            "compare",
+            &[
+                "--seeds",
+                &format!("42..{last}"),
+                "--policy",
+                "rarest",
+                "--policy",
+                "sequential",
+                "--policy",
+                "deadline",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .stdout(Stdio::null()),
     )?;
-    let st = wait_exit(&mut p, "testbed run", Duration::from_secs(secs * 3 + 60))?;
+    let per_run = if secs == 0 { 400 } else { secs * 3 + 60 };
+    let st = wait_exit(
+        &mut p,
+        "testbed compare",
+        Duration::from_secs(per_run * seeds * 3),
+    )?;
     if !st.success() {
-        bail!("testbed run exited with {st}");
+        bail!("testbed compare exited with {st}");
     }
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(s.run_dir().join("summary.json"))?)?;
-    if summary["agree"] != serde_json::Value::Bool(true) {
-        bail!("the client's report and the server's count disagree: {summary}");
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json"))?)?;
+    let pct = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN) * 100.0;
+    let mut mean = BTreeMap::new();
+    for e in summary["entrants"].as_array().into_iter().flatten() {
+        let p = e["entrant"].as_str().unwrap_or("?").to_string();
+        let i = b.add(
+            "vod",
+            &format!(
+                "{scenario}: server share, {p} (95 % CI {:.1}..{:.1}, sd {:.1}, {} runs)",
+                pct(&e["ci95"][0]),
+                pct(&e["ci95"][1]),
+                pct(&e["sd"]),
+                e["runs"]
+            ),
+            pct(&e["mean"]),
+            "%",
+        );
+        mean.insert(p, (i, pct(&e["mean"])));
     }
-    summary["server_share"]
-        .as_f64()
-        .ok_or_else(|| anyhow!("summary.json has no server_share"))
+    let pair = |a: &str, b: &str| {
+        summary["pairs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|q| (q["a"] == a && q["b"] == b) || (q["a"] == b && q["b"] == a))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (i, d) = mean["deadline"];
+    let (_, r) = mean["rarest"];
+    let best = mean.values().all(|&(_, m)| d <= m);
+    let vs_seq = pair("deadline", "sequential");
+    println!(
+        "  {} - {}: {:.1} points (95 % CI {:.1}..{:.1}): {}",
+        vs_seq["a"],
+        vs_seq["b"],
+        pct(&vs_seq["mean_difference"]),
+        pct(&vs_seq["ci95"][0]),
+        pct(&vs_seq["ci95"][1]),
+        vs_seq["verdict"]
+    );
+    b.anchor(i, "rarest", r, false);
+    b.target(
+        i,
+        "<= 0.3x rarest, best of three, CI against sequential excludes 0",
+        d <= 0.3 * r && best && vs_seq["verdict"] == "deadline better",
+    );
+    // The compare folder stays (runs.csv, compare.md, the last run) until the next bench.
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1188,7 +1238,7 @@ fn write_results(b: &Bench, total_secs: f64) -> Result<()> {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
             if cells.len() > 2 && SECTIONS.contains(&cells[1]) && !ran.contains(&cells[1]) {
                 rows.push((cells[1].to_string(), format!("{line}\n")));
-            } else if line.starts_with("Generated by") {
+            } else if line.starts_with("Generated by") && b.named {
                 notes.push(line.to_string());
             } else if let Some(rest) = line.strip_prefix("Re-measured: ") {
                 // An earlier partial run's note stays only for sections it alone still stands
@@ -1199,11 +1249,18 @@ fn write_results(b: &Bench, total_secs: f64) -> Result<()> {
                 }
             }
         }
-        notes.push(format!(
-            "Re-measured: {} by `make bench BENCH={}` on {date}, {machine}.",
-            ran.join(", "),
-            ran.join(",")
-        ));
+        if b.named {
+            notes.push(format!(
+                "Re-measured: {} by `make bench BENCH={}` on {date}, {machine}.",
+                ran.join(", "),
+                ran.join(",")
+            ));
+        } else {
+            notes.push(format!(
+                "Generated by `{command}` on {date}, {machine}, in {total_secs:.0} s \
+                 (every section but the long ones, whose rows are from their last run)."
+            ));
+        }
     } else {
         notes.push(format!(
             "Generated by `{command}` on {date}, {machine}, in {total_secs:.0} s."

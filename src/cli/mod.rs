@@ -111,6 +111,10 @@ pub struct CompareArgs {
     /// resumes there)
     #[arg(long, default_value = "run/compare")]
     pub out: PathBuf,
+    /// Experiments run together, each with its own run folder, port and namespace (the
+    /// tables then say so: runs that share the CPU are noisier)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub jobs: u16,
 }
 
 #[derive(Args, Debug)]
@@ -357,6 +361,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 repeat: a.repeat.max(1),
                 entrants,
                 out: a.out,
+                jobs: a.jobs as usize,
             })?
         }
     }

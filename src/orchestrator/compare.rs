@@ -2,18 +2,22 @@
 //! of `vod-client`, or any my-client command line) runs on every seed of the world, `repeat`
 //! times, paired (the same seeds give the same worlds) and interleaved (the order of the
 //! entrants turns from one seed to the next, so that the machine's drift spreads over all of
-//! them), one experiment at a time. Each run is a `testbed run` of its own; its row goes to
-//! `OUT/runs.csv` as it ends, so the same command again skips what is done, and Ctrl-C loses at
-//! most the run under way (that run's `testbed run` ends its world itself).
+//! them), one experiment at a time (`--jobs N`: N together, each in its own run folder,
+//! tracker port and network namespace; the tables then say so, since experiments that share
+//! the CPU are noisier). Each run is a `testbed run` of its own; its row goes to
+//! `OUT/runs.csv` as it ends, so the same command again skips what is done, and Ctrl-C (or
+//! SIGTERM) loses at most the runs under way: they are told to stop, and each `testbed run`
+//! ends its world itself before `compare` exits.
 //!
 //! Then, in `OUT`: `compare.md` (per entrant: mean, median, sd and a 95 % bootstrap interval of
 //! the penalty's share of the file; per pair: the paired difference with its interval, and a
 //! verdict only where the interval excludes 0), `summary.json`, and `compare.svg` (each run a
 //! dot, each interval a bar).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -23,6 +27,7 @@ use crate::policy::Policy;
 use crate::util::fs::write_atomic;
 use crate::util::html::esc;
 use crate::util::stats;
+use crate::util::Locked;
 
 /// One contestant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +56,8 @@ pub struct Comparison {
     pub repeat: u32,
     pub entrants: Vec<Entrant>,
     pub out: PathBuf,
+    /// Experiments run together (1: one at a time).
+    pub jobs: usize,
 }
 
 /// One row of `runs.csv`.
@@ -70,14 +77,16 @@ pub struct Run {
     pub seconds: f64,
     /// Pieces the world completed for my client in its first 10 s (the start-up).
     pub startup_pieces: u64,
+    /// Experiments the compare ran together (`--jobs`) when this one ran.
+    pub jobs: usize,
 }
 
-const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces";
+const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs";
 
 impl Run {
     fn csv(&self) -> String {
         format!(
-            "{},{},{},{:.6},{},{},{},{},{:.1},{}\n",
+            "{},{},{},{:.6},{},{},{},{},{:.1},{},{}\n",
             csv_field(&self.entrant),
             self.seed,
             self.repeat,
@@ -87,7 +96,8 @@ impl Run {
             self.late_pieces,
             csv_field(&self.my_client_exit),
             self.seconds,
-            self.startup_pieces
+            self.startup_pieces,
+            self.jobs
         )
     }
 }
@@ -128,7 +138,8 @@ pub fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
     for (k, line) in text.lines().enumerate().skip(1) {
         let f = csv_split(line);
         let bad = || anyhow::anyhow!("{}: line {}: not a run row", path.display(), k + 1);
-        if f.len() != 10 {
+        // Ten fields: a runs.csv from before `--jobs`, one experiment at a time.
+        if f.len() != 10 && f.len() != 11 {
             return Err(bad());
         }
         let num = |i: usize| f[i].parse::<f64>().map_err(|_| bad());
@@ -143,6 +154,7 @@ pub fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
             my_client_exit: f[7].clone(),
             seconds: num(8)?,
             startup_pieces: f[9].parse().map_err(|_| bad())?,
+            jobs: f.get(10).map_or(Ok(1), |j| j.parse().map_err(|_| bad()))?,
         });
     }
     Ok(runs)
@@ -176,7 +188,7 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
     super::config::Config::load(&c.config)?;
     std::fs::create_dir_all(&c.out).with_context(|| format!("{}", c.out.display()))?;
     let csv = c.out.join("runs.csv");
-    let mut runs = read_runs(&csv)?;
+    let runs = read_runs(&csv)?;
     if runs.is_empty() {
         std::fs::write(&csv, format!("{HEADER}\n"))
             .with_context(|| format!("{}", csv.display()))?;
@@ -200,57 +212,220 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
             todo.len()
         );
     }
+    let jobs = c.jobs.clamp(1, todo.len().max(1));
+    let queue = Mutex::new(todo.iter().cloned().collect::<VecDeque<_>>());
+    let done = Mutex::new((runs, 0usize));
+    let live = Arc::new(Live::new()?);
+    let _signals = live.clone().forward_signals()?;
     let t0 = Instant::now();
-    for (k, (entrant, seed, repeat)) in todo.iter().enumerate() {
-        let run = one_run(c, &base, entrant, *seed, *repeat)?;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&csv)?;
-        std::io::Write::write_all(&mut f, run.csv().as_bytes())?;
-        runs.push(run);
-        let done = k + 1;
-        let eta = t0.elapsed().as_secs_f64() / done as f64 * (todo.len() - done) as f64;
-        let leader = table(c, &runs)
-            .into_iter()
-            .min_by(|a, b| a.mean.total_cmp(&b.mean))
-            .map(|s| format!("{} at {:.1} %", s.entrant, s.mean * 100.0))
-            .unwrap_or_default();
-        println!(
-            "compare: {done}/{} runs done, about {:.0} s to go; leader {leader}",
-            todo.len(),
-            eta
+    let outcome: anyhow::Result<()> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|slot| {
+                let (queue, done, live, csv, todo, base) =
+                    (&queue, &done, &*live, &csv, &todo, &base);
+                scope.spawn(move || -> anyhow::Result<()> {
+                    loop {
+                        if live.stopping() {
+                            return Ok(());
+                        }
+                        let Some((entrant, seed, repeat)) = queue.locked().pop_front() else {
+                            return Ok(());
+                        };
+                        let Some(run) = one_run(c, base, slot, live, &entrant, seed, repeat)?
+                        else {
+                            return Ok(());
+                        };
+                        let mut d = done.locked();
+                        let mut f = std::fs::OpenOptions::new().append(true).open(csv)?;
+                        std::io::Write::write_all(&mut f, run.csv().as_bytes())?;
+                        d.0.push(run);
+                        d.1 += 1;
+                        let n = d.1;
+                        let eta = t0.elapsed().as_secs_f64() / n as f64 * (todo.len() - n) as f64;
+                        let leader = table(c, &d.0)
+                            .into_iter()
+                            .min_by(|a, b| a.mean.total_cmp(&b.mean))
+                            .map(|s| format!("{} at {:.1} %", s.entrant, s.mean * 100.0))
+                            .unwrap_or_default();
+                        println!(
+                            "compare: {n}/{} runs done, about {eta:.0} s to go; leader {leader}",
+                            todo.len()
+                        );
+                    }
+                })
+            })
+            .collect();
+        let mut first_error = Ok(());
+        for w in workers {
+            let r = w
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a compare worker panicked")));
+            if let Err(e) = r {
+                // Tell the other runs to stop: a compare with a broken run is not trusted.
+                live.stop();
+                if first_error.is_ok() {
+                    first_error = Err(e);
+                }
+            }
+        }
+        first_error
+    });
+    let runs = done.into_inner().unwrap_or_else(|p| p.into_inner()).0;
+    outcome?;
+    if live.stopping() {
+        write_outputs(c, &runs)?;
+        anyhow::bail!(
+            "compare: stopped; {} runs kept in {} (the same command resumes)",
+            runs.len(),
+            csv.display()
         );
     }
     write_outputs(c, &runs)
 }
 
-/// One `testbed run`, on `seed`, in `OUT/run` (reset by each run): its row.
+/// The `testbed run`s under way, told to stop when compare is.
+struct Live {
+    pids: Mutex<Vec<u32>>,
+    stop: std::sync::atomic::AtomicBool,
+    /// This program, and the inode it had when the compare began: every run uses that build.
+    exe: (PathBuf, u64),
+}
+
+impl Live {
+    fn new() -> anyhow::Result<Live> {
+        let path = std::env::current_exe()?;
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path)?);
+        Ok(Live {
+            pids: Mutex::default(),
+            stop: Default::default(),
+            exe: (path, inode),
+        })
+    }
+
+    /// The build that began the compare is still the one installed: a compare that mixed two
+    /// builds (rebuilt meanwhile) would compare neither.
+    fn same_build(&self) -> anyhow::Result<()> {
+        let (path, inode) = &self.exe;
+        match std::fs::metadata(path) {
+            Ok(m) if std::os::unix::fs::MetadataExt::ino(&m) == *inode => Ok(()),
+            _ => anyhow::bail!(
+                "{} was replaced (rebuilt?) since this compare began; the runs so far are kept, \
+                 and the same command resumes them with the new build",
+                path.display()
+            ),
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// No new runs; the ones under way get SIGINT (they end their worlds and exit).
+    fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for &pid in self.pids.locked().iter() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+    }
+
+    /// SIGINT and SIGTERM stop the compare. A handler only raises a flag (all a handler may
+    /// safely do); a thread watches it. Not a blocked mask and `sigwait`: a mask is inherited by
+    /// the runs, which then could not be stopped; a handler is reset by `exec`.
+    fn forward_signals(self: Arc<Self>) -> anyhow::Result<std::thread::JoinHandle<()>> {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        static SIGNALLED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+        extern "C" fn raise_flag(sig: i32) {
+            SIGNALLED.store(sig, std::sync::atomic::Ordering::SeqCst);
+        }
+        let action = SigAction::new(
+            SigHandler::Handler(raise_flag),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            unsafe { sigaction(sig, &action) }?;
+        }
+        Ok(std::thread::spawn(move || loop {
+            let sig = SIGNALLED.load(std::sync::atomic::Ordering::SeqCst);
+            if sig != 0 {
+                let name = Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+                eprintln!("compare: {name}: stopping the runs under way");
+                self.stop();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }))
+    }
+}
+
+/// One `testbed run`, on `seed`, in job `slot`'s run folder (`OUT/run`, or `OUT/run-K` with
+/// `--jobs`; reset by each run): its row, or `None` when the compare was stopped meanwhile.
 fn one_run(
     c: &Comparison,
     base: &serde_yaml::Value,
+    slot: usize,
+    live: &Live,
     entrant: &Entrant,
     seed: u64,
     repeat: u32,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<Option<Run>> {
     let mut cfg = base.clone();
     cfg["seed"] = seed.into();
-    let run_dir = std::path::absolute(c.out.join("run"))?;
+    let (run_dir, path) = if c.jobs > 1 {
+        // Side by side: a port each, chosen by the system (the run's state records it).
+        cfg["tracker"]["port"] = 0.into();
+        (
+            c.out.join(format!("run-{slot}")),
+            c.out.join(format!("config-seed-{seed}-job-{slot}.yaml")),
+        )
+    } else {
+        (
+            c.out.join("run"),
+            c.out.join(format!("config-seed-{seed}.yaml")),
+        )
+    };
+    let run_dir = std::path::absolute(run_dir)?;
     cfg["run_dir"] = run_dir.display().to_string().into();
     if let Some(ff) = cfg.get("fresh_files").and_then(|v| v.as_str()) {
         // Relative to where the command runs, as in the user's config.
         cfg["fresh_files"] = std::path::absolute(ff)?.display().to_string().into();
     }
-    let path = c.out.join(format!("config-seed-{seed}.yaml"));
     write_atomic(&path, serde_yaml::to_string(&cfg)?.as_bytes())?;
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    let mut cmd = std::process::Command::new(&live.exe.0);
     cmd.arg("run").arg("--config").arg(&path);
     match entrant {
         Entrant::Policy(p) => cmd.args(["--policy", p.name()]),
         Entrant::Client(line) => cmd.args(["sh", "-c", line]),
     };
     let t = Instant::now();
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("cannot start testbed run")?;
+    let child = {
+        // Registered under the lock that `stop` takes: a run started after the signal is told
+        // at once.
+        let mut pids = live.pids.locked();
+        if live.stopping() {
+            return Ok(None);
+        }
+        live.same_build()?;
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot start testbed run")?;
+        pids.push(child.id());
+        child
+    };
+    let pid = child.id();
+    let out = child.wait_with_output();
+    live.pids.locked().retain(|&p| p != pid);
+    let out = out.context("testbed run")?;
+    if live.stopping() {
+        return Ok(None);
+    }
     let seconds = t.elapsed().as_secs_f64();
     let summary: crate::vod::score::Summary =
         crate::util::fs::read_json(&run_dir.join("summary.json")).with_context(|| {
@@ -275,7 +450,7 @@ fn one_run(
     } else {
         0.0
     };
-    Ok(Run {
+    Ok(Some(Run {
         entrant: entrant.name(),
         seed,
         repeat,
@@ -286,7 +461,8 @@ fn one_run(
         my_client_exit: summary.my_client_exit.unwrap_or_else(|| "none".into()),
         seconds,
         startup_pieces,
-    })
+        jobs: c.jobs,
+    }))
 }
 
 /// One entrant's figures.
@@ -377,8 +553,19 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
     let t = table(c, runs);
     let p = pairs(c, runs);
     let pct = |x: f64| format!("{:.1} %", x * 100.0);
-    let mut md = String::from(
-        "# testbed compare\n\nPenalty as a share of the file (lower is better), one experiment at a time.\n\n\
+    let side_by_side = runs.iter().filter(|r| r.jobs > 1).count();
+    let how = if side_by_side == 0 {
+        "one experiment at a time".to_string()
+    } else {
+        format!(
+            "{side_by_side} of the {} runs side by side (--jobs up to {}): experiments that share \
+             the CPU are noisier than one at a time",
+            runs.len(),
+            runs.iter().map(|r| r.jobs).max().unwrap_or(1)
+        )
+    };
+    let mut md = format!(
+        "# testbed compare\n\nPenalty as a share of the file (lower is better), {how}.\n\n\
          | entrant | runs | mean | median | sd | 95 % CI of the mean |\n|---|---|---|---|---|---|\n",
     );
     for s in &t {
@@ -415,7 +602,8 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         "config": c.config,
         "seeds": [c.seeds.start(), c.seeds.end()],
         "repeat": c.repeat,
-        "jobs": 1,
+        "jobs": c.jobs,
+        "runs_side_by_side": side_by_side,
         "entrants": t,
         "pairs": p,
     });
@@ -507,6 +695,7 @@ mod tests {
             repeat: 2,
             entrants,
             out: "o".into(),
+            jobs: 1,
         }
     }
 
@@ -559,6 +748,7 @@ mod tests {
                     my_client_exit: "exit code 0".into(),
                     seconds: 9.5,
                     startup_pieces: 3,
+                    jobs: 1,
                 });
             }
         }
@@ -600,6 +790,21 @@ mod tests {
                 .filter(|n| n.has_tag_name("circle"))
                 .count(),
             12
+        );
+        // A row from before --jobs (ten fields) reads as one at a time; with a row beside
+        // another the tables say so.
+        std::fs::write(
+            &csv,
+            format!("{HEADER}\nsequential,42,0,0.05,10,server,1,exit code 0,9.5,3\nsequential,43,0,0.05,10,server,1,exit code 0,9.5,3,2\n"),
+        )
+        .unwrap();
+        let mixed = read_runs(&csv).unwrap();
+        assert_eq!((mixed[0].jobs, mixed[1].jobs), (1, 2));
+        write_outputs(&c, &mixed).unwrap();
+        let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+        assert!(
+            md.contains("1 of the 2 runs side by side (--jobs up to 2)"),
+            "{md}"
         );
         std::fs::write(&csv, "head\nnot,a,row\n").unwrap();
         assert!(read_runs(&csv).unwrap_err().to_string().contains("line 2"));

@@ -303,6 +303,7 @@ impl Session {
             },
         );
         drop(st);
+        tracing::debug!(conn = id, %addr, "registered");
         // BitTornado rechokes when a connection is made: a newcomer may get a slot at once.
         self.rechoke.notify_one();
         Ok(id)
@@ -407,6 +408,7 @@ impl Session {
             let Some(i) = st.picker.next(&view, &pv) else {
                 break;
             };
+            let slack = view.playback.map(|p| p.slack(i));
             if !view.requestable(i, peer) {
                 tracing::error!(
                     piece = i,
@@ -437,6 +439,14 @@ impl Session {
             } else {
                 PieceStatus::Requested
             };
+            tracing::debug!(
+                conn = id,
+                piece = i,
+                rate = down_rate as u64,
+                queued = pv.outstanding,
+                slack,
+                "picked"
+            );
         }
         // Rescue: the policy may want blocks that another peer is slow with asked of this one.
         if out.len() < want {

@@ -2,6 +2,7 @@
 //! client's report agree; an ample world costs nothing, a slow one forces server bytes; the
 //! VoD server's HTTP contract.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -379,19 +380,22 @@ fn report_bytes_add_up_to_the_file() {
     assert!(summary["server_bytes"].as_u64().unwrap() >= server_pieces * 16384 - 16384);
 }
 
-/// `testbed compare`: two policies on two seeds, paired, one experiment at a time; the same
-/// command again runs nothing and writes the same verdicts.
+/// `testbed compare`: two policies on two seeds, paired; seed 3 with `--jobs 2` (both runs side
+/// by side, each in its own run folder and on its own port), then seed 4 one at a time, resumed
+/// from runs.csv; the same command again runs nothing and writes the same verdicts.
 #[test]
 fn compare_runs_every_entrant_on_every_seed_and_resumes() {
     let s = scenario(12.0, "{min: 0.0, max: 0.3}");
     let out = s.root().join("cmp");
-    let compare = || {
+    let compare = |seeds: &str, jobs: &str| {
         let o = s
             .command(
                 "compare",
                 &[
                     "--seeds",
-                    "3..4",
+                    seeds,
+                    "--jobs",
+                    jobs,
                     "--policy",
                     "rarest",
                     "--policy",
@@ -410,42 +414,210 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
         );
         text
     };
-    let first = compare();
+    let side_by_side = compare("3", "2");
+    assert!(side_by_side.contains("2/2 runs done"), "{side_by_side}");
+    // The two ran at the same time: their trackers' logs span overlapping times.
+    let span = |k: usize| {
+        let log = String::from_utf8(read(&out.join(format!("run-{k}/logs/tracker.log")))).unwrap();
+        let secs = |l: &str| -> f64 {
+            let t = &l[11..l.find('Z').unwrap()];
+            let f: Vec<f64> = t.split(':').map(|x| x.parse().unwrap()).collect();
+            f[0] * 3600.0 + f[1] * 60.0 + f[2]
+        };
+        (
+            secs(log.lines().next().unwrap()),
+            secs(log.lines().last().unwrap()),
+        )
+    };
+    let (a, b) = (span(0), span(1));
+    assert!(
+        a.0 < b.1 && b.0 < a.1,
+        "runs one after the other: {a:?} {b:?}"
+    );
+    let first = compare("3..4", "1");
+    assert!(first.contains("2 of 4 runs already in"), "{first}");
     let csv = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 4, "{csv}");
-    for (policy, seed) in [
-        ("rarest", 3),
-        ("rarest", 4),
-        ("deadline", 3),
-        ("deadline", 4),
+    for (policy, seed, jobs) in [
+        ("rarest", 3, 2),
+        ("rarest", 4, 1),
+        ("deadline", 3, 2),
+        ("deadline", 4, 1),
     ] {
         assert!(
             rows.iter()
-                .any(|r| r.starts_with(&format!("{policy},{seed},0,"))),
-            "{policy} on seed {seed}: {csv}"
+                .any(|r| r.starts_with(&format!("{policy},{seed},0,"))
+                    && r.ends_with(&format!(",{jobs}"))),
+            "{policy} on seed {seed} with --jobs {jobs}: {csv}"
         );
     }
-    assert!(first.contains("4/4 runs done"), "{first}");
+    assert!(first.contains("2/2 runs done"), "{first}");
     let md = String::from_utf8(read(&out.join("compare.md"))).unwrap();
     assert!(
         md.contains("| rarest | 2 |") && md.contains("| deadline | 2 |"),
         "{md}"
     );
     assert!(md.contains("rarest − deadline | 2 |"), "{md}");
+    assert!(
+        md.contains("2 of the 4 runs side by side (--jobs up to 2)"),
+        "{md}"
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&read(&out.join("summary.json"))).unwrap();
     assert_eq!(summary["entrants"].as_array().unwrap().len(), 2);
+    assert_eq!(summary["runs_side_by_side"], 2);
     let svg = String::from_utf8(read(&out.join("compare.svg"))).unwrap();
     roxmltree::Document::parse(&svg).expect("compare.svg is XML");
     // Again: everything is done already.
-    let again = compare();
+    let again = compare("3..4", "1");
     assert!(again.contains("4 of 4 runs already in"), "{again}");
     assert_eq!(
         String::from_utf8(read(&out.join("runs.csv"))).unwrap(),
         csv,
         "no run twice"
     );
+}
+
+/// Ctrl-C (SIGINT) to a compare with two runs under way: both are told to stop and end their
+/// worlds, compare exits non-zero saying how to resume, and no process of theirs is left.
+#[test]
+fn compare_stopped_mid_run_leaves_nothing_behind() {
+    let s = Scenario::new(
+        &[("movie.bin", content(400_000, 21))],
+        "interval: 1",
+        "seed: 3\ntorrents: {piece_length: 16384}\n\
+         world: {clients: 3, seeds: 1, upload_rate: 20, start_fraction: {min: 0.0, max: 0.3}, linger: 30}\n\
+         my_client: {rate: 5, delay: 3, prefetch: 1, max_upload_rate: 50}\n",
+    );
+    let out = s.root().join("cmp");
+    let configs: Vec<PathBuf> = (0..2)
+        .map(|k| out.join(format!("config-seed-3-job-{k}.yaml")))
+        .collect();
+    // Whatever happens below, both runs are stopped.
+    struct StopRuns<'a>(&'a [PathBuf]);
+    impl Drop for StopRuns<'_> {
+        fn drop(&mut self) {
+            for c in self.0.iter().filter(|c| c.exists()) {
+                let _ = Command::new(testbed_bin())
+                    .args(["stop", "--config"])
+                    .arg(c)
+                    .output();
+            }
+        }
+    }
+    let _stop = StopRuns(&configs);
+    let mut cmp = Proc::spawn(
+        "testbed compare",
+        s.command(
+            "compare",
+            &[
+                "--seeds",
+                "3",
+                "--jobs",
+                "2",
+                "--policy",
+                "sequential",
+                "--policy",
+                "deadline",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped()),
+    );
+    // Both runs' my clients are playing (80 s of movie at 5 KB/s).
+    wait_for("both runs' my clients", Duration::from_secs(60), || {
+        (0..2).all(|k| out.join(format!("run-{k}/reports/my-client.json")).exists())
+    })
+    .unwrap();
+    let running = in_cmdline(out.to_str().unwrap());
+    assert!(running.len() >= 10, "two worlds: {running:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cmp.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = cmp
+        .wait_timeout(Duration::from_secs(30))
+        .expect("compare ends within 30 s of SIGINT");
+    let mut err = String::new();
+    std::io::Read::read_to_string(cmp.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("stopped; 0 runs kept") && err.contains("the same command resumes"),
+        "{err}"
+    );
+    let left = in_cmdline(out.to_str().unwrap());
+    assert!(left.is_empty(), "left running: {left:?}");
+    let csv = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
+    assert_eq!(csv.lines().count(), 1, "no row for a stopped run: {csv}");
+}
+
+/// A compare uses one build: when `testbed` is rebuilt under it, it stops before the next run,
+/// saying so, with the runs so far kept.
+#[test]
+fn compare_stops_when_its_build_is_replaced() {
+    let s = scenario(12.0, "{min: 0.0, max: 0.3}");
+    let bin = s.root().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let exe = std::path::Path::new(testbed_bin());
+    for name in ["testbed", "vod-client"] {
+        std::fs::copy(exe.with_file_name(name), bin.join(name)).unwrap();
+    }
+    let out = s.root().join("cmp");
+    let mut cmp = Proc::spawn(
+        "testbed compare (a copy)",
+        Command::new(bin.join("testbed"))
+            .args(["compare", "--config"])
+            .arg(&s.config)
+            .args([
+                "--seeds", "3..4", "--policy", "rarest", "--policy", "deadline",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let rows = || {
+        std::fs::read_to_string(out.join("runs.csv"))
+            .map(|t| t.lines().count().saturating_sub(1))
+            .unwrap_or(0)
+    };
+    wait_for("the first run's row", Duration::from_secs(60), || {
+        rows() >= 1
+    })
+    .unwrap();
+    // "Rebuilt": a new file takes the program's name, as cargo's linker does.
+    std::fs::copy(bin.join("testbed"), bin.join("testbed.new")).unwrap();
+    std::fs::rename(bin.join("testbed.new"), bin.join("testbed")).unwrap();
+    let status = cmp
+        .wait_timeout(Duration::from_secs(60))
+        .expect("compare ends");
+    let mut err = String::new();
+    std::io::Read::read_to_string(cmp.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("was replaced (rebuilt?)"), "{err}");
+    let kept = rows();
+    assert!((1..4).contains(&kept), "{kept} rows");
+    let left = in_cmdline(out.to_str().unwrap());
+    assert!(left.is_empty(), "left running: {left:?}");
+}
+
+/// Processes whose command line mentions `needle`.
+fn in_cmdline(needle: &str) -> Vec<(i32, String)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(needle).then_some((pid, cmd))
+        })
+        .collect()
 }
 
 /// `my_client.start_after`: my client joins a world that has already run that long.
