@@ -56,6 +56,24 @@ pub struct ConfigArg {
     /// The scenario
     #[arg(long, default_value = "configs/default.yaml")]
     pub config: PathBuf,
+    /// Runtime folder, instead of the config's `run_dir` (several testbeds on one machine
+    /// each need their own)
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Tracker port, instead of the config's `tracker.port`; 0: any free port (printed, and
+    /// written to the run folder's state.json)
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+impl ConfigArg {
+    pub fn source(&self) -> orchestrator::config::Source {
+        orchestrator::config::Source {
+            path: self.config.clone(),
+            run_dir: self.run_dir.clone(),
+            port: self.port,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -330,20 +348,20 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             crate::tracker::run_standalone(a.config()?, &allowed, addr, a.threads)?;
         }
         Command::Start(a) if a.foreground => {
-            orchestrator::supervise(&a.config.config, a.my_client, Mode::Start)?;
+            orchestrator::supervise(&a.config.source(), a.my_client, Mode::Start)?;
         }
-        Command::Start(a) => orchestrator::start(&a.config.config, &a.my_client)?,
+        Command::Start(a) => orchestrator::start(&a.config.source(), &a.my_client)?,
         Command::Supervise(a) => {
-            orchestrator::supervise(&a.config.config, a.my_client, Mode::Start)?;
+            orchestrator::supervise(&a.config.source(), a.my_client, Mode::Start)?;
         }
-        Command::Stop(a) => orchestrator::stop(&a.config, true)?,
+        Command::Stop(a) => orchestrator::stop(&a.source(), true)?,
         Command::Status(a) => {
-            if !orchestrator::status(&a.config.config, a.json)? {
+            if !orchestrator::status(&a.config.source(), a.json)? {
                 return Ok(ExitCode::from(3));
             }
         }
         Command::Run(a) => orchestrator::run(Experiment {
-            config: a.config.config,
+            config: a.config.source(),
             policy: a.policy,
             my_client: a.my_client,
         })?,
@@ -356,7 +374,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 .chain(a.clients.into_iter().map(Entrant::Client))
                 .collect();
             compare(&Comparison {
-                config: a.config.config,
+                config: a.config.source(),
                 seeds: parse_seeds(&a.seeds).map_err(anyhow::Error::msg)?,
                 repeat: a.repeat.max(1),
                 entrants,

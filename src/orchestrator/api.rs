@@ -151,6 +151,12 @@ pub struct StartState {
     /// Slots given up after crashing.
     #[serde(default)]
     pub failed: usize,
+    /// The tracker's port (the one the system chose for `--port 0`) and the base URL of the
+    /// tracker, status page and VoD server, once known.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 impl StartState {
@@ -160,11 +166,19 @@ impl StartState {
 
     /// Write it (best effort: a start that cannot write its state fails on its own).
     pub fn write(rd: &RunDir, phase: Phase, error: Option<String>, world: usize, failed: usize) {
+        // From the pid file, which the supervisor writes as soon as its port is bound.
+        let url = rd.read_pid().map(|p| p.url);
+        let port = url
+            .as_deref()
+            .and_then(|u| u.rsplit(':').next())
+            .and_then(|p| p.parse().ok());
         let s = StartState {
             phase,
             error,
             world,
             failed,
+            port,
+            url,
         };
         if let Ok(json) = serde_json::to_vec(&s) {
             let _ = crate::util::fs::write_atomic(&rd.state_file(), &json);

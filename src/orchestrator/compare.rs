@@ -51,7 +51,9 @@ impl Entrant {
 /// What to compare.
 #[derive(Debug, Clone)]
 pub struct Comparison {
-    pub config: PathBuf,
+    /// The scenario; `--run-dir` and `--port`, if given, are the runs' (with `--jobs`, run
+    /// folders `DIR-K` and any free port).
+    pub config: super::config::Source,
     pub seeds: std::ops::RangeInclusive<u64>,
     pub repeat: u32,
     pub entrants: Vec<Entrant>,
@@ -181,11 +183,19 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
     if c.entrants.len() < 2 {
         anyhow::bail!("compare needs at least two entrants (--policy P or --client 'CMD')");
     }
+    let path = &c.config.path;
     let base: serde_yaml::Value = serde_yaml::from_str(
-        &std::fs::read_to_string(&c.config).with_context(|| format!("{}", c.config.display()))?,
+        &std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?,
     )
-    .with_context(|| format!("{}", c.config.display()))?;
-    super::config::Config::load(&c.config)?;
+    .with_context(|| format!("{}", path.display()))?;
+    c.config.load()?;
+    if c.jobs > 1 && c.config.port.is_some_and(|p| p != 0) {
+        anyhow::bail!(
+            "--port {}: one port cannot serve {} testbeds side by side; leave it out or give 0",
+            c.config.port.unwrap_or(0),
+            c.jobs
+        );
+    }
     std::fs::create_dir_all(&c.out).with_context(|| format!("{}", c.out.display()))?;
     let csv = c.out.join("runs.csv");
     let runs = read_runs(&csv)?;
@@ -375,18 +385,28 @@ fn one_run(
 ) -> anyhow::Result<Option<Run>> {
     let mut cfg = base.clone();
     cfg["seed"] = seed.into();
+    let run_base = c
+        .config
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| c.out.join("run"));
+    if !cfg["tracker"].is_mapping() {
+        cfg["tracker"] = serde_yaml::Mapping::new().into();
+    }
     let (run_dir, path) = if c.jobs > 1 {
         // Side by side: a port each, chosen by the system (the run's state records it).
         cfg["tracker"]["port"] = 0.into();
+        let mut dir = run_base.into_os_string();
+        dir.push(format!("-{slot}"));
         (
-            c.out.join(format!("run-{slot}")),
+            PathBuf::from(dir),
             c.out.join(format!("config-seed-{seed}-job-{slot}.yaml")),
         )
     } else {
-        (
-            c.out.join("run"),
-            c.out.join(format!("config-seed-{seed}.yaml")),
-        )
+        if let Some(p) = c.config.port {
+            cfg["tracker"]["port"] = p.into();
+        }
+        (run_base, c.out.join(format!("config-seed-{seed}.yaml")))
     };
     let run_dir = std::path::absolute(run_dir)?;
     cfg["run_dir"] = run_dir.display().to_string().into();
@@ -599,7 +619,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
     }
     write_atomic(&c.out.join("compare.md"), md.as_bytes())?;
     let json = serde_json::json!({
-        "config": c.config,
+        "config": c.config.path,
         "seeds": [c.seeds.start(), c.seeds.end()],
         "repeat": c.repeat,
         "jobs": c.jobs,
@@ -690,7 +710,7 @@ mod tests {
 
     fn cmp(entrants: Vec<Entrant>) -> Comparison {
         Comparison {
-            config: "c.yaml".into(),
+            config: crate::orchestrator::config::Source::file("c.yaml"),
             seeds: 42..=43,
             repeat: 2,
             entrants,

@@ -250,6 +250,53 @@ impl Default for MyClientSection {
     }
 }
 
+/// Where a command's config comes from: a file, and the command line's overrides of it
+/// (`--run-dir`, `--port`), so that several testbeds can share a config and a machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub path: PathBuf,
+    /// `run_dir`, instead of the file's.
+    pub run_dir: Option<PathBuf>,
+    /// `tracker.port`, instead of the file's (0: any free port).
+    pub port: Option<u16>,
+}
+
+impl Source {
+    /// The file alone.
+    pub fn file(path: impl Into<PathBuf>) -> Source {
+        Source {
+            path: path.into(),
+            run_dir: None,
+            port: None,
+        }
+    }
+
+    /// The config, with the overrides applied and checked.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut cfg = Config::load(&self.path)?;
+        if let Some(d) = &self.run_dir {
+            cfg.run_dir = d.clone();
+        }
+        if let Some(p) = self.port {
+            cfg.tracker.port = p;
+        }
+        Ok(cfg)
+    }
+
+    /// The same, as flags for another `testbed` command (the detached supervisor).
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = vec!["--config".into(), self.path.clone().into()];
+        if let Some(d) = &self.run_dir {
+            a.push("--run-dir".into());
+            a.push(d.clone().into());
+        }
+        if let Some(p) = self.port {
+            a.push(format!("--port={p}").into());
+        }
+        a
+    }
+}
+
 impl Config {
     /// Read and check a config file. Relative paths in it are relative to the current folder
     /// (the project root under `make`).

@@ -4,7 +4,7 @@
 //! ([`crate::vod::score`]), the score printed, and `run/summary.json`, `run/report.svg` and
 //! `run/report.csv` written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::config::Config;
 use super::rundir::RunDir;
@@ -16,7 +16,7 @@ use crate::vod::{chart, score, Report};
 /// What `testbed run` runs.
 #[derive(Debug, Clone)]
 pub struct Experiment {
-    pub config: PathBuf,
+    pub config: super::config::Source,
     /// A policy for the default vod-client.
     pub policy: Option<Policy>,
     /// My client and its arguments; empty: vod-client.
@@ -55,7 +55,7 @@ pub fn my_command(
 /// `testbed run`. Errors when my client did not end cleanly or its report disagrees with the
 /// server (after printing the score all the same).
 pub fn run(e: Experiment) -> anyhow::Result<()> {
-    let cfg = Config::load(&e.config)?;
+    let cfg = e.config.load()?;
     let my = my_command(&cfg, &e.my_client, e.policy)?;
     let started = std::time::Instant::now();
     let outcome = super::supervise(&e.config, my, Mode::Run)?;

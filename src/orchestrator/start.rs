@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::api::{Phase, StartState};
-use super::config::Config;
+use super::config::Source;
 use super::procs;
 use super::rundir::RunDir;
 
@@ -18,8 +18,8 @@ pub fn new_run_id() -> String {
 }
 
 /// `testbed start`: detach a supervisor and wait for it to report ready.
-pub fn start(config_path: &Path, my_client: &[String]) -> anyhow::Result<()> {
-    let cfg = Config::load(config_path)?;
+pub fn start(source: &Source, my_client: &[String]) -> anyhow::Result<()> {
+    let cfg = source.load()?;
     let rd = RunDir::new(&cfg.run_dir);
     if rd.is_locked() {
         drop(rd.lock()?); // the error says who runs
@@ -33,8 +33,7 @@ pub fn start(config_path: &Path, my_client: &[String]) -> anyhow::Result<()> {
         std::fs::File::create(&log_path).with_context(|| format!("{}", log_path.display()))?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.arg("supervise")
-        .arg("--config")
-        .arg(config_path)
+        .args(source.args())
         .arg("--")
         .args(my_client);
     cmd.env(procs::RUN_ID_VAR, new_run_id())
@@ -79,7 +78,7 @@ pub fn start(config_path: &Path, my_client: &[String]) -> anyhow::Result<()> {
             );
         }
         if Instant::now() > deadline {
-            let _ = super::stop(config_path, false);
+            let _ = super::stop(source, false);
             anyhow::bail!(
                 "the world did not come up in time; see {}",
                 log_path.display()

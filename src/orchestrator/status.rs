@@ -6,14 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::api::WorldStatus;
-use super::config::{Addresses, Config};
+use super::config::{Addresses, Source};
 use super::netns;
 use super::procs;
 use super::rundir::{PidInfo, RunDir};
@@ -29,8 +28,8 @@ pub struct Running {
 }
 
 /// `testbed status`: returns false when nothing runs.
-pub fn status(config_path: &Path, json: bool) -> anyhow::Result<bool> {
-    let cfg = Config::load(config_path)?;
+pub fn status(source: &Source, json: bool) -> anyhow::Result<bool> {
+    let cfg = source.load()?;
     let rd = RunDir::new(&cfg.run_dir);
     let info = rd
         .read_pid()

@@ -4,17 +4,16 @@
 //! SIGTERM and, 300 ms later, SIGKILL; so does anything left in the lab's network namespace,
 //! which then ends. This works the same when the supervisor was SIGKILLed.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::config::Config;
+use super::config::Source;
 use super::netns;
 use super::procs;
 use super::rundir::RunDir;
 
 /// `testbed stop`. With `verbose`, says what it did (or that nothing ran).
-pub fn stop(config_path: &Path, verbose: bool) -> anyhow::Result<()> {
-    let cfg = Config::load(config_path)?;
+pub fn stop(source: &Source, verbose: bool) -> anyhow::Result<()> {
+    let cfg = source.load()?;
     let rd = RunDir::new(&cfg.run_dir);
     let deadline = Instant::now() + Duration::from_secs(5);
     let Some(info) = rd.read_pid() else {

@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::api::{MyClient, MyClientState, Phase, RunInfo, StartState, TorrentInfo};
-use super::config::{Addresses, Config};
+use super::config::{Addresses, Config, Source};
 use super::netns;
 use super::procs::{self, SpawnRequest};
 use super::rundir::{PidInfo, RunDir};
@@ -56,12 +56,8 @@ type Exits = mpsc::Receiver<(i32, Exit)>;
 
 /// Run the testbed in this process until stopped (or, under [`Mode::Run`], until my client
 /// exits); returns what the run ended with.
-pub fn supervise(
-    config_path: &Path,
-    my_client: Vec<String>,
-    mode: Mode,
-) -> anyhow::Result<Outcome> {
-    let cfg = Config::load(config_path)?;
+pub fn supervise(source: &Source, my_client: Vec<String>, mode: Mode) -> anyhow::Result<Outcome> {
+    let cfg = source.load()?;
     let rd = RunDir::new(&cfg.run_dir);
     let _lock = rd.lock()?;
     rd.reset()?;
@@ -91,6 +87,11 @@ pub fn supervise(
         url: base_url.clone(),
         netns: net.netns,
     })?;
+    // The port may be the system's choice (`--port 0`): say it (start prints it from the state).
+    eprintln!(
+        "testbed: status page {base_url}/, run folder {}",
+        rd.root.display()
+    );
     if let Some(why) = &net.fallback {
         tracing::warn!("{why}");
         eprintln!("testbed: warning: {why}");

@@ -525,3 +525,84 @@ fn loopback_addresses_are_distinct_and_reachable_from_the_host() {
     }
     assert!(s.testbed("stop", &[]).status.success());
 }
+
+/// Two testbeds from one config on one machine (`--run-dir`, `--port 0`): each gets a port of
+/// its own, written to its state.json and followed by every URL; stopping one leaves the other
+/// serving; then it stops clean.
+#[test]
+fn two_testbeds_side_by_side_from_one_config() {
+    let lab = Lab::new("");
+    let dirs = [lab.root().join("a"), lab.root().join("b")];
+    let with = |cmd: &str, dir: &Path, more: &[&str]| -> Output {
+        let mut args = vec!["--run-dir", dir.to_str().unwrap(), "--port", "0"];
+        args.extend_from_slice(more);
+        lab.0.testbed(cmd, &args)
+    };
+    // Whatever happens below, both are stopped.
+    struct StopBoth<'a>(&'a Lab, &'a [PathBuf; 2]);
+    impl Drop for StopBoth<'_> {
+        fn drop(&mut self) {
+            for d in self.1 {
+                let _ = self
+                    .0
+                     .0
+                    .testbed("stop", &["--run-dir", d.to_str().unwrap()]);
+            }
+        }
+    }
+    let _stop = StopBoth(&lab, &dirs);
+    let started: Vec<String> = dirs.iter().map(|d| ok(&with("start", d, &[]))).collect();
+    let state = |d: &Path| -> serde_json::Value {
+        serde_json::from_slice(&read(&d.join("state.json"))).unwrap()
+    };
+    let ports: Vec<u16> = dirs
+        .iter()
+        .map(|d| state(d)["port"].as_u64().expect("port in state.json") as u16)
+        .collect();
+    assert_ne!(ports[0], ports[1]);
+    assert!(!ports.contains(&lab.port), "the config's port is not used");
+    for (k, d) in dirs.iter().enumerate() {
+        let url = format!("http://127.0.0.1:{}", ports[k]);
+        assert!(started[k].contains(&format!("{url}/")), "{}", started[k]);
+        assert_eq!(state(d)["url"], url);
+        let st = ok(&with("status", d, &["--json"]));
+        let js: serde_json::Value = serde_json::from_str(&st).unwrap();
+        let run = &js["world"]["run"];
+        assert_eq!(run["status_url"], format!("{url}/"));
+        for key in ["tracker_url", "vod_url"] {
+            let u = run[key].as_str().unwrap();
+            assert!(u.contains(&format!(":{}/", ports[k])), "{key} {u}");
+        }
+        let (code, _) = http_get(ports[k], "/api/world").unwrap();
+        assert_eq!(code, 200);
+    }
+    let runs: Vec<String> = dirs
+        .iter()
+        .map(|d| {
+            let p: serde_json::Value =
+                serde_json::from_slice(&read(&d.join("testbed.pid"))).unwrap();
+            p["run_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_ne!(runs[0], runs[1]);
+    // Stop the first: the second goes on serving.
+    assert!(ok(&lab
+        .0
+        .testbed("stop", &["--run-dir", dirs[0].to_str().unwrap()]))
+    .contains("stopped"));
+    assert!(marked(&runs[0]).is_empty(), "the first is gone");
+    assert!(!marked(&runs[1]).is_empty(), "the second still runs");
+    let (code, body) = http_get(ports[1], "/api/status").unwrap();
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(!v["swarms"].as_array().unwrap().is_empty());
+    assert!(ok(&lab
+        .0
+        .testbed("stop", &["--run-dir", dirs[1].to_str().unwrap()]))
+    .contains("stopped"));
+    assert!(marked(&runs[1]).is_empty(), "the second is gone");
+    assert!(
+        !lab.run_dir().join("testbed.pid").exists(),
+        "the config's run_dir was never used"
+    );
+}
