@@ -446,11 +446,8 @@ fn survivors(run_id: &str) -> Vec<i32> {
         return vec![];
     }
     let marker = format!("TESTBED_RUN_ID={run_id}");
-    std::fs::read_dir("/proc")
+    all_pids()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .map(|env| env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()))

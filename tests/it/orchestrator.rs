@@ -98,10 +98,8 @@ impl Lab {
 /// Live processes carrying `TESTBED_RUN_ID=run_id`.
 fn marked(run_id: &str) -> Vec<i32> {
     let needle = format!("TESTBED_RUN_ID={run_id}").into_bytes();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    all_pids()
+        .into_iter()
         .filter(|pid| {
             let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
             env.split(|&b| b == 0).any(|kv| kv == needle)
@@ -112,10 +110,8 @@ fn marked(run_id: &str) -> Vec<i32> {
 /// Processes in the network namespace whose inode is `ns`.
 fn netns_members(ns: u64) -> Vec<i32> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    all_pids()
+        .into_iter()
         .filter(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ns))
         .collect()
 }

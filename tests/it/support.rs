@@ -248,3 +248,13 @@ impl Drop for Scenario {
         let _ = self.testbed("stop", &[]);
     }
 }
+
+/// The pids of every process on this machine (one read of /proc; tests look for survivors).
+pub fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
+}

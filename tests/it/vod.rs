@@ -607,11 +607,8 @@ fn compare_stops_when_its_build_is_replaced() {
 
 /// Processes whose command line mentions `needle`.
 fn in_cmdline(needle: &str) -> Vec<(i32, String)> {
-    std::fs::read_dir("/proc")
+    all_pids()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(|pid| {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
