@@ -1123,7 +1123,7 @@ fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<(
         let i = b.add(
             "vod",
             &format!(
-                "{scenario}: server share, {p} (95 % CI {:.1}..{:.1}, sd {:.1}, {} runs)",
+                "{scenario}: server share, {p} (95 % CI {:.1}..{:.1}, sd {:.1}, runs: {})",
                 pct(&e["ci95"][0]),
                 pct(&e["ci95"][1]),
                 pct(&e["sd"]),
@@ -1149,12 +1149,12 @@ fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<(
     let vs_seq = pair("deadline", "sequential");
     println!(
         "  {} - {}: {:.1} points (95 % CI {:.1}..{:.1}): {}",
-        vs_seq["a"],
-        vs_seq["b"],
+        vs_seq["a"].as_str().unwrap_or("?"),
+        vs_seq["b"].as_str().unwrap_or("?"),
         pct(&vs_seq["mean_difference"]),
         pct(&vs_seq["ci95"][0]),
         pct(&vs_seq["ci95"][1]),
-        vs_seq["verdict"]
+        vs_seq["verdict"].as_str().unwrap_or("?")
     );
     b.anchor(i, "rarest", r, false);
     b.target(
