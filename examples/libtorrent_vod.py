@@ -8,11 +8,13 @@ the testbed's default my-client arguments (the old btdownloadheadless.py flags):
     testbed start examples/libtorrent_vod.py        # and later: testbed stop
 
     --saveas PATH --max_upload_rate KBPS --rate KBPS --delay S --prefetch S
-    --vod-server URL --report FILE [--security X] TORRENT
+    --vod-server URL --report FILE [--security X] [--mode time-critical|sequential] TORRENT
 
 The playback model is the lab's (1 KB = 1024 B): piece i is due at D - P + i*L/R seconds after
-start. Every piece gets that deadline through libtorrent's set_piece_deadline (its time-critical
-picker does the rest). At each deadline, a piece libtorrent does not have yet is fetched whole
+start. `--mode time-critical` (the default) gives every piece that deadline through libtorrent's
+set_piece_deadline (its time-critical picker does the rest); `--mode sequential` turns on
+libtorrent's sequential_download instead and sets no deadline. Everything else is libtorrent's
+default settings, as a user runs it (the upload cap aside). At each deadline, a piece libtorrent does not have yet is fetched whole
 from the VoD server (every byte counted there: the penalty) and handed to libtorrent with
 add_piece, which hash-checks and writes it. The report is written every second and at the end,
 in the SPEC's format. Playback over, it exits (SIGTERM or SIGINT end it earlier).
@@ -30,16 +32,21 @@ import libtorrent as lt
 
 
 def parse_args():
+    # Every flag defaults to the testbed's TESTBED_* variable, so that `libtorrent_vod.py --mode
+    # sequential` alone (no template arguments) runs as my client too.
+    env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--saveas", required=True)
-    p.add_argument("--max_upload_rate", type=float, default=0.0)
-    p.add_argument("--rate", type=float, default=5.0)
-    p.add_argument("--delay", type=float, default=6.0)
-    p.add_argument("--prefetch", type=float, default=2.0)
-    p.add_argument("--vod-server", dest="vod_server")
-    p.add_argument("--report")
+    p.add_argument("--saveas", default=env("TESTBED_SAVEAS"), required=not env("TESTBED_SAVEAS"))
+    p.add_argument("--max_upload_rate", type=float, default=float(env("TESTBED_MAX_UPLOAD_RATE", 0)))
+    p.add_argument("--rate", type=float, default=float(env("TESTBED_RATE", 5)))
+    p.add_argument("--delay", type=float, default=float(env("TESTBED_DELAY", 6)))
+    p.add_argument("--prefetch", type=float, default=float(env("TESTBED_PREFETCH", 2)))
+    p.add_argument("--vod-server", dest="vod_server", default=env("TESTBED_VOD_URL"))
+    p.add_argument("--report", default=env("TESTBED_REPORT"))
     p.add_argument("--security", help="accepted for compatibility; no effect")
-    p.add_argument("torrent")
+    p.add_argument("--mode", choices=["time-critical", "sequential"], default="time-critical")
+    p.add_argument("torrent", nargs="?" if env("TESTBED_TORRENT") else None,
+                   default=env("TESTBED_TORRENT"))
     return p.parse_args()
 
 
@@ -64,12 +71,10 @@ def main():
     plen = info.piece_length()
     deadline = [a.delay - a.prefetch + i * plen / rate for i in range(n)]
 
+    # libtorrent's defaults, but for the lab's upload cap and nothing beyond the lab (no DHT,
+    # local discovery or port mapping: the tracker is the only source of peers).
     ses = lt.session({
-        "listen_interfaces": "127.0.0.1:0",
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
-        "enable_outgoing_utp": False, "enable_incoming_utp": False,
-        # Every peer of the lab shares 127.0.0.1.
-        "allow_multiple_connections_per_ip": True,
         "upload_rate_limit": int(a.max_upload_rate * 1024),
         "alert_mask": 0,
     })
@@ -80,8 +85,11 @@ def main():
         h.rename_file(0, os.path.basename(a.saveas))
 
     t0 = time.monotonic()
-    for i in range(n):
-        h.set_piece_deadline(i, max(1, int(deadline[i] * 1000)))
+    if a.mode == "sequential":
+        h.set_flags(lt.torrent_flags.sequential_download)
+    else:
+        for i in range(n):
+            h.set_piece_deadline(i, max(1, int(deadline[i] * 1000)))
 
     arrived = [None] * n
     source = [None] * n
@@ -97,7 +105,7 @@ def main():
         r = {
             "torrent": a.torrent, "size": info.total_size(), "piece_length": plen,
             "pieces": n, "rate": a.rate, "delay": a.delay, "prefetch": a.prefetch,
-            "policy": "libtorrent", "bytes_from_peers": from_peers,
+            "policy": "libtorrent-" + a.mode, "bytes_from_peers": from_peers,
             "bytes_from_server": server_bytes,
             "pieces_from_server": sum(1 for s in source if s == "server"),
             "penalty": server_bytes, "elapsed": time.monotonic() - t0,

@@ -385,6 +385,13 @@ fn interop_libtorrent_example_plays_as_my_client_and_stop_leaves_nothing() {
     if !have_libtorrent() {
         return;
     }
+    for mode in ["time-critical", "sequential"] {
+        libtorrent_example_plays(mode);
+    }
+}
+
+/// examples/libtorrent_vod.py in one of its modes under `testbed run`.
+fn libtorrent_example_plays(mode: &str) {
     // The world of World::start, with a my client section: 1 MiB at 100 KB/s (about 12 s).
     let lab = Scenario::new(
         &[("movie.bin", content(SIZE, 36))],
@@ -398,7 +405,7 @@ fn interop_libtorrent_example_plays_as_my_client_and_stop_leaves_nothing() {
         Command::new(testbed_bin())
             .args(["run", "--config"])
             .arg(&lab.config)
-            .arg(LT_VOD)
+            .args([LT_VOD, "--mode", mode])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
@@ -418,7 +425,8 @@ fn interop_libtorrent_example_plays_as_my_client_and_stop_leaves_nothing() {
     assert_eq!(summary["agree"], true, "{summary}");
     assert_eq!(summary["my_client_exit"], "exit code 0", "{summary}");
     assert_eq!(
-        summary["client_report"]["policy"], "libtorrent",
+        summary["client_report"]["policy"],
+        format!("libtorrent-{mode}"),
         "the report is libtorrent's: {summary}"
     );
     let got = read(&run_dir.join("downloads/my-client/movie.bin"));
@@ -432,7 +440,7 @@ fn interop_libtorrent_example_plays_as_my_client_and_stop_leaves_nothing() {
     assert!(left.is_empty(), "left running: {left:?}");
     record(
         &lt_version(),
-        "my client via examples/libtorrent_vod.py (testbed run)",
+        &format!("my client via examples/libtorrent_vod.py --mode {mode} (testbed run)"),
         &format!(
             "ok, report agrees with the server ({} B from it), nothing left running",
             summary["server_bytes"]

@@ -241,14 +241,7 @@ fn a_client_that_never_calls_the_server_gets_the_referees_score() {
         return;
     }
     let s = scenario(12.0, "{min: 0.0, max: 0.3}");
-    let (out, summary, _) = run_client(
-        &s,
-        &[
-            "sh",
-            "-c",
-            r#"exec aria2c --seed-time=0 --stream-piece-selector=inorder --dir="$(dirname "$TESTBED_SAVEAS")" "$TESTBED_TORRENT""#,
-        ],
-    );
+    let (out, summary, _) = run_client(&s, &[&example("aria2_stream.sh"), "inorder"]);
     assert_eq!(summary["penalty_source"], "referee", "{out}");
     assert_eq!(summary["server_bytes"], 0);
     let r = &summary["referee"];
@@ -603,6 +596,39 @@ fn compare_stops_when_its_build_is_replaced() {
     assert!((1..4).contains(&kept), "{kept} rows");
     let left = in_cmdline(out.to_str().unwrap());
     assert!(left.is_empty(), "left running: {left:?}");
+}
+
+/// A script of examples/.
+fn example(name: &str) -> String {
+    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The wrappers in examples/ that run real clients as my client, unmodified, each a quick row
+/// (the league table's clients, so that a change that breaks one shows up here): each plays
+/// the whole movie, leaves a byte-identical copy, and is scored by the referee.
+#[test]
+fn every_example_wrapper_plays_as_my_client() {
+    for (tool, wrapper, arg) in [
+        ("aria2c", "aria2_stream.sh", "geom"),
+        ("transmission-cli", "transmission_plain.sh", ""),
+    ] {
+        if !have_tool(tool) {
+            continue;
+        }
+        let s = scenario(12.0, "{min: 0.0, max: 0.3}");
+        let mut cmd = vec![example(wrapper)];
+        if !arg.is_empty() {
+            cmd.push(arg.to_string());
+        }
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let (out, summary, _) = run_client(&s, &cmd);
+        assert_eq!(summary["my_client_exit"], "exit code 0", "{wrapper}: {out}");
+        assert_eq!(summary["penalty_source"], "referee", "{wrapper}: {out}");
+        assert!(
+            read(&s.run_dir().join("downloads/my-client/movie.bin")) == content(400_000, 21),
+            "{wrapper}: the copy is byte-identical"
+        );
+    }
 }
 
 /// Processes whose command line mentions `needle`.
