@@ -233,35 +233,41 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
             .map(|slot| {
                 let (queue, done, live, csv, todo, base) =
                     (&queue, &done, &*live, &csv, &todo, &base);
-                scope.spawn(move || -> anyhow::Result<()> {
-                    loop {
-                        if live.stopping() {
-                            return Ok(());
+                scope.spawn(move || {
+                    let r = (|| -> anyhow::Result<()> {
+                        while !live.stopping() {
+                            let Some((entrant, seed, repeat)) = queue.locked().pop_front() else {
+                                break;
+                            };
+                            let Some(run) = one_run(c, base, slot, live, &entrant, seed, repeat)?
+                            else {
+                                break;
+                            };
+                            let mut d = done.locked();
+                            let mut f = std::fs::OpenOptions::new().append(true).open(csv)?;
+                            std::io::Write::write_all(&mut f, run.csv().as_bytes())?;
+                            d.0.push(run);
+                            d.1 += 1;
+                            let n = d.1;
+                            let eta =
+                                t0.elapsed().as_secs_f64() / n as f64 * (todo.len() - n) as f64;
+                            let leader = table(c, &d.0)
+                                .into_iter()
+                                .min_by(|a, b| a.mean.total_cmp(&b.mean))
+                                .map(|s| format!("{} at {:.1} %", s.entrant, s.mean * 100.0))
+                                .unwrap_or_default();
+                            println!(
+                                "compare: {n}/{} runs done, about {eta:.0} s to go; leader {leader}",
+                                todo.len()
+                            );
                         }
-                        let Some((entrant, seed, repeat)) = queue.locked().pop_front() else {
-                            return Ok(());
-                        };
-                        let Some(run) = one_run(c, base, slot, live, &entrant, seed, repeat)?
-                        else {
-                            return Ok(());
-                        };
-                        let mut d = done.locked();
-                        let mut f = std::fs::OpenOptions::new().append(true).open(csv)?;
-                        std::io::Write::write_all(&mut f, run.csv().as_bytes())?;
-                        d.0.push(run);
-                        d.1 += 1;
-                        let n = d.1;
-                        let eta = t0.elapsed().as_secs_f64() / n as f64 * (todo.len() - n) as f64;
-                        let leader = table(c, &d.0)
-                            .into_iter()
-                            .min_by(|a, b| a.mean.total_cmp(&b.mean))
-                            .map(|s| format!("{} at {:.1} %", s.entrant, s.mean * 100.0))
-                            .unwrap_or_default();
-                        println!(
-                            "compare: {n}/{} runs done, about {eta:.0} s to go; leader {leader}",
-                            todo.len()
-                        );
+                        Ok(())
+                    })();
+                    if r.is_err() {
+                        // The other runs stop at once: a compare with a broken run is not trusted.
+                        live.stop();
                     }
+                    r
                 })
             })
             .collect();
@@ -271,7 +277,6 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
                 .join()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("a compare worker panicked")));
             if let Err(e) = r {
-                // Tell the other runs to stop: a compare with a broken run is not trusted.
                 live.stop();
                 if first_error.is_ok() {
                     first_error = Err(e);
