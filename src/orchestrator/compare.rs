@@ -224,7 +224,8 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
     }
     let jobs = c.jobs.clamp(1, todo.len().max(1));
     let queue = Mutex::new(todo.iter().cloned().collect::<VecDeque<_>>());
-    let done = Mutex::new((runs, 0usize));
+    let already = runs.len();
+    let done = Mutex::new(runs);
     let live = Arc::new(Live::new()?);
     let _signals = live.clone().forward_signals()?;
     let t0 = Instant::now();
@@ -246,12 +247,11 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
                             let mut d = done.locked();
                             let mut f = std::fs::OpenOptions::new().append(true).open(csv)?;
                             std::io::Write::write_all(&mut f, run.csv().as_bytes())?;
-                            d.0.push(run);
-                            d.1 += 1;
-                            let n = d.1;
+                            d.push(run);
+                            let n = d.len() - already;
                             let eta =
                                 t0.elapsed().as_secs_f64() / n as f64 * (todo.len() - n) as f64;
-                            let leader = table(c, &d.0)
+                            let leader = table(c, &d)
                                 .into_iter()
                                 .min_by(|a, b| a.mean.total_cmp(&b.mean))
                                 .map(|s| format!("{} at {:.1} %", s.entrant, s.mean * 100.0))
@@ -285,7 +285,7 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
         }
         first_error
     });
-    let runs = done.into_inner().unwrap_or_else(|p| p.into_inner()).0;
+    let runs = done.into_inner().unwrap_or_else(|p| p.into_inner());
     outcome?;
     if live.stopping() {
         write_outputs(c, &runs)?;
@@ -461,15 +461,6 @@ fn one_run(
                 String::from_utf8_lossy(&out.stderr).trim()
             )
         })?;
-    let startup_pieces = std::fs::read_to_string(run_dir.join("referee.csv"))
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            f.len() == 5 && f[4] == "peer" && f[2].parse::<f64>().is_ok_and(|t| t <= 10.0)
-        })
-        .count() as u64;
     let share = if summary.size > 0 {
         summary.penalty as f64 / summary.size as f64
     } else {
@@ -482,10 +473,13 @@ fn one_run(
         share,
         penalty_bytes: summary.penalty,
         penalty_source: summary.penalty_source,
-        late_pieces: summary.referee.map_or(0, |r| r.late_pieces as u64),
+        late_pieces: summary.referee.as_ref().map_or(0, |r| r.late_pieces as u64),
+        startup_pieces: summary
+            .referee
+            .as_ref()
+            .map_or(0, |r| r.startup_pieces as u64),
         my_client_exit: summary.my_client_exit.unwrap_or_else(|| "none".into()),
         seconds,
-        startup_pieces,
         jobs: c.jobs,
     }))
 }

@@ -21,6 +21,10 @@ use super::{Model, PieceDetail, Report};
 /// Seconds after a deadline within which the server's bytes still count as in time.
 pub const SERVER_GRACE: f64 = 2.0;
 
+/// The start-up, in seconds of my client's clock: what the world delivers in it decides most
+/// of a run (BENCHMARKS.md, "Verdicts you can trust").
+pub const STARTUP: f64 = 10.0;
+
 /// Where a piece came from, as the referee saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,6 +59,9 @@ pub struct Verdict {
     pub first_block_at: Option<f64>,
     /// Bytes of blocks the world sent my client (a block sent twice counts twice).
     pub bytes_from_world: u64,
+    /// Pieces the world alone completed within the first [`STARTUP`] seconds.
+    #[serde(default)]
+    pub startup_pieces: u32,
     /// What the referee found odd (no world peer, several peer ids, no HAVE at all...).
     pub notes: Vec<String>,
     #[serde(skip)]
@@ -231,9 +238,14 @@ impl Referee {
                     .into(),
             );
         }
+        let startup_pieces = pieces
+            .iter()
+            .filter(|p| p.source == Source::Peer && p.complete_at.is_some_and(|t| t <= STARTUP))
+            .count() as u32;
         Verdict {
             late_pieces,
             late_bytes,
+            startup_pieces,
             world_peers_connected: self.peers.len() as u32,
             first_block_at: self.first_block,
             bytes_from_world: self.bytes,
@@ -359,6 +371,10 @@ mod tests {
         assert_eq!(v.world_peers_connected, 1);
         assert_eq!(v.first_block_at, Some(3.0));
         assert_eq!(v.bytes_from_world, 5 * 16384);
+        assert_eq!(
+            v.startup_pieces, 1,
+            "piece 0 by 3.5 s; piece 2 came at 11 s, piece 1 from the server"
+        );
         assert!(v.notes.is_empty(), "{:?}", v.notes);
         let csv = csv(&v);
         assert_eq!(csv.lines().count(), 5);
