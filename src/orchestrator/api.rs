@@ -167,18 +167,14 @@ impl StartState {
     /// Write it (best effort: a start that cannot write its state fails on its own).
     pub fn write(rd: &RunDir, phase: Phase, error: Option<String>, world: usize, failed: usize) {
         // From the pid file, which the supervisor writes as soon as its port is bound.
-        let url = rd.read_pid().map(|p| p.url);
-        let port = url
-            .as_deref()
-            .and_then(|u| u.rsplit(':').next())
-            .and_then(|p| p.parse().ok());
+        let pid = rd.read_pid();
         let s = StartState {
             phase,
             error,
             world,
             failed,
-            port,
-            url,
+            port: pid.as_ref().map(|p| p.port),
+            url: pid.map(|p| p.url),
         };
         if let Ok(json) = serde_json::to_vec(&s) {
             let _ = crate::util::fs::write_atomic(&rd.state_file(), &json);

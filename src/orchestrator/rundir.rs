@@ -25,6 +25,9 @@ pub struct PidInfo {
     pub cgroup: Option<PathBuf>,
     /// Base URL of the tracker and status page, as this host reaches it.
     pub url: String,
+    /// The tracker's port (the system's choice under `--port 0`).
+    #[serde(default)]
+    pub port: u16,
     /// The inode of the lab's network namespace, when the run has one.
     #[serde(default)]
     pub netns: Option<u64>,

@@ -211,6 +211,7 @@ mod tests {
             sid: None,
             cgroup: None,
             url: "http://127.0.0.1:6970".into(),
+            port: 6970,
             netns: None,
         };
         let text = render(&info, &w, &t);

@@ -85,6 +85,7 @@ pub fn supervise(source: &Source, my_client: Vec<String>, mode: Mode) -> anyhow:
         sid,
         cgroup: cgroup.as_ref().map(|c| c.path.clone()),
         url: base_url.clone(),
+        port: net.port,
         netns: net.netns,
     })?;
     // The port may be the system's choice (`--port 0`): say it (start prints it from the state).
