@@ -535,18 +535,7 @@ fn two_testbeds_side_by_side_from_one_config() {
         lab.0.testbed(cmd, &args)
     };
     // Whatever happens below, both are stopped.
-    struct StopBoth<'a>(&'a Lab, &'a [PathBuf; 2]);
-    impl Drop for StopBoth<'_> {
-        fn drop(&mut self) {
-            for d in self.1 {
-                let _ = self
-                    .0
-                     .0
-                    .testbed("stop", &["--run-dir", d.to_str().unwrap()]);
-            }
-        }
-    }
-    let _stop = StopBoth(&lab, &dirs);
+    let _stop = StopRunDirs(&lab, dirs.to_vec());
     let started: Vec<String> = dirs.iter().map(|d| ok(&with("start", d, &[]))).collect();
     let state = |d: &Path| -> serde_json::Value {
         serde_json::from_slice(&read(&d.join("state.json"))).unwrap()

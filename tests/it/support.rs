@@ -243,6 +243,20 @@ impl Scenario {
     }
 }
 
+/// `testbed stop --run-dir D` for each folder when dropped: testbeds a test starts beside its
+/// scenario's own (`--run-dir`, `compare --jobs`) end even when the test fails.
+pub struct StopRunDirs<'a>(pub &'a Scenario, pub Vec<PathBuf>);
+
+impl Drop for StopRunDirs<'_> {
+    fn drop(&mut self) {
+        for d in &self.1 {
+            let _ = self
+                .0
+                .testbed("stop", &["--run-dir", &d.display().to_string()]);
+        }
+    }
+}
+
 impl Drop for Scenario {
     fn drop(&mut self) {
         let _ = self.testbed("stop", &[]);

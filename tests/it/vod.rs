@@ -2,7 +2,6 @@
 //! client's report agree; an ample world costs nothing, a slow one forces server bytes; the
 //! VoD server's HTTP contract.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -484,22 +483,8 @@ fn compare_stopped_mid_run_leaves_nothing_behind() {
          my_client: {rate: 5, delay: 3, prefetch: 1, max_upload_rate: 50}\n",
     );
     let out = s.root().join("cmp");
-    let configs: Vec<PathBuf> = (0..2)
-        .map(|k| out.join(format!("config-seed-3-job-{k}.yaml")))
-        .collect();
     // Whatever happens below, both runs are stopped.
-    struct StopRuns<'a>(&'a [PathBuf]);
-    impl Drop for StopRuns<'_> {
-        fn drop(&mut self) {
-            for c in self.0.iter().filter(|c| c.exists()) {
-                let _ = Command::new(testbed_bin())
-                    .args(["stop", "--config"])
-                    .arg(c)
-                    .output();
-            }
-        }
-    }
-    let _stop = StopRuns(&configs);
+    let _stop = StopRunDirs(&s, (0..2).map(|k| out.join(format!("run-{k}"))).collect());
     let mut cmp = Proc::spawn(
         "testbed compare",
         s.command(
