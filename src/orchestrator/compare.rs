@@ -639,7 +639,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
 /// Each entrant a row: its runs as dots, its interval as a bar, its mean as a tick.
 fn svg(t: &[EntrantStats], runs: &[Run]) -> String {
     let (w, row, left) = (720.0, 36.0, 220.0);
-    let h = 40.0 + row * t.len() as f64;
+    let h = 50.0 + row * t.len() as f64;
     let max = runs.iter().map(|r| r.share).fold(0.01f64, f64::max) * 1.05;
     let x = |v: f64| left + (v / max).clamp(0.0, 1.0) * (w - left - 20.0);
     let mut s = format!(
@@ -648,7 +648,7 @@ fn svg(t: &[EntrantStats], runs: &[Run]) -> String {
          <rect width=\"{w}\" height=\"{h}\" fill=\"#fff\"/>"
     );
     for (k, e) in t.iter().enumerate() {
-        let y = 30.0 + row * k as f64;
+        let y = 42.0 + row * k as f64;
         let _ = write!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#333\">{}</text>\
