@@ -325,7 +325,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 a.piece_length,
                 a.output.as_deref(),
             )?;
-            println!(
+            crate::util::outln!(
                 "{} {} ({} pieces of {} bytes)",
                 t.info_hash,
                 out.display(),

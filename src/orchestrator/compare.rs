@@ -214,7 +214,7 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
         .cloned()
         .collect();
     if todo.len() < plan.len() {
-        println!(
+        crate::util::outln!(
             "compare: {} of {} runs already in {}; running the other {}",
             plan.len() - todo.len(),
             plan.len(),
@@ -256,7 +256,7 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
                                 .min_by(|a, b| a.mean.total_cmp(&b.mean))
                                 .map(|s| format!("{} at {:.1} %", s.entrant, s.mean * 100.0))
                                 .unwrap_or_default();
-                            println!(
+                            crate::util::outln!(
                                 "compare: {n}/{} runs done, about {eta:.0} s to go; leader {leader}",
                                 todo.len()
                             );
@@ -631,8 +631,8 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
     write_atomic(&c.out.join("compare.svg"), svg(&t, runs).as_bytes())?;
-    print!("{md}");
-    println!("compare: {}", c.out.display());
+    crate::util::out!("{md}");
+    crate::util::outln!("compare: {}", c.out.display());
     Ok(())
 }
 

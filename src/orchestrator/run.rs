@@ -67,12 +67,12 @@ pub fn run(e: Experiment) -> anyhow::Result<()> {
         &path,
         serde_json::to_string_pretty(&scored.summary)?.as_bytes(),
     )?;
-    println!("{}", scored.text);
-    println!("summary: {}", path.display());
+    crate::util::outln!("{}", scored.text);
+    crate::util::outln!("summary: {}", path.display());
     if let Some(v) = &outcome.referee {
         let csv = cfg.run_dir.join("referee.csv");
         write_atomic(&csv, crate::vod::referee::csv(v).as_bytes())?;
-        println!("referee: {}", csv.display());
+        crate::util::outln!("referee: {}", csv.display());
     }
     write_timeline(&cfg.run_dir, &report)?;
     match scored.problem {
@@ -88,7 +88,7 @@ fn write_timeline(run_dir: &Path, report: &Path) -> anyhow::Result<()> {
         write_atomic(&svg, chart::svg(&r, None).as_bytes())?;
         let csv = run_dir.join("report.csv");
         write_atomic(&csv, chart::csv(&r).as_bytes())?;
-        println!("timeline: {} ({})", svg.display(), csv.display());
+        crate::util::outln!("timeline: {} ({})", svg.display(), csv.display());
     }
     Ok(())
 }

@@ -90,13 +90,13 @@ pub fn start(source: &Source, my_client: &[String]) -> anyhow::Result<()> {
 
 fn print_ready(rd: &RunDir, state: &StartState) {
     let url = rd.read_pid().map(|i| i.url).unwrap_or_default();
-    println!("testbed running: status page {url}/");
-    println!(
+    crate::util::outln!("testbed running: status page {url}/");
+    crate::util::outln!(
         "  {} world clients announced; logs in {}",
         state.world,
         rd.logs().display()
     );
-    println!("  `testbed status` for details, `testbed stop` to end it");
+    crate::util::outln!("  `testbed status` for details, `testbed stop` to end it");
     if state.failed > 0 {
         eprintln!(
             "testbed: warning: {} world client slot(s) crashed repeatedly and were given up; see {}",

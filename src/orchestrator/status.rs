@@ -36,9 +36,9 @@ pub fn status(source: &Source, json: bool) -> anyhow::Result<bool> {
         .filter(|i| procs::is_same_process(i.pid, i.start_time));
     let Some(info) = info else {
         if json {
-            println!("{{\"running\":false}}");
+            crate::util::outln!("{{\"running\":false}}");
         } else {
-            println!("not running ({})", rd.root.display());
+            crate::util::outln!("not running ({})", rd.root.display());
         }
         return Ok(false);
     };
@@ -71,9 +71,9 @@ pub fn status(source: &Source, json: bool) -> anyhow::Result<bool> {
             world,
             tracker,
         };
-        println!("{}", serde_json::to_string(&r)?);
+        crate::util::outln!("{}", serde_json::to_string(&r)?);
     } else {
-        print!("{}", render(&info, &world, &tracker));
+        crate::util::out!("{}", render(&info, &world, &tracker));
     }
     Ok(true)
 }

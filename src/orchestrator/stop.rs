@@ -18,7 +18,7 @@ pub fn stop(source: &Source, verbose: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let Some(info) = rd.read_pid() else {
         if verbose {
-            println!("nothing running in {}", rd.root.display());
+            crate::util::outln!("nothing running in {}", rd.root.display());
         }
         return Ok(());
     };
@@ -76,7 +76,7 @@ pub fn stop(source: &Source, verbose: bool) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(rd.pid_file());
     if verbose {
-        println!(
+        crate::util::outln!(
             "stopped testbed {} (supervisor {})",
             info.run_id,
             if alive {

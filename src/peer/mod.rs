@@ -307,7 +307,7 @@ impl Peer {
 pub fn run_standalone(cfg: PeerConfig, threads: usize) -> anyhow::Result<()> {
     crate::util::rt::runtime(threads)?.block_on(async {
         let p = Peer::start(cfg).await?;
-        println!(
+        crate::util::outln!(
             "listening {} peer_id {}",
             p.addr,
             String::from_utf8_lossy(&p.session.peer_id)

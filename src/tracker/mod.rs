@@ -340,7 +340,7 @@ pub fn run_standalone(
     crate::util::rt::multi_thread(threads)?.block_on(async {
         let listener = bind(addr).await?;
         let local = listener.local_addr()?;
-        println!("tracker on http://{local}/announce · status page http://{local}/");
+        crate::util::outln!("tracker on http://{local}/announce · status page http://{local}/");
         serve(t.clone(), listener, router(t), async {
             let s = crate::util::rt::shutdown_signal().await;
             tracing::info!("{s}: stopping");

@@ -42,6 +42,29 @@ pub fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Writes command output to stdout. A reader that went away (`testbed status | head -1`) ends
+/// the output quietly instead of panicking as `print!` does, and the command carries on: a
+/// compare keeps running and writing its files, a run still stops its world.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("testbed: cannot write to stdout: {e}");
+        }
+    }
+}
+
+/// `print!` through [`write_out`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::util::write_out(format_args!($($arg)*)) };
+}
+/// `println!` through [`write_out`].
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::util::write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+pub(crate) use {out, outln};
+
 /// `lock()` that survives a poisoned mutex. The lab's shared state (slots, reports, counters)
 /// stays consistent between statements, so a thread that panicked while holding the lock
 /// leaves nothing half-written that the others must not read.

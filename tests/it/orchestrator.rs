@@ -264,6 +264,21 @@ fn double_start_is_refused_and_stale_pid_file_recovered() {
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("already running"), "{err}");
+    // A reader that went away (`testbed status | head -1`): the output ends, the command
+    // does not panic. The pipe's read end is closed before status writes, so every write
+    // fails with EPIPE.
+    for args in [&["status"][..], &["status", "--json"]] {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(r);
+        let o = lab
+            .command(args[0], &args[1..])
+            .stdout(std::process::Stdio::from(w))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?} to a closed pipe: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
     ok(&lab.testbed(&["stop"]));
 }
 
