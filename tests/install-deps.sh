@@ -3,7 +3,8 @@
 # toolchain (Debian packages):
 #   tests/install-deps.sh         the real BitTorrent clients of the interop tests, headless
 #                                 Chromium + ChromeDriver for the status-page test, and iproute2
-#                                 for the two-host test's namespaces (make test)
+#                                 for the two-host test's namespaces, Slurm and munge for the
+#                                 single-node cluster of the Slurm test (make test)
 #   tests/install-deps.sh bench   also the benchmark anchors: opentracker, wrk (make bench)
 set -euo pipefail
 need=()
@@ -14,6 +15,8 @@ command -v mktorrent >/dev/null 2>&1 || need+=(mktorrent)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v slurmctld >/dev/null 2>&1 || need+=(slurm-wlm)
+command -v munged >/dev/null 2>&1 || need+=(munge)
 if [ "${1:-}" = bench ]; then
   command -v opentracker >/dev/null 2>&1 || need+=(opentracker)
   command -v wrk >/dev/null 2>&1 || need+=(wrk)

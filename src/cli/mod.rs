@@ -49,6 +49,19 @@ pub enum Command {
     /// (internal) The supervisor that `start` detaches.
     #[command(hide = true)]
     Supervise(StartArgs),
+    /// (internal) One run of a `compare --slurm`, as a Slurm array task.
+    #[command(hide = true)]
+    SlurmTask(SlurmTaskArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SlurmTaskArgs {
+    /// The compare's plan (OUT/slurm/plan.json)
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// The task (default: $SLURM_ARRAY_TASK_ID)
+    #[arg(long)]
+    pub index: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -133,6 +146,21 @@ pub struct CompareArgs {
     /// tables then say so: runs that share the CPU are noisier)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub jobs: u16,
+    /// Submit the runs as one Slurm job array (one task per run, each its own testbed on the
+    /// node Slurm gives it) and wait for it; `testbed`, the config, fresh_files and --out must
+    /// be on a filesystem the nodes share
+    #[arg(long, conflicts_with = "jobs")]
+    pub slurm: bool,
+    /// Slurm partition for the array
+    #[arg(long, requires = "slurm")]
+    pub partition: Option<String>,
+    /// Slurm time limit of each task (e.g. 10:00)
+    #[arg(long, requires = "slurm")]
+    pub time: Option<String>,
+    /// One more sbatch argument (repeatable), e.g. --sbatch-arg=--exclusive for one experiment
+    /// per node
+    #[arg(long = "sbatch-arg", requires = "slurm", allow_hyphen_values = true)]
+    pub sbatch_args: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +185,10 @@ pub struct TrackerArgs {
     /// Seconds a connection may send nothing (while a request is awaited) before it is closed
     #[arg(long, default_value_t = 30.0)]
     pub idle_timeout: f64,
+    /// Seconds a silent peer stays listed (default: two intervals, but at least 330, since
+    /// libtorrent clients re-announce only every 300 s whatever the interval)
+    #[arg(long)]
+    pub peer_timeout: Option<f64>,
     /// Worker threads. One event loop serves some 75,000 announces/s on one core (make bench),
     /// far more than a lab needs; more threads mostly compete with the clients for cores
     #[arg(long, default_value_t = 1)]
@@ -310,6 +342,10 @@ impl TrackerArgs {
             public_ip: self.public_ip,
             max_connections: self.max_connections,
             idle_timeout: Duration::from_secs_f64(self.idle_timeout.max(0.1)),
+            peer_timeout: self.peer_timeout.map_or_else(
+                || TrackerConfig::peer_timeout_for(Duration::from_secs(self.interval)),
+                |s| Duration::from_secs_f64(s.max(0.1)),
+            ),
             ..Default::default()
         })
     }
@@ -380,8 +416,14 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 entrants,
                 out: a.out,
                 jobs: a.jobs as usize,
+                slurm: a.slurm.then_some(orchestrator::slurm::Slurm {
+                    partition: a.partition,
+                    time: a.time,
+                    sbatch_args: a.sbatch_args,
+                }),
             })?
         }
+        Command::SlurmTask(a) => orchestrator::slurm::task(&a.plan, a.index)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -30,7 +30,8 @@ use crate::util::stats;
 use crate::util::Locked;
 
 /// One contestant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Entrant {
     /// `vod-client --policy P`.
     Policy(Policy),
@@ -60,6 +61,8 @@ pub struct Comparison {
     pub out: PathBuf,
     /// Experiments run together (1: one at a time).
     pub jobs: usize,
+    /// Run as one Slurm job array instead of here.
+    pub slurm: Option<super::slurm::Slurm>,
 }
 
 /// One row of `runs.csv`.
@@ -79,14 +82,15 @@ pub struct Run {
     pub seconds: f64,
     /// Pieces the world completed for my client in its first 10 s (the start-up).
     pub startup_pieces: u64,
-    /// Experiments the compare ran together (`--jobs`) when this one ran.
+    /// Experiments the compare ran together (`--jobs`) when this one ran; 0: a Slurm array
+    /// task (the scheduler decided what shared its node).
     pub jobs: usize,
 }
 
 const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs";
 
 impl Run {
-    fn csv(&self) -> String {
+    pub(super) fn csv(&self) -> String {
         format!(
             "{},{},{},{:.6},{},{},{},{},{:.1},{},{}\n",
             csv_field(&self.entrant),
@@ -136,30 +140,35 @@ pub fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(Vec::new());
     };
-    let mut runs = Vec::new();
-    for (k, line) in text.lines().enumerate().skip(1) {
-        let f = csv_split(line);
-        let bad = || anyhow::anyhow!("{}: line {}: not a run row", path.display(), k + 1);
-        // Ten fields: a runs.csv from before `--jobs`, one experiment at a time.
-        if f.len() != 10 && f.len() != 11 {
-            return Err(bad());
-        }
-        let num = |i: usize| f[i].parse::<f64>().map_err(|_| bad());
-        runs.push(Run {
-            entrant: f[0].clone(),
-            seed: f[1].parse().map_err(|_| bad())?,
-            repeat: f[2].parse().map_err(|_| bad())?,
-            share: num(3)?,
-            penalty_bytes: f[4].parse().map_err(|_| bad())?,
-            penalty_source: f[5].clone(),
-            late_pieces: f[6].parse().map_err(|_| bad())?,
-            my_client_exit: f[7].clone(),
-            seconds: num(8)?,
-            startup_pieces: f[9].parse().map_err(|_| bad())?,
-            jobs: f.get(10).map_or(Ok(1), |j| j.parse().map_err(|_| bad()))?,
-        });
+    text.lines()
+        .enumerate()
+        .skip(1)
+        .map(|(k, line)| {
+            parse_run(line)
+                .ok_or_else(|| anyhow::anyhow!("{}: line {}: not a run row", path.display(), k + 1))
+        })
+        .collect()
+}
+
+/// One row of `runs.csv`; ten fields is a row from before `--jobs` (one at a time).
+pub(super) fn parse_run(line: &str) -> Option<Run> {
+    let f = csv_split(line);
+    if f.len() != 10 && f.len() != 11 {
+        return None;
     }
-    Ok(runs)
+    Some(Run {
+        entrant: f[0].clone(),
+        seed: f[1].parse().ok()?,
+        repeat: f[2].parse().ok()?,
+        share: f[3].parse().ok()?,
+        penalty_bytes: f[4].parse().ok()?,
+        penalty_source: f[5].clone(),
+        late_pieces: f[6].parse().ok()?,
+        my_client_exit: f[7].clone(),
+        seconds: f[8].parse().ok()?,
+        startup_pieces: f[9].parse().ok()?,
+        jobs: f.get(10).map_or(Some(1), |j| j.parse().ok())?,
+    })
 }
 
 /// The order of the runs: seed by seed, repeat by repeat, the entrants turned by one each time.
@@ -222,44 +231,95 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
             todo.len()
         );
     }
+    let (runs, stopped) = match &c.slurm {
+        Some(slurm) => super::slurm::run_array(c, slurm, &csv, runs, &todo)?,
+        None => run_here(c, &base, &csv, runs, &todo)?,
+    };
+    if stopped {
+        write_outputs(c, &runs)?;
+        anyhow::bail!(
+            "compare: stopped; {} runs kept in {} (the same command resumes)",
+            runs.len(),
+            csv.display()
+        );
+    }
+    write_outputs(c, &runs)
+}
+
+/// Appends `run` to `runs.csv` and prints the progress line.
+pub(super) fn record(
+    c: &Comparison,
+    csv: &Path,
+    done: &mut Vec<Run>,
+    run: Run,
+    progress: Progress,
+) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(csv)
+        .with_context(|| format!("{}", csv.display()))?;
+    std::io::Write::write_all(&mut f, run.csv().as_bytes())
+        .with_context(|| format!("{}", csv.display()))?;
+    done.push(run);
+    let n = done.len() - progress.already;
+    let eta = progress.t0.elapsed().as_secs_f64() / n as f64 * (progress.todo - n) as f64;
+    let leader = table(c, done)
+        .into_iter()
+        .min_by(|a, b| a.mean.total_cmp(&b.mean))
+        .map(|s| format!("{} at {:.1} %", s.entrant, s.mean * 100.0))
+        .unwrap_or_default();
+    crate::util::outln!(
+        "compare: {n}/{} runs done, about {eta:.0} s to go; leader {leader}",
+        progress.todo
+    );
+    Ok(())
+}
+
+/// What the progress line counts from.
+#[derive(Clone, Copy)]
+pub(super) struct Progress {
+    /// Rows in `runs.csv` before this command.
+    pub already: usize,
+    /// Runs this command has to make.
+    pub todo: usize,
+    pub t0: Instant,
+}
+
+/// The runs on this machine, `c.jobs` at a time: every row made, and whether the compare was
+/// stopped (a signal) before the end.
+fn run_here(
+    c: &Comparison,
+    base: &serde_yaml::Value,
+    csv: &Path,
+    runs: Vec<Run>,
+    todo: &[(Entrant, u64, u32)],
+) -> anyhow::Result<(Vec<Run>, bool)> {
     let jobs = c.jobs.clamp(1, todo.len().max(1));
     let queue = Mutex::new(todo.iter().cloned().collect::<VecDeque<_>>());
-    let already = runs.len();
+    let progress = Progress {
+        already: runs.len(),
+        todo: todo.len(),
+        t0: Instant::now(),
+    };
     let done = Mutex::new(runs);
     let live = Arc::new(Live::new()?);
     let _signals = live.clone().forward_signals()?;
-    let t0 = Instant::now();
     let outcome: anyhow::Result<()> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..jobs)
             .map(|slot| {
-                let (queue, done, live, csv, todo, base) =
-                    (&queue, &done, &*live, &csv, &todo, &base);
+                let (queue, done, live) = (&queue, &done, &*live);
                 scope.spawn(move || {
                     let r = (|| -> anyhow::Result<()> {
+                        let place = Placement::here(c, slot)?;
                         while !live.stopping() {
                             let Some((entrant, seed, repeat)) = queue.locked().pop_front() else {
                                 break;
                             };
-                            let Some(run) = one_run(c, base, slot, live, &entrant, seed, repeat)?
+                            let Some(run) = one_run(base, &place, live, &entrant, seed, repeat)?
                             else {
                                 break;
                             };
-                            let mut d = done.locked();
-                            let mut f = std::fs::OpenOptions::new().append(true).open(csv)?;
-                            std::io::Write::write_all(&mut f, run.csv().as_bytes())?;
-                            d.push(run);
-                            let n = d.len() - already;
-                            let eta =
-                                t0.elapsed().as_secs_f64() / n as f64 * (todo.len() - n) as f64;
-                            let leader = table(c, &d)
-                                .into_iter()
-                                .min_by(|a, b| a.mean.total_cmp(&b.mean))
-                                .map(|s| format!("{} at {:.1} %", s.entrant, s.mean * 100.0))
-                                .unwrap_or_default();
-                            crate::util::outln!(
-                                "compare: {n}/{} runs done, about {eta:.0} s to go; leader {leader}",
-                                todo.len()
-                            );
+                            record(c, csv, &mut done.locked(), run, progress)?;
                         }
                         Ok(())
                     })();
@@ -287,27 +347,19 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
     });
     let runs = done.into_inner().unwrap_or_else(|p| p.into_inner());
     outcome?;
-    if live.stopping() {
-        write_outputs(c, &runs)?;
-        anyhow::bail!(
-            "compare: stopped; {} runs kept in {} (the same command resumes)",
-            runs.len(),
-            csv.display()
-        );
-    }
-    write_outputs(c, &runs)
+    Ok((runs, live.stopping()))
 }
 
 /// The `testbed run`s under way, told to stop when compare is.
-struct Live {
+pub(super) struct Live {
     pids: Mutex<Vec<u32>>,
     stop: std::sync::atomic::AtomicBool,
     /// This program, and the inode it had when the compare began: every run uses that build.
-    exe: (PathBuf, u64),
+    pub(super) exe: (PathBuf, u64),
 }
 
 impl Live {
-    fn new() -> anyhow::Result<Live> {
+    pub(super) fn new() -> anyhow::Result<Live> {
         let path = std::env::current_exe()?;
         let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path)?);
         Ok(Live {
@@ -331,7 +383,7 @@ impl Live {
         }
     }
 
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         self.stop.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -349,7 +401,7 @@ impl Live {
     /// SIGINT and SIGTERM stop the compare. A handler only raises a flag (all a handler may
     /// safely do); a thread watches it. Not a blocked mask and `sigwait`: a mask is inherited by
     /// the runs, which then could not be stopped; a handler is reset by `exec`.
-    fn forward_signals(self: Arc<Self>) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    pub(super) fn forward_signals(self: Arc<Self>) -> anyhow::Result<std::thread::JoinHandle<()>> {
         use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
         static SIGNALLED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
         extern "C" fn raise_flag(sig: i32) {
@@ -377,12 +429,50 @@ impl Live {
     }
 }
 
-/// One `testbed run`, on `seed`, in job `slot`'s run folder (`OUT/run`, or `OUT/run-K` with
-/// `--jobs`; reset by each run): its row, or `None` when the compare was stopped meanwhile.
-fn one_run(
-    c: &Comparison,
+/// Where a run happens: its run folder (reset by each run), the config file written for it,
+/// its tracker port, and what its row says about runs side by side.
+pub(super) struct Placement {
+    pub run_dir: PathBuf,
+    /// `{seed}` is replaced by the run's seed.
+    pub config: PathBuf,
+    pub port: Option<u16>,
+    pub jobs: usize,
+}
+
+impl Placement {
+    /// Job `slot` of a compare on this machine: `OUT/run` (or the `--run-dir`), and with
+    /// `--jobs` `OUT/run-K` and any free port.
+    fn here(c: &Comparison, slot: usize) -> anyhow::Result<Placement> {
+        let run_base = c
+            .config
+            .run_dir
+            .clone()
+            .unwrap_or_else(|| c.out.join("run"));
+        Ok(if c.jobs > 1 {
+            let mut dir = run_base.into_os_string();
+            dir.push(format!("-{slot}"));
+            Placement {
+                run_dir: std::path::absolute(PathBuf::from(dir))?,
+                config: c.out.join(format!("config-seed-{{seed}}-job-{slot}.yaml")),
+                port: Some(0),
+                jobs: c.jobs,
+            }
+        } else {
+            Placement {
+                run_dir: std::path::absolute(run_base)?,
+                config: c.out.join("config-seed-{seed}.yaml"),
+                port: c.config.port,
+                jobs: 1,
+            }
+        })
+    }
+}
+
+/// One `testbed run` of `entrant` on `seed`, placed by `place`: its row, or `None` when the
+/// compare was stopped meanwhile.
+pub(super) fn one_run(
     base: &serde_yaml::Value,
-    slot: usize,
+    place: &Placement,
     live: &Live,
     entrant: &Entrant,
     seed: u64,
@@ -390,30 +480,19 @@ fn one_run(
 ) -> anyhow::Result<Option<Run>> {
     let mut cfg = base.clone();
     cfg["seed"] = seed.into();
-    let run_base = c
-        .config
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| c.out.join("run"));
     if !cfg["tracker"].is_mapping() {
         cfg["tracker"] = serde_yaml::Mapping::new().into();
     }
-    let (run_dir, path) = if c.jobs > 1 {
-        // Side by side: a port each, chosen by the system (the run's state records it).
-        cfg["tracker"]["port"] = 0.into();
-        let mut dir = run_base.into_os_string();
-        dir.push(format!("-{slot}"));
-        (
-            PathBuf::from(dir),
-            c.out.join(format!("config-seed-{seed}-job-{slot}.yaml")),
-        )
-    } else {
-        if let Some(p) = c.config.port {
-            cfg["tracker"]["port"] = p.into();
-        }
-        (run_base, c.out.join(format!("config-seed-{seed}.yaml")))
-    };
-    let run_dir = std::path::absolute(run_dir)?;
+    if let Some(p) = place.port {
+        cfg["tracker"]["port"] = p.into();
+    }
+    let run_dir = &place.run_dir;
+    let path = PathBuf::from(
+        place
+            .config
+            .to_string_lossy()
+            .replace("{seed}", &seed.to_string()),
+    );
     cfg["run_dir"] = run_dir.display().to_string().into();
     if let Some(ff) = cfg.get("fresh_files").and_then(|v| v.as_str()) {
         // Relative to where the command runs, as in the user's config.
@@ -480,7 +559,7 @@ fn one_run(
             .map_or(0, |r| r.startup_pieces as u64),
         my_client_exit: summary.my_client_exit.unwrap_or_else(|| "none".into()),
         seconds,
-        jobs: c.jobs,
+        jobs: place.jobs,
     }))
 }
 
@@ -573,15 +652,27 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
     let p = pairs(c, runs);
     let pct = |x: f64| format!("{:.1} %", x * 100.0);
     let side_by_side = runs.iter().filter(|r| r.jobs > 1).count();
-    let how = if side_by_side == 0 {
-        "one experiment at a time".to_string()
-    } else {
-        format!(
+    let on_slurm = runs.iter().filter(|r| r.jobs == 0).count();
+    let mut how = Vec::new();
+    if side_by_side > 0 {
+        how.push(format!(
             "{side_by_side} of the {} runs side by side (--jobs up to {}): experiments that share \
              the CPU are noisier than one at a time",
             runs.len(),
             runs.iter().map(|r| r.jobs).max().unwrap_or(1)
-        )
+        ));
+    }
+    if on_slurm > 0 {
+        how.push(format!(
+            "{on_slurm} of the {} runs as Slurm array tasks (what shared a node was the \
+             scheduler's choice)",
+            runs.len()
+        ));
+    }
+    let how = if how.is_empty() {
+        "one experiment at a time".to_string()
+    } else {
+        how.join("; ")
     };
     let mut md = format!(
         "# testbed compare\n\nPenalty as a share of the file (lower is better), {how}.\n\n\
@@ -623,6 +714,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         "repeat": c.repeat,
         "jobs": c.jobs,
         "runs_side_by_side": side_by_side,
+        "runs_on_slurm": on_slurm,
         "entrants": t,
         "pairs": p,
     });
@@ -715,6 +807,7 @@ mod tests {
             entrants,
             out: "o".into(),
             jobs: 1,
+            slurm: None,
         }
     }
 

@@ -16,6 +16,7 @@
 //! * [`run`]: `testbed run`, the experiment end to end: a supervisor in this process until my
 //!   client exits, then the score ([`crate::vod::score`]), `run/summary.json` and the timeline;
 //! * [`compare`]: `testbed compare`, many `testbed run`s paired by seed, and the verdicts;
+//!   [`slurm`]: the same runs as one Slurm job array (`compare --slurm`);
 //! * [`api`]: the typed state the supervisor serves and the commands read; [`page`]: the status
 //!   page; [`config`], [`template`]: the scenario and my client's arguments; [`rundir`]: what
 //!   lives where in `run/`; [`procs`]: the process tree.
@@ -29,6 +30,7 @@ pub mod procs;
 pub mod referee;
 pub mod run;
 pub mod rundir;
+pub mod slurm;
 pub mod start;
 pub mod status;
 pub mod stop;

@@ -123,11 +123,39 @@ impl Cgroup {
             .map(|f| PathBuf::from(f[1]))
     }
 
+    /// Our own cgroup v2, relative to the mount (the `0::` line of `/proc/self/cgroup`).
+    fn own() -> Option<PathBuf> {
+        let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(|p| PathBuf::from(p.trim().trim_start_matches('/')))
+    }
+
     /// Make `testbed-<run id>` and move `pid` into it. `Err` says why not (the run goes on
     /// without: the scan still finds everything that keeps the marker).
+    ///
+    /// It is made inside the cgroup we were started in (a Slurm job's step, a systemd unit),
+    /// so that whoever manages that one still counts the run and ends it with the job; at the
+    /// mount's root only when that cgroup takes no child (it holds processes and gives its
+    /// children controllers, which cgroup v2 forbids).
     pub fn create(run_id: &str, pid: i32) -> Result<Cgroup, NoCgroup> {
         let mount = Cgroup::mount().ok_or(NoCgroup::NoMount)?;
-        let path = mount.join(format!("testbed-{run_id}"));
+        let mut parents = vec![mount.clone()];
+        if let Some(own) = Cgroup::own().filter(|p| !p.as_os_str().is_empty()) {
+            parents.insert(0, mount.join(own));
+        }
+        let mut why = NoCgroup::NoMount;
+        for parent in parents {
+            match Cgroup::create_in(&parent, run_id, pid) {
+                Ok(cg) => return Ok(cg),
+                Err(e) => why = e,
+            }
+        }
+        Err(why)
+    }
+
+    fn create_in(parent: &std::path::Path, run_id: &str, pid: i32) -> Result<Cgroup, NoCgroup> {
+        let path = parent.join(format!("testbed-{run_id}"));
         std::fs::create_dir(&path).map_err(|err| NoCgroup::Create {
             path: path.clone(),
             err,

@@ -441,6 +441,9 @@ impl Supervisor<'_> {
         let trk = Tracker::new(TrackerConfig {
             interval: Duration::from_secs(cfg.tracker.interval),
             min_interval: Duration::from_secs(cfg.tracker.interval.div_ceil(2)),
+            peer_timeout: TrackerConfig::peer_timeout_for(Duration::from_secs(
+                cfg.tracker.interval,
+            )),
             public_ip: cfg
                 .tracker
                 .public_host

@@ -8,6 +8,7 @@ mod hostile;
 mod interop;
 mod orchestrator;
 mod page;
+mod slurm;
 mod support;
 mod tracker;
 mod twohosts;

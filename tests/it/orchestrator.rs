@@ -95,18 +95,6 @@ impl Lab {
     }
 }
 
-/// Live processes carrying `TESTBED_RUN_ID=run_id`.
-fn marked(run_id: &str) -> Vec<i32> {
-    let needle = format!("TESTBED_RUN_ID={run_id}").into_bytes();
-    all_pids()
-        .into_iter()
-        .filter(|pid| {
-            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            env.split(|&b| b == 0).any(|kv| kv == needle)
-        })
-        .collect()
-}
-
 /// Processes in the network namespace whose inode is `ns`.
 fn netns_members(ns: u64) -> Vec<i32> {
     use std::os::unix::fs::MetadataExt;

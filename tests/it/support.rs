@@ -272,3 +272,15 @@ pub fn all_pids() -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .collect()
 }
+
+/// Live processes carrying `TESTBED_RUN_ID=run_id`.
+pub fn marked(run_id: &str) -> Vec<i32> {
+    let needle = format!("TESTBED_RUN_ID={run_id}").into_bytes();
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            env.split(|&b| b == 0).any(|kv| kv == needle)
+        })
+        .collect()
+}

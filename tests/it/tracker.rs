@@ -187,8 +187,8 @@ fn every_bad_request_gets_a_failure_reason_and_the_tracker_stays_up() {
 }
 
 #[test]
-fn silent_peers_expire_after_two_intervals() {
-    let (_t, port) = start_tracker(&["--interval", "1"]);
+fn silent_peers_expire_after_the_peer_timeout() {
+    let (_t, port) = start_tracker(&["--interval", "1", "--peer-timeout", "2"]);
     let ih = [8u8; 20];
     http_get(port, &announce_q(&ih, &pid(1), 7001, 1, "&event=started")).unwrap();
     assert_eq!(scrape_counts(port, &ih).1, 1);

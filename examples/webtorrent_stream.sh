@@ -1,0 +1,105 @@
+#!/bin/sh
+# webtorrent-cli as my client, unmodified, in its streaming mode, with a player reading from it:
+#
+#   testbed run examples/webtorrent_stream.sh [rate|fast]        (default: rate)
+#   testbed compare --client 'examples/webtorrent_stream.sh fast' --policy deadline ...
+#
+# webtorrent downloads the torrent into the run folder and serves it on its HTTP server (the
+# one its --vlc/--mpv modes hand to the player); the player is curl reading that stream, which
+# webtorrent feeds through a file read stream: the pieces the reader waits for become
+# "critical" (requested from every peer that has them, slow peers' requests taken over) ahead
+# of the rest, which go in file order (its default picker). rate: curl starts at the startup
+# delay and reads at the playback rate (--limit-rate), a player without a cache; fast: curl
+# starts at once and reads as fast as pieces come (a player with a big cache, as mpv or VLC).
+# webtorrent never calls the VoD server, so the referee scores it (late bytes; README, The
+# referee). Its settings are webtorrent's defaults but for the lab's upload cap (-u, KB of 1024
+# B), --quiet (no terminal UI) and its port; HOME, XDG_* and TMPDIR point into the run folder.
+# Once a player has connected webtorrent seeds until stopped, so this wrapper stops it when
+# its --on-done script runs. Needs: curl, Node 20+, webtorrent-cli 6 (npm), installed as
+#   mkdir -p /opt/webtorrent && cd /opt/webtorrent && printf '%s\n' '{"private": true,' \
+#     '"dependencies": {"webtorrent-cli": "^6.0.1"},' \
+#     '"overrides": {"node-datachannel": "^0.33.4"}}' > package.json && npm install --ignore-scripts
+# (--ignore-scripts: ip-set 3.0.0's stray `npx only-allow pnpm` preinstall fails under npm;
+# node-datachannel 0.33 brings its prebuilt binary from npm, 0.32 fetches it from GitHub at
+# install time.) Elsewhere: WEBTORRENT=/path/to/webtorrent.
+set -e
+mode=rate
+case ${1:-} in
+rate | fast) mode=$1 ;;
+'' | -*) ;; # no argument, or the config's args template: the default
+*)
+    echo "webtorrent_stream.sh: unknown mode '$1' (rate or fast)" >&2
+    exit 2
+    ;;
+esac
+wt=${WEBTORRENT:-/opt/webtorrent/node_modules/.bin/webtorrent}
+[ -x "$wt" ] || wt=$(command -v webtorrent) || {
+    echo "webtorrent_stream.sh: no webtorrent (see the install line in this script)" >&2
+    exit 127
+}
+dir=$(dirname "$TESTBED_SAVEAS")
+state=$dir/.webtorrent
+mkdir -p "$state/home" "$state/tmp"
+export HOME="$state/home" XDG_CONFIG_HOME="$state/home/.config" XDG_CACHE_HOME="$state/home/.cache"
+export XDG_DATA_HOME="$state/home/.local/share" XDG_STATE_HOME="$state/home/.local/state"
+export TMPDIR="$state/tmp"
+cd "$state"
+rm -f done
+# A free port for webtorrent's HTTP server (it would take a random one if its default were
+# busy, and not say which).
+port=$(node -e 'const s = require("net").createServer().listen(0, () => { console.log(s.address().port); s.close() })')
+t0=$(date +%s%N)
+"$wt" download "$TESTBED_TORRENT" --out "$dir" --port "$port" --quiet \
+    --upload-limit "$TESTBED_MAX_UPLOAD_RATE" --on-done "touch done" &
+wt_pid=$!
+player=
+# Ends curl, then webtorrent (SIGTERM: its graceful exit; SIGKILL if it takes over 5 s).
+stop() {
+    [ -z "$player" ] || kill "$player" 2>/dev/null || true
+    kill "$wt_pid" 2>/dev/null || true
+    i=0
+    while kill -0 "$wt_pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -9 "$wt_pid" 2>/dev/null || true
+    wait "$wt_pid" 2>/dev/null || true
+    [ -z "$player" ] || wait "$player" 2>/dev/null || true
+}
+trap 'stop; exit 143' TERM
+trap 'stop; exit 130' INT
+
+# The stream's address, from webtorrent's own index pages; then the player, at its time.
+base=http://127.0.0.1:$port
+url=
+if [ "$mode" = rate ]; then
+    start_ns=$(awk "BEGIN { printf \"%.0f\", $t0 + ${TESTBED_DELAY:-0} * 1e9 }")
+    limit="--limit-rate $(awk "BEGIN { printf \"%d\", ${TESTBED_RATE:-0} * 1024 }")"
+else
+    start_ns=$t0
+    limit=
+fi
+while [ ! -e done ] && kill -0 "$wt_pid" 2>/dev/null; do
+    if [ -z "$url" ]; then
+        hash=$(curl -s -m 2 "$base/webtorrent/" |
+            sed -n 's|.*href="/webtorrent/\([0-9a-f]\{40\}\)".*|\1|p' | head -n 1) || true
+        [ -z "$hash" ] || url=$(curl -s -m 2 "$base/webtorrent/$hash" |
+            sed -n 's|.*href="\(/webtorrent/[^"]*\)".*|\1|p' | head -n 1 |
+            sed "s/&amp;/\&/g; s/&#39;/'/g") || true
+    fi
+    if [ -n "$url" ] && [ -z "$player" ] && [ "$(date +%s%N)" -ge "$start_ns" ]; then
+        # shellcheck disable=SC2086 # $limit is empty or two words
+        curl -s $limit -o /dev/null "$base$url" &
+        player=$!
+    fi
+    sleep 0.1
+done
+if [ -e done ]; then
+    stop
+    exit 0
+fi
+# webtorrent ended before the download did: its exit code (1 if it said 0).
+[ -z "$player" ] || kill "$player" 2>/dev/null || true
+code=0
+wait "$wt_pid" || code=$?
+[ -z "$player" ] || wait "$player" 2>/dev/null || true
+echo "webtorrent_stream.sh: webtorrent ended (exit $code) before the download was complete" >&2
+[ "$code" -ne 0 ] || code=1
+exit "$code"

@@ -1,0 +1,204 @@
+//! The lab under Slurm, on a real single-node cluster of this host (tests/slurm/cluster.sh:
+//! munged, slurmctld and slurmd with the task/cgroup plugin): `testbed compare --slurm` as one
+//! job array, resumed, and a testbed inside a job ended by `scancel` and by `testbed stop`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+/// A single-node cluster in a temp dir, stopped when dropped (also when the test fails).
+struct Cluster {
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+}
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        for tool in ["slurmctld", "slurmd", "munged", "sbatch"] {
+            if !have_tool(tool) {
+                return None;
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slurm/cluster.sh");
+        let out = Command::new(&script)
+            .arg("start")
+            .arg(dir.path().join("cluster"))
+            .arg("task/cgroup")
+            .output()
+            .unwrap();
+        let cluster = Cluster {
+            conf: dir.path().join("cluster/slurm.conf"),
+            dir,
+        };
+        assert!(
+            out.status.success(),
+            "cluster.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(cluster)
+    }
+
+    /// A Slurm command (or testbed) that talks to this cluster.
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("SLURM_CONF", &self.conf);
+        c
+    }
+
+    fn queue_is_empty(&self) -> bool {
+        let out = self
+            .cmd("squeue")
+            .args(["-h", "-o", "%i"])
+            .output()
+            .unwrap();
+        out.status.success() && out.stdout.iter().all(u8::is_ascii_whitespace)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.cmd("scancel").arg("--user=root").status();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slurm/cluster.sh");
+        let _ = Command::new(script)
+            .arg("stop")
+            .arg(self.dir.path().join("cluster"))
+            .status();
+    }
+}
+
+fn lab() -> Scenario {
+    Scenario::new(
+        &[("movie.bin", content(200_000, 5))],
+        "interval: 1",
+        "seed: 3\ntorrents: {piece_length: 16384}\n\
+         world: {clients: 3, seeds: 1, upload_rate: 100, start_fraction: {min: 0.0, max: 0.3}, linger: 30}\n\
+         my_client: {rate: 100, delay: 2, prefetch: 1, max_upload_rate: 50}\n",
+    )
+}
+
+/// Processes whose command line mentions `needle`.
+fn mentioning(needle: &str) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[test]
+fn compare_runs_as_a_job_array_and_a_job_end_ends_the_testbed() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let s = lab();
+    let out = s.root().join("out");
+    let out_s = out.display().to_string();
+    let compare = |seeds: &str| {
+        let mut c = cluster.cmd(testbed_bin());
+        c.current_dir(s.root())
+            .args(["compare", "--config"])
+            .arg(&s.config)
+            .args([
+                "--seeds", seeds, "--policy", "deadline", "--policy", "rarest",
+            ])
+            .args(["--out", &out_s, "--slurm", "--time", "5:00"]);
+        c.output().unwrap()
+    };
+
+    // 2 entrants x 2 seeds: four array tasks, each its own testbed.
+    let o = compare("1..2");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(text.contains("Slurm job"), "{text}");
+    let csv = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    for r in &rows {
+        assert!(r.ends_with(",0"), "a Slurm row says jobs 0: {r}");
+        assert!(r.contains("exit code 0"), "{r}");
+    }
+    let md = String::from_utf8(read(&out.join("compare.md"))).unwrap();
+    assert!(md.contains("4 of the 4 runs as Slurm array tasks"), "{md}");
+    let job = String::from_utf8(read(&out.join("slurm/job"))).unwrap();
+    assert!(job.trim().parse::<u64>().is_ok(), "{job}");
+
+    // The same command with one more seed submits only that seed's two runs.
+    let o = compare("1..3");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("4 of 6 runs already"), "{text}");
+    let csv = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+    assert!(mentioning(&out_s).is_empty(), "a task's processes are left");
+
+    // A testbed started inside a job (task/cgroup) is ended by the end of the job: scancel.
+    let run_dir = s.root().join("in-job");
+    let script = s.root().join("job.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n{} start --config {} --run-dir {} --port 0\nsleep 600\n",
+            testbed_bin(),
+            s.config.display(),
+            run_dir.display()
+        ),
+    )
+    .unwrap();
+    let submit = || {
+        let o = cluster
+            .cmd("sbatch")
+            .arg("--parsable")
+            .arg(format!("--output={}", s.root().join("job.log").display()))
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let pid_file = run_dir.join("testbed.pid");
+    let run_id = || -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&pid_file).ok()?).ok()?;
+        Some(v["run_id"].as_str()?.to_string())
+    };
+    let job = submit();
+    wait_until(
+        "the testbed in the job is up",
+        Duration::from_secs(60),
+        || run_id().is_some_and(|id| marked(&id).len() >= 5),
+    );
+    let id = run_id().unwrap();
+    assert!(cluster.cmd("scancel").arg(&job).status().unwrap().success());
+    wait_until(
+        "scancel ends every process of the testbed",
+        Duration::from_secs(60),
+        || marked(&id).is_empty(),
+    );
+
+    // And `testbed stop` from outside the job ends it too, the job going on.
+    let _ = std::fs::remove_file(&pid_file);
+    let job = submit();
+    wait_until("the second testbed is up", Duration::from_secs(60), || {
+        run_id().is_some_and(|id| marked(&id).len() >= 5)
+    });
+    let id = run_id().unwrap();
+    let o = s.testbed("stop", &["--run-dir", &run_dir.display().to_string()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_until(
+        "stop ends the testbed in the job",
+        Duration::from_secs(30),
+        || marked(&id).is_empty(),
+    );
+    assert!(cluster.cmd("scancel").arg(&job).status().unwrap().success());
+    wait_until("the queue empties", Duration::from_secs(60), || {
+        cluster.queue_is_empty()
+    });
+}
