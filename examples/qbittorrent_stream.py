@@ -15,8 +15,8 @@ dirname(TESTBED_SAVEAS)/.qbittorrent (--profile). Once the torrent is complete i
 qBittorrent to shut down (/api/v2/app/shutdown) and exits 0; SIGTERM or SIGINT end qBittorrent
 too and exit 143 or 130. Other arguments are ignored (it reads only TESTBED_*).
 Note: libtorrent (under qBittorrent) re-announces no sooner than every 300 s whatever the
-tracker's interval (its min_announce_interval), so it meets only the peers of its first
-announce and those that find it while the tracker still lists it.
+tracker's interval (its min_announce_interval): it learns of new world clients only from those
+that find it (the lab's tracker keeps it listed for 330 s; README, Tracker).
 Needs: qbittorrent-nox (Debian; written against 4.5.2), Debian's /usr/bin/python3 (stdlib only).
 """
 

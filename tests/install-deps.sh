@@ -10,6 +10,7 @@ set -euo pipefail
 need=()
 command -v aria2c >/dev/null 2>&1 || need+=(aria2)
 command -v transmission-cli >/dev/null 2>&1 || need+=(transmission-cli)
+command -v qbittorrent-nox >/dev/null 2>&1 || need+=(qbittorrent-nox)
 command -v mktorrent >/dev/null 2>&1 || need+=(mktorrent)
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
 [ -x /usr/bin/chromium ] || need+=(chromium)

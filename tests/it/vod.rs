@@ -596,6 +596,7 @@ fn every_example_wrapper_plays_as_my_client() {
     for (tool, wrapper, arg) in [
         ("aria2c", "aria2_stream.sh", "geom"),
         ("transmission-cli", "transmission_plain.sh", ""),
+        ("qbittorrent-nox", "qbittorrent_stream.py", ""),
     ] {
         if !have_tool(tool) {
             continue;
