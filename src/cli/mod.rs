@@ -46,6 +46,9 @@ pub enum Command {
     Run(RunArgs),
     /// Run every entrant on every seed, paired and one at a time; print the verdicts.
     Compare(CompareArgs),
+    /// Run one shard of a world (--shard I/K) against another testbed's tracker, in the
+    /// foreground until stopped: a world across nodes.
+    World(WorldArgs),
     /// (internal) The supervisor that `start` detaches.
     #[command(hide = true)]
     Supervise(StartArgs),
@@ -77,6 +80,14 @@ pub struct ConfigArg {
     /// written to the run folder's state.json)
     #[arg(long)]
     pub port: Option<u16>,
+    /// (start, run, world) Run only part I of K of the world: the slots k with k mod K = I
+    /// (the other parts run as `testbed world --shard` on other nodes)
+    #[arg(long, value_parser = clap::value_parser!(orchestrator::config::Shard))]
+    pub shard: Option<orchestrator::config::Shard>,
+    /// (start, run, world) Serve other hosts: the tracker listens on every address and hands
+    /// out this host name (the config's tracker.public_host, with bind 0.0.0.0)
+    #[arg(long)]
+    pub public_host: Option<String>,
 }
 
 impl ConfigArg {
@@ -85,8 +96,21 @@ impl ConfigArg {
             path: self.config.clone(),
             run_dir: self.run_dir.clone(),
             port: self.port,
+            shard: self.shard,
+            public_host: self.public_host.clone(),
+            tracker_url: None,
         }
     }
+}
+
+#[derive(Args, Debug)]
+pub struct WorldArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The announce URL of the testbed whose world this shard joins (its world clients
+    /// announce there), e.g. http://node1:6970/announce
+    #[arg(long)]
+    pub tracker: String,
 }
 
 #[derive(Args, Debug)]
@@ -424,6 +448,16 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             })?
         }
         Command::SlurmTask(a) => orchestrator::slurm::task(&a.plan, a.index)?,
+        Command::World(a) => {
+            let mut source = a.config.source();
+            if source.shard.is_none() {
+                anyhow::bail!("world: --shard I/K is needed (which part of the world to run)");
+            }
+            // Beside another testbed on the same host: any free port unless told.
+            source.port = source.port.or(Some(0));
+            source.tracker_url = Some(a.tracker);
+            orchestrator::supervise(&source, Vec::new(), Mode::World)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -57,6 +57,10 @@ pub struct Config {
     pub torrents: TorrentsSection,
     pub world: WorldSection,
     pub my_client: MyClientSection,
+    /// `testbed world --tracker URL`: the tracker this world shard announces to, another
+    /// testbed's (not a key of the file).
+    #[serde(skip)]
+    pub remote_tracker: Option<String>,
 }
 
 /// How world clients are addressed. Real clients keep one connection per address, and
@@ -97,6 +101,50 @@ pub struct TrackerSection {
     pub interval: u64,
     /// Host name or IP that a client on another machine uses to reach this one.
     pub public_host: Option<String>,
+}
+
+/// One of `count` parts of the world (`--shard I/K`): the slots numbered k (across swarms,
+/// seeds first) with k mod count = index. A world across nodes is K testbeds, each running its
+/// shard against one tracker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Shard {
+        Shard { index: 0, count: 1 }
+    }
+}
+
+impl Shard {
+    /// Whether world slot `k` is this shard's.
+    pub fn has(&self, k: usize) -> bool {
+        k % self.count == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let bad = || format!("shard {s:?}: expected I/K with 0 <= I < K, e.g. 1/4");
+        let (i, k) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            k.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -142,6 +190,9 @@ pub struct WorldSection {
     /// Program run instead of this `testbed` binary for world clients; it gets the same
     /// arguments (`peer TORRENT --data ... --tracker=...`).
     pub command: Option<PathBuf>,
+    /// The part of the world this testbed runs (`--shard`; not a key of the file).
+    #[serde(skip)]
+    pub shard: Shard,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -180,6 +231,7 @@ impl Default for Config {
             torrents: TorrentsSection::default(),
             world: WorldSection::default(),
             my_client: MyClientSection::default(),
+            remote_tracker: None,
         }
     }
 }
@@ -232,6 +284,7 @@ impl Default for WorldSection {
             crash_backoff: Backoff::default(),
             policy: crate::policy::Policy::Rarest,
             command: None,
+            shard: Shard::default(),
         }
     }
 }
@@ -252,13 +305,20 @@ impl Default for MyClientSection {
 
 /// Where a command's config comes from: a file, and the command line's overrides of it
 /// (`--run-dir`, `--port`), so that several testbeds can share a config and a machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Source {
     pub path: PathBuf,
     /// `run_dir`, instead of the file's.
     pub run_dir: Option<PathBuf>,
     /// `tracker.port`, instead of the file's (0: any free port).
     pub port: Option<u16>,
+    /// Run only this part of the world.
+    pub shard: Option<Shard>,
+    /// `tracker.public_host`, with `tracker.bind` 0.0.0.0: clients on other hosts (other
+    /// nodes) reach this one by that name.
+    pub public_host: Option<String>,
+    /// (`testbed world`) The announce URL of the testbed whose world this shard joins.
+    pub tracker_url: Option<String>,
 }
 
 impl Source {
@@ -266,8 +326,7 @@ impl Source {
     pub fn file(path: impl Into<PathBuf>) -> Source {
         Source {
             path: path.into(),
-            run_dir: None,
-            port: None,
+            ..Source::default()
         }
     }
 
@@ -279,6 +338,25 @@ impl Source {
         }
         if let Some(p) = self.port {
             cfg.tracker.port = p;
+        }
+        if let Some(s) = self.shard {
+            cfg.world.shard = s;
+        }
+        if let Some(u) = &self.tracker_url {
+            if matches!(cfg.addresses, Addresses::Namespace) {
+                anyhow::bail!(
+                    "{}: addresses: namespace keeps world clients in this host's own network, \
+                     where the tracker at {u} cannot reach them: use shared, loopback or auto",
+                    self.path.display()
+                );
+            }
+            cfg.remote_tracker = Some(u.clone());
+        }
+        if let Some(h) = &self.public_host {
+            cfg.tracker.public_host = Some(h.clone());
+            cfg.tracker.bind = IpAddr::from([0, 0, 0, 0]);
+            cfg.validate()
+                .map_err(|e| anyhow::anyhow!("{} with --public-host: {e}", self.path.display()))?;
         }
         Ok(cfg)
     }
@@ -292,6 +370,15 @@ impl Source {
         }
         if let Some(p) = self.port {
             a.push(format!("--port={p}").into());
+        }
+        if let Some(s) = self.shard {
+            a.push(format!("--shard={s}").into());
+        }
+        if let Some(h) = &self.public_host {
+            a.push(format!("--public-host={h}").into());
+        }
+        if let Some(u) = &self.tracker_url {
+            a.push(format!("--tracker={u}").into());
         }
         a
     }

@@ -62,6 +62,9 @@ pub enum Mode {
     Start,
     /// Until my client exits; then print the result and stop.
     Run,
+    /// A world shard alone (`testbed world`): no my client, announcing to another testbed's
+    /// tracker; until stopped.
+    World,
 }
 
 /// The supervisor's shared state: what the status page and `/api/world` show.

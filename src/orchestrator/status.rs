@@ -90,7 +90,15 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
     let hash = &run.my_info_hash;
     for (k, v) in [
         ("status page", run.status_url.clone()),
-        ("tracker", format!("{}/announce", run.base_url)),
+        (
+            "tracker",
+            // A world shard's clients announce to another testbed's tracker.
+            if run.addresses == crate::orchestrator::config::Addresses::Namespace {
+                format!("{}/announce", run.base_url)
+            } else {
+                run.tracker_url.clone()
+            },
+        ),
         ("VoD server", format!("{}/vod/{hash}", run.base_url)),
         ("my torrent", run.torrent.display().to_string()),
         ("my saveas", run.saveas.display().to_string()),

@@ -172,7 +172,10 @@ impl Network {
         let host = tracker::bind_std(SocketAddr::new(cfg.tracker.bind, cfg.tracker.port))?;
         let port = host.local_addr()?.port();
         let wanted = match cfg.addresses {
-            Addresses::Auto if cfg.for_other_hosts() => Addresses::Shared,
+            // Other hosts: my client, or the world shards of other nodes and their tracker.
+            Addresses::Auto if cfg.for_other_hosts() || cfg.remote_tracker.is_some() => {
+                Addresses::Shared
+            }
             Addresses::Auto => Addresses::Namespace,
             a => a,
         };
@@ -250,7 +253,17 @@ impl Supervisor<'_> {
         let services = self.start_services(info, world, &my_client).await?;
         let mut exits = self.start_world(&services.orch).await?;
         let warm_up = self.cfg.my_client.start_after;
-        let (my_pid, early) = if my_client.is_empty() {
+        let (my_pid, early) = if self.mode == Mode::World {
+            // Its clients announce to another testbed's tracker: that one sees them arrive.
+            let n = services.orch.world.slots.locked().len();
+            services.orch.set_phase(Phase::Ready);
+            StartState::write(self.rd, Phase::Ready, None, n, 0);
+            tracing::info!(
+                "ready: {n} world clients of shard {} started",
+                self.cfg.world.shard
+            );
+            (None, None)
+        } else if my_client.is_empty() {
             (
                 None,
                 self.wait_ready(&services.orch, &mut exits, None).await?,
@@ -310,7 +323,10 @@ impl Supervisor<'_> {
 
     /// Where clients of the lab announce: inside the namespace when there is one.
     fn announce_url(&self) -> String {
-        format!("{}/announce", self.lab_url())
+        match &self.cfg.remote_tracker {
+            Some(url) => url.clone(),
+            None => format!("{}/announce", self.lab_url()),
+        }
     }
 
     fn lab_url(&self) -> String {

@@ -164,11 +164,15 @@ fn rng_for(seed: u64, swarm: usize, slot: usize, generation: u32) -> rand::rngs:
 }
 
 impl World {
-    /// Lay out every slot (not yet started).
+    /// Lay out every slot of this testbed's shard (not yet started).
     pub fn layout(&self) {
         let mut slots = Vec::new();
+        let per_swarm = self.cfg.seeds + self.cfg.clients;
         for (s, _) in self.swarms.iter().enumerate() {
-            for i in 0..self.cfg.seeds + self.cfg.clients {
+            for i in 0..per_swarm {
+                if !self.cfg.shard.has(s * per_swarm + i) {
+                    continue;
+                }
                 let role = if i < self.cfg.seeds {
                     Role::Seed
                 } else {

@@ -1,6 +1,7 @@
 //! The lab under Slurm, on a real single-node cluster of this host (tests/slurm/cluster.sh:
 //! munged, slurmctld and slurmd with the task/cgroup plugin): `testbed compare --slurm` as one
-//! job array, resumed, and a testbed inside a job ended by `scancel` and by `testbed stop`.
+//! job array, resumed, a testbed inside a job ended by `scancel` and by `testbed stop`, and a
+//! world in two shards (examples/slurm_world.sbatch).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -91,7 +92,7 @@ fn mentioning(needle: &str) -> Vec<i32> {
 }
 
 #[test]
-fn compare_runs_as_a_job_array_and_a_job_end_ends_the_testbed() {
+fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
@@ -201,4 +202,56 @@ fn compare_runs_as_a_job_array_and_a_job_end_ends_the_testbed() {
     wait_until("the queue empties", Duration::from_secs(60), || {
         cluster.queue_is_empty()
     });
+
+    // A world in K = 2 shards (examples/slurm_world.sbatch), here both on the one node: the
+    // experiment with shard 0, and `testbed world --shard 1/2` announcing to its tracker.
+    let root = s.root().join("sharded");
+    let port = free_port();
+    let o = cluster
+        .cmd("sbatch")
+        .current_dir(s.root())
+        .args(["--parsable", "--nodes=1", "--ntasks=2"])
+        .arg(format!(
+            "--output={}",
+            s.root().join("sharded.log").display()
+        ))
+        .env("TESTBED", testbed_bin())
+        .env("TESTBED_PORT", port.to_string())
+        .env("TESTBED_PUBLIC_HOST", "127.0.0.1")
+        .env("RUN_ROOT", &root)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/slurm_world.sbatch"))
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_until(
+        "the sharded experiment's job ends",
+        Duration::from_secs(120),
+        || cluster.queue_is_empty(),
+    );
+    let log = String::from_utf8_lossy(&read(&s.root().join("sharded.log"))).into_owned();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&read(&root.join("node-0/summary.json"))).unwrap_or_default();
+    assert_eq!(summary["my_client_exit"], "exit code 0", "{log}");
+    // Shard 0 ran slots 0 and 2 (the seed and a client), shard 1 slots 1 and 3; the
+    // experiment's tracker heard from both.
+    let tracker =
+        String::from_utf8_lossy(&read(&root.join("node-0/logs/tracker.log"))).into_owned();
+    for id in [
+        "-TB0100-S0000",
+        "-TB0100-W0001",
+        "-TB0100-W0002",
+        "-TB0100-W0003",
+    ] {
+        assert!(tracker.contains(id), "{id} never announced:\n{log}");
+    }
+    let shard1 = std::fs::read_dir(root.join("node-1/logs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(shard1 > 0, "shard 1 ran in its own run folder: {log}");
+    wait_until(
+        "nothing of the sharded world is left",
+        Duration::from_secs(30),
+        || mentioning(&root.display().to_string()).is_empty(),
+    );
 }
