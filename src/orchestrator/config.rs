@@ -485,6 +485,26 @@ mod tests {
     }
 
     #[test]
+    fn shards_split_the_slots_and_bad_ones_are_refused() {
+        let s: Shard = "1/3".parse().unwrap();
+        assert_eq!(s.to_string(), "1/3");
+        let mine: Vec<usize> = (0..8).filter(|&k| s.has(k)).collect();
+        assert_eq!(mine, [1, 4, 7]);
+        // Every slot is in exactly one shard.
+        for k in 0..30 {
+            let owners = (0..3)
+                .filter(|&i| Shard { index: i, count: 3 }.has(k))
+                .count();
+            assert_eq!(owners, 1);
+        }
+        assert!(Shard::default().has(5));
+        for bad in ["3/3", "1", "a/2", "0/0", "-1/2"] {
+            let e = bad.parse::<Shard>().unwrap_err();
+            assert!(e.contains("I/K"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn defaults_and_ranges() {
         let c = load_str("world:\n  clients: 3\n  upload_rate: {min: 10, max: 30}\n").unwrap();
         assert_eq!(c.world.clients, 3);
