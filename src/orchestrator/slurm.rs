@@ -4,7 +4,8 @@
 //! The compare writes its plan (`OUT/slurm/plan.json`: the scenario and, per task, the entrant,
 //! seed and repeat) and submits `sbatch --array=0-(N-1)` of `testbed slurm-task --plan ...`.
 //! Each task is an isolated testbed on whatever node Slurm gives it: its own run folder
-//! (`OUT/slurm/run-K`), any free tracker port, its own network namespace and cgroup (made
+//! (`OUT/slurm/run-K`, or `DIR-K` with `--run-dir DIR`, e.g. on a node-local disk), any free
+//! tracker port, its own network namespace and cgroup (made
 //! inside the job's, so that the end of the job ends it too). A task writes its row to
 //! `OUT/slurm/rows/K.csv` when its run ends; the compare, waiting on `squeue`, moves each row
 //! into `OUT/runs.csv` as it appears, so the outputs and the resuming are a local compare's:
@@ -45,6 +46,10 @@ pub struct Plan {
     pub config: PathBuf,
     /// `OUT/slurm`, absolute.
     pub dir: PathBuf,
+    /// `--run-dir DIR`: task K runs in `DIR-K` on its node (a node-local disk spares the
+    /// shared filesystem the world's downloads); default `OUT/slurm/run-K`.
+    #[serde(default)]
+    pub run_base: Option<PathBuf>,
     pub tasks: Vec<Task>,
 }
 
@@ -106,6 +111,12 @@ pub fn run_array(
     let plan = Plan {
         config: std::path::absolute(&c.config.path)?,
         dir: dir.clone(),
+        run_base: c
+            .config
+            .run_dir
+            .clone()
+            .map(std::path::absolute)
+            .transpose()?,
         tasks: left,
     };
     let job = submit(slurm, &plan, &live.exe.0)?;
@@ -373,8 +384,16 @@ pub fn task(plan_path: &Path, index: Option<usize>) -> anyhow::Result<()> {
     .with_context(|| format!("{}", plan.config.display()))?;
     let live = Arc::new(Live::new()?);
     let _signals = live.clone().forward_signals()?;
+    let run_dir = match &plan.run_base {
+        Some(base) => {
+            let mut d = base.clone().into_os_string();
+            d.push(format!("-{index}"));
+            PathBuf::from(d)
+        }
+        None => plan.dir.join(format!("run-{index}")),
+    };
     let place = Placement {
-        run_dir: plan.dir.join(format!("run-{index}")),
+        run_dir,
         config: plan.dir.join(format!("config-{index}.yaml")),
         port: Some(0),
         jobs: 0,
@@ -430,6 +449,7 @@ mod tests {
         let plan = Plan {
             config: "/c.yaml".into(),
             dir: "/o/slurm".into(),
+            run_base: None,
             tasks: vec![
                 Task {
                     entrant: Entrant::Policy(crate::policy::Policy::Deadline),

@@ -99,7 +99,7 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
     let s = lab();
     let out = s.root().join("out");
     let out_s = out.display().to_string();
-    let compare = |seeds: &str| {
+    let compare = |seeds: &str, extra: &[&str]| {
         let mut c = cluster.cmd(testbed_bin());
         c.current_dir(s.root())
             .args(["compare", "--config"])
@@ -107,12 +107,13 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
             .args([
                 "--seeds", seeds, "--policy", "deadline", "--policy", "rarest",
             ])
-            .args(["--out", &out_s, "--slurm", "--time", "5:00"]);
+            .args(["--out", &out_s, "--slurm", "--time", "5:00"])
+            .args(extra);
         c.output().unwrap()
     };
 
     // 2 entrants x 2 seeds: four array tasks, each its own testbed.
-    let o = compare("1..2");
+    let o = compare("1..2", &[]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -132,13 +133,19 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
     let job = String::from_utf8(read(&out.join("slurm/job"))).unwrap();
     assert!(job.trim().parse::<u64>().is_ok(), "{job}");
 
-    // The same command with one more seed submits only that seed's two runs.
-    let o = compare("1..3");
+    // The same command with one more seed submits only that seed's two runs; `--run-dir`
+    // puts task K's run folder at DIR-K (a node-local disk on a real cluster).
+    let local = s.root().join("local");
+    let o = compare("1..3", &["--run-dir", &local.display().to_string()]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}");
     assert!(text.contains("4 of 6 runs already"), "{text}");
     let csv = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
     assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+    for k in 0..2 {
+        let summary = s.root().join(format!("local-{k}/summary.json"));
+        assert!(summary.exists(), "{} is missing", summary.display());
+    }
     assert!(mentioning(&out_s).is_empty(), "a task's processes are left");
 
     // A testbed started inside a job (task/cgroup) is ended by the end of the job: scancel.
