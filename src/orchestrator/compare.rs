@@ -85,14 +85,17 @@ pub struct Run {
     /// Experiments the compare ran together (`--jobs`) when this one ran; 0: a Slurm array
     /// task (the scheduler decided what shared its node).
     pub jobs: usize,
+    /// The referee's "first byte played": seconds until piece 0 was playable (`None`: never,
+    /// or a row from before the column).
+    pub first_piece_at: Option<f64>,
 }
 
-const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs";
+const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs,first_piece_at";
 
 impl Run {
     pub(super) fn csv(&self) -> String {
         format!(
-            "{},{},{},{:.6},{},{},{},{},{:.1},{},{}\n",
+            "{},{},{},{:.6},{},{},{},{},{:.1},{},{},{}\n",
             csv_field(&self.entrant),
             self.seed,
             self.repeat,
@@ -103,7 +106,9 @@ impl Run {
             csv_field(&self.my_client_exit),
             self.seconds,
             self.startup_pieces,
-            self.jobs
+            self.jobs,
+            self.first_piece_at
+                .map_or(String::new(), |t| format!("{t:.2}"))
         )
     }
 }
@@ -150,10 +155,11 @@ pub fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
         .collect()
 }
 
-/// One row of `runs.csv`; ten fields is a row from before `--jobs` (one at a time).
+/// One row of `runs.csv`; ten fields is a row from before `--jobs` (one at a time), eleven
+/// one from before `first_piece_at`.
 pub(super) fn parse_run(line: &str) -> Option<Run> {
     let f = csv_split(line);
-    if f.len() != 10 && f.len() != 11 {
+    if !(10..=12).contains(&f.len()) {
         return None;
     }
     Some(Run {
@@ -168,6 +174,10 @@ pub(super) fn parse_run(line: &str) -> Option<Run> {
         seconds: f[8].parse().ok()?,
         startup_pieces: f[9].parse().ok()?,
         jobs: f.get(10).map_or(Some(1), |j| j.parse().ok())?,
+        first_piece_at: match f.get(11).map(|t| t.trim()) {
+            None | Some("") => None,
+            Some(t) => Some(t.parse().ok()?),
+        },
     })
 }
 
@@ -557,6 +567,7 @@ pub(super) fn one_run(
             .referee
             .as_ref()
             .map_or(0, |r| r.startup_pieces as u64),
+        first_piece_at: summary.referee.as_ref().and_then(|r| r.first_piece_at),
         my_client_exit: summary.my_client_exit.unwrap_or_else(|| "none".into()),
         seconds,
         jobs: place.jobs,
@@ -861,6 +872,7 @@ mod tests {
                     seconds: 9.5,
                     startup_pieces: 3,
                     jobs: 1,
+                    first_piece_at: (seed % 2 == 0).then_some(2.5),
                 });
             }
         }
@@ -873,6 +885,12 @@ mod tests {
         assert_eq!(back.len(), runs.len());
         assert_eq!(back[1].entrant, "my client, \"v2\"");
         assert!((back[1].share - runs[1].share).abs() < 1e-6);
+        assert_eq!(back[0].first_piece_at, Some(2.5));
+        assert_eq!(back[2].first_piece_at, None, "an empty field");
+        // Rows written before the first_piece_at column still read.
+        let old_row = runs[0].csv();
+        let eleven = old_row.trim_end().rsplit_once(',').unwrap().0;
+        assert_eq!(parse_run(eleven).unwrap().first_piece_at, None);
         let p = pairs(&c, &back);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].pairs, 6);

@@ -62,6 +62,10 @@ pub struct Verdict {
     /// Pieces the world alone completed within the first [`STARTUP`] seconds.
     #[serde(default)]
     pub startup_pieces: u32,
+    /// "First byte played": seconds until piece 0 was playable, from the world (when it was
+    /// complete) or from the server (at its deadline, when the server was asked for it).
+    #[serde(default)]
+    pub first_piece_at: Option<f64>,
     /// What the referee found odd (no world peer, several peer ids, no HAVE at all...).
     pub notes: Vec<String>,
     #[serde(skip)]
@@ -242,10 +246,16 @@ impl Referee {
             .iter()
             .filter(|p| p.source == Source::Peer && p.complete_at.is_some_and(|t| t <= STARTUP))
             .count() as u32;
+        let first_piece_at = pieces.first().and_then(|p| match p.source {
+            Source::Server => Some(p.complete_at.map_or(p.deadline, |t| t.min(p.deadline))),
+            Source::Peer => p.complete_at,
+            Source::Missing => None,
+        });
         Verdict {
             late_pieces,
             late_bytes,
             startup_pieces,
+            first_piece_at,
             world_peers_connected: self.peers.len() as u32,
             first_block_at: self.first_block,
             bytes_from_world: self.bytes,
@@ -374,6 +384,11 @@ mod tests {
         assert_eq!(
             v.startup_pieces, 1,
             "piece 0 by 3.5 s; piece 2 came at 11 s, piece 1 from the server"
+        );
+        assert_eq!(
+            v.first_piece_at,
+            Some(3.5),
+            "piece 0, complete from the world"
         );
         assert!(v.notes.is_empty(), "{:?}", v.notes);
         let csv = csv(&v);

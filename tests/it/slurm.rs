@@ -125,7 +125,12 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 4, "{csv}");
     for r in &rows {
-        assert!(r.ends_with(",0"), "a Slurm row says jobs 0: {r}");
+        let f: Vec<&str> = r.split(',').collect();
+        assert_eq!(f.get(10), Some(&"0"), "a Slurm row says jobs 0: {r}");
+        assert!(
+            f.get(11).is_some_and(|t| t.parse::<f64>().is_ok()),
+            "first_piece_at: {r}"
+        );
         assert!(r.contains("exit code 0"), "{r}");
     }
     let md = String::from_utf8(read(&out.join("compare.md"))).unwrap();
