@@ -15,6 +15,10 @@
 //!   95 % interval, and the paired verdict of deadline against sequential. About an hour, so it
 //!   runs only when named: `make bench BENCH=vod` (`VOD_SEEDS=N`, `VOD_SECS=S` for a prefix of
 //!   the movie).
+//! * `clients`: the league table (issue 18): every installable real client's streaming mode
+//!   (its wrapper in examples/) and our three policies, one `testbed compare` on the standard
+//!   experiment, five seeds (`CLIENTS_SEEDS=N`); rows here, the table in BENCHMARKS.md and the
+//!   README, every run's dots in benches/clients.svg. Long: `make bench BENCH=clients`.
 //!
 //! `QUICK=1` shortens every section (under 3 minutes); `BENCH=tracker,cap` runs only those.
 //! Run through `make bench`, which installs the anchors first.
@@ -65,7 +69,7 @@ struct Figure {
 }
 
 /// The sections, in the order they run and are tabled.
-const SECTIONS: [&str; 6] = ["sha1", "tracker", "wire", "cap", "scale", "vod"];
+const SECTIONS: [&str; 7] = ["sha1", "tracker", "wire", "cap", "scale", "vod", "clients"];
 
 struct Bench {
     quick: bool,
@@ -149,15 +153,17 @@ fn main() {
     let started = Instant::now();
     type Section = fn(&mut Bench) -> Result<()>;
     /// Sections left out of a plain `make bench` (which stays under 15 minutes): the VoD
-    /// comparison is an hour of experiments one at a time; `make bench BENCH=vod` runs it.
-    const LONG: [&str; 1] = ["vod"];
-    let sections: [(&str, Section); 6] = [
+    /// comparison and the league table are hours of experiments one at a time; `make bench
+    /// BENCH=vod` (or `clients`) runs them.
+    const LONG: [&str; 2] = ["vod", "clients"];
+    let sections: [(&str, Section); 7] = [
         ("sha1", sha1),
         ("tracker", tracker),
         ("wire", wire),
         ("cap", cap),
         ("scale", scale),
         ("vod", vod),
+        ("clients", clients),
     ];
     for (name, run) in sections {
         let named = only.as_ref().map(|o| o.iter().any(|s| s == name));
@@ -1057,9 +1063,10 @@ const VOD_SEEDS: u64 = 5;
 /// Seconds of the movie played (0: all of it; `VOD_SECS=S` overrides).
 const VOD_SECS: u64 = 0;
 
-fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<()> {
-    let dir = b.dir.join(format!("vod-{scenario}"));
-    let _ = std::fs::remove_dir_all(&dir);
+/// `configs/{scenario}.yaml` in `dir`, on the movie or its first `secs` seconds: the scenario
+/// and the size of what my client plays.
+fn movie_scenario(dir: &Path, scenario: &str, secs: u64) -> Result<(Scenario, usize)> {
+    let _ = std::fs::remove_dir_all(dir);
     let mut cfg: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
         Path::new(ROOT).join(format!("configs/{scenario}.yaml")),
     )?)?;
@@ -1076,7 +1083,15 @@ fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<(
     }
     cfg["torrents"]["my_torrent"] = name.clone().into();
     let size = data.len();
-    let s = Scenario::from_config(&dir, &[(name.as_str(), data)], cfg)?;
+    Ok((
+        Scenario::from_config(dir, &[(name.as_str(), data)], cfg)?,
+        size,
+    ))
+}
+
+fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<()> {
+    let dir = b.dir.join(format!("vod-{scenario}"));
+    let (s, size) = movie_scenario(&dir, scenario, secs)?;
     let last = 42 + seeds - 1;
     println!(
         "  configs/{scenario}.yaml, {} ({size} B), seeds 42..{last}, one experiment at a time",
@@ -1163,6 +1178,314 @@ fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<(
         d <= 0.3 * r && best && vs_seq["verdict"] == "deadline better",
     );
     // The compare folder stays (runs.csv, compare.md, the last run) until the next bench.
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients: the league table of streaming modes (issue 18)
+
+/// A real client as my client: its wrapper in examples/, how to tell it is installed and its
+/// version, its mode and how the lab scores it.
+struct RealClient {
+    name: &'static str,
+    mode: &'static str,
+    scoring: &'static str,
+    /// The my-client command line (paths relative to the project root).
+    cmd: &'static str,
+    /// A shell command that succeeds when the client is installed.
+    check: &'static str,
+    /// A shell command printing its version.
+    version: &'static str,
+}
+
+const REAL_CLIENTS: &[RealClient] = &[
+    RealClient {
+        name: "libtorrent",
+        mode: "time-critical pieces (set_piece_deadline)",
+        scoring: "VoD server at the deadline",
+        cmd: "examples/libtorrent_vod.py --mode time-critical",
+        check: "/usr/bin/python3 -c 'import libtorrent'",
+        version: "/usr/bin/python3 -c 'import libtorrent; print(libtorrent.__version__)'",
+    },
+    RealClient {
+        name: "libtorrent",
+        mode: "sequential_download",
+        scoring: "VoD server at the deadline",
+        cmd: "examples/libtorrent_vod.py --mode sequential",
+        check: "/usr/bin/python3 -c 'import libtorrent'",
+        version: "/usr/bin/python3 -c 'import libtorrent; print(libtorrent.__version__)'",
+    },
+    RealClient {
+        name: "aria2",
+        mode: "--stream-piece-selector=inorder",
+        scoring: "referee (late bytes)",
+        cmd: "examples/aria2_stream.sh inorder",
+        check: "command -v aria2c",
+        version: "aria2c --version | head -n1 | awk '{print $3}'",
+    },
+    RealClient {
+        name: "aria2",
+        mode: "--stream-piece-selector=geom",
+        scoring: "referee (late bytes)",
+        cmd: "examples/aria2_stream.sh geom",
+        check: "command -v aria2c",
+        version: "aria2c --version | head -n1 | awk '{print $3}'",
+    },
+    RealClient {
+        name: "Transmission",
+        mode: "none (plain client, the baseline)",
+        scoring: "referee (late bytes)",
+        cmd: "examples/transmission_plain.sh",
+        check: "command -v transmission-cli",
+        version: "transmission-cli --version 2>&1 | head -n1 | awk '{print $2}'",
+    },
+    RealClient {
+        name: "qBittorrent",
+        mode: "sequential + first/last piece priority (Web API)",
+        scoring: "referee (late bytes)",
+        cmd: "examples/qbittorrent_stream.py",
+        check: "command -v qbittorrent-nox",
+        version: "qbittorrent-nox --version | awk '{print $2}' | tr -d v",
+    },
+    RealClient {
+        name: "WebTorrent",
+        mode: "file stream read at the playback rate",
+        scoring: "referee (late bytes)",
+        cmd: "examples/webtorrent_stream.sh",
+        check: "test -x examples/webtorrent_stream.sh && examples/webtorrent_stream.sh --check",
+        version: "examples/webtorrent_stream.sh --version",
+    },
+    RealClient {
+        name: "rqbit",
+        mode: "HTTP stream of the file",
+        scoring: "referee (late bytes)",
+        cmd: "examples/rqbit_stream.sh",
+        check: "test -x examples/rqbit_stream.sh && command -v rqbit",
+        version: "rqbit --version | awk '{print $2}'",
+    },
+];
+
+/// Seeds of the league table (`CLIENTS_SEEDS=N` overrides).
+const CLIENTS_SEEDS: u64 = 5;
+
+fn sh(cmd: &str) -> Option<String> {
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .current_dir(ROOT)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Every installable real client and our three policies, on the standard experiment, as one
+/// `testbed compare` (one experiment at a time), and the league table from it.
+fn clients(b: &mut Bench) -> Result<()> {
+    let (seeds, secs) = if b.quick {
+        (1u64, 20u64)
+    } else {
+        (
+            std::env::var("CLIENTS_SEEDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(CLIENTS_SEEDS),
+            std::env::var("VOD_SECS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(VOD_SECS),
+        )
+    };
+    let dir = b.dir.join("clients");
+    let (s, size) = movie_scenario(&dir, "default", secs)?;
+    // (entrant name in the compare, client, version, mode, scoring, or why it is missing)
+    let mut rows: Vec<(
+        Option<String>,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+    )> = Vec::new();
+    let mut args: Vec<String> = Vec::new();
+    let ours = sh(&format!("{TESTBED} --version"))
+        .unwrap_or_default()
+        .replace("testbed ", "");
+    for p in ["deadline", "sequential", "rarest"] {
+        args.extend(["--policy".into(), p.into()]);
+        rows.push((
+            Some(p.into()),
+            format!("ours: vod-client `{p}`"),
+            ours.clone(),
+            format!("policy `{p}`"),
+            "VoD server at the deadline".into(),
+            None,
+        ));
+    }
+    for c in REAL_CLIENTS {
+        let installed = sh(c.check).is_some();
+        let version = if installed {
+            sh(c.version).unwrap_or_else(|| "?".into())
+        } else {
+            String::new()
+        };
+        let line = format!("{ROOT}/{}", c.cmd);
+        rows.push((
+            installed.then(|| line.clone()),
+            c.name.into(),
+            version,
+            c.mode.into(),
+            c.scoring.into(),
+            (!installed).then(|| format!("not installed here (`{}` failed)", c.check)),
+        ));
+        if installed {
+            args.extend(["--client".into(), line]);
+        }
+    }
+    let last = 42 + seeds - 1;
+    let entrants = rows.iter().filter(|r| r.0.is_some()).count();
+    println!(
+        "  configs/default.yaml, {size} B, seeds 42..{last}, {entrants} entrants, one experiment at a time"
+    );
+    let out = dir.join("compare");
+    let mut cmd_args: Vec<&str> = vec!["--seeds"];
+    let seeds_arg = format!("42..{last}");
+    cmd_args.push(&seeds_arg);
+    cmd_args.extend(args.iter().map(String::as_str));
+    let out_s = out.display().to_string();
+    cmd_args.extend(["--out", &out_s]);
+    let mut p = spawn(
+        s.command("compare", &cmd_args)
+            .current_dir(ROOT)
+            .stdout(Stdio::null()),
+    )?;
+    let per_run = if secs == 0 { 400 } else { secs * 3 + 90 };
+    let st = wait_exit(
+        &mut p,
+        "testbed compare",
+        Duration::from_secs(per_run * seeds * entrants as u64),
+    )?;
+    if !st.success() {
+        bail!("testbed compare exited with {st}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json"))?)?;
+    let runs = std::fs::read_to_string(out.join("runs.csv"))?;
+    let pct = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN) * 100.0;
+    let stats = |name: &str| {
+        summary["entrants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["entrant"] == name)
+            .cloned()
+    };
+    // Mean late pieces and first byte played per entrant, from runs.csv (quoted fields: a
+    // client line has no comma, so a plain split is enough for these columns).
+    let per_run = |name: &str, col: usize| -> Option<f64> {
+        let v: Vec<f64> = runs
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with(&format!("{name},")))
+            .filter_map(|l| l.split(',').nth(col)?.parse().ok())
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let mut table = String::from(
+        "| client | version | mode | scored by | mean share (sd) | late pieces | first byte played |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    let mut means: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+    for (entrant, client, version, mode, scoring, missing) in &rows {
+        let Some(e) = entrant else {
+            table.push_str(&format!(
+                "| {client} |  | {mode} | {scoring} | {} |  |  |\n",
+                missing.clone().unwrap_or_default()
+            ));
+            continue;
+        };
+        let Some(st) = stats(e) else { continue };
+        let label = format!("{client} {version}, {mode}");
+        let i = b.add(
+            "clients",
+            &format!(
+                "{label}: share, {} (sd {:.1}, runs {})",
+                scoring,
+                pct(&st["sd"]),
+                st["runs"]
+            ),
+            pct(&st["mean"]),
+            "%",
+        );
+        means.insert(e.clone(), (i, pct(&st["mean"])));
+        let fmt = |x: Option<f64>, unit: &str| x.map_or("-".into(), |v| format!("{v:.1}{unit}"));
+        table.push_str(&format!(
+            "| {client} | {version} | {mode} | {scoring} | {:.1} % ({:.1}) | {} | {} |\n",
+            pct(&st["mean"]),
+            pct(&st["sd"]),
+            fmt(per_run(e, 6), ""),
+            fmt(per_run(e, 11), " s"),
+        ));
+    }
+    println!("{table}");
+    // The target: deadline beats every real client, libtorrent's time-critical mode first.
+    if let Some(&(i, d)) = means.get("deadline") {
+        let tc = format!("{ROOT}/examples/libtorrent_vod.py --mode time-critical");
+        if let Some(&(_, l)) = means.get(&tc) {
+            b.anchor(i, "libtorrent time-critical", l, false);
+        }
+        let real: Vec<f64> = means
+            .iter()
+            .filter(|(k, _)| k.starts_with(ROOT))
+            .map(|(_, &(_, m))| m)
+            .collect();
+        b.target(
+            i,
+            "beats every real client's share",
+            !real.is_empty() && real.iter().all(|&m| d < m),
+        );
+    }
+    if !b.quick {
+        let note = format!(
+            "Generated by `make bench BENCH=clients` on {}: configs/default.yaml ({}), seeds \
+             42..{last}, one experiment at a time; every run's dots: benches/clients.svg.\n\n",
+            Command::new("date")
+                .args(["-u", "+%Y-%m-%d"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default(),
+            if secs == 0 {
+                "the whole movie".to_string()
+            } else {
+                format!("its first {secs} s")
+            }
+        );
+        for file in ["BENCHMARKS.md", "README.md"] {
+            replace_between(
+                &Path::new(ROOT).join(file),
+                "<!-- clients:begin -->",
+                "<!-- clients:end -->",
+                &format!("{note}{table}"),
+            )?;
+        }
+        std::fs::copy(
+            out.join("compare.svg"),
+            Path::new(ROOT).join("benches/clients.svg"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Replace what lies between the markers in `path` (which must have them).
+fn replace_between(path: &Path, begin: &str, end: &str, body: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path)?;
+    let (a, z) = match (old.find(begin), old.find(end)) {
+        (Some(a), Some(z)) if a < z => (a, z),
+        _ => bail!("{}: no {begin} .. {end} markers", path.display()),
+    };
+    std::fs::write(path, format!("{}{begin}\n{body}{}", &old[..a], &old[z..]))?;
     Ok(())
 }
 
