@@ -1265,6 +1265,18 @@ const REAL_CLIENTS: &[RealClient] = &[
     },
 ];
 
+/// A row of the league table.
+struct LeagueRow {
+    /// Its name in the compare; `None` when not installed.
+    entrant: Option<String>,
+    client: String,
+    version: String,
+    mode: String,
+    scoring: String,
+    /// Why it has no figures.
+    missing: Option<String>,
+}
+
 /// Seeds of the league table (`CLIENTS_SEEDS=N` overrides).
 const CLIENTS_SEEDS: u64 = 5;
 
@@ -1300,29 +1312,21 @@ fn clients(b: &mut Bench) -> Result<()> {
     };
     let dir = b.dir.join("clients");
     let (s, size) = movie_scenario(&dir, "default", secs)?;
-    // (entrant name in the compare, client, version, mode, scoring, or why it is missing)
-    let mut rows: Vec<(
-        Option<String>,
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-    )> = Vec::new();
+    let mut rows: Vec<LeagueRow> = Vec::new();
     let mut args: Vec<String> = Vec::new();
     let ours = sh(&format!("{TESTBED} --version"))
         .unwrap_or_default()
         .replace("testbed ", "");
     for p in ["deadline", "sequential", "rarest"] {
         args.extend(["--policy".into(), p.into()]);
-        rows.push((
-            Some(p.into()),
-            format!("ours: vod-client `{p}`"),
-            ours.clone(),
-            format!("policy `{p}`"),
-            "VoD server at the deadline".into(),
-            None,
-        ));
+        rows.push(LeagueRow {
+            entrant: Some(p.into()),
+            client: format!("ours: vod-client `{p}`"),
+            version: ours.clone(),
+            mode: format!("policy `{p}`"),
+            scoring: "VoD server at the deadline".into(),
+            missing: None,
+        });
     }
     for c in REAL_CLIENTS {
         let installed = sh(c.check).is_some();
@@ -1332,20 +1336,20 @@ fn clients(b: &mut Bench) -> Result<()> {
             String::new()
         };
         let line = format!("{ROOT}/{}", c.cmd);
-        rows.push((
-            installed.then(|| line.clone()),
-            c.name.into(),
+        rows.push(LeagueRow {
+            entrant: installed.then(|| line.clone()),
+            client: c.name.into(),
             version,
-            c.mode.into(),
-            c.scoring.into(),
-            (!installed).then(|| format!("not installed here (`{}` failed)", c.check)),
-        ));
+            mode: c.mode.into(),
+            scoring: c.scoring.into(),
+            missing: (!installed).then(|| format!("not installed here (`{}` failed)", c.check)),
+        });
         if installed {
             args.extend(["--client".into(), line]);
         }
     }
     let last = 42 + seeds - 1;
-    let entrants = rows.iter().filter(|r| r.0.is_some()).count();
+    let entrants = rows.iter().filter(|r| r.entrant.is_some()).count();
     println!(
         "  configs/default.yaml, {size} B, seeds 42..{last}, {entrants} entrants, one experiment at a time"
     );
@@ -1398,7 +1402,15 @@ fn clients(b: &mut Bench) -> Result<()> {
          |---|---|---|---|---|---|---|\n",
     );
     let mut means: BTreeMap<String, (usize, f64)> = BTreeMap::new();
-    for (entrant, client, version, mode, scoring, missing) in &rows {
+    for LeagueRow {
+        entrant,
+        client,
+        version,
+        mode,
+        scoring,
+        missing,
+    } in &rows
+    {
         let Some(e) = entrant else {
             table.push_str(&format!(
                 "| {client} |  | {mode} | {scoring} | {} |  |  |\n",
