@@ -1252,8 +1252,8 @@ const REAL_CLIENTS: &[RealClient] = &[
         mode: "file stream read at the playback rate",
         scoring: "referee (late bytes)",
         cmd: "examples/webtorrent_stream.sh",
-        check: "test -x examples/webtorrent_stream.sh && examples/webtorrent_stream.sh --check",
-        version: "examples/webtorrent_stream.sh --version",
+        check: "test -x /opt/webtorrent/node_modules/.bin/webtorrent",
+        version: "node -p \"require('/opt/webtorrent/node_modules/webtorrent-cli/package.json').version\"",
     },
     RealClient {
         name: "rqbit",

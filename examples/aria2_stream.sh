@@ -6,11 +6,22 @@
 #
 # aria2c never calls the VoD server, so the referee scores it (late bytes; README, The referee).
 # Its settings are aria2c's defaults but for the lab's upload cap, leaving once the file is
-# complete (--seed-time=0), and the streaming piece selector. Needs: aria2 (Debian).
+# complete (--seed-time=0), and the streaming piece selector. HOME and XDG_* point into the run
+# folder, where aria2c then keeps its DHT state (by default in ~/.cache/aria2). Needs: aria2
+# (Debian).
 set -e
-selector=${1:-inorder}
+case ${1:-} in
+'' | -*) selector=inorder ;; # no argument, or the config's args template: the default
+inorder | geom | default | random) selector=$1 ;;
+*)
+    echo "aria2_stream.sh: unknown selector '$1' (inorder or geom)" >&2
+    exit 2
+    ;;
+esac
 dir=$(dirname "$TESTBED_SAVEAS")
-mkdir -p "$dir"
+state=$dir/.aria2
+mkdir -p "$state"
+export HOME="$state" XDG_CACHE_HOME="$state/.cache" XDG_CONFIG_HOME="$state/.config"
 exec aria2c --seed-time=0 --stream-piece-selector="$selector" \
     --max-overall-upload-limit="${TESTBED_MAX_UPLOAD_RATE%.*}K" \
     --dir="$dir" "$TESTBED_TORRENT"

@@ -6,11 +6,13 @@
 #
 # webtorrent downloads the torrent into the run folder and serves it on its HTTP server (the
 # one its --vlc/--mpv modes hand to the player); the player is curl reading that stream, which
-# webtorrent feeds through a file read stream: the pieces the reader waits for become
-# "critical" (requested from every peer that has them, slow peers' requests taken over) ahead
-# of the rest, which go in file order (its default picker). rate: curl starts at the startup
-# delay and reads at the playback rate (--limit-rate), a player without a cache; fast: curl
-# starts at once and reads as fast as pieces come (a player with a big cache, as mpv or VLC).
+# webtorrent feeds through a file read stream: a piece the reader waits for becomes "critical"
+# with the next two (a faster peer may take its blocks over from a slower one), on top of its
+# default picker, file order (but its first request to each new peer is the last piece that
+# peer has). rate: curl starts at the startup delay and reads at the playback rate
+# (--limit-rate), a player without a cache; fast: curl starts at once and reads as fast as
+# pieces come (a player with a big cache, as mpv or VLC). webtorrent reads up to 16 pieces
+# ahead of the player in both.
 # webtorrent never calls the VoD server, so the referee scores it (late bytes; README, The
 # referee). Its settings are webtorrent's defaults but for the lab's upload cap (-u, KB of 1024
 # B), --quiet (no terminal UI) and its port; HOME, XDG_* and TMPDIR point into the run folder.

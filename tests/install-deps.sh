@@ -11,6 +11,7 @@ need=()
 command -v aria2c >/dev/null 2>&1 || need+=(aria2)
 command -v transmission-cli >/dev/null 2>&1 || need+=(transmission-cli)
 command -v qbittorrent-nox >/dev/null 2>&1 || need+=(qbittorrent-nox)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v mktorrent >/dev/null 2>&1 || need+=(mktorrent)
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
 [ -x /usr/bin/chromium ] || need+=(chromium)
@@ -21,6 +22,18 @@ command -v munged >/dev/null 2>&1 || need+=(munge)
 if [ "${1:-}" = bench ]; then
   command -v opentracker >/dev/null 2>&1 || need+=(opentracker)
   command -v wrk >/dev/null 2>&1 || need+=(wrk)
+fi
+# webtorrent-cli (npm) for examples/webtorrent_stream.sh, in /opt/webtorrent: node-datachannel
+# 0.33 brings its prebuilt binary from npm (0.32 fetches it from GitHub at install time), and
+# --ignore-scripts skips ip-set 3.0.0's stray `npx only-allow pnpm` preinstall, which fails
+# under npm (the other native modules ship prebuilt binaries in their packages).
+if [ ! -x /opt/webtorrent/node_modules/.bin/webtorrent ] && command -v npm >/dev/null 2>&1 &&
+  { [ "$(id -u)" = 0 ] || [ -w /opt ]; }; then
+  echo "install-deps: installing webtorrent-cli into /opt/webtorrent (npm)"
+  mkdir -p /opt/webtorrent
+  printf '%s\n' '{"private": true,' '"dependencies": {"webtorrent-cli": "^6.0.1"},' \
+    '"overrides": {"node-datachannel": "^0.33.4"}}' > /opt/webtorrent/package.json
+  (cd /opt/webtorrent && npm install --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then

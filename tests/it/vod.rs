@@ -26,15 +26,25 @@ fn run_client(s: &Scenario, my_client: &[&str]) -> (String, serde_json::Value, s
 }
 
 fn run(s: &Scenario, extra: &[&str]) -> (String, serde_json::Value, serde_json::Value) {
-    let mut child = Proc::spawn(
-        "testbed run",
-        Command::new(testbed_bin())
-            .args(["run", "--config"])
-            .arg(&s.config)
-            .args(extra)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped()),
-    );
+    run_env(s, extra, &[])
+}
+
+/// [`run`] with more environment for the testbed and so for my client.
+fn run_env(
+    s: &Scenario,
+    extra: &[&str],
+    env: &[(&str, &std::path::Path)],
+) -> (String, serde_json::Value, serde_json::Value) {
+    let mut cmd = Command::new(testbed_bin());
+    cmd.args(["run", "--config"])
+        .arg(&s.config)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = Proc::spawn("testbed run", &mut cmd);
     let status = child
         .wait_timeout(Duration::from_secs(90))
         .expect("testbed run ends within 90 s");
@@ -590,13 +600,19 @@ fn example(name: &str) -> String {
 
 /// The wrappers in examples/ that run real clients as my client, unmodified, each a quick row
 /// (the league table's clients, so that a change that breaks one shows up here): each plays
-/// the whole movie, leaves a byte-identical copy, and is scored by the referee.
+/// the whole movie, leaves a byte-identical copy, is scored by the referee, and writes nothing
+/// in HOME (an empty folder here: aria2c kept its DHT state in ~/.cache until told otherwise).
 #[test]
 fn every_example_wrapper_plays_as_my_client() {
     for (tool, wrapper, arg) in [
         ("aria2c", "aria2_stream.sh", "geom"),
         ("transmission-cli", "transmission_plain.sh", ""),
         ("qbittorrent-nox", "qbittorrent_stream.py", ""),
+        (
+            "/opt/webtorrent/node_modules/.bin/webtorrent",
+            "webtorrent_stream.sh",
+            "",
+        ),
     ] {
         if !have_tool(tool) {
             continue;
@@ -607,7 +623,11 @@ fn every_example_wrapper_plays_as_my_client() {
             cmd.push(arg.to_string());
         }
         let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-        let (out, summary, _) = run_client(&s, &cmd);
+        let home = s.root().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let (out, summary, _) = run_env(&s, &cmd, &[("HOME", &home)]);
+        let left: Vec<_> = std::fs::read_dir(&home).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{wrapper} wrote in HOME: {left:?}");
         assert_eq!(summary["my_client_exit"], "exit code 0", "{wrapper}: {out}");
         assert_eq!(summary["penalty_source"], "referee", "{wrapper}: {out}");
         assert!(
