@@ -1037,14 +1037,8 @@ fn vod(b: &mut Bench) -> Result<()> {
         (1u64, 30u64)
     } else {
         (
-            std::env::var("VOD_SEEDS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(VOD_SEEDS),
-            std::env::var("VOD_SECS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(VOD_SECS),
+            env_u64("VOD_SEEDS", VOD_SEEDS),
+            env_u64("VOD_SECS", VOD_SECS),
         )
     };
     for scenario in ["default", "scarce"] {
@@ -1055,6 +1049,14 @@ fn vod(b: &mut Bench) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A whole number from the environment, or `default`.
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Seeds of the VoD comparison (`VOD_SEEDS=N` overrides): five, so that the section (two
@@ -1300,14 +1302,8 @@ fn clients(b: &mut Bench) -> Result<()> {
         (1u64, 20u64)
     } else {
         (
-            std::env::var("CLIENTS_SEEDS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(CLIENTS_SEEDS),
-            std::env::var("VOD_SECS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(VOD_SECS),
+            env_u64("CLIENTS_SEEDS", CLIENTS_SEEDS),
+            env_u64("VOD_SECS", VOD_SECS),
         )
     };
     let dir = b.dir.join("clients");
