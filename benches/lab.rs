@@ -1259,11 +1259,11 @@ const REAL_CLIENTS: &[RealClient] = &[
     },
     RealClient {
         name: "rqbit",
-        mode: "HTTP stream of the file",
+        mode: "HTTP stream read at the playback rate",
         scoring: "referee (late bytes)",
         cmd: "examples/rqbit_stream.sh",
-        check: "test -x examples/rqbit_stream.sh && command -v rqbit",
-        version: "rqbit --version | awk '{print $2}'",
+        check: "test -x /opt/rqbit/bin/rqbit",
+        version: "/opt/rqbit/bin/rqbit --version | awk '{print $2}'",
     },
 ];
 

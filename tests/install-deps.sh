@@ -35,6 +35,14 @@ if [ ! -x /opt/webtorrent/node_modules/.bin/webtorrent ] && command -v npm >/dev
     '"overrides": {"node-datachannel": "^0.33.4"}}' > /opt/webtorrent/package.json
   (cd /opt/webtorrent && npm install --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+# rqbit (crates.io) for examples/rqbit_stream.sh, in /opt/rqbit: rustls instead of OpenSSL, no
+# web UI (its build runs npm), no Postgres or Prometheus; about 5 minutes on 2 cores.
+if ! [ -x /opt/rqbit/bin/rqbit ] && command -v cargo >/dev/null 2>&1 &&
+  { [ "$(id -u)" = 0 ] || [ -w /opt ]; }; then
+  echo "install-deps: building rqbit 9.1.0 into /opt/rqbit (cargo install, a few minutes)"
+  cargo install rqbit@9.1.0 --locked --no-default-features --features rust-tls \
+    --root /opt/rqbit --quiet
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
     echo "install-deps: missing ${need[*]} and not root: the tests and benchmarks that use them will skip or fail" >&2

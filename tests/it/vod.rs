@@ -613,6 +613,7 @@ fn every_example_wrapper_plays_as_my_client() {
             "webtorrent_stream.sh",
             "",
         ),
+        ("/opt/rqbit/bin/rqbit", "rqbit_stream.sh", ""),
     ] {
         if !have_tool(tool) {
             continue;
