@@ -13,20 +13,13 @@
 # as pieces come. rqbit never calls the VoD server, so the referee scores it (late bytes;
 # README, The referee). Its settings are rqbit's defaults but for the lab's upload cap
 # (--ratelimit-upload, bytes/s), its API on 127.0.0.1 at a free port, and no UPnP; HOME and
-# XDG_* point into the run folder (where it keeps its DHT state). Needs: curl, python3, and
-# rqbit (crates.io), installed as
+# XDG_* point into the run folder (where it keeps its DHT state). The player is
+# examples/stream_player.sh's. Needs: curl, python3, and rqbit (crates.io), installed as
 #   cargo install rqbit --locked --no-default-features --features rust-tls --root /opt/rqbit
 # (tests/install-deps.sh does it; about 5 minutes on 2 cores). Elsewhere: RQBIT=/path/to/rqbit.
 set -e
-mode=rate
-case ${1:-} in
-rate | fast) mode=$1 ;;
-'' | -*) ;; # no argument, or the config's args template: the default
-*)
-    echo "rqbit_stream.sh: unknown mode '$1' (rate or fast)" >&2
-    exit 2
-    ;;
-esac
+. "$(dirname "$0")/stream_player.sh"
+player_mode rqbit_stream.sh "${1:-}"
 rq=${RQBIT:-/opt/rqbit/bin/rqbit}
 [ -x "$rq" ] || rq=$(command -v rqbit) || {
     echo "rqbit_stream.sh: no rqbit (see the install line in this script)" >&2
@@ -41,45 +34,23 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 up=$(awk "BEGIN { printf \"%d\", ${TESTBED_MAX_UPLOAD_RATE:-0} * 1024 }")
 limit_up=
 [ "$up" -gt 0 ] && limit_up="--ratelimit-upload $up"
-t0=$(date +%s%N)
+player_clock
 # shellcheck disable=SC2086 # $limit_up is empty or two words
 "$rq" --http-api-listen-addr "127.0.0.1:$port" --disable-upnp-port-forward $limit_up \
     download -e -o "$dir" "$TESTBED_TORRENT" >"$state/rqbit.log" 2>&1 &
 rq_pid=$!
-player=
-stop() {
-    [ -z "$player" ] || kill "$player" 2>/dev/null || true
-    kill "$rq_pid" 2>/dev/null || true
-    i=0
-    while kill -0 "$rq_pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -9 "$rq_pid" 2>/dev/null || true
-    wait "$rq_pid" 2>/dev/null || true
-    [ -z "$player" ] || wait "$player" 2>/dev/null || true
-}
-trap 'stop; exit 143' TERM
-trap 'stop; exit 130' INT
+trap 'player_stop "$rq_pid"; exit 143' TERM
+trap 'player_stop "$rq_pid"; exit 130' INT
 
-if [ "$mode" = rate ]; then
-    start_ns=$(awk "BEGIN { printf \"%.0f\", $t0 + ${TESTBED_DELAY:-0} * 1e9 }")
-    limit="--limit-rate $(awk "BEGIN { printf \"%d\", ${TESTBED_RATE:-0} * 1024 }")"
-else
-    start_ns=$t0
-    limit=
-fi
-url=http://127.0.0.1:$port/torrents/0/stream/0
 while kill -0 "$rq_pid" 2>/dev/null; do
-    if [ -z "$player" ] && [ "$(date +%s%N)" -ge "$start_ns" ] &&
-        curl -s -m 2 -o /dev/null "http://127.0.0.1:$port/torrents/0"; then
-        # shellcheck disable=SC2086 # $limit is empty or two words
-        curl -s $limit -o /dev/null "$url" &
-        player=$!
+    if player_due && curl -s -m 2 -o /dev/null "http://127.0.0.1:$port/torrents/0"; then
+        player_play "http://127.0.0.1:$port/torrents/0/stream/0"
     fi
     sleep 0.1
 done
 code=0
 wait "$rq_pid" || code=$?
-[ -z "$player" ] || kill "$player" 2>/dev/null || true
-[ -z "$player" ] || wait "$player" 2>/dev/null || true
+player_end
 if [ "$code" -ne 0 ]; then
     echo "rqbit_stream.sh: rqbit exited with $code; its log:" >&2
     tail -n 5 "$state/rqbit.log" >&2

@@ -23,17 +23,11 @@
 #     '"overrides": {"node-datachannel": "^0.33.4"}}' > package.json && npm install --ignore-scripts
 # (--ignore-scripts: ip-set 3.0.0's stray `npx only-allow pnpm` preinstall fails under npm;
 # node-datachannel 0.33 brings its prebuilt binary from npm, 0.32 fetches it from GitHub at
-# install time.) Elsewhere: WEBTORRENT=/path/to/webtorrent.
+# install time.) Elsewhere: WEBTORRENT=/path/to/webtorrent. The player is
+# examples/stream_player.sh's.
 set -e
-mode=rate
-case ${1:-} in
-rate | fast) mode=$1 ;;
-'' | -*) ;; # no argument, or the config's args template: the default
-*)
-    echo "webtorrent_stream.sh: unknown mode '$1' (rate or fast)" >&2
-    exit 2
-    ;;
-esac
+. "$(dirname "$0")/stream_player.sh"
+player_mode webtorrent_stream.sh "${1:-}"
 wt=${WEBTORRENT:-/opt/webtorrent/node_modules/.bin/webtorrent}
 [ -x "$wt" ] || wt=$(command -v webtorrent) || {
     echo "webtorrent_stream.sh: no webtorrent (see the install line in this script)" >&2
@@ -50,34 +44,17 @@ rm -f done
 # A free port for webtorrent's HTTP server (it would take a random one if its default were
 # busy, and not say which).
 port=$(node -e 'const s = require("net").createServer().listen(0, () => { console.log(s.address().port); s.close() })')
-t0=$(date +%s%N)
+player_clock
 "$wt" download "$TESTBED_TORRENT" --out "$dir" --port "$port" --quiet \
     --upload-limit "$TESTBED_MAX_UPLOAD_RATE" --on-done "touch done" &
 wt_pid=$!
-player=
-# Ends curl, then webtorrent (SIGTERM: its graceful exit; SIGKILL if it takes over 5 s).
-stop() {
-    [ -z "$player" ] || kill "$player" 2>/dev/null || true
-    kill "$wt_pid" 2>/dev/null || true
-    i=0
-    while kill -0 "$wt_pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -9 "$wt_pid" 2>/dev/null || true
-    wait "$wt_pid" 2>/dev/null || true
-    [ -z "$player" ] || wait "$player" 2>/dev/null || true
-}
-trap 'stop; exit 143' TERM
-trap 'stop; exit 130' INT
+# webtorrent ends on SIGTERM (its graceful exit), or SIGKILL after 5 s.
+trap 'player_stop "$wt_pid"; exit 143' TERM
+trap 'player_stop "$wt_pid"; exit 130' INT
 
 # The stream's address, from webtorrent's own index pages; then the player, at its time.
 base=http://127.0.0.1:$port
 url=
-if [ "$mode" = rate ]; then
-    start_ns=$(awk "BEGIN { printf \"%.0f\", $t0 + ${TESTBED_DELAY:-0} * 1e9 }")
-    limit="--limit-rate $(awk "BEGIN { printf \"%d\", ${TESTBED_RATE:-0} * 1024 }")"
-else
-    start_ns=$t0
-    limit=
-fi
 while [ ! -e done ] && kill -0 "$wt_pid" 2>/dev/null; do
     if [ -z "$url" ]; then
         hash=$(curl -s -m 2 "$base/webtorrent/" |
@@ -86,22 +63,19 @@ while [ ! -e done ] && kill -0 "$wt_pid" 2>/dev/null; do
             sed -n 's|.*href="\(/webtorrent/[^"]*\)".*|\1|p' | head -n 1 |
             sed "s/&amp;/\&/g; s/&#39;/'/g") || true
     fi
-    if [ -n "$url" ] && [ -z "$player" ] && [ "$(date +%s%N)" -ge "$start_ns" ]; then
-        # shellcheck disable=SC2086 # $limit is empty or two words
-        curl -s $limit -o /dev/null "$base$url" &
-        player=$!
+    if [ -n "$url" ] && player_due; then
+        player_play "$base$url"
     fi
     sleep 0.1
 done
 if [ -e done ]; then
-    stop
+    player_stop "$wt_pid"
     exit 0
 fi
 # webtorrent ended before the download did: its exit code (1 if it said 0).
-[ -z "$player" ] || kill "$player" 2>/dev/null || true
+player_end
 code=0
 wait "$wt_pid" || code=$?
-[ -z "$player" ] || wait "$player" 2>/dev/null || true
 echo "webtorrent_stream.sh: webtorrent ended (exit $code) before the download was complete" >&2
 [ "$code" -ne 0 ] || code=1
 exit "$code"

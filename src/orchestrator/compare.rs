@@ -225,11 +225,7 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
     let plan = schedule(c);
     let todo: Vec<_> = plan
         .iter()
-        .filter(|(e, s, r)| {
-            !runs
-                .iter()
-                .any(|x| x.entrant == e.name() && x.seed == *s && x.repeat == *r)
-        })
+        .filter(|(e, s, r)| !has_run(&runs, &e.name(), *s, *r))
         .cloned()
         .collect();
     if todo.len() < plan.len() {
@@ -254,6 +250,12 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
         );
     }
     write_outputs(c, &runs)
+}
+
+/// Whether `runs` has the row of `entrant` on `seed`, repeat `repeat`.
+pub(super) fn has_run(runs: &[Run], entrant: &str, seed: u64, repeat: u32) -> bool {
+    runs.iter()
+        .any(|x| x.entrant == entrant && x.seed == seed && x.repeat == repeat)
 }
 
 /// Appends `run` to `runs.csv` and prints the progress line.

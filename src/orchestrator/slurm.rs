@@ -25,7 +25,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::compare::{
-    one_run, parse_run, record, Comparison, Entrant, Live, Placement, Progress, Run,
+    has_run, one_run, parse_run, record, Comparison, Entrant, Live, Placement, Progress, Run,
 };
 use crate::util::fs::write_atomic;
 
@@ -98,7 +98,7 @@ pub fn run_array(
     gather(c, &dir, csv, &mut runs, progress)?;
     let left: Vec<Task> = todo
         .iter()
-        .filter(|(e, s, r)| !done(&runs, &e.name(), *s, *r))
+        .filter(|(e, s, r)| !has_run(&runs, &e.name(), *s, *r))
         .map(|(entrant, seed, repeat)| Task {
             entrant: entrant.clone(),
             seed: *seed,
@@ -134,7 +134,7 @@ pub fn run_array(
         .tasks
         .iter()
         .enumerate()
-        .filter(|(_, t)| !done(&runs, &t.entrant.name(), t.seed, t.repeat))
+        .filter(|(_, t)| !has_run(&runs, &t.entrant.name(), t.seed, t.repeat))
         .map(|(k, t)| {
             let log = dir.join("logs").join(format!("{k}.log"));
             let last = std::fs::read_to_string(&log)
@@ -163,11 +163,6 @@ pub fn run_array(
         );
     }
     Ok((runs, false))
-}
-
-fn done(runs: &[Run], entrant: &str, seed: u64, repeat: u32) -> bool {
-    runs.iter()
-        .any(|x| x.entrant == entrant && x.seed == seed && x.repeat == repeat)
 }
 
 /// Writes the plan and the batch script, submits the array; its job id.
@@ -351,7 +346,7 @@ fn gather(
         let text = std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?;
         let run = parse_run(text.trim_end())
             .with_context(|| format!("{}: not a run row", f.display()))?;
-        if !done(runs, &run.entrant, run.seed, run.repeat) {
+        if !has_run(runs, &run.entrant, run.seed, run.repeat) {
             record(c, csv, runs, run, progress)?;
         }
         let _ = std::fs::remove_file(&f);

@@ -80,17 +80,6 @@ fn lab() -> Scenario {
     )
 }
 
-/// Processes whose command line mentions `needle`.
-fn mentioning(needle: &str) -> Vec<i32> {
-    all_pids()
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
-        })
-        .collect()
-}
-
 #[test]
 fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
     let Some(cluster) = Cluster::start() else {
@@ -151,7 +140,7 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
         let summary = s.root().join(format!("local-{k}/summary.json"));
         assert!(summary.exists(), "{} is missing", summary.display());
     }
-    assert!(mentioning(&out_s).is_empty(), "a task's processes are left");
+    assert!(in_cmdline(&out_s).is_empty(), "a task's processes are left");
 
     // A testbed started inside a job (task/cgroup) is ended by the end of the job: scancel.
     let run_dir = s.root().join("in-job");
@@ -264,6 +253,6 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
     wait_until(
         "nothing of the sharded world is left",
         Duration::from_secs(30),
-        || mentioning(&root.display().to_string()).is_empty(),
+        || in_cmdline(&root.display().to_string()).is_empty(),
     );
 }

@@ -284,3 +284,15 @@ pub fn marked(run_id: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// Processes whose command line mentions `needle`.
+pub fn in_cmdline(needle: &str) -> Vec<(i32, String)> {
+    all_pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(needle).then_some((pid, cmd))
+        })
+        .collect()
+}

@@ -638,18 +638,6 @@ fn every_example_wrapper_plays_as_my_client() {
     }
 }
 
-/// Processes whose command line mentions `needle`.
-fn in_cmdline(needle: &str) -> Vec<(i32, String)> {
-    all_pids()
-        .into_iter()
-        .filter_map(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            cmd.contains(needle).then_some((pid, cmd))
-        })
-        .collect()
-}
-
 /// `my_client.start_after`: my client joins a world that has already run that long.
 #[test]
 fn my_client_can_join_a_warm_world() {
