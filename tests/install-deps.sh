@@ -5,7 +5,8 @@
 #                                 Chromium + ChromeDriver for the status-page test, and iproute2
 #                                 for the two-host test's namespaces, Slurm and munge for the
 #                                 single-node cluster of the Slurm test (make test)
-#   tests/install-deps.sh bench   also the benchmark anchors: opentracker, wrk (make bench)
+#   tests/install-deps.sh bench   also the benchmark anchors: opentracker, wrk (make bench), and
+#                                 aquatic_http (cargo, into /opt/aquatic)
 set -euo pipefail
 need=()
 command -v aria2c >/dev/null 2>&1 || need+=(aria2)
@@ -42,6 +43,14 @@ if ! [ -x /opt/rqbit/bin/rqbit ] && command -v cargo >/dev/null 2>&1 &&
   echo "install-deps: building rqbit 9.1.0 into /opt/rqbit (cargo install, a few minutes)"
   cargo install rqbit@9.1.0 --locked --no-default-features --features rust-tls \
     --root /opt/rqbit --quiet
+fi
+# aquatic_http (crates.io), the strongest open HTTP tracker, the tracker's second anchor in
+# make bench. Not --locked: the `metrics` crate in its lockfile no longer builds on a current
+# rustc. About 7 minutes on 2 cores.
+if [ "${1:-}" = bench ] && ! [ -x /opt/aquatic/bin/aquatic_http ] && command -v cargo >/dev/null 2>&1 &&
+  { [ "$(id -u)" = 0 ] || [ -w /opt ]; }; then
+  echo "install-deps: building aquatic_http into /opt/aquatic (cargo install, a few minutes)"
+  cargo install aquatic_http --root /opt/aquatic --quiet
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then

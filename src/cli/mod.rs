@@ -15,6 +15,7 @@ use crate::metainfo::Torrent;
 use crate::orchestrator::{self, run::Experiment, Mode};
 use crate::peer::{self, ExitMode, PeerConfig};
 use crate::policy::Policy;
+use crate::tracker::access::AccessSink;
 use crate::tracker::TrackerConfig;
 
 #[derive(Parser, Debug)]
@@ -213,6 +214,9 @@ pub struct TrackerArgs {
     /// libtorrent clients re-announce only every 300 s whatever the interval)
     #[arg(long)]
     pub peer_timeout: Option<f64>,
+    /// Write the log (one line per request at info level) to this file instead of stderr
+    #[arg(long)]
+    pub log: Option<PathBuf>,
     /// Worker threads. One event loop serves some 75,000 announces/s on one core (make bench),
     /// far more than a lab needs; more threads mostly compete with the clients for cores
     #[arg(long, default_value_t = 1)]
@@ -370,6 +374,10 @@ impl TrackerArgs {
                 || TrackerConfig::peer_timeout_for(Duration::from_secs(self.interval)),
                 |s| Duration::from_secs_f64(s.max(0.1)),
             ),
+            access_log: Some(match &self.log {
+                Some(p) => AccessSink::File(p.clone()),
+                None => AccessSink::Stderr,
+            }),
             ..Default::default()
         })
     }
@@ -399,7 +407,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             peer::run_standalone(a.into_config()?, threads)?;
         }
         Command::Tracker(a) => {
-            crate::util::rt::init_logging(None, "info")?;
+            crate::util::rt::init_logging(a.log.as_deref(), "info")?;
             let mut allowed = Vec::new();
             for p in &a.allow {
                 allowed.push(Torrent::from_file(p)?);

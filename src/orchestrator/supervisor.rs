@@ -43,6 +43,7 @@ use super::rundir::{PidInfo, RunDir};
 use super::world::{SwarmFiles, World};
 use super::{page, template, Mode, Orchestrator};
 use crate::metainfo::{self, Torrent};
+use crate::tracker::access::AccessSink;
 use crate::tracker::{self, Tracker, TrackerConfig};
 use crate::util::{Exit, Locked};
 use crate::vod::referee::Verdict;
@@ -465,8 +466,9 @@ impl Supervisor<'_> {
                 .public_host
                 .as_ref()
                 .and_then(|h| h.parse().ok()),
+            access_log: Some(AccessSink::File(self.rd.logs().join("tracker.log"))),
             ..Default::default()
-        });
+        })?;
         for s in &world.swarms {
             trk.register(&s.torrent);
         }

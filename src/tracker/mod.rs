@@ -5,6 +5,7 @@
 //! * [`crate::announce::query`]: announce and scrape queries parsed from the raw query string
 //!   (pure, shared with the protocol layer);
 //! * [`swarm`]: swarms and peers in memory, what an announce does, bencoded answers (pure);
+//! * [`access`]: the access log, one line per request, written in batches;
 //! * [`status`]: the same state for people and tools: `/` (HTML), `/api/status` (JSON),
 //!   `/metrics` (Prometheus text);
 //! * this file: the [`Tracker`] (state behind one lock, config, counters) and the axum routes.
@@ -12,8 +13,9 @@
 //! Bad requests get HTTP 200 with a bencoded `failure reason`, as clients expect. Peers that
 //! stop, or are not heard from for two intervals (at least 330 s: libtorrent clients
 //! re-announce only every 300 s), are dropped. Every request is logged in one
-//! line (target `tracker::access`).
+//! line ([`access`]).
 
+pub mod access;
 pub mod listener;
 pub mod status;
 pub mod swarm;
@@ -57,6 +59,8 @@ pub struct TrackerConfig {
     /// A peer not heard from for this long is dropped from its swarm (see
     /// [`TrackerConfig::peer_timeout_for`]).
     pub peer_timeout: Duration,
+    /// Where the access log goes (`None`: nowhere).
+    pub access_log: Option<access::AccessSink>,
 }
 
 impl TrackerConfig {
@@ -86,6 +90,7 @@ impl Default for TrackerConfig {
             max_connections: 4096,
             idle_timeout: Duration::from_secs(30),
             peer_timeout: TrackerConfig::peer_timeout_for(Duration::from_secs(10)),
+            access_log: None,
         }
     }
 }
@@ -130,21 +135,28 @@ pub struct Tracker {
     /// Extra sections of `/api/status` added by whoever embeds the tracker (the orchestrator's
     /// VoD counts), by name.
     extra: RwLock<Vec<(&'static str, StatusSection)>>,
+    access: access::AccessLog,
 }
 
 /// A section of `/api/status` that the embedding program fills in.
 pub type StatusSection = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 impl Tracker {
-    pub fn new(config: TrackerConfig) -> Arc<Tracker> {
-        Arc::new(Tracker {
+    /// A tracker with no swarms yet; fails only if its access log cannot be opened.
+    pub fn new(config: TrackerConfig) -> std::io::Result<Arc<Tracker>> {
+        let access = match &config.access_log {
+            Some(sink) => access::AccessLog::open(sink)?,
+            None => access::AccessLog::off(),
+        };
+        Ok(Arc::new(Tracker {
+            access,
             config,
             swarms: Mutex::new(HashMap::new()),
             known: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             started: Instant::now(),
             extra: RwLock::new(Vec::new()),
-        })
+        }))
     }
 
     /// Add a section `name` to `/api/status`, computed at each request.
@@ -197,9 +209,12 @@ impl Tracker {
         f(&mut self.swarms.locked())
     }
 
-    /// Answer an announce query from `from`.
-    pub fn announce(&self, raw: &str, from: SocketAddr) -> Result<Vec<u8>, Refusal> {
-        let a = query::parse_announce(raw)?;
+    /// What an announce does: the peer listed (or dropped), and the bencoded answer.
+    pub fn announce(
+        &self,
+        a: &crate::announce::Announce,
+        from: SocketAddr,
+    ) -> Result<Vec<u8>, Refusal> {
         if !self.config.allow_unknown && !self.is_known(&a.info_hash) {
             return Err(Refusal::UnknownTorrent);
         }
@@ -227,7 +242,7 @@ impl Tracker {
             {
                 return Err(Refusal::SwarmFull(self.config.max_peers_per_swarm));
             }
-            s.announce(&a, addr, now);
+            s.announce(a, addr, now);
             let peers = if a.event == Some(crate::announce::Event::Stopped) {
                 Vec::new()
             } else {
@@ -283,8 +298,13 @@ async fn announce(
 ) -> Response {
     t.metrics.announces.fetch_add(1, Ordering::Relaxed);
     let q = q.unwrap_or_default();
-    let r = t.announce(&q, from);
-    log_request(&t, from, "/announce", &q, &r);
+    let parsed = query::parse_announce(&q);
+    let r = match &parsed {
+        Ok(a) => t.announce(a, from),
+        Err(e) => Err(Refusal::Query(e.clone())),
+    };
+    let who = parsed.as_ref().ok().map(|a| (&a.peer_id[..], a.event));
+    log_request(&t, from, "/announce", &q, who, &r);
     bencoded(r.unwrap_or_else(|e| swarm::failure(&e.to_string())))
 }
 
@@ -296,34 +316,59 @@ async fn scrape(
     t.metrics.scrapes.fetch_add(1, Ordering::Relaxed);
     let q = q.unwrap_or_default();
     let r = t.scrape(&q);
-    log_request(&t, from, "/scrape", &q, &r);
+    log_request(&t, from, "/scrape", &q, None, &r);
     bencoded(r.unwrap_or_else(|e| swarm::failure(&e.to_string())))
 }
 
-fn log_request(t: &Tracker, from: SocketAddr, path: &str, q: &str, r: &Result<Vec<u8>, Refusal>) {
+/// Counts a failure and writes the access log's line. `who` is the announce's peer id and event
+/// when the query parsed; otherwise they are looked for in the raw query.
+fn log_request(
+    t: &Tracker,
+    from: SocketAddr,
+    path: &str,
+    q: &str,
+    who: Option<(&[u8], Option<crate::announce::Event>)>,
+    r: &Result<Vec<u8>, Refusal>,
+) {
     if r.is_err() {
         t.metrics.failures.fetch_add(1, Ordering::Relaxed);
     }
-    // The query is parsed again only when the access log is on (not under load tests).
-    if !tracing::enabled!(target: "tracker::access", tracing::Level::INFO) {
+    if !t.access.is_on() {
         return;
     }
     // Like bttrack's log: who (address and peer id), what, and the answer.
-    let (mut event, mut peer) = (String::new(), String::new());
-    for (k, v) in query::pairs(q) {
-        match &k[..] {
-            b"event" => event = String::from_utf8_lossy(&v).into_owned(),
-            b"peer_id" => peer = crate::util::html::printable_id(&v),
-            _ => {}
+    let (mut event, mut peer) = (String::new(), Vec::new());
+    match who {
+        Some((id, ev)) => {
+            peer.extend_from_slice(id);
+            event.push_str(ev.map_or("", |e| e.as_str()));
+        }
+        None => {
+            for (k, v) in query::pairs(q) {
+                match &k[..] {
+                    b"event" => event = String::from_utf8_lossy(&v).into_owned(),
+                    b"peer_id" => peer = v,
+                    _ => {}
+                }
+            }
         }
     }
+    let peer = crate::util::html::Printable(&peer);
     match r {
-        Ok(body) => {
-            tracing::info!(target: "tracker::access", "{} {peer} GET {path} {event} 200 {}", from.ip(), body.len())
-        }
-        Err(e) => {
-            tracing::info!(target: "tracker::access", "{} {peer} GET {path} {event} failure: {e}", from.ip());
-        }
+        Ok(body) => t.access.line(
+            from.ip(),
+            &peer,
+            path,
+            &event,
+            &format_args!("200 {}", body.len()),
+        ),
+        Err(e) => t.access.line(
+            from.ip(),
+            &peer,
+            path,
+            &event,
+            &format_args!("failure: {e}"),
+        ),
     }
 }
 
@@ -351,7 +396,7 @@ pub fn run_standalone(
     addr: SocketAddr,
     threads: usize,
 ) -> anyhow::Result<()> {
-    let t = Tracker::new(config);
+    let t = Tracker::new(config)?;
     for a in allowed {
         t.register(a);
     }
@@ -421,6 +466,16 @@ pub async fn serve_on(
             }
         })
     };
+    let flusher = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(access::FLUSH_EVERY);
+            loop {
+                tick.tick().await;
+                t.access.flush();
+            }
+        })
+    };
     let listener =
         listener::Guarded::new(listener, t.config.max_connections, t.config.idle_timeout)
             .with(also);
@@ -431,5 +486,8 @@ pub async fn serve_on(
     .with_graceful_shutdown(shutdown)
     .await;
     expiry.abort();
+    flusher.abort();
+    // Every request answered is in the log before `serve` returns.
+    t.access.flush();
     Ok(r?)
 }

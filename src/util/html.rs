@@ -22,14 +22,23 @@ pub fn human(bytes: u64) -> String {
 
 /// A peer id as text: printable ASCII kept, other bytes `%XX`.
 pub fn printable_id(id: &[u8]) -> String {
-    id.iter().fold(String::new(), |mut s, &b| {
-        if b.is_ascii_graphic() && b != b'%' {
-            s.push(b as char);
-        } else {
-            let _ = write!(s, "%{b:02X}");
+    Printable(id).to_string()
+}
+
+/// [`printable_id`] written straight into a formatter (the tracker's access log).
+pub struct Printable<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for &b in self.0 {
+            if b.is_ascii_graphic() && b != b'%' {
+                f.write_char(b as char)?;
+            } else {
+                write!(f, "%{b:02X}")?;
+            }
         }
-        s
-    })
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -109,21 +109,48 @@ pub fn free_port() -> u16 {
     panic!("no free port below {low}");
 }
 
-/// A plain HTTP/1.0 GET on loopback: (status code, body).
+/// A plain HTTP/1.0 GET on loopback: (status code, body). The body ends at its Content-Length
+/// when there is one (aquatic_http keeps even an HTTP/1.0 connection open), else at the close.
 pub fn http_get(port: u16, path_and_query: &str) -> std::io::Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )?;
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp)?;
-    let split = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let mut chunk = [0u8; 16384];
+    let (split, length) = loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed before the header's end"));
+        }
+        resp.extend_from_slice(&chunk[..n]);
+        if let Some(split) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&resp[..split]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            break (split, length);
+        }
+    };
+    match length {
+        Some(len) => {
+            while resp.len() < split + 4 + len {
+                let n = s.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                resp.extend_from_slice(&chunk[..n]);
+            }
+            resp.truncate(split + 4 + len);
+        }
+        None => {
+            s.read_to_end(&mut resp)?;
+        }
+    }
     let head = String::from_utf8_lossy(&resp[..split]).to_string();
     let code = head
         .split_whitespace()

@@ -368,3 +368,78 @@ fn slow_clients_are_cut_off_and_bogus_hashes_are_bounded() {
         String::from_utf8_lossy(&m)
     );
 }
+
+/// Reads one HTTP/1.1 response (headers and a Content-Length body) from a kept-alive stream.
+fn read_response(r: &mut impl std::io::BufRead) -> u16 {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let code = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut len = 0usize;
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    code
+}
+
+#[test]
+fn the_access_log_has_every_request_when_the_tracker_stops() {
+    use std::io::{BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (mut t, port) = start_tracker(&["--log", log.to_str().unwrap()]);
+    let ih = [5u8; 20];
+    // Four kept-alive connections as fast as the tracker answers, so that lines are still
+    // queued for the log's writer when the tracker is told to stop.
+    let (conns, each) = (4, 2500);
+    let clients: Vec<_> = (0..conns)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                s.set_nodelay(true).unwrap();
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                for i in 0..each {
+                    let q = announce_q(&ih, &pid(c * each + i), 7000, 1, "&compact=1");
+                    let req = format!("GET {q} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+                    w.write_all(req.as_bytes()).unwrap();
+                    assert_eq!(read_response(&mut r), 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(t.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = t
+        .wait_timeout(Duration::from_secs(10))
+        .expect("the tracker stops on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let text = String::from_utf8_lossy(&read(&log)).into_owned();
+    let lines = text
+        .lines()
+        .filter(|l| l.contains(" GET /announce "))
+        .count();
+    assert_eq!(
+        lines,
+        conns * each,
+        "access log lines for {} announces",
+        conns * each
+    );
+    // One line per request, each naming its peer.
+    assert!(text.contains(&pid(0)) && text.contains(&pid(conns * each - 1)));
+}
