@@ -143,6 +143,9 @@ pub struct World {
     pub slots: Mutex<Vec<Slot>>,
     pub spawner: Spawner,
     pub testbed_exe: PathBuf,
+    /// `testbed_exe` is this binary (not `world.command`), which arms its own death signal and
+    /// opens its own log (see [`SpawnRequest::arms_itself`]).
+    pub exe_is_ours: bool,
     pub downloads: PathBuf,
     pub logs: PathBuf,
     /// Live status files, one per slot (see [`World::status_file`]).
@@ -264,6 +267,13 @@ impl World {
     /// Make the slot's partial copy and start its client. Blocking (file copies): call from a
     /// blocking context.
     pub fn start_slot(&self, k: usize) -> anyhow::Result<i32> {
+        self.prepare_slot(k)?;
+        self.spawn_slot(k)
+    }
+
+    /// A world client's partial copy (nothing for a seed, which reads the fresh file).
+    /// Blocking.
+    pub fn prepare_slot(&self, k: usize) -> anyhow::Result<()> {
         let slot = self.slots.locked()[k].clone();
         let sw = &self.swarms[slot.swarm];
         if slot.role == Role::World {
@@ -276,6 +286,13 @@ impl World {
                 &mut rng,
             )?;
         }
+        Ok(())
+    }
+
+    /// Start the slot's client on its prepared copy. Blocking.
+    pub fn spawn_slot(&self, k: usize) -> anyhow::Result<i32> {
+        let slot = self.slots.locked()[k].clone();
+        let sw = &self.swarms[slot.swarm];
         let mut linger_rng = rng_for(self.seed ^ 0x11, slot.swarm, slot.index, slot.generation);
         let linger = self.cfg.linger.draw(&mut linger_rng);
         let log = self.logs.join(format!(
@@ -354,6 +371,7 @@ impl World {
             env: vec![("RUST_LOG".into(), "info".into())],
             log,
             cwd: None,
+            arms_itself: self.exe_is_ours,
         })?;
         let mut slots = self.slots.locked();
         slots[k].pid = Some(pid);

@@ -7,7 +7,7 @@
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, MonotonicClock};
 use governor::{Quota, RateLimiter};
 
 /// A rate over a trailing window: `rate = bytes since ratesince / (now - ratesince)`, the window
@@ -97,8 +97,18 @@ impl Window {
 }
 
 /// A cap in bytes/s shared by every connection of a session.
+///
+/// On std's monotonic clock, not governor's default (quanta's TSC clock): quanta calibrates the
+/// TSC when a process first asks for the time, spinning for up to 200 ms, and on the lab's
+/// 2-core VMs that calibration was about a tenth of all the CPU a world of 500 clients spent
+/// starting up (`perf record -a`), for a clock read a few times per 16 KiB block.
 pub struct Limiter {
-    inner: RateLimiter<governor::state::NotKeyed, governor::state::InMemoryState, DefaultClock>,
+    inner: RateLimiter<
+        governor::state::NotKeyed,
+        governor::state::InMemoryState,
+        MonotonicClock,
+        governor::middleware::NoOpMiddleware<Instant>,
+    >,
     burst: u32,
     pub bytes_per_sec: u32,
 }
@@ -115,7 +125,7 @@ impl Limiter {
         let quota = Quota::per_second(NonZeroU32::new(bps).expect("non-zero"))
             .allow_burst(NonZeroU32::new(burst).expect("non-zero"));
         Some(Limiter {
-            inner: RateLimiter::direct(quota),
+            inner: RateLimiter::direct_with_clock(quota, MonotonicClock),
             burst,
             bytes_per_sec: bps,
         })
@@ -123,7 +133,7 @@ impl Limiter {
 
     /// Wait until `bytes` may pass, taking them from the bucket.
     pub async fn take(&self, mut bytes: u32) {
-        let clock = DefaultClock::default();
+        let clock = MonotonicClock;
         while bytes > 0 {
             let n = bytes.min(self.burst);
             let cells = NonZeroU32::new(n).expect("non-zero");
