@@ -1064,14 +1064,22 @@ fn scale_one(b: &mut Bench, n: usize) -> Result<()> {
 /// costs), then in headless Chromium the first load and a refresh (fetch, swap, layout), as the
 /// page's own script times it.
 fn page(b: &mut Bench, n: usize, port: u16, dir: &Path) -> Result<()> {
+    // The default view lists a swarm's first 100 clients (the page's SHOWN_ROWS); `?all=1`
+    // every one.
+    let shown = n.min(100);
+    let all = http_get(port, "/?part=live&all=1")?;
+    let rows = all.matches("class=\"client role-").count();
+    if rows < n {
+        bail!("the page with all rows lists {rows} of {n} clients");
+    }
     let mut server = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
         let body = http_get(port, "/?part=live")?;
         server.push(t.elapsed().as_secs_f64() * 1e3);
         let rows = body.matches("class=\"client role-").count();
-        if rows < n {
-            bail!("the page lists {rows} of {n} clients");
+        if rows < shown {
+            bail!("the page lists {rows} of {shown} clients");
         }
     }
     server.sort_by(f64::total_cmp);
@@ -1104,6 +1112,33 @@ fn page(b: &mut Bench, n: usize, port: u16, dir: &Path) -> Result<()> {
         load,
         "ms",
     );
+    let (median, max) = refreshes(&browser, shown)?;
+    let i = b.add(
+        "scale",
+        &format!("{n} clients: page refresh in Chromium (median of 10; max {max:.0} ms)"),
+        median,
+        "ms",
+    );
+    b.target(i, "< 100 ms", median < 100.0 && max < 100.0);
+    if n > shown {
+        browser
+            .goto(&format!("http://127.0.0.1:{port}/?all=1"))
+            .map_err(|e| anyhow!(e))?;
+        let (median, max) = refreshes(&browser, n)?;
+        let i = b.add(
+            "scale",
+            &format!("{n} clients: page refresh showing all rows (median of 10; max {max:.0} ms)"),
+            median,
+            "ms",
+        );
+        b.target(i, "< 200 ms", median < 200.0 && max < 200.0);
+    }
+    Ok(())
+}
+
+/// Ten refreshes of the open page (fetch, swap, layout, as its script times them): the median
+/// and the max, in ms. The page must show at least `rows` clients.
+fn refreshes(browser: &webdriver::Browser, rows: usize) -> Result<(f64, f64)> {
     let v = browser
         .eval_async(
             "const done = arguments[arguments.length - 1];
@@ -1119,27 +1154,15 @@ fn page(b: &mut Bench, n: usize, port: u16, dir: &Path) -> Result<()> {
              })();",
         )
         .map_err(|e| anyhow!(e))?;
-    let (median, max) = (
-        v["median"]
-            .as_f64()
-            .ok_or_else(|| anyhow!("no timing: {v}"))?,
-        v["max"].as_f64().unwrap_or(f64::NAN),
-    );
-    if (v["rows"].as_u64().unwrap_or(0) as usize) < n {
-        bail!("Chromium shows {} of {n} clients", v["rows"]);
+    let median = v["median"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("no timing: {v}"))?;
+    let max = v["max"].as_f64().unwrap_or(f64::NAN);
+    if (v["rows"].as_u64().unwrap_or(0) as usize) < rows {
+        bail!("Chromium shows {} of {rows} clients", v["rows"]);
     }
-    let i = b.add(
-        "scale",
-        &format!("{n} clients: page refresh in Chromium (median of 10; max {max:.0} ms)"),
-        median,
-        "ms",
-    );
-    b.target(i, "< 200 ms", median < 200.0 && max < 200.0);
-    Ok(())
+    Ok((median, max))
 }
-
-// ---------------------------------------------------------------------------------------------
-// VoD: server share per policy over seeds
 
 fn vod(b: &mut Bench) -> Result<()> {
     // `testbed compare` on each scenario: the three policies on every seed, one experiment at a

@@ -2,7 +2,8 @@
 //!
 //! Everything is rendered here, on the server, from the supervisor's state: the run's phase, my
 //! client and its VoD timeline (the chart of [`crate::vod::chart`]), and per swarm a heat strip
-//! of piece availability and a table of clients (role, peer id, progress, rates, reincarnations).
+//! of piece availability and a table of clients (role, peer id, progress, rates, reincarnations:
+//! the first [`SHOWN_ROWS`], or every one at `/?all=1`).
 //! The first paint is complete HTML, so the page reads with JavaScript off (it then reloads every
 //! 5 s). With JavaScript, a few lines fetch `/?part=live` every second and swap that part in:
 //! one renderer for both, no framework, nothing from outside the binary.
@@ -35,6 +36,7 @@ svg.timeline,svg.heat{max-width:100%;height:auto;border:1px solid #eee}.muted{co
 
 const JS: &str = r#"(() => {
   const live = document.getElementById('live'), conn = document.getElementById('conn');
+  const all = new URLSearchParams(location.search).has('all');
   let n = 0, inflight = null;
   // One fetch at a time; a call while one is in flight gets that one's promise (the bench
   // awaits it to time a refresh: fetch, swap and layout).
@@ -43,7 +45,7 @@ const JS: &str = r#"(() => {
     const t = performance.now();
     inflight = (async () => {
       try {
-        const r = await fetch('/?part=live', {cache: 'no-store'});
+        const r = await fetch('/?part=live' + (all ? '&all=1' : ''), {cache: 'no-store'});
         if (!r.ok) throw new Error('HTTP ' + r.status);
         live.innerHTML = await r.text();
         void live.offsetHeight;
@@ -65,14 +67,22 @@ const JS: &str = r#"(() => {
 #[derive(Deserialize)]
 pub struct PageQuery {
     part: Option<String>,
+    /// Any value: every client's row, not only the first [`SHOWN_ROWS`] of a swarm.
+    all: Option<String>,
 }
+
+/// Rows of a swarm's table in the page's default view. A person reads a few dozen rows; a
+/// browser that re-parses 500 every second spent over 100 ms doing it (make bench). The rest
+/// are a click away (`/?all=1`), and every client is in `/api/world`.
+pub const SHOWN_ROWS: usize = 100;
 
 /// `GET /`: the whole page; `GET /?part=live`: only the part that changes.
 pub async fn handler(
     State(o): State<Arc<Orchestrator>>,
     Query(q): Query<PageQuery>,
 ) -> Html<String> {
-    let live = tokio::task::spawn_blocking(move || live(&o))
+    let all = q.all.is_some();
+    let live = tokio::task::spawn_blocking(move || live(&o, all))
         .await
         .unwrap_or_else(|_| "<p>status unavailable</p>".into());
     if q.part.as_deref() == Some("live") {
@@ -87,8 +97,9 @@ pub async fn handler(
     ))
 }
 
-/// The part of the page that changes: run, my client, swarms.
-pub fn live(o: &Orchestrator) -> String {
+/// The part of the page that changes: run, my client, swarms (each with its first
+/// [`SHOWN_ROWS`] clients, or `all`).
+pub fn live(o: &Orchestrator, all: bool) -> String {
     let w = o.snapshot();
     let status = o.tracker.status();
     let mut h = String::with_capacity(32 * 1024);
@@ -255,6 +266,7 @@ pub fn live(o: &Orchestrator) -> String {
             if mine { report.as_ref() } else { None },
             mine && my_running,
             &w.vod_served,
+            (!all).then_some(SHOWN_ROWS),
         );
     }
     h
@@ -284,6 +296,7 @@ fn swarm(
     report: Option<&Report>,
     my_running: bool,
     served: &BTreeMap<String, crate::vod::server::Served>,
+    shown: Option<usize>,
 ) {
     let by_id: HashMap<&str, &PeerStatus> =
         sw.peers.iter().map(|p| (p.peer_id.as_str(), p)).collect();
@@ -394,7 +407,8 @@ fn swarm(
          <th>uploaded</th><th>last seen</th><th>reincarnations</th></tr></thead><tbody>",
     );
     let dash = || "<span class=muted>–</span>".to_string();
-    for (k, r) in rows.iter().enumerate() {
+    let shown = shown.unwrap_or(usize::MAX).min(rows.len());
+    for (k, r) in rows[..shown].iter().enumerate() {
         if k > 0 && k % CHUNK == 0 {
             let _ = write!(
                 h,
@@ -427,7 +441,22 @@ fn swarm(
             r.reincarnations.map(|n| n.to_string()).unwrap_or_else(dash),
         );
     }
-    h.push_str("</tbody></table></div></section>");
+    h.push_str("</tbody></table></div>");
+    if shown < rows.len() {
+        let _ = write!(
+            h,
+            "<p class=more>{} more clients not shown · <a href=\"/?all=1\">show all {}</a></p>",
+            rows.len() - shown,
+            rows.len()
+        );
+    } else if rows.len() > SHOWN_ROWS {
+        let _ = write!(
+            h,
+            "<p class=more>all {} clients · <a href=\"/\">show the first {SHOWN_ROWS}</a></p>",
+            rows.len()
+        );
+    }
+    h.push_str("</section>");
 }
 
 fn rate(bps: f64) -> String {

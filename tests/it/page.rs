@@ -149,3 +149,39 @@ fn idle_page_says_no_my_client_and_no_swarm_yet() {
         "{html}"
     );
 }
+
+#[test]
+fn a_big_world_shows_its_first_hundred_rows_and_all_on_request() {
+    // 108 world clients and 2 seeds on a tiny file: more rows than the default view.
+    let tb = Scenario::new(
+        &[("a.bin", content(64 * 1024, 3))],
+        "interval: 30",
+        "seed: 4\ntorrents: {piece_length: 16384}\n\
+         world: {clients: 108, seeds: 2, start_fraction: 0.5, linger: 600}\n",
+    );
+    tb.start(&[]);
+    wait_until("110 clients announced", Duration::from_secs(60), || {
+        http_get(tb.port, "/api/status")
+            .ok()
+            .and_then(|(_, b)| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["swarms"][0]["peers"].as_array().map(|a| a.len()))
+            == Some(110)
+    });
+    let rows = |q: &str| {
+        let (code, body) = http_get(tb.port, q).unwrap();
+        assert_eq!(code, 200);
+        let html = String::from_utf8_lossy(&body).into_owned();
+        (html.matches("<tr class=\"client ").count(), html)
+    };
+    let (n, html) = rows("/?part=live");
+    assert_eq!(n, 100, "the default view");
+    assert!(html.contains("110 clients"), "the summary counts all");
+    assert!(html.contains("10 more clients not shown"), "{html}");
+    assert!(html.contains("href=\"/?all=1\""));
+    let (n, html) = rows("/?part=live&all=1");
+    assert_eq!(n, 110, "all on request");
+    assert!(html.contains("all 110 clients"));
+    // The whole page without JavaScript honours it too.
+    assert_eq!(rows("/?all=1").0, 110);
+    assert!(tb.testbed("stop", &[]).status.success());
+}
