@@ -1036,7 +1036,7 @@ fn scale_one(b: &mut Bench, n: usize) -> Result<()> {
         "s",
     );
     if n >= 500 {
-        b.target(i, "<= 10 s", announced <= 10.0);
+        b.target(i, "<= 5 s", announced <= 5.0);
     }
     let i = b.add("scale", &format!("{n} clients: testbed stop"), stop, "s");
     b.target(i, "<= 2 s, no survivor", stop <= 2.0 && survivors == 0);

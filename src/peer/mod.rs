@@ -234,6 +234,10 @@ impl Peer {
                 ExitMode::Never => std::future::pending::<()>().await,
                 ExitMode::OnComplete | ExitMode::Linger(_) => {
                     let _ = complete.wait_for(|c| *c).await;
+                    let (direct, cached) = self.session.storage.lane_writes();
+                    tracing::info!(
+                        "complete; pieces written {direct} with O_DIRECT, {cached} through the page cache"
+                    );
                     if let ExitMode::Linger(d) = self.exit {
                         tracing::info!("complete; lingering {d:?} as a seed");
                         tokio::time::sleep(d).await;
