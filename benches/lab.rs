@@ -1332,6 +1332,9 @@ struct RealClient {
     check: &'static str,
     /// A shell command printing its version.
     version: &'static str,
+    /// It fetches from BEP 19 web seeds: a second row with the VoD server as one
+    /// (`testbed compare --web-seed-client`), scored by the server's count.
+    web_seed: bool,
 }
 
 const REAL_CLIENTS: &[RealClient] = &[
@@ -1342,6 +1345,7 @@ const REAL_CLIENTS: &[RealClient] = &[
         cmd: "examples/libtorrent_vod.py --mode time-critical",
         check: "/usr/bin/python3 -c 'import libtorrent'",
         version: "/usr/bin/python3 -c 'import libtorrent; print(libtorrent.__version__)'",
+        web_seed: true,
     },
     RealClient {
         name: "libtorrent",
@@ -1350,6 +1354,7 @@ const REAL_CLIENTS: &[RealClient] = &[
         cmd: "examples/libtorrent_vod.py --mode sequential",
         check: "/usr/bin/python3 -c 'import libtorrent'",
         version: "/usr/bin/python3 -c 'import libtorrent; print(libtorrent.__version__)'",
+        web_seed: false,
     },
     RealClient {
         name: "aria2",
@@ -1358,6 +1363,7 @@ const REAL_CLIENTS: &[RealClient] = &[
         cmd: "examples/aria2_stream.sh inorder",
         check: "command -v aria2c",
         version: "aria2c --version | head -n1 | awk '{print $3}'",
+        web_seed: true,
     },
     RealClient {
         name: "aria2",
@@ -1366,6 +1372,7 @@ const REAL_CLIENTS: &[RealClient] = &[
         cmd: "examples/aria2_stream.sh geom",
         check: "command -v aria2c",
         version: "aria2c --version | head -n1 | awk '{print $3}'",
+        web_seed: false,
     },
     RealClient {
         name: "Transmission",
@@ -1374,6 +1381,7 @@ const REAL_CLIENTS: &[RealClient] = &[
         cmd: "examples/transmission_plain.sh",
         check: "command -v transmission-cli",
         version: "transmission-cli --version 2>&1 | head -n1 | awk '{print $2}'",
+        web_seed: true,
     },
     RealClient {
         name: "qBittorrent",
@@ -1382,6 +1390,7 @@ const REAL_CLIENTS: &[RealClient] = &[
         cmd: "examples/qbittorrent_stream.py",
         check: "command -v qbittorrent-nox",
         version: "qbittorrent-nox --version | awk '{print $2}' | tr -d v",
+        web_seed: true,
     },
     RealClient {
         name: "WebTorrent",
@@ -1390,6 +1399,7 @@ const REAL_CLIENTS: &[RealClient] = &[
         cmd: "examples/webtorrent_stream.sh",
         check: "test -x /opt/webtorrent/node_modules/.bin/webtorrent",
         version: "node -p \"require('/opt/webtorrent/node_modules/webtorrent-cli/package.json').version\"",
+        web_seed: true,
     },
     RealClient {
         name: "rqbit",
@@ -1398,6 +1408,7 @@ const REAL_CLIENTS: &[RealClient] = &[
         cmd: "examples/rqbit_stream.sh",
         check: "test -x /opt/rqbit/bin/rqbit",
         version: "/opt/rqbit/bin/rqbit --version | awk '{print $2}'",
+        web_seed: false,
     },
 ];
 
@@ -1475,7 +1486,18 @@ fn clients(b: &mut Bench) -> Result<()> {
             missing: (!installed).then(|| format!("not installed here (`{}` failed)", c.check)),
         });
         if installed {
-            args.extend(["--client".into(), line]);
+            args.extend(["--client".into(), line.clone()]);
+            if c.web_seed {
+                rows.push(LeagueRow {
+                    entrant: Some(format!("{line} [web seed]")),
+                    client: c.name.into(),
+                    version: rows.last().map(|r| r.version.clone()).unwrap_or_default(),
+                    mode: c.mode.into(),
+                    scoring: "VoD server as a BEP 19 web seed".into(),
+                    missing: None,
+                });
+                args.extend(["--web-seed-client".into(), line]);
+            }
         }
     }
     let last = 42 + seeds - 1;

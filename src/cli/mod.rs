@@ -163,6 +163,11 @@ pub struct CompareArgs {
     /// {torrent} and the TESTBED_* variables as in `testbed start`)
     #[arg(long = "client")]
     pub clients: Vec<String>,
+    /// The same, with the VoD server listed in my client's torrent as a BEP 19 web seed
+    /// (my_client.web_seed: true), for clients that fetch from web seeds themselves: its name
+    /// in the tables ends in "[web seed]" (repeatable)
+    #[arg(long = "web-seed-client")]
+    pub web_seed_clients: Vec<String>,
     /// Where runs.csv, summary.json, compare.md and compare.svg go (the same command again
     /// resumes there)
     #[arg(long, default_value = "run/compare")]
@@ -441,6 +446,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 .into_iter()
                 .map(Entrant::Policy)
                 .chain(a.clients.into_iter().map(Entrant::Client))
+                .chain(a.web_seed_clients.into_iter().map(Entrant::WebSeedClient))
                 .collect();
             compare(&Comparison {
                 config: a.config.source(),

@@ -37,6 +37,10 @@ pub enum Entrant {
     Policy(Policy),
     /// A my-client command line, run by `sh -c` (placeholders and `TESTBED_*` as in `start`).
     Client(String),
+    /// The same, with the VoD server in my client's torrent as a BEP 19 web seed
+    /// (`my_client.web_seed: true`): for a client that fetches from web seeds on its own.
+    #[serde(rename = "web-seed-client")]
+    WebSeedClient(String),
 }
 
 impl Entrant {
@@ -45,6 +49,7 @@ impl Entrant {
         match self {
             Entrant::Policy(p) => p.to_string(),
             Entrant::Client(c) => c.clone(),
+            Entrant::WebSeedClient(c) => format!("{c} [web seed]"),
         }
     }
 }
@@ -200,7 +205,7 @@ pub fn schedule(c: &Comparison) -> Vec<(Entrant, u64, u32)> {
 /// Run what is not in `OUT/runs.csv` yet, then write the verdicts.
 pub fn compare(c: &Comparison) -> anyhow::Result<()> {
     if c.entrants.len() < 2 {
-        anyhow::bail!("compare needs at least two entrants (--policy P or --client 'CMD')");
+        anyhow::bail!("compare needs at least two entrants (--policy P, --client 'CMD' or --web-seed-client 'CMD')");
     }
     let path = &c.config.path;
     let base: serde_yaml::Value = serde_yaml::from_str(
@@ -492,6 +497,13 @@ pub(super) fn one_run(
 ) -> anyhow::Result<Option<Run>> {
     let mut cfg = base.clone();
     cfg["seed"] = seed.into();
+    let web_seed = matches!(entrant, Entrant::WebSeedClient(_));
+    if web_seed {
+        if !cfg["my_client"].is_mapping() {
+            cfg["my_client"] = serde_yaml::Mapping::new().into();
+        }
+        cfg["my_client"]["web_seed"] = true.into();
+    }
     if !cfg["tracker"].is_mapping() {
         cfg["tracker"] = serde_yaml::Mapping::new().into();
     }
@@ -499,12 +511,10 @@ pub(super) fn one_run(
         cfg["tracker"]["port"] = p.into();
     }
     let run_dir = &place.run_dir;
-    let path = PathBuf::from(
-        place
-            .config
-            .to_string_lossy()
-            .replace("{seed}", &seed.to_string()),
-    );
+    let path = PathBuf::from(place.config.to_string_lossy().replace(
+        "{seed}",
+        &format!("{seed}{}", if web_seed { "-web-seed" } else { "" }),
+    ));
     cfg["run_dir"] = run_dir.display().to_string().into();
     if let Some(ff) = cfg.get("fresh_files").and_then(|v| v.as_str()) {
         // Relative to where the command runs, as in the user's config.
@@ -515,7 +525,7 @@ pub(super) fn one_run(
     cmd.arg("run").arg("--config").arg(&path);
     match entrant {
         Entrant::Policy(p) => cmd.args(["--policy", p.name()]),
-        Entrant::Client(line) => cmd.args(["sh", "-c", line]),
+        Entrant::Client(line) | Entrant::WebSeedClient(line) => cmd.args(["sh", "-c", line]),
     };
     let t = Instant::now();
     let child = {

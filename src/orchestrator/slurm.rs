@@ -456,11 +456,21 @@ mod tests {
                     seed: 43,
                     repeat: 1,
                 },
+                Task {
+                    entrant: Entrant::WebSeedClient("examples/aria2_stream.sh".into()),
+                    seed: 43,
+                    repeat: 0,
+                },
             ],
         };
         let text = serde_json::to_string(&plan).unwrap();
         let back: Plan = serde_json::from_str(&text).unwrap();
         assert_eq!(back.tasks[1].entrant, plan.tasks[1].entrant);
+        assert_eq!(back.tasks[2].entrant, plan.tasks[2].entrant);
         assert_eq!(back.tasks[0].entrant.name(), "deadline");
+        assert_eq!(
+            back.tasks[2].entrant.name(),
+            "examples/aria2_stream.sh [web seed]"
+        );
     }
 }

@@ -638,6 +638,61 @@ fn every_example_wrapper_plays_as_my_client() {
     }
 }
 
+/// `compare --web-seed-client`: the client line runs with the VoD server in its torrent as a
+/// BEP 19 web seed, under its own name, scored by the server's count (aria2c, which fetches
+/// from web seeds with its default settings).
+#[test]
+fn compare_runs_a_client_with_the_vod_server_as_its_web_seed() {
+    if !have_tool("aria2c") {
+        return;
+    }
+    let s = scenario(12.0, "{min: 0.0, max: 0.3}");
+    let out = s.root().join("cmp");
+    let line = format!("{} inorder", example("aria2_stream.sh"));
+    let o = s
+        .command(
+            "compare",
+            &[
+                "--seeds",
+                "5",
+                "--web-seed-client",
+                &line,
+                "--policy",
+                "sequential",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let runs = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
+    let row = runs
+        .lines()
+        .find(|l| l.starts_with(&format!("{line} [web seed],5,0,")))
+        .unwrap_or_else(|| panic!("no web-seed row: {runs}"));
+    let f: Vec<&str> = row.split(',').collect();
+    assert_eq!(f[5], "server", "scored by the server's count: {row}");
+    assert!(
+        f[4].parse::<u64>().unwrap() > 0,
+        "it used the web seed: {row}"
+    );
+    assert_eq!(f[7], "exit code 0", "{row}");
+    let cfg = String::from_utf8(read(&out.join("config-seed-5-web-seed.yaml"))).unwrap();
+    assert!(cfg.contains("web_seed: true"), "{cfg}");
+    // The torrent my client got lists the server (url-list); the world's does not.
+    let mine = read(&out.join("run/torrents/my-client/movie.bin.torrent"));
+    assert!(
+        String::from_utf8_lossy(&mine).contains("8:url-list"),
+        "my client's torrent has the web seed"
+    );
+}
+
 /// `my_client.start_after`: my client joins a world that has already run that long.
 #[test]
 fn my_client_can_join_a_warm_world() {
