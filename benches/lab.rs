@@ -117,6 +117,13 @@ impl Bench {
         );
     }
 
+    /// [`Self::anchor`] (more is better) with the target of at least `min` times the anchor.
+    fn at_least(&mut self, i: usize, name: &'static str, anchor: f64, min: f64) {
+        self.anchor(i, name, anchor, true);
+        let r = self.figures[i].ratio.unwrap_or(0.0);
+        self.target(i, &format!(">= {min}x {name}"), r >= min);
+    }
+
     fn target(&mut self, i: usize, target: &str, pass: bool) {
         let f = &mut self.figures[i];
         f.target = Some(target.to_string());
@@ -598,18 +605,14 @@ fn tracker(b: &mut Bench) -> Result<()> {
         on.rps,
         "req/s",
     );
-    b.anchor(i, "aquatic_http", aq.rps, true);
-    let r = b.figures[i].ratio.unwrap_or(0.0);
-    b.target(i, ">= 1.2x aquatic_http", r >= 1.2);
+    b.at_least(i, "aquatic_http", aq.rps, 1.2);
     let i = b.add(
         "tracker",
         "announces/s, access log on as in the lab",
         on.rps,
         "req/s",
     );
-    b.anchor(i, "opentracker", ot.rps, true);
-    let r = b.figures[i].ratio.unwrap_or(0.0);
-    b.target(i, ">= 1.5x opentracker", r >= 1.5);
+    b.at_least(i, "opentracker", ot.rps, 1.5);
     let i = b.add(
         "tracker",
         &format!("announces/s, access log off ({median}{rounds}: {off_all})"),
@@ -679,9 +682,7 @@ fn wire(b: &mut Bench) -> Result<()> {
     let (ours_secs, ours_cpu) = median(&mut ours);
     let (lt_secs, lt_cpu) = median(&mut lt);
     let i = b.add("wire", &name, mb / ours_secs, "MB/s");
-    b.anchor(i, "libtorrent", mb / lt_secs, true);
-    let r = b.figures[i].ratio.unwrap_or(0.0);
-    b.target(i, ">= 2x libtorrent", r >= 2.0);
+    b.at_least(i, "libtorrent", mb / lt_secs, 2.0);
     let i = b.add(
         "wire",
         "CPU per GiB moved (both ends, seed start-up excluded)",
