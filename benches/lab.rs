@@ -1226,6 +1226,31 @@ fn movie_scenario(dir: &Path, scenario: &str, secs: u64) -> Result<(Scenario, us
     ))
 }
 
+/// Where a long section's `testbed compare` keeps its runs: in `run/bench-compare/`, which a
+/// new `make bench` does not clear (it clears `run/bench/`), named by the section, the movie's length and the build (a digest of the
+/// `testbed` and `vod-client` binaries), so that the same command after an interruption resumes
+/// it (compare skips the runs in its runs.csv), and a new build starts over instead of mixing
+/// its runs with an older one's.
+fn compare_out(section: &str, secs: u64) -> Result<PathBuf> {
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    for bin in [TESTBED, env!("CARGO_BIN_EXE_vod-client")] {
+        h.update(std::fs::read(bin).with_context(|| bin.to_string())?);
+    }
+    let build: String = h.finalize()[..6]
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect();
+    let movie = if secs == 0 {
+        "movie".to_string()
+    } else {
+        format!("{secs}s")
+    };
+    Ok(Path::new(ROOT)
+        .join("run/bench-compare")
+        .join(format!("{section}-{movie}-{build}")))
+}
+
 fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<()> {
     let dir = b.dir.join(format!("vod-{scenario}"));
     let (s, size) = movie_scenario(&dir, scenario, secs)?;
@@ -1238,7 +1263,7 @@ fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<(
             format!("the first {secs} s of the movie")
         }
     );
-    let out = dir.join("compare");
+    let out = compare_out(&format!("vod-{scenario}"), secs)?;
     let mut p = spawn(
         s.command(
             "compare",
@@ -1506,7 +1531,7 @@ fn clients(b: &mut Bench) -> Result<()> {
     println!(
         "  configs/default.yaml, {size} B, seeds 42..{last}, {entrants} entrants, one experiment at a time"
     );
-    let out = dir.join("compare");
+    let out = compare_out("clients", secs)?;
     let mut cmd_args: Vec<&str> = vec!["--seeds"];
     let seeds_arg = format!("42..{last}");
     cmd_args.push(&seeds_arg);
