@@ -201,7 +201,7 @@ pub struct SpawnRequest {
     pub log: PathBuf,
     pub cwd: Option<PathBuf>,
     /// The child is `testbed` itself, which arms its own death signal at start
-    /// ([`arm_parent_death_signal`]), so it is started by `posix_spawn` (vfork) instead of a
+    /// ([`child_start`]), so it is started by `posix_spawn` (vfork) instead of a
     /// fork with a hook before exec: forking the supervisor copies its page tables, and at
     /// 500 world clients the fork-and-hook path held the start back.
     pub arms_itself: bool,

@@ -576,8 +576,8 @@ impl Supervisor<'_> {
         let n = world.slots.locked().len();
         let t0 = Instant::now();
         // Every copy first, on both cores, while no client competes for them; then the
-        // clients, one after another from the spawner (at 500 clients, copying between spawns
-        // left the spawner waiting on a machine busy with the clients already started).
+        // clients (at 500 clients, copying between spawns left the spawner waiting on a machine
+        // busy with the clients already started).
         tokio::task::spawn_blocking(move || {
             on_two_threads(n, |k| world.prepare_slot(k))?;
             // Two at a time, one per spawner thread.
