@@ -104,7 +104,8 @@ impl AccessLog {
         }
     }
 
-    /// Writes what is buffered. A failed write is reported once on stderr, not retried.
+    /// Writes what is buffered. A batch that cannot be written is reported on stderr and
+    /// dropped, not retried.
     pub fn flush(&self) {
         let mut out = self.out.locked();
         let batch = {
