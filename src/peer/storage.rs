@@ -256,13 +256,15 @@ impl Storage {
     }
 
     /// Write `data` at `pos` of one file: by the direct lane, the page-aligned whole pages
-    /// with `O_DIRECT` (the rest through the page cache); else all through the page cache.
+    /// with `O_DIRECT` when offset and buffer allow it (the rest through the page cache); else
+    /// all through the page cache. (A span of a multi-file torrent may start mid-buffer.)
     fn write_span(&self, entry: &Entry, pos: u64, data: &[u8], lane: usize) -> std::io::Result<()> {
         let pages = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
         if lane == DIRECT {
             if let Some(direct) = entry.direct.as_ref().filter(|_| {
                 pages > 0
                     && pos.is_multiple_of(DIRECT_ALIGN as u64)
+                    && (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
                     && self.direct_ok.load(Ordering::Relaxed)
             }) {
                 match direct.write_all_at(&data[..pages], pos) {
@@ -472,5 +474,11 @@ mod tests {
         assert!(st.check(&t).unwrap().is_complete());
         assert!(std::fs::read(root.join("a")).unwrap() == data[..10_000]);
         assert!(std::fs::read(root.join("b")).unwrap() == data[10_000..]);
+        // A span whose bytes do not start on a page (piece 0's part in "b") goes through the
+        // page cache; it never makes the file system refuse a direct write, which would turn
+        // O_DIRECT off for the rest of the download.
+        if st.files.iter().any(|e| e.direct.is_some()) {
+            assert!(st.direct_ok.load(Ordering::Relaxed), "O_DIRECT still on");
+        }
     }
 }
