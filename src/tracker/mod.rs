@@ -337,22 +337,22 @@ fn log_request(
         return;
     }
     // Like bttrack's log: who (address and peer id), what, and the answer.
-    let (mut event, mut peer) = (String::new(), Vec::new());
-    match who {
-        Some((id, ev)) => {
-            peer.extend_from_slice(id);
-            event.push_str(ev.map_or("", |e| e.as_str()));
-        }
+    use std::borrow::Cow;
+    let (event, peer): (Cow<str>, Cow<[u8]>) = match who {
+        // The usual case: nothing copied.
+        Some((id, ev)) => (ev.map_or("", |e| e.as_str()).into(), id.into()),
         None => {
+            let (mut event, mut peer) = (Cow::Borrowed(""), Cow::Borrowed(&[][..]));
             for (k, v) in query::pairs(q) {
                 match &k[..] {
-                    b"event" => event = String::from_utf8_lossy(&v).into_owned(),
-                    b"peer_id" => peer = v,
+                    b"event" => event = String::from_utf8_lossy(&v).into_owned().into(),
+                    b"peer_id" => peer = v.into(),
                     _ => {}
                 }
             }
+            (event, peer)
         }
-    }
+    };
     let peer = crate::util::html::Printable(&peer);
     match r {
         Ok(body) => t.access.line(
