@@ -56,6 +56,12 @@ impl Proc {
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
+
+    /// Send `sig` to the process (it must still be there).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig)
+            .unwrap_or_else(|e| panic!("{}: {sig}: {e}", self.name));
+    }
 }
 
 impl Drop for Proc {

@@ -420,11 +420,7 @@ fn the_access_log_has_every_request_when_the_tracker_stops() {
     for c in clients {
         c.join().unwrap();
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(t.pid()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    t.signal(nix::sys::signal::Signal::SIGTERM);
     let status = t
         .wait_timeout(Duration::from_secs(10))
         .expect("the tracker stops on SIGTERM");

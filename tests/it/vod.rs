@@ -522,11 +522,7 @@ fn compare_stopped_mid_run_leaves_nothing_behind() {
     .unwrap();
     let running = in_cmdline(out.to_str().unwrap());
     assert!(running.len() >= 10, "two worlds: {running:?}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(cmp.pid()),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    cmp.signal(nix::sys::signal::Signal::SIGINT);
     let status = cmp
         .wait_timeout(Duration::from_secs(30))
         .expect("compare ends within 30 s of SIGINT");
