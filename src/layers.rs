@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("peer", 4),
     ("tracker", 5),
     ("vod", 5),
+    ("netem", 5),
     ("orchestrator", 6),
     ("cli", 7),
 ];

@@ -14,7 +14,8 @@
 //! 3. [`policy`]: piece picking and choking, the lab's subject, one file per policy;
 //! 4. [`peer`]: a BitTorrent peer (session, connections, storage, caps, tracker client);
 //! 5. [`tracker`] (the HTTP tracker, its status page and JSON API) and [`vod`] (the deadline
-//!    model, the counting VoD server, the score, `vod-client`);
+//!    model, the counting VoD server, the score, `vod-client`) and [`netem`] (network
+//!    emulation: per-link delay, jitter, loss and download caps through a TUN link stage);
 //! 6. [`orchestrator`]: config, world, process tree, one file per command:
 //!    `testbed start | stop | status | run`;
 //! 7. [`cli`]: the command line of the `testbed` binary, parsing and dispatch only.
@@ -26,6 +27,7 @@ pub mod announce;
 pub mod bencode;
 pub mod cli;
 pub mod metainfo;
+pub(crate) mod netem;
 pub(crate) mod orchestrator;
 pub(crate) mod peer;
 pub mod policy;

@@ -101,6 +101,9 @@ pub struct RunInfo {
     pub torrents: Vec<TorrentInfo>,
     /// How world clients are addressed in this run.
     pub addresses: Addresses,
+    /// My client's emulated link (a run with `network:`).
+    #[serde(default)]
+    pub my_link: Option<crate::netem::Link>,
     /// The info hash of my client's torrent (hex).
     #[serde(default)]
     pub my_info_hash: String,

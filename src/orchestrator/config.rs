@@ -8,39 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// A number, or a uniform range `{min: a, max: b}` drawn from per client.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
-#[serde(untagged)]
-pub enum Range {
-    Fixed(f64),
-    Uniform { min: f64, max: f64 },
-}
-
-impl Range {
-    pub fn bounds(&self) -> (f64, f64) {
-        match *self {
-            Range::Fixed(x) => (x, x),
-            Range::Uniform { min, max } => (min, max),
-        }
-    }
-    pub fn draw(&self, rng: &mut impl rand::Rng) -> f64 {
-        let (a, b) = self.bounds();
-        if b > a {
-            rng.random_range(a..=b)
-        } else {
-            a
-        }
-    }
-    fn check(&self, field: &str, lo: f64, hi: f64) -> Result<(), String> {
-        let (a, b) = self.bounds();
-        if !(a.is_finite() && b.is_finite()) || a < lo || b > hi || a > b {
-            return Err(format!(
-                "{field}: {a}..{b} must satisfy {lo} <= min <= max <= {hi}"
-            ));
-        }
-        Ok(())
-    }
-}
+pub use crate::util::range::Range;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,6 +25,8 @@ pub struct Config {
     pub torrents: TorrentsSection,
     pub world: WorldSection,
     pub my_client: MyClientSection,
+    /// Per-link round-trip time, jitter, loss and download caps (none: loopback speed).
+    pub network: Option<crate::netem::NetworkSection>,
     /// `testbed world --tracker URL`: the tracker this world shard announces to, another
     /// testbed's (not a key of the file).
     #[serde(skip)]
@@ -231,6 +201,7 @@ impl Default for Config {
             torrents: TorrentsSection::default(),
             world: WorldSection::default(),
             my_client: MyClientSection::default(),
+            network: None,
             remote_tracker: None,
         }
     }
@@ -469,6 +440,19 @@ impl Config {
         }
         crate::orchestrator::template::check(&m.args)
             .map_err(|e| format!("my_client.args: {e}"))?;
+        if let Some(n) = &self.network {
+            n.validate()?;
+            if matches!(self.addresses, Addresses::Loopback | Addresses::Shared)
+                || self.for_other_hosts()
+            {
+                return Err(format!(
+                    "network: emulates the links between the lab's own addresses, in its network \
+                     namespace: it needs `addresses: namespace` or auto on one host, not \
+                     addresses: {} with tracker.bind {}",
+                    self.addresses, self.tracker.bind
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -549,5 +533,28 @@ mod tests {
         );
         let c = load_str("world:\n  policy: deadline\n").unwrap();
         assert_eq!(c.world.policy, crate::policy::Policy::Deadline);
+    }
+
+    #[test]
+    fn a_network_needs_the_labs_namespace() {
+        let c = load_str("network:\n  rtt_ms: {min: 20, max: 200}\n  loss_percent: 0.5\n").unwrap();
+        let n = c.network.unwrap();
+        assert_eq!(n.loss_percent, Range::Fixed(0.5));
+        for bad in [
+            "addresses: loopback\nnetwork: {rtt_ms: 50}\n",
+            "tracker: {bind: 0.0.0.0}\nnetwork: {rtt_ms: 50}\n",
+        ] {
+            let e = load_str(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("c.yaml: network:") && e.contains("namespace"),
+                "{e}"
+            );
+        }
+        let e = load_str("network:\n  loss_percent: 101\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("network.loss_percent"), "{e}");
+        let e = load_str("network:\n  rtt: 5\n").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("rtt"), "{e}");
     }
 }

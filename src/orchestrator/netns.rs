@@ -29,7 +29,8 @@
 //! touch the host.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::util::netlink::Netlink;
 
 /// Where the tracker, the status page and the VoD server listen inside the namespace.
 pub const TRACKER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -45,6 +46,31 @@ pub const MAX_CLIENTS: usize = 253 * 250;
 /// slot, unique in the run. `None` past [`MAX_CLIENTS`].
 pub fn world_addr(k: usize) -> Option<IpAddr> {
     addr_in([10, 77], k)
+}
+
+/// The slot `k` whose address is `ip` ([`world_addr`] backwards).
+pub fn world_index(ip: Ipv4Addr) -> Option<usize> {
+    let [a, b, c, d] = ip.octets();
+    let k = ((a, b) == (10, 77) && c >= 1 && (1..=250).contains(&d))
+        .then(|| (c as usize - 1) * 250 + (d as usize - 1))?;
+    (k < MAX_CLIENTS).then_some(k)
+}
+
+/// The links of the lab's addresses under a `network:` section drawn with a seed: world
+/// slot k's from (seed, k), the tracker's none (it is exempt), any other address (my client's,
+/// or one it binds) my client's.
+pub struct LabLinks(pub crate::netem::NetworkSection, pub u64);
+
+impl crate::netem::stage::Links for LabLinks {
+    fn link(&self, ip: Ipv4Addr) -> Option<crate::netem::Link> {
+        if ip == TRACKER {
+            return None;
+        }
+        Some(match world_index(ip) {
+            Some(k) => self.0.world_link(self.1, k),
+            None => self.0.my_client,
+        })
+    }
 }
 
 /// The same plan on the host's loopback (127.77.0.0/16), where no namespace can be made.
@@ -155,14 +181,10 @@ fn set_up_network() -> Result<(), NoNamespace> {
     let fail = |what| move |err| NoNamespace::Netlink { what, err };
     nl.add_veth("lab0", "lab1").map_err(fail("veth pair"))?;
     for dev in ["lo", "lab0", "lab1"] {
-        let index = nix::net::if_::if_nametoindex(dev)
-            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-            .map_err(fail("interface index"))?;
-        nl.link_up(index).map_err(fail("link up"))?;
+        let index = Netlink::index(dev).map_err(fail("interface index"))?;
+        nl.link_up(index, None).map_err(fail("link up"))?;
     }
-    let lab0 = nix::net::if_::if_nametoindex("lab0")
-        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-        .map_err(fail("interface index"))?;
+    let lab0 = Netlink::index("lab0").map_err(fail("interface index"))?;
     nl.add_addr(lab0, MY_CLIENT, PREFIX.1)
         .map_err(fail("address"))?;
     nl.add_local_route(lab0, PREFIX.0, PREFIX.1, MY_CLIENT)
@@ -189,170 +211,6 @@ pub fn members(inode: u64) -> Vec<i32> {
         .collect()
 }
 
-/// A NETLINK_ROUTE socket, for the requests a new namespace needs: a veth pair, links up, an
-/// address, a local route.
-struct Netlink {
-    fd: OwnedFd,
-}
-
-const NLMSG_ERROR: u16 = 2;
-const RTM_NEWLINK: u16 = 16;
-const RTM_NEWADDR: u16 = 20;
-const RTM_NEWROUTE: u16 = 24;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const IFF_UP: u32 = 0x1;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_INFO_KIND: u16 = 1;
-const IFLA_INFO_DATA: u16 = 2;
-const VETH_INFO_PEER: u16 = 1;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_PREFSRC: u16 = 7;
-const RT_TABLE_LOCAL: u8 = 255;
-const RTPROT_STATIC: u8 = 4;
-const RT_SCOPE_HOST: u8 = 254;
-const RTN_LOCAL: u8 = 2;
-
-impl Netlink {
-    fn open() -> std::io::Result<Netlink> {
-        use nix::libc;
-        // SAFETY: plain socket(2); the fd is owned from here on.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fd is a new, valid descriptor that nothing else owns.
-        Ok(Netlink {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    /// Send one request (header added here) and wait for its acknowledgement.
-    fn request(&self, kind: u16, flags: u16, body: &[u8]) -> std::io::Result<()> {
-        use nix::libc;
-        let len = 16 + body.len();
-        let mut msg = Vec::with_capacity(len);
-        msg.extend_from_slice(&(len as u32).to_ne_bytes());
-        msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-        msg.extend_from_slice(&0u32.to_ne_bytes()); // to the kernel
-        msg.extend_from_slice(body);
-        // SAFETY: msg is a valid buffer of msg.len() bytes; the socket is connected to no one,
-        // and a netlink send without an address goes to the kernel.
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if sent < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut buf = [0u8; 4096];
-        // SAFETY: buf is valid for buf.len() bytes.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let n = n as usize;
-        if n < 20 || u16::from_ne_bytes([buf[4], buf[5]]) != NLMSG_ERROR {
-            return Err(std::io::Error::other("unexpected netlink answer"));
-        }
-        match i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]) {
-            0 => Ok(()),
-            e => Err(std::io::Error::from_raw_os_error(-e)),
-        }
-    }
-
-    fn link_up(&self, index: u32) -> std::io::Result<()> {
-        // ifinfomsg: family, pad, type, index, flags, change
-        let mut b = vec![0u8, 0];
-        b.extend_from_slice(&0u16.to_ne_bytes());
-        b.extend_from_slice(&(index as i32).to_ne_bytes());
-        b.extend_from_slice(&IFF_UP.to_ne_bytes());
-        b.extend_from_slice(&IFF_UP.to_ne_bytes());
-        self.request(RTM_NEWLINK, 0, &b)
-    }
-
-    /// A veth pair `a`/`b` in this namespace.
-    fn add_veth(&self, a: &str, b: &str) -> std::io::Result<()> {
-        let ifinfo = |out: &mut Vec<u8>| {
-            // ifinfomsg: family, pad, type, index, flags, change
-            out.extend_from_slice(&[0u8; 16]);
-        };
-        let name = |n: &str| {
-            let mut v = n.as_bytes().to_vec();
-            v.push(0);
-            v
-        };
-        let mut peer = Vec::new();
-        ifinfo(&mut peer);
-        attr(&mut peer, IFLA_IFNAME, &name(b));
-        let mut data = Vec::new();
-        attr(&mut data, VETH_INFO_PEER, &peer);
-        let mut info = Vec::new();
-        attr(&mut info, IFLA_INFO_KIND, &name("veth"));
-        attr(&mut info, IFLA_INFO_DATA, &data);
-        let mut msg = Vec::new();
-        ifinfo(&mut msg);
-        attr(&mut msg, IFLA_IFNAME, &name(a));
-        attr(&mut msg, IFLA_LINKINFO, &info);
-        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &msg)
-    }
-
-    fn add_addr(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> std::io::Result<()> {
-        // ifaddrmsg: family, prefix length, flags, scope (universe), index
-        let mut b = vec![nix::libc::AF_INET as u8, prefix, 0, 0];
-        b.extend_from_slice(&index.to_ne_bytes());
-        attr(&mut b, IFA_LOCAL, &ip.octets());
-        attr(&mut b, IFA_ADDRESS, &ip.octets());
-        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &b)
-    }
-
-    fn add_local_route(
-        &self,
-        index: u32,
-        dst: Ipv4Addr,
-        len: u8,
-        src: Ipv4Addr,
-    ) -> std::io::Result<()> {
-        // rtmsg: family, dst len, src len, tos, table, protocol, scope, type, flags
-        let mut b = vec![
-            nix::libc::AF_INET as u8,
-            len,
-            0,
-            0,
-            RT_TABLE_LOCAL,
-            RTPROT_STATIC,
-            RT_SCOPE_HOST,
-            RTN_LOCAL,
-        ];
-        b.extend_from_slice(&0u32.to_ne_bytes());
-        attr(&mut b, RTA_DST, &dst.octets());
-        attr(&mut b, RTA_OIF, &index.to_ne_bytes());
-        attr(&mut b, RTA_PREFSRC, &src.octets());
-        self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, &b)
-    }
-}
-
-/// Append a route attribute (length, type, value, padding to 4 bytes).
-fn attr(b: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    b.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-    b.extend_from_slice(&kind.to_ne_bytes());
-    b.extend_from_slice(value);
-    while !b.len().is_multiple_of(4) {
-        b.push(0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,36 +231,26 @@ mod tests {
         assert_eq!(world_addr(0), Some("10.77.1.1".parse().unwrap()));
         assert_eq!(world_addr(251), Some("10.77.2.2".parse().unwrap()));
         assert!(world_addr(MAX_CLIENTS).is_none());
+        for k in [0, 1, 249, 250, 251, 4999, MAX_CLIENTS - 1] {
+            let Some(IpAddr::V4(a)) = world_addr(k) else {
+                panic!("slot {k}")
+            };
+            assert_eq!(world_index(a), Some(k));
+        }
+        assert_eq!(world_index(MY_CLIENT), None);
+        assert_eq!(world_index(TRACKER), None);
         assert_eq!(loopback_addr(0), Some("127.77.1.1".parse().unwrap()));
     }
 
-    /// The namespace as the supervisor makes it, in a child process (a test binary has
-    /// threads; the child forks before any): any address of the prefix binds, a connection
-    /// between two of them keeps its source, and an unbound socket comes from MY_CLIENT.
-    #[test]
-    fn a_namespace_where_every_address_is_local() {
-        use std::net::{TcpListener, TcpStream};
+    /// `body` in a forked child that has entered a namespace as the supervisor does (a test
+    /// binary has threads; entering moves only the calling one). Skipped (exit 77) where
+    /// namespaces are refused, except under CI=true.
+    fn in_the_labs_namespace(body: fn() -> Result<(), String>) {
         // SAFETY: the child only runs the test body and _exits; it uses no lock another
         // thread could hold (std's allocator and sockets are fork-safe for this use).
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                let code = (|| -> Result<(), String> {
-                    enter().map_err(|e| e.to_string())?;
-                    let l = TcpListener::bind("10.77.3.9:7000").map_err(|e| e.to_string())?;
-                    let s = socket2_connect_from("10.77.1.1".parse().unwrap(), "10.77.3.9:7000")?;
-                    let (_, from) = l.accept().map_err(|e| e.to_string())?;
-                    if from.ip() != "10.77.1.1".parse::<IpAddr>().unwrap() {
-                        return Err(format!("bound source seen as {from}"));
-                    }
-                    drop(s);
-                    let _t = TcpStream::connect("10.77.3.9:7000").map_err(|e| e.to_string())?;
-                    let (_, from) = l.accept().map_err(|e| e.to_string())?;
-                    if from.ip() != IpAddr::V4(MY_CLIENT) {
-                        return Err(format!("unbound source seen as {from}"));
-                    }
-                    Ok(())
-                })();
-                let code = match code {
+                let code = match enter().map_err(|e| e.to_string()).and_then(|()| body()) {
                     Ok(()) => 0,
                     Err(e) if e.contains("EPERM") || e.contains("Operation not permitted") => {
                         eprintln!("SKIPPED: namespaces not allowed here ({e})");
@@ -428,6 +276,224 @@ mod tests {
         }
     }
 
+    /// The namespace as the supervisor makes it: any address of the prefix binds, a
+    /// connection between two of them keeps its source, and an unbound socket comes from
+    /// MY_CLIENT.
+    #[test]
+    fn a_namespace_where_every_address_is_local() {
+        use std::net::{TcpListener, TcpStream};
+        in_the_labs_namespace(|| {
+            let l = TcpListener::bind("10.77.3.9:7000").map_err(|e| e.to_string())?;
+            let s = socket2_connect_from("10.77.1.1".parse().unwrap(), "10.77.3.9:7000")?;
+            let (_, from) = l.accept().map_err(|e| e.to_string())?;
+            if from.ip() != "10.77.1.1".parse::<IpAddr>().unwrap() {
+                return Err(format!("bound source seen as {from}"));
+            }
+            drop(s);
+            let _t = TcpStream::connect("10.77.3.9:7000").map_err(|e| e.to_string())?;
+            let (_, from) = l.accept().map_err(|e| e.to_string())?;
+            if from.ip() != IpAddr::V4(MY_CLIENT) {
+                return Err(format!("unbound source seen as {from}"));
+            }
+            Ok(())
+        });
+    }
+
+    /// Links of a test: 10.77.1.x gets TABLE[x], my client (any other address) MY_LINK.
+    struct TestLinks;
+    const fn lk(rtt_ms: f64, loss_percent: f64) -> crate::netem::Link {
+        crate::netem::Link {
+            rtt_ms,
+            jitter_ms: 0.0,
+            loss_percent,
+            download_rate: None,
+        }
+    }
+    const NONE: crate::netem::Link = lk(0.0, 0.0);
+    /// .1 and .2: two world clients 30 ms away each (a 60 ms path); .3 loses 2 %; .4, .5 and
+    /// .6 have no delay of their own; .7 is 100 ms away.
+    const TABLE: [crate::netem::Link; 8] = [
+        NONE,
+        lk(30.0, 0.0),
+        lk(30.0, 0.0),
+        lk(0.0, 2.0),
+        NONE,
+        NONE,
+        NONE,
+        lk(100.0, 0.0),
+    ];
+    const MY_LINK: crate::netem::Link = lk(50.0, 0.0);
+    impl crate::netem::stage::Links for TestLinks {
+        fn link(&self, ip: Ipv4Addr) -> Option<crate::netem::Link> {
+            let [_, _, c, d] = ip.octets();
+            if ip == TRACKER {
+                return None;
+            }
+            Some(match (c, TABLE.get(d as usize)) {
+                (1, Some(l)) => *l,
+                _ => MY_LINK,
+            })
+        }
+    }
+
+    /// The link stage in the lab's namespace, measured with real sockets: round trips
+    /// between two world addresses and from an unbound socket (my client's) within 10 % of
+    /// the links, loss within 1 point over 10,000 datagrams, a single TCP connection slower at
+    /// 100 ms than at 0 ms; the tracker's address undelayed; and after the stage ends, lab
+    /// traffic refused rather than undelayed.
+    #[test]
+    fn the_link_stage_delays_loses_and_slows_as_configured() {
+        in_the_labs_namespace(|| {
+            let e = |e: std::io::Error| e.to_string();
+            let stage = crate::netem::tun::Emulator::start(
+                TestLinks,
+                42,
+                crate::netem::tun::Plan {
+                    prefix: PREFIX,
+                    exempt: TRACKER,
+                },
+            )
+            .map_err(|e| format!("{e:#}"))?;
+            let within = |what: &str, got: f64, want: f64, tol: f64| {
+                eprintln!("{what}: {got:.2} (configured {want})");
+                if (got - want).abs() > tol {
+                    return Err(format!("{what}: measured {got:.2}, configured {want}"));
+                }
+                Ok(())
+            };
+            // World to world: 30 + 30 ms; my client (unbound) to a world client: 50 + 30.
+            let rtt = echo_rtt_ms(Some("10.77.1.1"), "10.77.1.2:7001")?;
+            within("world-world RTT ms", rtt, 60.0, 6.0)?;
+            let rtt = echo_rtt_ms(None, "10.77.1.2:7002")?;
+            within("my client-world RTT ms", rtt, 80.0, 8.0)?;
+            let rtt = echo_rtt_ms(Some("10.77.1.1"), "10.77.0.1:7003")?;
+            if rtt > 3.0 {
+                return Err(format!(
+                    "the tracker's address took {rtt:.1} ms: not exempt"
+                ));
+            }
+            // Loss: 2 % on .3's link.
+            let lost = udp_loss_percent("10.77.1.3", "10.77.1.4:7004", 10_000)?;
+            within("loss %", lost, 2.0, 1.0)?;
+            // One TCP connection, the receiver's buffer fixed at 256 KiB (no autotuning).
+            let fast = tcp_mb_per_s("10.77.1.5", "10.77.1.6:7005")?;
+            let slow = tcp_mb_per_s("10.77.1.7", "10.77.1.6:7006")?;
+            eprintln!("one TCP connection: {fast:.1} MB/s at 0 ms, {slow:.1} MB/s at 100 ms");
+            if slow * 4.0 > fast {
+                return Err(format!("{slow:.1} MB/s at 100 ms vs {fast:.1} at 0 ms"));
+            }
+            // The stage gone, lab traffic is refused (prohibit), not undelayed.
+            drop(stage);
+            let refused = std::net::UdpSocket::bind("10.77.1.1:0")
+                .and_then(|u| u.send_to(b"x", "10.77.1.2:9"))
+                .map_err(e);
+            if refused.is_ok() {
+                return Err("with the stage gone a lab packet still went out".into());
+            }
+            Ok(())
+        });
+    }
+
+    /// The median of 20 one-byte TCP round trips to an echo at `to`, from `from` (or an
+    /// unbound socket), in ms.
+    fn echo_rtt_ms(from: Option<&str>, to: &str) -> Result<f64, String> {
+        use std::io::{Read, Write};
+        let e = |e: std::io::Error| e.to_string();
+        let l = std::net::TcpListener::bind(to).map_err(e)?;
+        let echo = std::thread::spawn(move || -> std::io::Result<()> {
+            let (mut c, _) = l.accept()?;
+            c.set_nodelay(true)?;
+            let mut b = [0u8; 1];
+            while c.read(&mut b)? == 1 {
+                c.write_all(&b)?;
+            }
+            Ok(())
+        });
+        let mut c = match from {
+            Some(f) => socket2_connect_from(f.parse().unwrap(), to)?,
+            None => std::net::TcpStream::connect(to).map_err(e)?,
+        };
+        c.set_nodelay(true).map_err(e)?;
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .map_err(e)?;
+        let mut times = Vec::new();
+        let mut b = [0u8; 1];
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            c.write_all(b"p").map_err(e)?;
+            c.read_exact(&mut b).map_err(e)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        drop(c);
+        let _ = echo.join();
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+
+    /// Percent of `n` numbered datagrams from `from` that never reach `to`, paced at about
+    /// 100 per ms so that no socket or device queue of this machine drops one.
+    fn udp_loss_percent(from: &str, to: &str, n: u32) -> Result<f64, String> {
+        use std::net::UdpSocket;
+        let e = |e: std::io::Error| e.to_string();
+        let rx = UdpSocket::bind(to).map_err(e)?;
+        nix::sys::socket::setsockopt(&rx, nix::sys::socket::sockopt::RcvBuf, &(4 << 20))
+            .map_err(|e| e.to_string())?;
+        rx.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .map_err(e)?;
+        let tx = UdpSocket::bind(format!("{from}:0")).map_err(e)?;
+        let mut seen = vec![false; n as usize];
+        for i in 0..n {
+            tx.send_to(&i.to_be_bytes(), to).map_err(e)?;
+            if i % 100 == 99 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        let mut b = [0u8; 16];
+        while let Ok(len) = rx.recv(&mut b) {
+            if len == 4 {
+                if let Some(s) = seen.get_mut(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                {
+                    *s = true;
+                }
+            }
+        }
+        let got = seen.iter().filter(|&&s| s).count();
+        Ok(100.0 * (n as usize - got) as f64 / n as f64)
+    }
+
+    /// MB/s of one TCP connection from `from` to `to` over 1.5 s, the receiver's buffer
+    /// fixed at 256 KiB.
+    fn tcp_mb_per_s(from: &str, to: &str) -> Result<f64, String> {
+        use std::io::{Read, Write};
+        let e = |e: std::io::Error| e.to_string();
+        let l = std::net::TcpListener::bind(to).map_err(e)?;
+        nix::sys::socket::setsockopt(&l, nix::sys::socket::sockopt::RcvBuf, &(256 << 10))
+            .map_err(|e| e.to_string())?;
+        let sink = std::thread::spawn(move || -> std::io::Result<u64> {
+            let (mut c, _) = l.accept()?;
+            let mut b = vec![0u8; 1 << 16];
+            let mut total = 0u64;
+            loop {
+                match c.read(&mut b)? {
+                    0 => return Ok(total),
+                    n => total += n as u64,
+                }
+            }
+        });
+        let mut c = socket2_connect_from(from.parse().unwrap(), to)?;
+        let chunk = vec![7u8; 1 << 16];
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(1500) {
+            c.write_all(&chunk).map_err(e)?;
+        }
+        drop(c);
+        let total = sink
+            .join()
+            .map_err(|_| "sink panicked".to_string())?
+            .map_err(e)?;
+        Ok(total as f64 / t.elapsed().as_secs_f64() / 1e6)
+    }
+
     /// A TCP connection from `from` (bound first) to `to`.
     fn socket2_connect_from(from: IpAddr, to: &str) -> Result<std::net::TcpStream, String> {
         let to: std::net::SocketAddr = to.parse().unwrap();
@@ -439,6 +505,8 @@ mod tests {
             .build()
             .map_err(|e| e.to_string())?;
         let stream = rt.block_on(s.connect(to)).map_err(|e| e.to_string())?;
-        stream.into_std().map_err(|e| e.to_string())
+        let s = stream.into_std().map_err(|e| e.to_string())?;
+        s.set_nonblocking(false).map_err(|e| e.to_string())?;
+        Ok(s)
     }
 }

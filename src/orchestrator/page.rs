@@ -32,7 +32,8 @@ td.l,th.l{text-align:left}code{font-size:12px}\
 .bar{display:inline-block;width:80px;height:8px;background:#eee;vertical-align:middle}.bar i{display:block;height:8px;background:#3a7}\
 .role-my{background:#eef5ff}.role-seed td:first-child{color:#286}.st-waiting,.st-failed{color:#999}\
 .notice{background:#fff4d6;padding:.4em .7em;display:inline-block}#conn{color:#b30}\
-svg.timeline,svg.heat{max-width:100%;height:auto;border:1px solid #eee}.muted{color:#777}";
+svg.timeline,svg.heat{max-width:100%;height:auto;border:1px solid #eee}.muted{color:#777}\
+.link{font-size:11px;color:#777}";
 
 const JS: &str = r#"(() => {
   const live = document.getElementById('live'), conn = document.getElementById('conn');
@@ -277,6 +278,8 @@ struct Row {
     class: &'static str,
     peer_id: String,
     addr: String,
+    /// The emulated link (a run with `network:`).
+    link: Option<String>,
     state: String,
     progress: Option<f64>,
     up_rate: Option<f64>,
@@ -332,6 +335,7 @@ fn swarm(
             },
             peer_id: id,
             addr: s.addr.to_string(),
+            link: s.link.map(|l| l.describe()),
             state: s.state.as_str().to_string(),
             progress: match (&live, pieces) {
                 (Some(l), Some(n)) if n > 0 => Some(l.pieces_held as f64 / n as f64),
@@ -352,6 +356,7 @@ fn swarm(
             class: if is_my { "role-my" } else { "role-other" },
             peer_id: p.peer_id.clone(),
             addr: p.ip.clone(),
+            link: o.info.my_link.filter(|_| is_my).map(|l| l.describe()),
             state: "running".into(),
             progress: p.progress,
             up_rate: Some(p.up_rate),
@@ -424,7 +429,10 @@ fn swarm(
             esc(&r.state),
             r.role,
             esc(&r.peer_id),
-            esc(&r.addr),
+            match &r.link {
+                Some(l) => format!("{}<br><span class=link>{}</span>", esc(&r.addr), esc(l)),
+                None => esc(&r.addr),
+            },
             esc(&r.state),
             r.progress
                 .map(|x| {

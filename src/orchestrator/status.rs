@@ -117,6 +117,13 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
         ),
         a => writeln!(s, "  addresses    {a}"),
     };
+    if let Some(l) = &run.my_link {
+        let _ = writeln!(
+            s,
+            "  network      emulated: my client {}; each world client's link under LINK",
+            l.describe()
+        );
+    }
     // Peer figures from the tracker, by peer id.
     let peers: BTreeMap<&str, &PeerStatus> = t
         .swarms
@@ -126,7 +133,7 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "\n  {:<6} {:>4} {:>4} {:>7} {:<8} {:<20} {:<15} {:>8} {:>9} {:>9}",
+        "\n  {:<6} {:>4} {:>4} {:>7} {:<8} {:<20} {:<15} {:>8} {:>9} {:>9}{}",
         "ROLE",
         "SLOT",
         "GEN",
@@ -136,14 +143,15 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
         "ADDRESS",
         "PROGRESS",
         "UP KB/s",
-        "DOWN KB/s"
+        "DOWN KB/s",
+        if run.my_link.is_some() { "  LINK" } else { "" }
     );
     for slot in &w.world {
         let id = String::from_utf8_lossy(&slot.peer_id);
         let p = peers.get(&*id);
         let _ = writeln!(
             s,
-            "  {:<6} {:>4} {:>4} {:>7} {:<8} {:<20} {:<15} {:>7.0}% {:>9.1} {:>9.1}",
+            "  {:<6} {:>4} {:>4} {:>7} {:<8} {:<20} {:<15} {:>7.0}% {:>9.1} {:>9.1}{}",
             slot.role.as_str(),
             slot.index,
             slot.generation,
@@ -153,7 +161,10 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
             slot.addr.to_string(),
             p.and_then(|p| p.progress).unwrap_or(0.0) * 100.0,
             p.map_or(0.0, |p| p.up_rate) / 1024.0,
-            p.map_or(0.0, |p| p.down_rate) / 1024.0
+            p.map_or(0.0, |p| p.down_rate) / 1024.0,
+            slot.link
+                .map(|l| format!("  {}", l.describe()))
+                .unwrap_or_default()
         );
     }
     let my = &w.my_client;

@@ -183,6 +183,8 @@ pub struct Network {
     pub netns: Option<u64>,
     /// Why `auto` did not get a namespace.
     pub fallback: Option<String>,
+    /// The link stage, with `network:` (see `crate::netem`), and the seed of its draws.
+    netem: Option<(crate::netem::tun::Emulator, u64)>,
 }
 
 impl Network {
@@ -206,14 +208,29 @@ impl Network {
             inside: None,
             netns: None,
             fallback: None,
+            netem: None,
         };
         if wanted != Addresses::Namespace {
+            if cfg.network.is_some() {
+                anyhow::bail!(
+                    "network: emulates links between the lab's own addresses, but this run's \
+                     world uses addresses: {wanted}: leave out network: or run on one host"
+                );
+            }
             return Ok(net);
         }
         // Under `auto`, tried in a child first: a failure after `unshare` cannot be undone,
         // so only a failed trial falls back; a failure for real is the end of this start.
         if cfg.addresses == Addresses::Auto {
             if let Err(e) = netns::probe() {
+                // Never a run without the network it was asked for.
+                if cfg.network.is_some() {
+                    anyhow::bail!(
+                        "network: needs a network namespace for the lab, and none can be made \
+                         here ({e}): run as root or where user namespaces are allowed, or leave \
+                         out network:"
+                    );
+                }
                 net.addresses = Addresses::Loopback;
                 net.fallback = Some(format!(
                     "no network namespace for the lab ({e}): world clients get 127.77.x.y \
@@ -228,6 +245,16 @@ impl Network {
             port,
         ))?);
         net.netns = netns::current();
+        if let Some(n) = &cfg.network {
+            let seed = n.seed.or(cfg.seed).unwrap_or_else(rand::random);
+            let plan = crate::netem::tun::Plan {
+                prefix: netns::PREFIX,
+                exempt: netns::TRACKER,
+            };
+            let stage =
+                crate::netem::tun::Emulator::start(netns::LabLinks(n.clone(), seed), seed, plan)?;
+            net.netem = Some((stage, seed));
+        }
         Ok(net)
     }
 
@@ -258,6 +285,8 @@ pub struct Supervisor<'a> {
 /// The HTTP server of the run (tracker, page, `/api/world`, VoD) and how to end it.
 struct Services {
     orch: Arc<Orchestrator>,
+    /// The link stage, kept until every process of the run has ended.
+    netem: Option<crate::netem::tun::Emulator>,
     server: JoinHandle<anyhow::Result<()>>,
     shutdown: Arc<tokio::sync::Notify>,
 }
@@ -356,6 +385,12 @@ impl Supervisor<'_> {
         }
     }
 
+    /// The `network:` section and the seed of its draws, when the link stage runs.
+    fn network(&self) -> Option<(crate::netem::NetworkSection, u64)> {
+        let seed = self.net.locked().as_ref()?.netem.as_ref()?.1;
+        Some((self.cfg.network.clone()?, seed))
+    }
+
     fn addresses(&self) -> Addresses {
         self.net
             .locked()
@@ -408,6 +443,7 @@ impl Supervisor<'_> {
             status_url: format!("{base}/"),
             vod_url,
             addresses: self.addresses(),
+            my_link: self.network().map(|(n, _)| n.my_client),
             my_info_hash: my.torrent.info_hash.hex(),
             torrent: std::path::absolute(&torrent)?,
             saveas: std::path::absolute(
@@ -459,6 +495,7 @@ impl Supervisor<'_> {
             logs: rd.logs(),
             status: rd.status(),
             referee: rd.referee(),
+            network: self.network(),
             tracker_url: self.announce_url(),
             interval: self.cfg.tracker.interval,
             stopping: Default::default(),
@@ -497,6 +534,7 @@ impl Supervisor<'_> {
             .locked()
             .take()
             .context("the network was prepared once")?;
+        let netem = net.netem.map(|(e, _)| e);
         let listener = tokio::net::TcpListener::from_std(net.host)?;
         let inside = net
             .inside
@@ -563,6 +601,7 @@ impl Supervisor<'_> {
         };
         Ok(Services {
             orch,
+            netem,
             server,
             shutdown,
         })
@@ -784,6 +823,16 @@ impl Supervisor<'_> {
             )
         })
         .await?;
+        if let Some(e) = &services.netem {
+            let (c, most) = e.counts();
+            tracing::info!(
+                "netem: {} packets delivered, {} lost, {} dropped at a full download line; \
+                 at most {most} held at once",
+                c.delivered,
+                c.lost,
+                c.overflow
+            );
+        }
         services.shutdown.notify_one();
         let _ = tokio::time::timeout(Duration::from_secs(1), services.server).await;
         if self.show_progress() {

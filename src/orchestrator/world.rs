@@ -91,6 +91,9 @@ pub struct Slot {
     pub reincarnations: u32,
     pub upload_rate: f64,
     pub start_fraction: f64,
+    /// Its emulated link (a run with `network:`); the same for every generation of the slot.
+    #[serde(default)]
+    pub link: Option<crate::netem::Link>,
     pub last_exit: Option<String>,
     #[serde(skip)]
     pub data: PathBuf,
@@ -154,6 +157,8 @@ pub struct World {
     pub referee: PathBuf,
     pub tracker_url: String,
     pub interval: u64,
+    /// The `network:` section and its seed: every slot's emulated link.
+    pub network: Option<(crate::netem::NetworkSection, u64)>,
     pub stopping: std::sync::atomic::AtomicBool,
 }
 
@@ -231,6 +236,10 @@ impl World {
             reincarnations: 0,
             upload_rate: (rate * 10.0).round() / 10.0,
             start_fraction,
+            link: self
+                .network
+                .as_ref()
+                .map(|(n, seed)| n.world_link(*seed, self.slot_number(swarm, index))),
             last_exit: None,
             data,
             started: None,
@@ -246,11 +255,16 @@ impl World {
             .collect()
     }
 
+    /// A slot's number in the run, across swarms (its address's and its link's).
+    fn slot_number(&self, swarm: usize, index: usize) -> usize {
+        swarm * (self.cfg.seeds + self.cfg.clients) + index
+    }
+
     /// The address of a slot: its own under `namespace` and `loopback` (numbered across
     /// swarms, so unique in the run), the shared one otherwise. The supervisor checks that
     /// the world fits ([`netns::MAX_CLIENTS`]).
     pub fn slot_addr(&self, swarm: usize, index: usize) -> IpAddr {
-        let k = swarm * (self.cfg.seeds + self.cfg.clients) + index;
+        let k = self.slot_number(swarm, index);
         let own = match self.addresses {
             Addresses::Namespace => netns::world_addr(k),
             Addresses::Loopback => netns::loopback_addr(k),

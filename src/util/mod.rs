@@ -2,6 +2,9 @@
 //! part of the lab. Nothing here knows about torrents, peers or experiments.
 //!
 //! * [`fs`]: atomic file writes and JSON files read back;
+//! * [`netlink`]: the few route-netlink requests a namespace of our own needs (links, addresses,
+//!   routes, rules);
+//! * [`range`]: a number or a `{min, max}` range in a config, drawn per client;
 //! * [`html`]: escaping and human-readable figures for the status page and the SVG charts;
 //! * [`rt`]: the tokio runtime builder, the shutdown signal, logging set-up;
 //! * [`stats`]: mean, median, sd and bootstrap intervals for comparisons;
@@ -9,6 +12,8 @@
 
 pub mod fs;
 pub mod html;
+pub mod netlink;
+pub mod range;
 pub mod rt;
 pub mod stats;
 
