@@ -143,11 +143,15 @@ impl NetworkSection {
         let mut rng = rand::rngs::StdRng::seed_from_u64(
             seed ^ 0x6E65_7465_6D00_0000 ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
+        // Rounded as the page shows them: 0.1 ms, 0.01 %, 1 KB/s.
+        let round = |x: f64, unit: f64| (x / unit).round() * unit;
         Link {
-            rtt_ms: self.rtt_ms.draw(&mut rng),
-            jitter_ms: self.jitter_ms.draw(&mut rng),
-            loss_percent: self.loss_percent.draw(&mut rng),
-            download_rate: self.download_rate.map(|r| r.draw(&mut rng)),
+            rtt_ms: round(self.rtt_ms.draw(&mut rng), 0.1),
+            jitter_ms: round(self.jitter_ms.draw(&mut rng), 0.1),
+            loss_percent: round(self.loss_percent.draw(&mut rng), 0.01),
+            download_rate: self
+                .download_rate
+                .map(|r| round(r.draw(&mut rng), 1.0).max(1.0)),
         }
     }
 }

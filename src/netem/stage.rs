@@ -6,10 +6,12 @@
 //!   (seed, a, b, n): the same packets are lost in every run of the same seed;
 //! - delayed by `(rtt_a + rtt_b) / 2`, plus jitter drawn from the same hash, uniform within
 //!   ±`jitter_a` and ±`jitter_b`, never below zero;
-//! - then serialized on b's download line at its cap, if it has one; a packet that would wait
-//!   there longer than [`QUEUE`] is dropped, as a full router queue drops it;
 //! - never before the packet sent before it on the same link: jitter does not reorder (TCP
-//!   would take reordering for loss).
+//!   would take reordering for loss);
+//! - then, if b's line has a download cap, it arrives there at that time ([`Verdict::Line`])
+//!   and the caller hands it to [`Stage::line`] then, in order of arrival: the line sends
+//!   it after what arrived before it, from every sender, at its rate. A packet that would wait
+//!   there longer than [`QUEUE`] is dropped, as a full router queue drops it.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -26,6 +28,9 @@ pub const QUEUE_MIN_BYTES: f64 = 64.0 * 1024.0;
 pub enum Verdict {
     /// Write it back at this time (nanoseconds on the caller's clock).
     Deliver(u64),
+    /// It reaches its receiver's download line at this time: give it to [`Stage::line`]
+    /// then (lines take packets in order of arrival, whoever sent them).
+    Line(u64),
     /// Lost on a link (the config's loss).
     Lost,
     /// Dropped at the receiver's full download line.
@@ -85,20 +90,24 @@ impl<L: Links> Stage<L> {
     /// The verdict on an IPv4 packet sent at `now` (ns). Anything else (too short, not IPv4)
     /// passes at once.
     pub fn admit(&mut self, now: u64, packet: &[u8]) -> Verdict {
-        let Some((src, dst)) = addresses(packet) else {
-            self.counts.delivered += 1;
-            return Verdict::Deliver(now);
+        let v = match addresses(packet) {
+            Some((src, dst)) => self.decide(now, src, dst),
+            None => Verdict::Deliver(now),
         };
-        let v = self.decide(now, src, dst, packet.len());
+        self.count(v)
+    }
+
+    fn count(&mut self, v: Verdict) -> Verdict {
         match v {
             Verdict::Deliver(_) => self.counts.delivered += 1,
             Verdict::Lost => self.counts.lost += 1,
             Verdict::Overflow => self.counts.overflow += 1,
+            Verdict::Line(_) => {}
         }
         v
     }
 
-    fn decide(&mut self, now: u64, src: u32, dst: u32, len: usize) -> Verdict {
+    fn decide(&mut self, now: u64, src: u32, dst: u32) -> Verdict {
         let (a, b) = (self.link_of(src), self.link_of(dst));
         let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
         let pair = self.pairs.entry((src, dst)).or_default();
@@ -111,22 +120,35 @@ impl<L: Links> Stage<L> {
         }
         let jitter = (2.0 * draw(2) - 1.0) * a.jitter_ms + (2.0 * draw(3) - 1.0) * b.jitter_ms;
         let delay_ms = ((a.rtt_ms + b.rtt_ms) / 2.0 + jitter).max(0.0);
-        let mut release = now + (delay_ms * 1e6) as u64;
-        if let Some(kbps) = b.download_rate {
-            let rate = kbps * 1024.0; // bytes per second
-            let free = self.line_free.entry(dst).or_insert(0);
-            let start = release.max(*free);
-            let wait = (start - release) as f64 / 1e9;
-            if wait > QUEUE.max(QUEUE_MIN_BYTES / rate) {
-                return Verdict::Overflow;
-            }
-            release = start + (len as f64 / rate * 1e9) as u64;
-            *free = release;
-        }
         let pair = self.pairs.get_mut(&(src, dst)).expect("made above");
-        release = release.max(pair.last_release);
-        pair.last_release = release;
-        Verdict::Deliver(release)
+        let at = (now + (delay_ms * 1e6) as u64).max(pair.last_release);
+        pair.last_release = at;
+        match b.download_rate {
+            Some(_) => Verdict::Line(at),
+            None => Verdict::Deliver(at),
+        }
+    }
+
+    /// A packet reaching its receiver's download line at `at` (after [`Verdict::Line`]):
+    /// delivered once the line has sent it, or dropped at a full line. Calls must come in
+    /// order of `at`.
+    pub fn line(&mut self, at: u64, packet: &[u8]) -> Verdict {
+        let Some((_, dst)) = addresses(packet) else {
+            return self.count(Verdict::Deliver(at));
+        };
+        let Some(kbps) = self.link_of(dst).and_then(|l| l.download_rate) else {
+            return self.count(Verdict::Deliver(at));
+        };
+        let rate = kbps * 1024.0; // bytes per second
+        let free = self.line_free.entry(dst).or_insert(0);
+        let start = at.max(*free);
+        let wait = (start - at) as f64 / 1e9;
+        if wait > QUEUE.max(QUEUE_MIN_BYTES / rate) {
+            return self.count(Verdict::Overflow);
+        }
+        let done = start + (packet.len() as f64 / rate * 1e9) as u64;
+        *free = done;
+        self.count(Verdict::Deliver(done))
     }
 }
 
@@ -266,7 +288,11 @@ mod tests {
         );
         let mut out = Vec::new();
         for _ in 0..200 {
-            out.push(s.admit(0, &packet(0, 1, 1024)));
+            let p = packet(0, 1, 1024);
+            let Verdict::Line(at) = s.admit(0, &p) else {
+                panic!("a capped receiver's packet goes to its line")
+            };
+            out.push(s.line(at, &p));
         }
         let delivered: Vec<u64> = out
             .iter()
@@ -282,5 +308,13 @@ mod tests {
         assert_eq!(s.counts.overflow as usize, 200 - delivered.len());
         // The sender's own direction has no cap.
         assert_eq!(s.admit(0, &packet(1, 0, 1024)), Verdict::Deliver(0));
+        // The line is free again once it has sent its queue: a packet arriving later, from a
+        // far sender, waits for nothing that arrived after it.
+        let p = packet(2, 1, 1024);
+        let Verdict::Line(at) = s.admit(10_000_000_000, &p) else {
+            panic!("line")
+        };
+        assert_eq!(at, 10_000_000_000);
+        assert_eq!(s.line(at, &p), Verdict::Deliver(at + 10_000_000));
     }
 }

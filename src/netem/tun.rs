@@ -196,6 +196,8 @@ struct Held {
     seq: u64,
     buf: Vec<u8>,
     len: usize,
+    /// It is due at its receiver's download line, not yet for delivery.
+    line: bool,
 }
 
 impl PartialEq for Held {
@@ -277,14 +279,22 @@ fn pump<L: Links>(
             }
             let len = n as usize;
             let t = now();
-            match stage.admit(t, &buf[..len]) {
+            let v = stage.admit(t, &buf[..len]);
+            match v {
                 Verdict::Deliver(at) if at <= t => {
                     write(&buf[..len]);
                     pool.push(buf);
                 }
-                Verdict::Deliver(at) => {
+                Verdict::Deliver(at) | Verdict::Line(at) => {
                     seq += 1;
-                    held.push(Reverse(Held { at, seq, buf, len }));
+                    let line = matches!(v, Verdict::Line(_));
+                    held.push(Reverse(Held {
+                        at,
+                        seq,
+                        buf,
+                        len,
+                        line,
+                    }));
                 }
                 Verdict::Lost | Verdict::Overflow => pool.push(buf),
             }
@@ -292,7 +302,22 @@ fn pump<L: Links>(
         most = most.max(held.len() as u64);
         let t = now();
         while held.peek().is_some_and(|Reverse(h)| h.at <= t) {
-            let Reverse(h) = held.pop().expect("peeked");
+            let Reverse(mut h) = held.pop().expect("peeked");
+            if h.line {
+                // At its receiver's line, in order of arrival.
+                match stage.line(h.at, &h.buf[..h.len]) {
+                    Verdict::Deliver(at) if at > t => {
+                        (h.at, h.line) = (at, false);
+                        held.push(Reverse(h));
+                        continue;
+                    }
+                    Verdict::Deliver(_) => {}
+                    _ => {
+                        pool.push(h.buf);
+                        continue;
+                    }
+                }
+            }
             write(&h.buf[..h.len]);
             pool.push(h.buf);
         }

@@ -311,8 +311,8 @@ mod tests {
     }
     const NONE: crate::netem::Link = lk(0.0, 0.0);
     /// .1 and .2: two world clients 30 ms away each (a 60 ms path); .3 loses 2 %; .4, .5 and
-    /// .6 have no delay of their own; .7 is 100 ms away.
-    const TABLE: [crate::netem::Link; 8] = [
+    /// .6 have no delay of their own; .7 is 100 ms away; .8 downloads at 1000 KB/s.
+    const TABLE: [crate::netem::Link; 9] = [
         NONE,
         lk(30.0, 0.0),
         lk(30.0, 0.0),
@@ -321,6 +321,10 @@ mod tests {
         NONE,
         NONE,
         lk(100.0, 0.0),
+        crate::netem::Link {
+            download_rate: Some(1000.0),
+            ..NONE
+        },
     ];
     const MY_LINK: crate::netem::Link = lk(50.0, 0.0);
     impl crate::netem::stage::Links for TestLinks {
@@ -382,6 +386,9 @@ mod tests {
             if slow * 4.0 > fast {
                 return Err(format!("{slow:.1} MB/s at 100 ms vs {fast:.1} at 0 ms"));
             }
+            // A download cap of 1000 KB/s (1.024 MB/s), TCP through its tail-drop queue.
+            let capped = tcp_mb_per_s("10.77.1.5", "10.77.1.8:7007")?;
+            within("capped download MB/s", capped, 1.024, 0.15)?;
             // The stage gone, lab traffic is refused (prohibit), not undelayed.
             drop(stage);
             let refused = std::net::UdpSocket::bind("10.77.1.1:0")
