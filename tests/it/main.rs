@@ -6,6 +6,7 @@ mod engine;
 mod fuzz_corpus;
 mod hostile;
 mod interop;
+mod netem;
 mod orchestrator;
 mod page;
 mod slurm;
