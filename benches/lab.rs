@@ -11,8 +11,11 @@
 //! * `cap`: upload-cap accuracy, measured by a raw wire leecher in this harness.
 //! * `scale`: worlds of 200 and 500 clients: start, stop, memory and idle CPU, and the status
 //!   page with that many clients: server render and a refresh in headless Chromium.
-//! * `vod`: `testbed compare` of the three policies on `configs/default.yaml` and
-//!   `configs/scarce.yaml`, five seeds each, one experiment at a time: mean server share with its
+//! * `netem`: the cost of network emulation: a world of 500 clients downloading through the
+//!   link stage (configs/network.yaml's profile) against the same world without it: time until
+//!   every client completes, the CPU of all processes, and the stage thread's own.
+//! * `vod`: `testbed compare` of the three policies on `configs/default.yaml`,
+//!   `configs/scarce.yaml` and `configs/network.yaml`, five seeds each, one experiment at a time: mean server share with its
 //!   95 % interval, and the paired verdict of deadline against sequential. About an hour, so it
 //!   runs only when named: `make bench BENCH=vod` (`VOD_SEEDS=N`, `VOD_SECS=S` for a prefix of
 //!   the movie).
@@ -70,7 +73,9 @@ struct Figure {
 }
 
 /// The sections, in the order they run and are tabled.
-const SECTIONS: [&str; 7] = ["sha1", "tracker", "wire", "cap", "scale", "vod", "clients"];
+const SECTIONS: [&str; 8] = [
+    "sha1", "tracker", "wire", "cap", "scale", "netem", "vod", "clients",
+];
 
 struct Bench {
     quick: bool,
@@ -164,12 +169,13 @@ fn main() {
     /// comparison and the league table are hours of experiments one at a time; `make bench
     /// BENCH=vod` (or `clients`) runs them.
     const LONG: [&str; 2] = ["vod", "clients"];
-    let sections: [(&str, Section); 7] = [
+    let sections: [(&str, Section); 8] = [
         ("sha1", sha1),
         ("tracker", tracker),
         ("wire", wire),
         ("cap", cap),
         ("scale", scale),
+        ("netem", netem),
         ("vod", vod),
         ("clients", clients),
     ];
@@ -248,7 +254,12 @@ fn children_cpu() -> f64 {
 
 /// CPU seconds (user + system) a live process has used, from /proc.
 fn proc_cpu(pid: i32) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    proc_cpu_at(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds from a `stat` file of /proc (a process's or a thread's).
+fn proc_cpu_at(path: &str) -> f64 {
+    let Ok(s) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     let Some((_, rest)) = s.rsplit_once(')') else {
@@ -1061,6 +1072,155 @@ fn scale_one(b: &mut Bench, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// A world of `n` (500) clients downloading, without and then with the link stage: how much
+/// longer until every client completes, and what the emulation costs in CPU.
+fn netem(b: &mut Bench) -> Result<()> {
+    let n = if b.quick { 100 } else { 500 };
+    let mut off = None;
+    for network in [false, true] {
+        let (done, all_cpu, stage_cpu, idle) = netem_one(b, n, network).with_context(|| {
+            format!(
+                "{n} clients, network {}",
+                if network { "on" } else { "off" }
+            )
+        })?;
+        let tag = if network {
+            "realistic network"
+        } else {
+            "no network"
+        };
+        let i = b.add(
+            "netem",
+            &format!("{n} clients, {tag}: every client complete after"),
+            done,
+            "s",
+        );
+        if let Some(o) = off {
+            b.anchor(i, "no network", o, false);
+        }
+        off.get_or_insert(done);
+        b.add(
+            "netem",
+            &format!("{n} clients, {tag}: CPU of all processes while downloading"),
+            all_cpu,
+            "% of a core",
+        );
+        if network {
+            let i = b.add(
+                "netem",
+                &format!("{n} clients: the link stage's thread while downloading"),
+                stage_cpu,
+                "% of a core",
+            );
+            b.target(i, "< 50 %", stage_cpu < 50.0);
+            b.add(
+                "netem",
+                &format!("{n} clients: the link stage's thread, world idle"),
+                idle,
+                "% of a core",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// CPU seconds of the supervisor's thread named `name`.
+fn thread_cpu(pid: i32, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .filter_map(|t| t.file_name().to_str()?.parse::<i32>().ok())
+        .map(|tid| proc_cpu_at(&format!("/proc/{pid}/task/{tid}/stat")))
+        .sum()
+}
+
+/// (seconds until every client completes, CPU of all processes over that time and of the
+/// stage's thread, both in % of a core; the stage's thread while the world is idle).
+fn netem_one(b: &Bench, n: usize, network: bool) -> Result<(f64, f64, f64, f64)> {
+    let dir = b.dir.join(format!("netem-{n}-{network}"));
+    let mut blob = vec![0u8; 1024 * 1024];
+    rand::rngs::SmallRng::seed_from_u64(5).fill_bytes(&mut blob);
+    let net = if network {
+        "network:\n  rtt_ms: {min: 20, max: 200}\n  jitter_ms: 2\n  loss_percent: 0.5\n  \
+         download_rate: {min: 256, max: 2048}\n"
+    } else {
+        ""
+    };
+    let scenario = Scenario::in_dir(
+        &dir,
+        &[("blob.bin", blob)],
+        "bind: 127.0.0.1, interval: 30",
+        &format!(
+            "seed: 1\n\
+             torrents: {{piece_length: 32768, my_torrent: blob.bin}}\n\
+             world:\n  clients: {clients}\n  seeds: 2\n  start_fraction: 0.5\n  \
+             upload_rate: 70\n  max_connections: 30\n  linger: 600\n{net}",
+            clients = n - 2,
+        ),
+    )?;
+    let port = scenario.port;
+    let t0 = Instant::now();
+    let st = scenario
+        .command("start", &[])
+        .stdout(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("testbed start failed ({st})");
+    }
+    let world: serde_json::Value = serde_json::from_str(&http_get(port, "/api/world")?)?;
+    let sup = world["run"]["pid"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("/api/world has no supervisor pid"))? as i32;
+    let pids: Vec<i32> = world["world"]
+        .as_array()
+        .ok_or_else(|| anyhow!("/api/world has no world"))?
+        .iter()
+        .filter_map(|s| s["pid"].as_i64().map(|p| p as i32))
+        .chain([sup])
+        .collect();
+    let cpu = || -> (f64, f64) {
+        (
+            pids.iter().map(|&p| proc_cpu(p)).sum(),
+            thread_cpu(sup, "netem"),
+        )
+    };
+    let (a0, s0) = cpu();
+    let t1 = Instant::now();
+    let leechers = || -> Result<usize> {
+        let v: serde_json::Value = serde_json::from_str(&http_get(port, "/api/status")?)?;
+        Ok(v["swarms"][0]["leechers"].as_u64().unwrap_or(u64::MAX) as usize)
+    };
+    let waited = wait_until("every client complete", Duration::from_secs(300), || {
+        leechers().map(|l| l == 0).unwrap_or(false)
+    });
+    let done = t0.elapsed().as_secs_f64();
+    let span = t1.elapsed().as_secs_f64();
+    let (a1, s1) = cpu();
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, s2) = cpu();
+    let st = scenario
+        .command("stop", &[])
+        .stdout(Stdio::null())
+        .status()?;
+    waited?;
+    if !st.success() {
+        bail!("testbed stop failed ({st})");
+    }
+    if network && s1 - s0 <= 0.0 {
+        bail!("no thread named netem in the supervisor: the stage did not run");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((
+        done,
+        (a1 - a0) / span * 100.0,
+        (s1 - s0) / span * 100.0,
+        (s2 - s1) / 5.0 * 100.0,
+    ))
+}
+
 /// The status page with `n` clients: the server's render of the live part (what every poll
 /// costs), then in headless Chromium the first load and a refresh (fetch, swap, layout), as the
 /// page's own script times it.
@@ -1188,7 +1348,7 @@ fn vod(b: &mut Bench) -> Result<()> {
             env_u64("VOD_SECS", VOD_SECS),
         )
     };
-    for scenario in ["default", "scarce"] {
+    for scenario in ["default", "scarce", "network"] {
         vod_compare(b, scenario, seeds, secs)
             .with_context(|| format!("configs/{scenario}.yaml"))?;
         if b.quick {
