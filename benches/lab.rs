@@ -958,6 +958,40 @@ fn raw_download_rate(t: &Torrent, port: u16, warm: f64, span: f64) -> Result<f64
 // ---------------------------------------------------------------------------------------------
 // World scale: start, stop, memory, idle CPU
 
+/// `testbed start` of a world of `n` clients (2 seeds) on one random file of `size` bytes,
+/// each client holding half of it, uploads capped at `upload_rate` KB/s, none leaving; `extra`
+/// is more YAML.
+fn start_world(
+    dir: &Path,
+    n: usize,
+    size: usize,
+    upload_rate: u32,
+    extra: &str,
+) -> Result<Scenario> {
+    let mut blob = vec![0u8; size];
+    rand::rngs::SmallRng::seed_from_u64(3).fill_bytes(&mut blob);
+    let scenario = Scenario::in_dir(
+        dir,
+        &[("blob.bin", blob)],
+        "bind: 127.0.0.1, interval: 30",
+        &format!(
+            "seed: 1\n\
+             torrents: {{piece_length: 32768, my_torrent: blob.bin}}\n\
+             world:\n  clients: {clients}\n  seeds: 2\n  start_fraction: 0.5\n  \
+             upload_rate: {upload_rate}\n  max_connections: 30\n  linger: 600\n{extra}",
+            clients = n - 2,
+        ),
+    )?;
+    let st = scenario
+        .command("start", &[])
+        .stdout(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("testbed start failed ({st})");
+    }
+    Ok(scenario)
+}
+
 fn scale(b: &mut Bench) -> Result<()> {
     let sizes: &[usize] = if b.quick { &[200] } else { &[200, 500] };
     for &n in sizes {
@@ -968,29 +1002,9 @@ fn scale(b: &mut Bench) -> Result<()> {
 
 fn scale_one(b: &mut Bench, n: usize) -> Result<()> {
     let dir = b.dir.join(format!("scale-{n}"));
-    let mut blob = vec![0u8; 256 * 1024];
-    rand::rngs::SmallRng::seed_from_u64(3).fill_bytes(&mut blob);
-    let scenario = Scenario::in_dir(
-        &dir,
-        &[("blob.bin", blob)],
-        "bind: 127.0.0.1, interval: 30",
-        &format!(
-            "seed: 1\n\
-             torrents: {{piece_length: 32768, my_torrent: blob.bin}}\n\
-             world:\n  clients: {clients}\n  seeds: 2\n  start_fraction: 0.5\n  \
-             upload_rate: 500\n  max_connections: 30\n  linger: 600\n",
-            clients = n - 2,
-        ),
-    )?;
-    let port = scenario.port;
     let t0 = Instant::now();
-    let st = scenario
-        .command("start", &[])
-        .stdout(Stdio::null())
-        .status()?;
-    if !st.success() {
-        bail!("testbed start failed ({st})");
-    }
+    let scenario = start_world(&dir, n, 256 * 1024, 500, "")?;
+    let port = scenario.port;
     let peers = || -> Result<(usize, usize)> {
         let v: serde_json::Value = serde_json::from_str(&http_get(port, "/api/status")?)?;
         let s = &v["swarms"][0];
@@ -1141,35 +1155,15 @@ fn thread_cpu(pid: i32, name: &str) -> f64 {
 /// stage's thread, both in % of a core; the stage's thread while the world is idle).
 fn netem_one(b: &Bench, n: usize, network: bool) -> Result<(f64, f64, f64, f64)> {
     let dir = b.dir.join(format!("netem-{n}-{network}"));
-    let mut blob = vec![0u8; 1024 * 1024];
-    rand::rngs::SmallRng::seed_from_u64(5).fill_bytes(&mut blob);
     let net = if network {
         "network:\n  rtt_ms: {min: 20, max: 200}\n  jitter_ms: 2\n  loss_percent: 0.5\n  \
          download_rate: {min: 256, max: 2048}\n"
     } else {
         ""
     };
-    let scenario = Scenario::in_dir(
-        &dir,
-        &[("blob.bin", blob)],
-        "bind: 127.0.0.1, interval: 30",
-        &format!(
-            "seed: 1\n\
-             torrents: {{piece_length: 32768, my_torrent: blob.bin}}\n\
-             world:\n  clients: {clients}\n  seeds: 2\n  start_fraction: 0.5\n  \
-             upload_rate: 70\n  max_connections: 30\n  linger: 600\n{net}",
-            clients = n - 2,
-        ),
-    )?;
-    let port = scenario.port;
     let t0 = Instant::now();
-    let st = scenario
-        .command("start", &[])
-        .stdout(Stdio::null())
-        .status()?;
-    if !st.success() {
-        bail!("testbed start failed ({st})");
-    }
+    let scenario = start_world(&dir, n, 1024 * 1024, 70, net)?;
+    let port = scenario.port;
     let world: serde_json::Value = serde_json::from_str(&http_get(port, "/api/world")?)?;
     let sup = world["run"]["pid"]
         .as_i64()

@@ -8,6 +8,18 @@ use std::time::{Duration, Instant};
 
 pub use crate::support::*;
 
+/// The command's stdout, after asserting it succeeded (its output in the message if not).
+pub fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {}: {}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// [`wait_for`] that fails the test on timeout.
 pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
     if let Err(e) = wait_for(what, timeout, cond) {

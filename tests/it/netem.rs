@@ -5,7 +5,7 @@
 //! is refused with one line. (The stage's RTT, loss and throughput are measured in the
 //! `orchestrator::netns` unit tests, with sockets on the lab's addresses.)
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
@@ -43,17 +43,6 @@ fn lab() -> Scenario {
          network:\n  rtt_ms: {min: 20, max: 60}\n  loss_percent: 0.5\n  \
          download_rate: {min: 500, max: 900}\n  my_client: {rtt_ms: 30}\n",
     )
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {}: {}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]

@@ -104,17 +104,6 @@ fn netns_members(ns: u64) -> Vec<i32> {
         .collect()
 }
 
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {}: {}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn checksum_dir(d: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(d)
         .unwrap()
