@@ -239,6 +239,20 @@ mod tests {
         }
         assert_eq!(world_index(MY_CLIENT), None);
         assert_eq!(world_index(TRACKER), None);
+        // The stage's links follow the same plan: slot k's drawn link, my client's, none for
+        // the tracker.
+        use crate::netem::stage::Links;
+        let n: crate::netem::NetworkSection =
+            serde_yaml::from_str("{rtt_ms: {min: 20, max: 200}, my_client: {rtt_ms: 40}}").unwrap();
+        let links = LabLinks(n.clone(), 5);
+        let at = |k| match world_addr(k) {
+            Some(IpAddr::V4(a)) => a,
+            _ => panic!("slot {k}"),
+        };
+        assert_eq!(links.link(at(300)), Some(n.world_link(5, 300)));
+        assert_ne!(links.link(at(300)), links.link(at(301)));
+        assert_eq!(links.link(MY_CLIENT).unwrap().rtt_ms, 40.0);
+        assert_eq!(links.link(TRACKER), None);
         assert_eq!(loopback_addr(0), Some("127.77.1.1".parse().unwrap()));
     }
 
