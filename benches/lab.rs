@@ -1092,12 +1092,13 @@ fn netem(b: &mut Bench) -> Result<()> {
     let n = if b.quick { 100 } else { 500 };
     let mut off = None;
     for network in [false, true] {
-        let (done, all_cpu, stage_cpu, idle) = netem_one(b, n, network).with_context(|| {
-            format!(
-                "{n} clients, network {}",
-                if network { "on" } else { "off" }
-            )
-        })?;
+        let (done, all_cpu, stage_cpu, idle, per_packet) =
+            netem_one(b, n, network).with_context(|| {
+                format!(
+                    "{n} clients, network {}",
+                    if network { "on" } else { "off" }
+                )
+            })?;
         let tag = if network {
             "realistic network"
         } else {
@@ -1133,6 +1134,16 @@ fn netem(b: &mut Bench) -> Result<()> {
                 idle,
                 "% of a core",
             );
+            if let Some(us) = per_packet {
+                // The packet's delivery (the receiver's TCP) runs in the stage's write: work
+                // that loopback does in the sender's thread without a stage.
+                b.add(
+                    "netem",
+                    &format!("{n} clients: the link stage's CPU per packet, delivery included"),
+                    us,
+                    "µs",
+                );
+            }
         }
     }
     Ok(())
@@ -1152,8 +1163,9 @@ fn thread_cpu(pid: i32, name: &str) -> f64 {
 }
 
 /// (seconds until every client completes, CPU of all processes over that time and of the
-/// stage's thread, both in % of a core; the stage's thread while the world is idle).
-fn netem_one(b: &Bench, n: usize, network: bool) -> Result<(f64, f64, f64, f64)> {
+/// stage's thread, both in % of a core; the stage's thread while the world is idle; its CPU
+/// per packet delivered over the whole run, µs).
+fn netem_one(b: &Bench, n: usize, network: bool) -> Result<(f64, f64, f64, f64, Option<f64>)> {
     let dir = b.dir.join(format!("netem-{n}-{network}"));
     let net = if network {
         "network:\n  rtt_ms: {min: 20, max: 200}\n  jitter_ms: 2\n  loss_percent: 0.5\n  \
@@ -1206,12 +1218,26 @@ fn netem_one(b: &Bench, n: usize, network: bool) -> Result<(f64, f64, f64, f64)>
     if network && s1 - s0 <= 0.0 {
         bail!("no thread named netem in the supervisor: the stage did not run");
     }
+    // The supervisor's count of packets through the stage, logged as it stops.
+    let log = std::fs::read_to_string(dir.join("run/logs/tracker.log")).unwrap_or_default();
+    let packets: Option<f64> = log
+        .lines()
+        .filter_map(|l| {
+            l.split_once("netem: ")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .next_back();
     let _ = std::fs::remove_dir_all(&dir);
     Ok((
         done,
         (a1 - a0) / span * 100.0,
         (s1 - s0) / span * 100.0,
         (s2 - s1) / 5.0 * 100.0,
+        packets.map(|p| s2 / p * 1e6),
     ))
 }
 
