@@ -90,22 +90,7 @@ fn a_run_with_a_network_shows_every_link_and_stop_leaves_the_host_as_it_was() {
         "the page shows the links"
     );
     // The world trades through the stage: a client completes and a new generation starts.
-    wait_until(
-        "a world client completes through the emulated links",
-        Duration::from_secs(90),
-        || {
-            http_get(lab.port, "/api/world")
-                .ok()
-                .and_then(|(_, b)| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .is_some_and(|w| {
-                    w["world"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|s| s["generation"].as_u64().unwrap_or(0) >= 1)
-                })
-        },
-    );
+    a_client_completes(lab.port);
     // SIGKILL the supervisor: nothing it added may outlive `stop`.
     let sup = pid["pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(
@@ -181,4 +166,89 @@ fn a_network_where_no_namespace_can_be_made_is_refused_with_one_line() {
         "{err}"
     );
     assert!(!lab.run_dir().join("testbed.pid").exists());
+}
+
+/// Without root: the same run as uid 65534, in a user + network namespace the supervisor makes
+/// itself. Links on the API, and the world trades through the stage.
+#[test]
+fn a_network_without_root_runs_in_a_user_namespace() {
+    use std::os::unix::fs::PermissionsExt;
+    if !have_tool("setpriv") || !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to become another user (setpriv)");
+        return;
+    }
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.args(args);
+        c
+    };
+    // The test binary's folder must be reachable by that user (not so in every checkout).
+    let reach = as_nobody(&["test", "-x", testbed_bin()]).status().unwrap();
+    if !reach.success() {
+        eprintln!("SKIPPED: {} is not executable by uid 65534", testbed_bin());
+        return;
+    }
+    let lab = lab();
+    for e in walk(lab.root()) {
+        nix::unistd::chown(&e, Some(65534.into()), Some(65534.into())).unwrap();
+    }
+    std::fs::set_permissions(lab.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = lab.config.to_str().unwrap();
+    let run_id;
+    {
+        let o = as_nobody(&[testbed_bin(), "start", "--config", config])
+            .output()
+            .unwrap();
+        ok(&o);
+        let pid: serde_json::Value =
+            serde_json::from_slice(&read(&lab.run_dir().join("testbed.pid"))).unwrap();
+        run_id = pid["run_id"].as_str().unwrap().to_string();
+        let sup = pid["pid"].as_i64().unwrap();
+        let uid = std::fs::metadata(format!("/proc/{sup}")).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid()
+        });
+        assert_eq!(uid.unwrap(), 65534, "the supervisor runs as uid 65534");
+    }
+    let (_, body) = http_get(lab.port, "/api/world").unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(w["world"][0]["link"]["rtt_ms"].as_f64().is_some(), "{w}");
+    a_client_completes(lab.port);
+    ok(&as_nobody(&[testbed_bin(), "stop", "--config", config])
+        .output()
+        .unwrap());
+    assert_eq!(marked(&run_id), Vec::<i32>::new());
+}
+
+/// Wait until a world client has completed (through the emulated links) and a new
+/// generation took its slot.
+fn a_client_completes(port: u16) {
+    wait_until(
+        "a world client completes through the emulated links",
+        Duration::from_secs(90),
+        || {
+            http_get(port, "/api/world")
+                .ok()
+                .and_then(|(_, b)| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|w| {
+                    w["world"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|s| s["generation"].as_u64().unwrap_or(0) >= 1)
+                })
+        },
+    );
+}
+
+/// Every path under `root`, itself included.
+fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    if root.is_dir() {
+        for e in std::fs::read_dir(root).unwrap().flatten() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
 }

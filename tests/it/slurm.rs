@@ -88,6 +88,19 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
     let s = lab();
     let out = s.root().join("out");
     let out_s = out.display().to_string();
+    // What a failed compare said, and its array tasks' logs.
+    let why = |o: &std::process::Output, out: &std::path::Path| {
+        let mut s = String::from_utf8_lossy(&o.stderr).into_owned();
+        for e in std::fs::read_dir(out.join("slurm/logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            s += &format!("\n--- {}\n", e.path().display());
+            s += &String::from_utf8_lossy(&std::fs::read(e.path()).unwrap_or_default());
+        }
+        s
+    };
     let compare = |seeds: &str, extra: &[&str]| {
         let mut c = cluster.cmd(testbed_bin());
         c.current_dir(s.root())
@@ -104,11 +117,7 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
     // 2 entrants x 2 seeds: four array tasks, each its own testbed.
     let o = compare("1..2", &[]);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{text}{}", why(&o, &out));
     assert!(text.contains("Slurm job"), "{text}");
     let csv = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
@@ -132,7 +141,7 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
     let local = s.root().join("local");
     let o = compare("1..3", &["--run-dir", &local.display().to_string()]);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}");
+    assert!(o.status.success(), "{text}{}", why(&o, &out));
     assert!(text.contains("4 of 6 runs already"), "{text}");
     let csv = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
     assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
