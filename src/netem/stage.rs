@@ -110,17 +110,17 @@ impl<L: Links> Stage<L> {
     fn decide(&mut self, now: u64, src: u32, dst: u32) -> Verdict {
         let (a, b) = (self.link_of(src), self.link_of(dst));
         let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
+        let seed = self.seed;
         let pair = self.pairs.entry((src, dst)).or_default();
         let n = pair.sent;
         pair.sent += 1;
-        let draw = |salt: u64| unit(mix(self.seed, src, dst, n, salt));
+        let draw = |salt: u64| unit(mix(seed, src, dst, n, salt));
         let keep = (1.0 - a.loss_percent / 100.0) * (1.0 - b.loss_percent / 100.0);
         if a.loss_percent + b.loss_percent > 0.0 && draw(1) >= keep {
             return Verdict::Lost;
         }
         let jitter = (2.0 * draw(2) - 1.0) * a.jitter_ms + (2.0 * draw(3) - 1.0) * b.jitter_ms;
         let delay_ms = ((a.rtt_ms + b.rtt_ms) / 2.0 + jitter).max(0.0);
-        let pair = self.pairs.get_mut(&(src, dst)).expect("made above");
         let at = (now + (delay_ms * 1e6) as u64).max(pair.last_release);
         pair.last_release = at;
         match b.download_rate {
