@@ -33,7 +33,7 @@ td.l,th.l{text-align:left}code{font-size:12px}\
 .role-my{background:#eef5ff}.role-seed td:first-child{color:#286}.st-waiting,.st-failed{color:#999}\
 .notice{background:#fff4d6;padding:.4em .7em;display:inline-block}#conn{color:#b30}\
 svg.timeline,svg.heat{max-width:100%;height:auto;border:1px solid #eee}.muted{color:#777}\
-.link{font-size:11px;color:#777}";
+.link{display:block;white-space:normal;font-size:11px;line-height:1.25;color:#777}";
 
 const JS: &str = r#"(() => {
   const live = document.getElementById('live'), conn = document.getElementById('conn');
