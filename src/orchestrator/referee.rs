@@ -91,7 +91,7 @@ pub fn judge(case: &Case<'_>) -> Verdict {
     }
     if ids.len() > 1 {
         notes.push(format!(
-            "my client appeared under {} peer ids (restarted?); all are counted",
+            "my client appeared under {} peer ids (restarts, or a new peer id per connection); all are counted",
             ids.len()
         ));
     }
