@@ -14,7 +14,8 @@ The playback model is the lab's (1 KB = 1024 B): piece i is due at D - P + i*L/R
 start. `--mode time-critical` (the default) gives every piece that deadline through libtorrent's
 set_piece_deadline (its time-critical picker does the rest); `--mode sequential` turns on
 libtorrent's sequential_download instead and sets no deadline. Everything else is libtorrent's
-default settings, as a user runs it (the upload cap aside). At each deadline, a piece libtorrent does not have yet is fetched whole
+default settings, as a user runs it (the upload cap aside, made to hold for peers on a local
+network too). At each deadline, a piece libtorrent does not have yet is fetched whole
 from the VoD server (every byte counted there: the penalty) and handed to libtorrent with
 add_piece, which hash-checks and writes it. The report is written every second and at the end,
 in the SPEC's format. Playback over, it exits (SIGTERM or SIGINT end it earlier).
@@ -78,6 +79,16 @@ def main():
         "upload_rate_limit": int(a.max_upload_rate * 1024),
         "alert_mask": 0,
     })
+    # The cap must hold for every peer. By default libtorrent puts peers on a local network (and
+    # every lab address is one) in its "local" peer class, which has no rate limit and is always
+    # unchoked: it then uploads to the whole world at once, far above the cap, and buys every
+    # world client's unchoke with it (the referee flags such runs). One class for all addresses,
+    # the global one, as for peers on the Internet.
+    everyone = lt.ip_filter()
+    everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+    everyone.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                      1 << lt.session.global_peer_class_id)
+    ses.set_peer_class_filter(everyone)
     save_dir = os.path.dirname(os.path.abspath(a.saveas))
     os.makedirs(save_dir, exist_ok=True)
     h = ses.add_torrent({"ti": info, "save_path": save_dir})

@@ -93,14 +93,18 @@ pub struct Run {
     /// The referee's "first byte played": seconds until piece 0 was playable (`None`: never,
     /// or a row from before the column).
     pub first_piece_at: Option<f64>,
+    /// The referee's measure of my client's upload over its busiest 10 s, KB/s, and whether
+    /// that broke its cap (`None`: a row from before the column).
+    pub upload_peak: Option<f64>,
+    pub upload_over_cap: bool,
 }
 
-const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs,first_piece_at";
+const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs,first_piece_at,upload_peak_kbps,upload_over_cap";
 
 impl Run {
     pub(super) fn csv(&self) -> String {
         format!(
-            "{},{},{},{:.6},{},{},{},{},{:.1},{},{},{}\n",
+            "{},{},{},{:.6},{},{},{},{},{:.1},{},{},{},{},{}\n",
             csv_field(&self.entrant),
             self.seed,
             self.repeat,
@@ -113,7 +117,10 @@ impl Run {
             self.startup_pieces,
             self.jobs,
             self.first_piece_at
-                .map_or(String::new(), |t| format!("{t:.2}"))
+                .map_or(String::new(), |t| format!("{t:.2}")),
+            self.upload_peak
+                .map_or(String::new(), |r| format!("{r:.1}")),
+            self.upload_over_cap as u8,
         )
     }
 }
@@ -161,10 +168,10 @@ pub fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
 }
 
 /// One row of `runs.csv`; ten fields is a row from before `--jobs` (one at a time), eleven
-/// one from before `first_piece_at`.
+/// one from before `first_piece_at`, twelve one from before the upload columns.
 pub(super) fn parse_run(line: &str) -> Option<Run> {
     let f = csv_split(line);
-    if !(10..=12).contains(&f.len()) {
+    if !(10..=14).contains(&f.len()) || f.len() == 13 {
         return None;
     }
     Some(Run {
@@ -183,6 +190,11 @@ pub(super) fn parse_run(line: &str) -> Option<Run> {
             None | Some("") => None,
             Some(t) => Some(t.parse().ok()?),
         },
+        upload_peak: match f.get(12).map(|t| t.trim()) {
+            None | Some("") => None,
+            Some(t) => Some(t.parse().ok()?),
+        },
+        upload_over_cap: f.get(13).is_some_and(|t| t.trim() == "1"),
     })
 }
 
@@ -580,6 +592,8 @@ pub(super) fn one_run(
             .as_ref()
             .map_or(0, |r| r.startup_pieces as u64),
         first_piece_at: summary.referee.as_ref().and_then(|r| r.first_piece_at),
+        upload_peak: summary.referee.as_ref().map(|r| r.upload_peak / 1024.0),
+        upload_over_cap: summary.referee.as_ref().is_some_and(|r| r.upload_over_cap),
         my_client_exit: summary.my_client_exit.unwrap_or_else(|| "none".into()),
         seconds,
         jobs: place.jobs,
@@ -713,6 +727,23 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
             pct(s.ci95.0),
             pct(s.ci95.1)
         );
+    }
+    for s in &t {
+        let over: Vec<&Run> = runs
+            .iter()
+            .filter(|r| r.entrant == s.entrant && r.upload_over_cap)
+            .collect();
+        if let Some(peak) = over.iter().filter_map(|r| r.upload_peak).reduce(f64::max) {
+            let _ = writeln!(
+                md,
+                "\n**{}** uploaded above its cap in {} of its {} runs (up to {peak:.0} KB/s over 10 s, \
+                 the world's count): uploads buy the world's unchokes, so those runs are not \
+                 comparable with a capped client's.",
+                s.entrant.replace('|', "\\|"),
+                over.len(),
+                s.runs
+            );
+        }
     }
     md.push_str(
         "\n| A − B | pairs | mean difference | 95 % CI | verdict |\n|---|---|---|---|---|\n",
@@ -885,6 +916,8 @@ mod tests {
                     startup_pieces: 3,
                     jobs: 1,
                     first_piece_at: (seed % 2 == 0).then_some(2.5),
+                    upload_peak: Some(58.5),
+                    upload_over_cap: seed == 47,
                 });
             }
         }
@@ -899,10 +932,21 @@ mod tests {
         assert!((back[1].share - runs[1].share).abs() < 1e-6);
         assert_eq!(back[0].first_piece_at, Some(2.5));
         assert_eq!(back[2].first_piece_at, None, "an empty field");
-        // Rows written before the first_piece_at column still read.
+        assert_eq!(back[0].upload_peak, Some(58.5));
+        assert!(!back[0].upload_over_cap && back[10].upload_over_cap);
+        // Rows written before the upload columns, and before first_piece_at, still read.
         let old_row = runs[0].csv();
-        let eleven = old_row.trim_end().rsplit_once(',').unwrap().0;
-        assert_eq!(parse_run(eleven).unwrap().first_piece_at, None);
+        let cut = |s: &str, n: usize| s.trim_end().rsplitn(n + 1, ',').last().unwrap().to_string();
+        let twelve = parse_run(&cut(&old_row, 2)).unwrap();
+        assert_eq!(
+            (twelve.first_piece_at, twelve.upload_peak),
+            (Some(2.5), None)
+        );
+        assert_eq!(parse_run(&cut(&old_row, 3)).unwrap().first_piece_at, None);
+        assert!(
+            parse_run(&cut(&old_row, 1)).is_none(),
+            "thirteen fields: torn"
+        );
         let p = pairs(&c, &back);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].pairs, 6);
@@ -923,6 +967,10 @@ mod tests {
         let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
         assert!(
             md.contains("| sequential | 6 |") && md.contains("sequential better"),
+            "{md}"
+        );
+        assert!(
+            md.contains("**sequential** uploaded above its cap in 1 of its 6 runs (up to 58 KB/s"),
             "{md}"
         );
         let svg = std::fs::read_to_string(d.path().join("compare.svg")).unwrap();

@@ -81,6 +81,8 @@ pub struct Orchestrator {
     pub model: crate::vod::Model,
     /// The world's referee records.
     pub referee: PathBuf,
+    /// My client's upload cap, bytes/s: the referee holds its uploads against it.
+    pub my_upload_cap: f64,
 }
 
 impl Orchestrator {
@@ -138,6 +140,7 @@ impl Orchestrator {
             my_start,
             my_ip,
             sent: &self.vod.sent(&t.info_hash),
+            upload_cap: self.my_upload_cap,
         }))
     }
 }

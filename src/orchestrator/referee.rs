@@ -32,6 +32,8 @@ pub struct Case<'a> {
     pub my_ip: Option<IpAddr>,
     /// What the VoD server sent of my torrent.
     pub sent: &'a [Sent],
+    /// My client's upload cap, bytes/s (`my_client.max_upload_rate`).
+    pub upload_cap: f64,
 }
 
 /// Read the records and judge.
@@ -62,7 +64,7 @@ pub fn judge(case: &Case<'_>) -> Verdict {
         .or_else(|| lines.first().and_then(|(_, l)| ip_of(l)));
     let mut ids = BTreeSet::new();
     let mut others: BTreeMap<String, String> = BTreeMap::new();
-    let mut r = Referee::new(case.model);
+    let mut r = Referee::new(case.model).with_upload_cap(case.upload_cap);
     for (who, l) in &lines {
         if my_ip.is_none() || ip_of(l) != my_ip {
             others.insert(l.peer.clone(), l.addr.clone());
@@ -84,6 +86,9 @@ pub fn judge(case: &Case<'_>) -> Verdict {
                     }
                 }
             }
+            Event::Got { len, .. } => r.my_upload(t, *len),
+            // Traces of how the world treated it: not part of the score.
+            Event::Request { .. } | Event::Interest { .. } | Event::Choke { .. } => {}
         }
     }
     for s in case.sent {
@@ -173,7 +178,32 @@ mod tests {
                     me,
                     Event::Bitfield { have: "c0".into() },
                 ),
+                // My client's uploads: 10 blocks within a second, above a 1 KB/s cap and its slack.
+                line(
+                    1004.0,
+                    "-TR3000-bbbbbbbbbbbb",
+                    me,
+                    Event::Got {
+                        piece: 1,
+                        begin: 0,
+                        len: 16384,
+                    },
+                ),
             ],
+        );
+        write(
+            d.path(),
+            "0-5-g0.jsonl",
+            &(0..9)
+                .map(|k| {
+                    let ev = Event::Got {
+                        piece: 1,
+                        begin: 0,
+                        len: 16384,
+                    };
+                    line(1004.1 + k as f64 * 0.1, "-TR3000-bbbbbbbbbbbb", me, ev)
+                })
+                .collect::<Vec<_>>(),
         );
         // Another swarm's record is not read.
         write(
@@ -196,8 +226,18 @@ mod tests {
                 start: 16384,
                 len: 16384,
             }],
+            upload_cap: 1024.0,
         });
         assert_eq!(v.world_peers_connected, 2, "two world clients met it");
+        assert_eq!(
+            v.bytes_to_world,
+            10 * 16384,
+            "what the world received from it"
+        );
+        assert!(
+            v.upload_over_cap,
+            "10 blocks in 0.9 s against 10 s of 1 KB/s + 8 blocks"
+        );
         assert!(near(v.pieces[0].complete_at, 2.0));
         assert!(near(v.pieces[0].have_at, 1.7), "the bitfield came first");
         assert!(near(v.pieces[1].have_at, 1.7));
@@ -243,6 +283,7 @@ mod tests {
             my_start: 9.0,
             my_ip: None,
             sent: &[],
+            upload_cap: 0.0,
         });
         assert_eq!(v.world_peers_connected, 1);
         assert_eq!(v.notes.len(), 2, "{:?}", v.notes);

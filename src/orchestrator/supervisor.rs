@@ -581,6 +581,7 @@ impl Supervisor<'_> {
                 0,
             ),
             referee: self.rd.referee(),
+            my_upload_cap: cfg.my_client.max_upload_rate * crate::vod::KB,
         });
         let app = tracker::api_router(trk.clone()).merge(
             axum::Router::new()

@@ -355,8 +355,13 @@ impl Conn {
                 self.peer_choking = false;
                 self.fill();
             }
-            Message::Interested => self.session.set_interested(self.id, true),
-            Message::NotInterested => self.session.set_interested(self.id, false),
+            Message::Interested | Message::NotInterested => {
+                let on = matches!(m, Message::Interested);
+                if let Some(t) = self.shared.tap(&self.session) {
+                    t.record(referee::Event::Interest { on });
+                }
+                self.session.set_interested(self.id, on);
+            }
             Message::Have(i) => {
                 if i >= n {
                     return Err(format!("have for piece {i} of {n}"));
@@ -398,6 +403,13 @@ impl Conn {
                 }
             }
             Message::Piece { index, begin, data } => {
+                if let Some(t) = self.shared.tap(&self.session) {
+                    t.record(referee::Event::Got {
+                        piece: index,
+                        begin,
+                        len: data.len() as u32,
+                    });
+                }
                 let r = BlockRef {
                     index,
                     begin,
@@ -442,6 +454,13 @@ impl Conn {
         {
             return Err(format!("bad request {b:?}"));
         }
+        if let Some(tap) = self.shared.tap(&self.session) {
+            tap.record(referee::Event::Request {
+                piece: b.index,
+                begin: b.begin,
+                len: b.length,
+            });
+        }
         let mut q = self.shared.uploads.locked();
         let serve = !self.am_choking
             && q.len() < self.session.limits.max_queued_requests
@@ -469,6 +488,7 @@ impl Conn {
             }
             Cmd::Choke => {
                 self.am_choking = true;
+                self.record_choke(true);
                 let dropped: Vec<BlockRef> = self.shared.uploads.locked().drain(..).collect();
                 self.send(Message::Choke);
                 if self.fast {
@@ -479,6 +499,7 @@ impl Conn {
             }
             Cmd::Unchoke => {
                 self.am_choking = false;
+                self.record_choke(false);
                 self.send(Message::Unchoke);
             }
             Cmd::Cancel(b) => {
@@ -488,6 +509,18 @@ impl Conn {
             }
             Cmd::Fill => self.fill(),
             Cmd::Close(_) => {}
+        }
+    }
+
+    /// For the referee's trace: we choke (or unchoke) a peer that is not a world client.
+    fn record_choke(&self, on: bool) {
+        if let Some(t) = self.shared.tap(&self.session) {
+            let (down, up) = self.session.rates(self.id);
+            t.record(referee::Event::Choke {
+                on,
+                down: down as u64,
+                up: up as u64,
+            });
         }
     }
 

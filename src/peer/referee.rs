@@ -4,7 +4,10 @@
 //! that is not a world client (a peer id not of the world's form, see [`is_world_id`]): the
 //! connection, every block it has written to that peer's socket (piece, offset, length; the
 //! time is when the write returned), and every HAVE,
-//! BITFIELD or HAVE ALL it receives from it. Each line carries the wall clock (`t`, Unix
+//! BITFIELD or HAVE ALL it receives from it, and every block it receives from it (my client's
+//! uploads, which the referee holds against its cap). For tracing how the world treats a client (the
+//! scoring ignores these), also every request it receives from that peer, the peer's interest,
+//! and each time it chokes or unchokes the peer, with the rates it measured of it then. Each line carries the wall clock (`t`, Unix
 //! seconds): all processes of a run share it, and the supervisor turns it into seconds since it
 //! started my client. Only what the world did is written, never what the other side claims to
 //! have received; world-to-world traffic is not written at all (a world of 500 clients costs
@@ -46,6 +49,15 @@ pub enum Event {
     Have { piece: u32 },
     /// It announced these pieces at once (BITFIELD, or HAVE ALL), as hex of the wire bitfield.
     Bitfield { have: String },
+    /// It sent us a block (my client's upload, measured where it lands).
+    Got { piece: u32, begin: u32, len: u32 },
+    /// It asked for a block (served or not).
+    Request { piece: u32, begin: u32, len: u32 },
+    /// It said it is interested (true) or not (false).
+    Interest { on: bool },
+    /// We choked it (`on`: true) or unchoked it, having measured `down` B/s from it and `up`
+    /// B/s to it: the figures the choker decided on.
+    Choke { on: bool, down: u64, up: u64 },
 }
 
 /// A world client's peer id: `-TB0100-` then `W` or `S`, four digits, `g`, three digits, three

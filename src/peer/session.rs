@@ -819,6 +819,14 @@ impl Session {
             .map_or(0.0, |c| c.down.rate())
     }
 
+    /// Bytes/s connection `id` sends us and we send it.
+    pub fn rates(&self, id: ConnId) -> (f64, f64) {
+        self.lock()
+            .conns
+            .get_mut(&id)
+            .map_or((0.0, 0.0), |c| (c.down.rate(), c.up.rate()))
+    }
+
     pub fn num_conns(&self) -> usize {
         self.lock().conns.len()
     }

@@ -13,6 +13,14 @@
 //!   the deadline (that is the rule), so its answer comes a moment after.
 //!
 //! What the world delivered counts, never what my client claims: `have_at` is shown, not used.
+//!
+//! The world also counts what it received from my client, and that is held against my client's
+//! upload cap: a client's uploads buy the world's unchokes (BitTornado's choker prefers the
+//! peers that upload to it most), so one that uploads beyond the cap it was given buys a better
+//! score than a capped client can. Over its busiest [`UPLOAD_WINDOW`] seconds my client may send
+//! the world its cap's worth plus [`UPLOAD_SLACK`]; more is flagged (`upload_over_cap`, and a
+//! note). Found so: libtorrent exempts peers on a local network from its rate limits by default
+//! (its `local` peer class), and every lab address is local.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +32,16 @@ pub const SERVER_GRACE: f64 = 2.0;
 /// The start-up, in seconds of my client's clock: what the world delivers in it decides most
 /// of a run (BENCHMARKS.md, "Verdicts you can trust").
 pub const STARTUP: f64 = 10.0;
+
+/// Seconds over which my client's uploads are held against its cap.
+pub const UPLOAD_WINDOW: f64 = 10.0;
+
+/// Bytes beyond the cap allowed in any [`UPLOAD_WINDOW`]: eight blocks, a rate limiter's
+/// burst. libtorrent with its cap on every peer pays its quota out about a second at a time (up
+/// to 128 KiB in one second, none in the next): over 5 s windows it reached 77 KB/s under a
+/// 60 KB/s cap, over 10 s 65.6 KB/s (56 KiB beyond the cap), over 20 s 58.4. Uncapped, a client
+/// exceeds this many times over.
+pub const UPLOAD_SLACK: u64 = 8 * 16384;
 
 /// Where a piece came from, as the referee saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +84,15 @@ pub struct Verdict {
     /// complete) or from the server (at its deadline, when the server was asked for it).
     #[serde(default)]
     pub first_piece_at: Option<f64>,
+    /// Bytes of blocks the world received from my client.
+    #[serde(default)]
+    pub bytes_to_world: u64,
+    /// My client's upload over its busiest [`UPLOAD_WINDOW`] seconds, bytes/s.
+    #[serde(default)]
+    pub upload_peak: f64,
+    /// Whether it sent more than its cap allows in some window (see the module doc).
+    #[serde(default)]
+    pub upload_over_cap: bool,
     /// What the referee found odd (no world peer, several peer ids, no HAVE at all...).
     pub notes: Vec<String>,
     #[serde(skip)]
@@ -138,6 +165,10 @@ pub struct Referee {
     first_block: Option<f64>,
     bytes: u64,
     peers: std::collections::BTreeSet<String>,
+    /// (time, bytes) of each block the world received from my client.
+    uploads: Vec<(f64, u32)>,
+    /// My client's upload cap, bytes/s (0: none).
+    upload_cap: f64,
 }
 
 impl Referee {
@@ -152,7 +183,38 @@ impl Referee {
             first_block: None,
             bytes: 0,
             peers: Default::default(),
+            uploads: Vec::new(),
+            upload_cap: 0.0,
         }
+    }
+
+    /// Hold my client's uploads against `cap` bytes/s (0: no cap).
+    pub fn with_upload_cap(mut self, cap: f64) -> Referee {
+        self.upload_cap = cap;
+        self
+    }
+
+    /// A world client received `len` bytes of a block from my client at `t`.
+    pub fn my_upload(&mut self, t: f64, len: u32) {
+        self.uploads.push((t, len));
+    }
+
+    /// The most bytes my client sent in any [`UPLOAD_WINDOW`], and when that window began.
+    fn busiest_window(&self) -> (u64, f64) {
+        let mut up = self.uploads.clone();
+        up.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (mut best, mut at, mut sum, mut lo) = (0u64, 0.0, 0u64, 0usize);
+        for hi in 0..up.len() {
+            sum += up[hi].1 as u64;
+            while up[hi].0 - up[lo].0 >= UPLOAD_WINDOW {
+                sum -= up[lo].1 as u64;
+                lo += 1;
+            }
+            if sum > best {
+                (best, at) = (sum, up[lo].0);
+            }
+        }
+        (best, at)
     }
 
     fn piece_len(&self, i: u32) -> u32 {
@@ -242,6 +304,18 @@ impl Referee {
                     .into(),
             );
         }
+        let (busiest, busiest_at) = self.busiest_window();
+        let allowed = (self.upload_cap * UPLOAD_WINDOW) as u64 + UPLOAD_SLACK;
+        let upload_over_cap = self.upload_cap > 0.0 && busiest > allowed;
+        if upload_over_cap {
+            notes.push(format!(
+                "my client uploaded {:.0} KB/s over its busiest {UPLOAD_WINDOW:.0} s (from {busiest_at:.1} s), \
+                 above its cap of {:.0} KB/s: uploads buy the world's unchokes, so this score is not \
+                 comparable with a capped client's",
+                busiest as f64 / UPLOAD_WINDOW / 1024.0,
+                self.upload_cap / 1024.0
+            ));
+        }
         let startup_pieces = pieces
             .iter()
             .filter(|p| p.source == Source::Peer && p.complete_at.is_some_and(|t| t <= STARTUP))
@@ -259,6 +333,9 @@ impl Referee {
             world_peers_connected: self.peers.len() as u32,
             first_block_at: self.first_block,
             bytes_from_world: self.bytes,
+            bytes_to_world: self.uploads.iter().map(|u| u.1 as u64).sum(),
+            upload_peak: busiest as f64 / UPLOAD_WINDOW,
+            upload_over_cap,
             notes,
             pieces,
         }
@@ -343,6 +420,54 @@ mod tests {
             Some(3.0)
         );
         assert_eq!(covered_at([(1.0, 100, 32768)].into_iter(), 32768), None);
+    }
+
+    #[test]
+    fn uploads_beyond_the_cap_in_some_window_are_flagged() {
+        let cap = 60.0 * 1024.0;
+        // At the cap: 60 KB/s as 16 KiB blocks every 0.2667 s for 30 s, plus one block of
+        // burst at the start: within the slack.
+        let mut ok = Referee::new(model()).with_upload_cap(cap);
+        let mut t = 0.0;
+        while t < 30.0 {
+            ok.my_upload(t, 16384);
+            t += 16384.0 / cap;
+        }
+        ok.my_upload(0.0, 16384);
+        let v = ok.verdict(Vec::new());
+        assert!(!v.upload_over_cap, "{:?}", v.notes);
+        assert!((v.upload_peak - cap).abs() < 0.1 * cap, "{}", v.upload_peak);
+        assert!(v.bytes_to_world > 100 * 16384);
+        assert!(!v.notes.iter().any(|n| n.contains("cap")), "{:?}", v.notes);
+        // The same, with a burst of 20 blocks at 12 s (320 KiB at once, more than the slack):
+        // flagged, with the window in the note.
+        let mut over = Referee::new(model()).with_upload_cap(cap);
+        let mut t = 0.0;
+        while t < 30.0 {
+            over.my_upload(t, 16384);
+            t += 16384.0 / cap;
+        }
+        for _ in 0..20 {
+            over.my_upload(12.0, 16384);
+        }
+        let v = over.verdict(Vec::new());
+        assert!(v.upload_over_cap);
+        assert!(v.upload_peak > 85.0 * 1024.0, "{}", v.upload_peak);
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("above its cap of 60 KB/s")),
+            "{:?}",
+            v.notes
+        );
+        // No cap given: measured, never flagged.
+        let mut free = Referee::new(model());
+        for _ in 0..100 {
+            free.my_upload(1.0, 16384);
+        }
+        let v = free.verdict(Vec::new());
+        assert!(!v.upload_over_cap);
+        assert_eq!(v.bytes_to_world, 100 * 16384);
     }
 
     #[test]

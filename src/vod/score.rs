@@ -134,6 +134,11 @@ pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
                 .map(|t| format!(", first block at {t:.1} s"))
                 .unwrap_or_default()
         ));
+        text.push_str(&format!(
+            "\nreferee: my client uploaded {:.0} KiB to the world, {:.1} KB/s over its busiest 10 s",
+            v.bytes_to_world as f64 / 1024.0,
+            v.upload_peak / 1024.0
+        ));
         for n in &v.notes {
             text.push_str(&format!("\nreferee: note: {n}"));
         }
