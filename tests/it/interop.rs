@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/lt_peer.py");
-const LT_VOD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/libtorrent_vod.py");
+pub(crate) const LT_VOD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/libtorrent_vod.py");
 const SIZE: usize = 1 << 20;
 
 /// Under CI a missing libtorrent fails; elsewhere the test skips, saying so.
-fn have_libtorrent() -> bool {
+pub(crate) fn have_libtorrent() -> bool {
     let ok = Command::new("/usr/bin/python3")
         .args(["-c", "import libtorrent"])
         .stderr(Stdio::null())

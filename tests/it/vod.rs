@@ -243,6 +243,70 @@ fn the_referee_agrees_with_vod_clients_report() {
     assert!(out.contains("referee:"), "{out}");
 }
 
+/// My client's uploads are held against its cap by the world's own count: vod-client within
+/// its cap passes; the same client run with no cap (`--max_upload_rate 0` in its arguments) in
+/// a world that starves for what it has is flagged, in summary.json and under the score. And
+/// examples/libtorrent_vod.py keeps to its cap on the lab's addresses (libtorrent's defaults
+/// exempt peers on a local network: without the wrapper's peer class filter it is flagged here).
+#[test]
+fn uploads_beyond_my_clients_cap_are_flagged() {
+    let lab = |cap: &str, size: usize| {
+        let args = "--saveas {saveas} --max_upload_rate CAP --rate {rate} --delay {delay} \
+                    --prefetch {prefetch} --vod-server {vod_url} --report {report} {torrent}"
+            .replace("CAP", cap);
+        Scenario::new(
+            &[("movie.bin", content(size, 22))],
+            "interval: 1",
+            &format!(
+                "seed: 5\ntorrents: {{piece_length: 16384}}\n\
+                 world: {{clients: 3, seeds: 1, upload_rate: 12, start_fraction: 0.0, linger: 30}}\n\
+                 my_client: {{rate: 100, delay: 3, prefetch: 1, max_upload_rate: 20, args: \"{args}\"}}\n"
+            ),
+        )
+    };
+    let cap = 20.0 * 1024.0;
+    let capped = lab("{max_upload_rate}", 400_000);
+    let (out, summary, _) = run(&capped, &[]);
+    let r = &summary["referee"];
+    assert_eq!(r["upload_over_cap"], false, "{out}");
+    let sent = r["bytes_to_world"].as_u64().unwrap();
+    assert!(
+        sent > 0,
+        "a starving world asked my client for blocks: {out}"
+    );
+    let peak = r["upload_peak"].as_f64().unwrap();
+    assert!(
+        peak > 0.0 && peak <= cap + 8.0 * 16384.0 / 10.0,
+        "{peak} B/s over 10 s: {out}"
+    );
+    assert!(out.contains("referee: my client uploaded"), "{out}");
+    if crate::interop::have_libtorrent() {
+        // Longer (2 MB, about 22 s): libtorrent unchokes no one in its first seconds.
+        let lt = lab("{max_upload_rate}", 2_000_000);
+        let (out, summary, _) = run(&lt, &[crate::interop::LT_VOD]);
+        let r = &summary["referee"];
+        assert_eq!(r["upload_over_cap"], false, "libtorrent: {out}");
+        assert!(
+            r["bytes_to_world"].as_u64().unwrap() > 0,
+            "libtorrent: {out}"
+        );
+    }
+
+    let free = lab("0", 400_000);
+    let (out, summary, _) = run(&free, &[]);
+    let r = &summary["referee"];
+    assert_eq!(r["upload_over_cap"], true, "{out}");
+    let sent = r["bytes_to_world"].as_u64().unwrap();
+    assert!(
+        sent as f64 > cap * 10.0 + 8.0 * 16384.0,
+        "{sent} bytes sent: {out}"
+    );
+    assert!(
+        out.contains("above its cap of 20 KB/s"),
+        "the note is under the score: {out}"
+    );
+}
+
 /// A client that never calls the VoD server is scored by the referee: aria2c playing in order.
 #[test]
 fn a_client_that_never_calls_the_server_gets_the_referees_score() {
