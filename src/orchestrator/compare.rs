@@ -93,7 +93,8 @@ pub struct Run {
     /// The referee's "first byte played": seconds until piece 0 was playable (`None`: never,
     /// or a row from before the column).
     pub first_piece_at: Option<f64>,
-    /// The referee's measure of my client's upload over its busiest 10 s, KB/s, and whether
+    /// The referee's measure of my client's upload over its busiest [`crate::vod::referee::UPLOAD_WINDOW`]
+    /// seconds, KB/s, and whether
     /// that broke its cap (`None`: a row from before the column).
     pub upload_peak: Option<f64>,
     pub upload_over_cap: bool,
@@ -736,12 +737,13 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         if let Some(peak) = over.iter().filter_map(|r| r.upload_peak).reduce(f64::max) {
             let _ = writeln!(
                 md,
-                "\n**{}** uploaded above its cap in {} of its {} runs (up to {peak:.0} KB/s over 10 s, \
+                "\n**{}** uploaded above its cap in {} of its {} runs (up to {peak:.0} KB/s over {window:.0} s, \
                  the world's count): uploads buy the world's unchokes, so those runs are not \
                  comparable with a capped client's.",
                 s.entrant.replace('|', "\\|"),
                 over.len(),
-                s.runs
+                s.runs,
+                window = crate::vod::referee::UPLOAD_WINDOW,
             );
         }
     }

@@ -357,18 +357,14 @@ impl Conn {
             }
             Message::Interested | Message::NotInterested => {
                 let on = matches!(m, Message::Interested);
-                if let Some(t) = self.shared.tap(&self.session) {
-                    t.record(referee::Event::Interest { on });
-                }
+                self.record(referee::Event::Interest { on });
                 self.session.set_interested(self.id, on);
             }
             Message::Have(i) => {
                 if i >= n {
                     return Err(format!("have for piece {i} of {n}"));
                 }
-                if let Some(t) = self.shared.tap(&self.session) {
-                    t.record(referee::Event::Have { piece: i });
-                }
+                self.record(referee::Event::Have { piece: i });
                 if self.peer_has.set(i) {
                     self.session
                         .peer_has(self.id, std::iter::once(i), self.peer_has.is_complete());
@@ -403,13 +399,11 @@ impl Conn {
                 }
             }
             Message::Piece { index, begin, data } => {
-                if let Some(t) = self.shared.tap(&self.session) {
-                    t.record(referee::Event::Got {
-                        piece: index,
-                        begin,
-                        len: data.len() as u32,
-                    });
-                }
+                self.record(referee::Event::Got {
+                    piece: index,
+                    begin,
+                    len: data.len() as u32,
+                });
                 let r = BlockRef {
                     index,
                     begin,
@@ -454,13 +448,11 @@ impl Conn {
         {
             return Err(format!("bad request {b:?}"));
         }
-        if let Some(tap) = self.shared.tap(&self.session) {
-            tap.record(referee::Event::Request {
-                piece: b.index,
-                begin: b.begin,
-                len: b.length,
-            });
-        }
+        self.record(referee::Event::Request {
+            piece: b.index,
+            begin: b.begin,
+            len: b.length,
+        });
         let mut q = self.shared.uploads.locked();
         let serve = !self.am_choking
             && q.len() < self.session.limits.max_queued_requests
@@ -509,6 +501,14 @@ impl Conn {
             }
             Cmd::Fill => self.fill(),
             Cmd::Close(_) => {}
+        }
+    }
+
+    /// Write `event` to the referee's record, if this connection has a tap (a peer that is not
+    /// a world client, and a session that keeps a record).
+    fn record(&self, event: referee::Event) {
+        if let Some(t) = self.shared.tap(&self.session) {
+            t.record(event);
         }
     }
 

@@ -5,9 +5,10 @@
 //! connection, every block it has written to that peer's socket (piece, offset, length; the
 //! time is when the write returned), and every HAVE,
 //! BITFIELD or HAVE ALL it receives from it, and every block it receives from it (my client's
-//! uploads, which the referee holds against its cap). For tracing how the world treats a client (the
-//! scoring ignores these), also every request it receives from that peer, the peer's interest,
-//! and each time it chokes or unchokes the peer, with the rates it measured of it then. Each line carries the wall clock (`t`, Unix
+//! uploads, which the referee holds against its cap). For tracing how the world treats a
+//! client (the scoring ignores these), also every request it receives from that peer, the
+//! peer's interest, and each time it chokes or unchokes the peer, with the rates it measured
+//! of it then. Each line carries the wall clock (`t`, Unix
 //! seconds): all processes of a run share it, and the supervisor turns it into seconds since it
 //! started my client. Only what the world did is written, never what the other side claims to
 //! have received; world-to-world traffic is not written at all (a world of 500 clients costs

@@ -135,9 +135,10 @@ pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
                 .unwrap_or_default()
         ));
         text.push_str(&format!(
-            "\nreferee: my client uploaded {:.0} KiB to the world, {:.1} KB/s over its busiest 10 s",
+            "\nreferee: my client uploaded {:.0} KiB to the world, {:.1} KB/s over its busiest {:.0} s",
             v.bytes_to_world as f64 / 1024.0,
-            v.upload_peak / 1024.0
+            v.upload_peak / 1024.0,
+            super::referee::UPLOAD_WINDOW
         ));
         for n in &v.notes {
             text.push_str(&format!("\nreferee: note: {n}"));
