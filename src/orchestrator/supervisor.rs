@@ -660,10 +660,15 @@ impl Supervisor<'_> {
         } else {
             template::render(&m.args, &values)
         };
-        let env = values
+        let mut env: Vec<(String, String)> = values
             .iter()
             .map(|(k, v)| (format!("TESTBED_{}", k.to_uppercase()), v.clone()))
             .collect();
+        // Not a placeholder (a config may have no seed): the default client seeds its own
+        // random choices from it, so that a rerun of a seeded world is a rerun of my client too.
+        if let Some(seed) = self.cfg.seed {
+            env.push(("TESTBED_SEED".into(), seed.to_string()));
+        }
         let log = self.rd.logs().join("my-client.log");
         let started_unix = crate::util::unix_now();
         let pid = orch

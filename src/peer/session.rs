@@ -41,6 +41,8 @@ pub struct ConnEntry {
     pub tx: mpsc::UnboundedSender<Cmd>,
     pub peer_id: PeerId,
     pub addr: SocketAddr,
+    /// The peer's stable name for the choker's random draws (see [`peer_key`]).
+    pub key: u64,
     pub connected_at: Instant,
     pub interested: bool,
     pub choked: bool,
@@ -287,12 +289,15 @@ impl Session {
             return Err("connection limit reached");
         }
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let same_address = st.conns.values().filter(|c| c.addr.ip() == addr.ip());
+        let key = peer_key(addr.ip(), same_address.count());
         st.conns.insert(
             id,
             ConnEntry {
                 tx,
                 peer_id,
                 addr,
+                key,
                 connected_at: Instant::now(),
                 interested: false,
                 choked: true,
@@ -779,6 +784,7 @@ impl Session {
             .iter_mut()
             .map(|(&id, c)| ChokeCandidate {
                 id,
+                key: c.key,
                 interested: c.interested,
                 choked: c.choked,
                 download_rate: c.down.rate(),
@@ -833,6 +839,20 @@ impl Session {
 }
 
 /// Cancel a block at the connections in `others` (but `except`): it arrived from elsewhere.
+/// A peer's stable name for the choker's random draws: its IP address, and how many
+/// connections from that address we already hold (0 where every peer has an address of its
+/// own, as in the lab's namespace). Not the connection's id, which counts arrivals and so
+/// changes with timing, nor the peer id, which many clients draw afresh each run: in a seeded
+/// world the same peer then lands at the same place in a world client's order in every rerun,
+/// and every entrant of a compare meets the same luck on the same seed.
+pub fn peer_key(ip: std::net::IpAddr, same_address: usize) -> u64 {
+    let bits = match ip {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
+        std::net::IpAddr::V6(a) => u128::from(a),
+    };
+    (bits as u64) ^ ((bits >> 64) as u64) ^ ((same_address as u64) << 48)
+}
+
 fn cancel_at(st: &State, index: u32, begin: u32, length: u32, others: Vec<ConnId>, except: ConnId) {
     let cancel = BlockRef {
         index,

@@ -259,6 +259,10 @@ impl std::error::Error for UnknownPolicy {}
 #[derive(Debug, Clone)]
 pub struct ChokeCandidate {
     pub id: u64,
+    /// A name for the peer that does not depend on timing (`peer::session::peer_key`): the
+    /// choker's random draws about this peer come from it, so that a seeded world treats the
+    /// same peer the same way in every rerun.
+    pub key: u64,
     /// The peer wants data from us.
     pub interested: bool,
     /// We are currently choking it.

@@ -4,6 +4,10 @@
 //! * Connections are kept in one **order**. A new connection goes in at a random place, biased
 //!   to the front (`randrange(-2, n + 1)`, clamped to 0: the front is three times as likely as
 //!   any other place). That is how a newcomer, with nothing to trade yet, gets its first pieces.
+//!   The place is drawn from our seed and the newcomer's [key](ChokeCandidate::key), not from
+//!   one stream of draws: how many connections came before it and in what order is timing, and
+//!   with one stream the same newcomer in the same seeded world landed somewhere else in every
+//!   rerun (BENCHMARKS.md, issue 17: the start-up decides the score).
 //! * **Rechoke** (every 5 s, and at once when a connection comes or goes, or an unchoked peer
 //!   turns interested or not): the *preferred* are the interested peers that give us the most,
 //!   at least 1000 B/s, up to `slots - 1` of them (when seeding: those we give the most). Then,
@@ -23,13 +27,14 @@ const MIN_PREFERRED_RATE: f64 = 1000.0;
 /// Rounds (of 5 s) between rotations of the order: 30 s.
 const ROTATE_EVERY: u64 = 6;
 
+#[derive(Clone)]
 pub struct TitForTat {
     /// Upload slots, the optimistic one included (BitTornado's `max_uploads`).
     pub slots: usize,
     /// Connection ids in BitTornado's order.
     order: Vec<u64>,
     rotated_at: Option<u64>,
-    rng: rand::rngs::SmallRng,
+    seed: u64,
 }
 
 impl TitForTat {
@@ -38,8 +43,14 @@ impl TitForTat {
             slots: slots.max(1),
             order: Vec::new(),
             rotated_at: None,
-            rng: rand::rngs::SmallRng::seed_from_u64(seed),
+            seed,
         }
+    }
+
+    /// BitTornado's `randrange(-2, n + 1)`, clamped to 0, drawn for the peer named `key`.
+    fn place_of(&self, key: u64, n: i64) -> usize {
+        let mut draw = rand::rngs::SmallRng::seed_from_u64(self.seed ^ key.rotate_left(17));
+        draw.random_range(-2..=n).max(0) as usize
     }
 
     /// Bring the order up to date: drop connections that are gone, insert new ones.
@@ -48,7 +59,7 @@ impl TitForTat {
         for p in peers {
             if !self.order.contains(&p.id) {
                 let n = self.order.len() as i64;
-                let at = self.rng.random_range(-2..=n).max(0) as usize;
+                let at = self.place_of(p.key, n);
                 self.order.insert(at, p.id);
             }
         }
@@ -118,6 +129,7 @@ mod tests {
     fn cand(id: u64, rate: f64, interested: bool) -> ChokeCandidate {
         ChokeCandidate {
             id,
+            key: id.wrapping_mul(0x0101_0101),
             interested,
             choked: true,
             download_rate: rate,
@@ -198,6 +210,37 @@ mod tests {
             (0.38..0.48).contains(&share),
             "front share {share}, want 3/7"
         );
+    }
+
+    #[test]
+    fn a_newcomer_lands_by_its_key_whatever_came_before() {
+        // Two chokers with the same seed that met the same four peers in other orders, one of
+        // them also through a connection that came and went: the same newcomer still lands at
+        // the same place in both (a rerun of a seeded world), and another newcomer need not.
+        let old: Vec<_> = (0..4).map(|i| cand(i, 0.0, true)).collect();
+        let mut a = TitForTat::new(4, 11);
+        let mut b = TitForTat::new(4, 11);
+        for p in &old {
+            a.rechoke(std::slice::from_ref(p), false, 1);
+        }
+        let mut gone = old.clone();
+        gone.push(cand(50, 0.0, true));
+        b.rechoke(&gone, false, 1);
+        b.rechoke(&old, false, 1);
+        let place = |c: &mut TitForTat, id: u64| {
+            let mut all = old.clone();
+            all.push(cand(id, 0.0, true));
+            c.rechoke(&all, false, 1);
+            c.order.iter().position(|&x| x == id).unwrap()
+        };
+        let mut places = std::collections::HashSet::new();
+        for id in 100..140 {
+            let (mut a, mut b) = (a.clone(), b.clone());
+            let pa = place(&mut a, id);
+            assert_eq!(pa, place(&mut b, id), "newcomer {id}");
+            places.insert(pa);
+        }
+        assert!(places.len() >= 3, "keys spread over places: {places:?}");
     }
 
     #[test]

@@ -97,6 +97,7 @@ mod tests {
     fn cand(id: u64, rate: f64, window: u32) -> ChokeCandidate {
         ChokeCandidate {
             id,
+            key: id.wrapping_mul(0x0101_0101),
             interested: true,
             choked: true,
             download_rate: rate,

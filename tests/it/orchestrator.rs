@@ -290,16 +290,12 @@ fn run_with_a_plain_peer_as_my_client_completes_and_stops() {
         .replace(&format!("{}/", lab.root().display()), "");
     assert!(config.contains("run_dir: run\n"), "{config}");
     std::fs::write(lab.root().join("relative.yaml"), config).unwrap();
+    // Through a shell that also keeps TESTBED_SEED (the config's seed) beside the download.
     let o = Command::new(testbed_bin())
         .current_dir(lab.root())
-        .args(["run", "--config", "relative.yaml", testbed_bin()])
-        .args([
-            "peer",
-            "{torrent}",
-            "--data",
-            "{saveas}",
-            "--exit-on-complete",
-        ])
+        .args(["run", "--config", "relative.yaml", "/bin/sh", "-c"])
+        .arg(r#"echo "$TESTBED_SEED" > "$2.seed" && exec "$0" peer "$1" --data "$2" --exit-on-complete"#)
+        .args([testbed_bin(), "{torrent}", "{saveas}"])
         .output()
         .unwrap();
     let out = ok(&o);
@@ -326,6 +322,12 @@ fn run_with_a_plain_peer_as_my_client_completes_and_stops() {
     assert!(
         got == content(300_000, 11),
         "my client's copy is byte-identical"
+    );
+    let seed = read(&lab.run_dir().join("downloads/my-client/movie.bin.seed"));
+    assert_eq!(
+        String::from_utf8_lossy(&seed),
+        "7\n",
+        "TESTBED_SEED is the config's"
     );
     assert!(!lab.run_dir().join("testbed.pid").exists());
 }

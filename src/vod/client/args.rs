@@ -68,8 +68,10 @@ pub struct Args {
     /// Log file (default: stderr, warnings only; RUST_LOG overrides)
     #[arg(long)]
     pub log: Option<PathBuf>,
-    /// Seed of the policy's random choices
-    #[arg(long)]
+    /// Seed of the policy's random choices (default: the lab's seed, which `testbed` exports
+    /// as TESTBED_SEED when the config has one, so that a rerun of a seeded experiment makes
+    /// the same choices; otherwise fresh each run)
+    #[arg(long, env = "TESTBED_SEED")]
     pub rng_seed: Option<u64>,
 }
 
