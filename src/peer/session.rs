@@ -136,6 +136,8 @@ pub(crate) struct State {
     strikes: HashMap<PeerId, u32>,
     pub banned: HashSet<PeerId>,
     pub connecting: HashSet<SocketAddr>,
+    /// Connections registered so far from each address (for [`peer_key`]).
+    arrivals: HashMap<std::net::IpAddr, usize>,
     /// The playback clock of a VoD client: its start and its model.
     pub playback: Option<(Instant, Playback)>,
 }
@@ -221,6 +223,7 @@ impl Session {
                 strikes: HashMap::new(),
                 banned: HashSet::new(),
                 connecting: HashSet::new(),
+                arrivals: HashMap::new(),
                 playback: None,
             }),
             up_limit: caps.up,
@@ -289,8 +292,9 @@ impl Session {
             return Err("connection limit reached");
         }
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let same_address = st.conns.values().filter(|c| c.addr.ip() == addr.ip());
-        let key = peer_key(addr.ip(), same_address.count());
+        let before = st.arrivals.entry(addr.ip()).or_default();
+        let key = peer_key(addr.ip(), *before);
+        *before += 1;
         st.conns.insert(
             id,
             ConnEntry {
@@ -839,18 +843,19 @@ impl Session {
 }
 
 /// Cancel a block at the connections in `others` (but `except`): it arrived from elsewhere.
-/// A peer's stable name for the choker's random draws: its IP address, and how many
-/// connections from that address we already hold (0 where every peer has an address of its
-/// own, as in the lab's namespace). Not the connection's id, which counts arrivals and so
-/// changes with timing, nor the peer id, which many clients draw afresh each run: in a seeded
-/// world the same peer then lands at the same place in a world client's order in every rerun,
-/// and every entrant of a compare meets the same luck on the same seed.
-pub fn peer_key(ip: std::net::IpAddr, same_address: usize) -> u64 {
+/// A connection's stable name for the choker's random draws: the peer's IP address, and how
+/// many connections from that address came before (the k-th connection from an address gets
+/// draw k, so reconnecting still draws afresh, as in BitTornado). Not the connection's id,
+/// which counts arrivals from every address and so changes with timing, nor the peer id,
+/// which many clients draw afresh each run: in a seeded world where each peer has an address
+/// of its own (the lab's namespace), the same peer lands at the same place in a world client's
+/// order in every rerun, and every entrant of a compare meets the same luck on the same seed.
+pub fn peer_key(ip: std::net::IpAddr, before: usize) -> u64 {
     let bits = match ip {
         std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
         std::net::IpAddr::V6(a) => u128::from(a),
     };
-    (bits as u64) ^ ((bits >> 64) as u64) ^ ((same_address as u64) << 48)
+    (bits as u64) ^ ((bits >> 64) as u64) ^ ((before as u64) << 48)
 }
 
 fn cancel_at(st: &State, index: u32, begin: u32, length: u32, others: Vec<ConnId>, except: ConnId) {
@@ -965,6 +970,40 @@ mod tests {
             .insert_blocks(2, &[(0, &data[65536..80000]), (16384, &[0])])
             .is_err());
         assert!(s.insert_blocks(9, &[]).is_err());
+    }
+
+    /// The choker's name for a connection follows the peer's address and how many connections
+    /// came from it before, not the order of arrivals from everywhere.
+    #[test]
+    fn a_connection_is_named_by_its_address_and_its_turn_there() {
+        let keys = |order: &[(&str, u8)]| {
+            let dir = tempfile::tempdir().unwrap();
+            let (s, _) = session(dir.path());
+            let mut by_peer = std::collections::BTreeMap::new();
+            for &(addr, id) in order {
+                let (tx, _rx) = mpsc::unbounded_channel();
+                let c = s.register([id; 20], addr.parse().unwrap(), tx).unwrap();
+                by_peer.insert(id, s.lock().conns[&c].key);
+                s.unregister(c, &Bitfield::new(3));
+            }
+            by_peer
+        };
+        let one = keys(&[
+            ("10.77.1.2:6881", 11),
+            ("10.77.0.2:5000", 12),
+            ("10.77.0.2:5001", 13),
+        ]);
+        let two = keys(&[
+            ("10.77.0.2:6000", 12),
+            ("10.77.0.2:6001", 13),
+            ("10.77.1.2:7000", 11),
+        ]);
+        assert_eq!(one, two, "same addresses, same turns: same names");
+        assert_ne!(
+            one[&12], one[&13],
+            "a reconnection from an address draws afresh"
+        );
+        assert_ne!(one[&11], one[&12]);
     }
 
     #[test]
