@@ -74,6 +74,21 @@ pub fn stop(source: &Source, verbose: bool) -> anyhow::Result<()> {
     if !left.is_empty() {
         anyhow::bail!("processes {left:?} of run {} survived SIGKILL", info.run_id);
     }
+    // A killed process lets go of its memory (its marker can no longer be read, so it is not
+    // found above) a moment before its files: wait for the run dir's lock as well, so that a
+    // `start` right after `stop` finds it free (a test that started again at once after
+    // SIGKILLing the supervisor and stopping was once told a testbed was still running).
+    let lock_deadline = deadline + Duration::from_secs(2);
+    while rd.is_locked() {
+        if Instant::now() >= lock_deadline {
+            anyhow::bail!(
+                "{}: still locked after every process of run {} ended",
+                rd.lock_file().display(),
+                info.run_id
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let _ = std::fs::remove_file(rd.pid_file());
     if verbose {
         crate::util::outln!(
