@@ -2,7 +2,8 @@
 //! supervisor (checked by its pid's start time) gets SIGTERM and 4 s to end its run itself;
 //! then every process of the run that is left, found by cgroup, run-id marker and session, gets
 //! SIGTERM and, 300 ms later, SIGKILL; so does anything left in the lab's network namespace,
-//! which then ends. This works the same when the supervisor was SIGKILLed.
+//! which then ends. This works the same when the supervisor was SIGKILLed. It returns once the
+//! run dir's lock is free too, so that a `start` may follow at once.
 
 use std::time::{Duration, Instant};
 
