@@ -93,9 +93,9 @@ pub struct Run {
     /// The referee's "first byte played": seconds until piece 0 was playable (`None`: never,
     /// or a row from before the column).
     pub first_piece_at: Option<f64>,
-    /// The referee's measure of my client's upload over its busiest [`crate::vod::referee::UPLOAD_WINDOW`]
-    /// seconds, KB/s, and whether
-    /// that broke its cap (`None`: a row from before the column).
+    /// The referee's measure of my client's upload over its busiest
+    /// [`crate::vod::referee::UPLOAD_WINDOW`] seconds, KB/s, and whether that broke its cap
+    /// (`None`: a row from before the column).
     pub upload_peak: Option<f64>,
     pub upload_over_cap: bool,
 }

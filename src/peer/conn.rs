@@ -99,9 +99,7 @@ pub async fn run(
                         addr,
                         peer.supports_fast(),
                     );
-                    if let Some(t) = conn.shared.tap(&session) {
-                        t.record(referee::Event::Connect);
-                    }
+                    conn.record(referee::Event::Connect);
                     let r = conn.run(stream, inbuf, rx, timeouts).await;
                     session.unregister(id, &conn.peer_has);
                     r

@@ -842,7 +842,6 @@ impl Session {
     }
 }
 
-/// Cancel a block at the connections in `others` (but `except`): it arrived from elsewhere.
 /// A connection's stable name for the choker's random draws: the peer's IP address, and how
 /// many connections from that address came before (the k-th connection from an address gets
 /// draw k, so reconnecting still draws afresh, as in BitTornado). Not the connection's id,
@@ -858,6 +857,7 @@ pub fn peer_key(ip: std::net::IpAddr, before: usize) -> u64 {
     (bits as u64) ^ ((bits >> 64) as u64) ^ ((before as u64) << 48)
 }
 
+/// Cancel a block at the connections in `others` (but `except`): it arrived from elsewhere.
 fn cancel_at(st: &State, index: u32, begin: u32, length: u32, others: Vec<ConnId>, except: ConnId) {
     let cancel = BlockRef {
         index,
