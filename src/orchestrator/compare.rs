@@ -785,8 +785,17 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
 }
 
 /// Each entrant a row: its runs as dots, its interval as a bar, its mean as a tick.
+/// The label column is as wide as the longest entrant's name (about 6.5 px a character at
+/// 11 px sans-serif, never under 220 px): a client line with a path was cut at the chart's
+/// left edge.
 fn svg(t: &[EntrantStats], runs: &[Run]) -> String {
-    let (w, row, left) = (720.0, 36.0, 220.0);
+    let longest = t
+        .iter()
+        .map(|e| e.entrant.chars().count())
+        .max()
+        .unwrap_or(0);
+    let left = (16.0 + 6.5 * longest as f64).max(220.0);
+    let (w, row) = (left + 500.0, 36.0);
     let h = 50.0 + row * t.len() as f64;
     let max = runs.iter().map(|r| r.share).fold(0.01f64, f64::max) * 1.05;
     let x = |v: f64| left + (v / max).clamp(0.0, 1.0) * (w - left - 20.0);
@@ -865,6 +874,35 @@ mod tests {
             jobs: 1,
             slurm: None,
         }
+    }
+
+    /// A long client line is shown whole: its label starts inside the chart.
+    #[test]
+    fn the_chart_makes_room_for_the_longest_entrant() {
+        let name = "/home/someone/lab/examples/libtorrent_vod.py --mode time-critical [web seed]";
+        let stats = |entrant: &str| EntrantStats {
+            entrant: entrant.into(),
+            runs: 1,
+            mean: 0.1,
+            median: 0.1,
+            sd: 0.0,
+            ci95: (0.1, 0.1),
+        };
+        let chart = svg(&[stats("deadline"), stats(name)], &[]);
+        let label_end: f64 = chart
+            .split("<text x=\"")
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        // End-anchored at label_end: at 6 px a character it must not start left of 0.
+        assert!(
+            label_end >= 6.0 * name.chars().count() as f64,
+            "label ends at {label_end}"
+        );
+        // Short names keep the old layout.
+        assert!(svg(&[stats("deadline")], &[]).contains("width=\"720\""));
     }
 
     #[test]
