@@ -444,13 +444,16 @@ async fn announce_loop(
 async fn choke_loop(session: Arc<Session>, mut choker: Box<dyn Choker>) {
     // BitTornado's timing: a round every 5 s (the choker rotates its optimistic unchoke every
     // sixth), and a rechoke at once when the session asks (a connection came or went, an
-    // unchoked peer turned interested or not).
+    // unchoked peer turned interested or not), and, for a choker that asks, when a choked peer
+    // turns interested.
     let mut round: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let eager = choker.fills_free_slots_at_once();
     loop {
         tokio::select! {
             _ = tick.tick() => round += 1,
             _ = session.rechoke.notified() => {}
+            _ = session.choked_interested.notified(), if eager => {}
         }
         let candidates = session.choke_candidates();
         let unchoke = choker.rechoke(&candidates, session.is_complete(), round);

@@ -167,8 +167,11 @@ pub struct Session {
     pub pieces_tx: broadcast::Sender<u32>,
     /// True once every piece is held.
     pub complete: watch::Sender<bool>,
-    /// Poked when a peer becomes interested, so the choker need not wait for its round.
+    /// Poked when a connection comes or goes or an unchoked peer's interest changes, so the
+    /// choker need not wait for its round.
     pub rechoke: Notify,
+    /// Poked when a choked peer turns interested (for a choker that fills free slots at once).
+    pub choked_interested: Notify,
     /// Notified each time a piece's check ends (see [`Session::until_checked`]).
     checked: Notify,
 }
@@ -240,6 +243,7 @@ impl Session {
             pieces_tx: broadcast::channel(1024).0,
             complete: watch::channel(complete).0,
             rechoke: Notify::new(),
+            choked_interested: Notify::new(),
             checked: Notify::new(),
         }
     }
@@ -359,17 +363,20 @@ impl Session {
     }
 
     /// The peer turned interested or not. As in BitTornado, an unchoked peer's change moves
-    /// the slots at once (a choked one waits for the next round).
+    /// the slots at once; a choked one waits for the next round, unless the choker fills free
+    /// slots at once ([`Session::choked_interested`]).
     pub fn set_interested(&self, id: ConnId, interested: bool) {
-        let unchoked = match self.lock().conns.get_mut(&id) {
+        let choked = match self.lock().conns.get_mut(&id) {
             Some(c) if c.interested != interested => {
                 c.interested = interested;
-                !c.choked
+                Some(c.choked)
             }
-            _ => false,
+            _ => None,
         };
-        if unchoked {
-            self.rechoke.notify_one();
+        match choked {
+            Some(false) => self.rechoke.notify_one(),
+            Some(true) if interested => self.choked_interested.notify_one(),
+            _ => {}
         }
     }
 
@@ -1029,6 +1036,41 @@ mod tests {
         // The peer's late block is not wanted any more.
         let late = s.on_block(id, [2; 20], 2, 0, &data[65536..]);
         assert_eq!(late, BlockOutcome::Unwanted);
+    }
+
+    /// A choker that fills free slots at once unchokes a peer as soon as it turns interested;
+    /// BitTornado's would leave it to the next 5 s round (its first-round rechoke unchokes the
+    /// not-yet-interested peer ahead of time instead).
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_turning_interested_gets_a_free_slot_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = session(dir.path());
+        let s = Arc::new(s);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let id = s
+            .register([2; 20], "127.0.0.1:1".parse().unwrap(), tx)
+            .unwrap();
+        let choker = crate::policy::Policy::Deadline.choker(None, 1);
+        assert!(choker.fills_free_slots_at_once());
+        let looping = tokio::spawn(crate::peer::choke_loop(s.clone(), choker));
+        // Time is paused: it moves only when every task waits, so after this the loop has
+        // made its first rechokes and waits for its next round. Not interested, the peer was
+        // kept choked.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert!(s.lock().conns[&id].choked);
+        s.set_interested(id, true);
+        // Well before the next round (4 s from now).
+        let unchoked = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            while let Some(cmd) = rx.recv().await {
+                if matches!(cmd, Cmd::Unchoke) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        looping.abort();
+        assert_eq!(unchoked, Ok(true), "not unchoked within 2 s");
     }
 
     #[test]

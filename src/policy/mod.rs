@@ -283,6 +283,12 @@ pub struct ChokeCandidate {
 /// unchoked peer changes its interest (then with the same `round`).
 pub trait Choker: Send {
     fn name(&self) -> &'static str;
+    /// Also rechoke (same `round`) when a *choked* peer turns interested, so that a free slot
+    /// is filled at once. BitTornado does not (such a peer waits for the next round); a client
+    /// whose uploads must buy slots in the world's first rechoke cannot wait 5 s.
+    fn fills_free_slots_at_once(&self) -> bool {
+        false
+    }
     /// The ids to unchoke; every other candidate is choked. `round` counts rechokes.
     fn rechoke(&mut self, peers: &[ChokeCandidate], seeding: bool, round: u64) -> Vec<u64>;
 }

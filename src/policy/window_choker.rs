@@ -9,6 +9,12 @@
 //! * **One optimistic slot**, moved every 30 s (every sixth 5 s round) to another choked,
 //!   interested peer, drawn with weight 1 + the window pieces it holds: new partners are sought
 //!   among those who could serve the window.
+//! * **At once**: a free slot is filled as soon as a choked peer turns interested, not at the
+//!   next 5 s round ([`Choker::fills_free_slots_at_once`]). BitTornado's choker gets there by
+//!   unchoking peers that are not interested yet; this one unchokes only the interested, and
+//!   without the eager rechoke a newcomer uploaded nothing in its first 5 s, while the world
+//!   clients that fed it then measured 0 B/s from it at their first rechoke and choked it
+//!   (issue 17, BENCHMARKS.md: the start-up decided the score).
 //! * **Seeding** (playback over or everything held): BitTornado's rules, unchanged.
 //!
 //! Measured against BitTornado's choker for the same client (deadline picker, 60 s prefix of
@@ -54,6 +60,10 @@ impl WindowChoker {
 impl Choker for WindowChoker {
     fn name(&self) -> &'static str {
         "window"
+    }
+
+    fn fills_free_slots_at_once(&self) -> bool {
+        true
     }
 
     fn rechoke(&mut self, peers: &[ChokeCandidate], seeding: bool, round: u64) -> Vec<u64> {
