@@ -598,7 +598,29 @@ async fn writer(
                         buf.clear();
                         record(&mut sent);
                     }
-                    l.take(b.length + 13).await;
+                    // Wait for the cap, letting control messages through meanwhile: they are
+                    // not paced (BitTornado writes a choke at once), and a choke or unchoke held
+                    // behind a block the cap delays (up to a second with four slots) left the
+                    // peer asking one that had choked it, or idle at one that had unchoked it.
+                    let take = l.take(b.length + 13);
+                    tokio::pin!(take);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            () = &mut take => break,
+                            m = ctl.recv(), if open => match m {
+                                Some(m) => {
+                                    if wr.write_all(&m).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                None => {
+                                    open = false;
+                                    shared.uploads.locked().clear();
+                                }
+                            },
+                        }
+                    }
                 }
                 Message::piece_header(b.index, b.begin, b.length, &mut buf);
                 let start = buf.len();
@@ -644,5 +666,67 @@ async fn writer(
             buf.clear();
             record(&mut sent);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::session::Caps;
+    use crate::wire::BLOCK_SIZE;
+
+    /// The next message's payload (its id first).
+    async fn next_message(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.unwrap();
+        let mut m = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut m).await.unwrap();
+        m
+    }
+
+    /// A choke is written at once, even while a block waits for the upload cap: a peer told
+    /// late goes on asking (and waiting on) one that has choked it.
+    #[tokio::test]
+    async fn a_choke_is_not_held_behind_a_block_the_cap_delays() {
+        let dir = tempfile::tempdir().unwrap();
+        // 16 KB/s with a one-block bucket: the first block goes at once, the second a second
+        // later.
+        let caps = Caps {
+            up: crate::peer::rate::Limiter::kbps(16.0),
+            down: None,
+        };
+        let (session, _) = crate::peer::session::tests::session_with(dir.path(), caps);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let (_rd, wr) = ours.into_split();
+        let shared = Arc::new(Shared {
+            uploads: Mutex::new(VecDeque::new()),
+            upload_ready: Notify::new(),
+            uploaded: AtomicU64::new(0),
+            foreign: None,
+        });
+        shared.uploads.locked().extend((0..2).map(|b| BlockRef {
+            index: 0,
+            begin: b * BLOCK_SIZE,
+            length: BLOCK_SIZE,
+        }));
+        let (ctl, ctl_rx) = mpsc::channel(8);
+        let writing = tokio::spawn(writer(Arc::new(session), 1, wr, ctl_rx, shared));
+        assert_eq!(next_message(&mut peer).await[0], 7, "the first block");
+        // One thread: the writer has gone on to wait for the cap before this runs.
+        let mut choke = BytesMut::new();
+        Message::Choke.encode(&mut choke);
+        ctl.send(choke).await.unwrap();
+        let next = next_message(&mut peer).await;
+        let last = next_message(&mut peer).await;
+        writing.abort();
+        assert_eq!(
+            (next[0], last[0]),
+            (0, 7),
+            "the choke must come before the block the cap delays"
+        );
     }
 }

@@ -927,22 +927,29 @@ fn poke_others(st: &State, except: ConnId) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::metainfo::make_torrent;
 
     /// Pieces of 32 KiB (two blocks) but the last, 14,464 bytes (one block).
     fn session(dir: &std::path::Path) -> (Session, Vec<u8>) {
+        session_with(
+            dir,
+            Caps {
+                up: None,
+                down: None,
+            },
+        )
+    }
+
+    /// [`session`] with rate caps.
+    pub(crate) fn session_with(dir: &std::path::Path, caps: Caps) -> (Session, Vec<u8>) {
         let src = dir.join("src.bin");
         let data: Vec<u8> = (0..80_000u32).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(&src, &data).unwrap();
         let t = Torrent::from_bytes(&make_torrent(&src, "http://x/a", 32768).unwrap()).unwrap();
         let (storage, have) = Storage::open(&t, &dir.join("out.bin"), true).unwrap();
         let picker = crate::policy::Policy::Rarest.picker(1);
-        let caps = Caps {
-            up: None,
-            down: None,
-        };
         let s = Session::new(
             Arc::new(t),
             [1; 20],
