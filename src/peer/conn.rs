@@ -53,6 +53,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// Nothing asked yet; `foreign` as in [`Shared::foreign`].
+    fn new(foreign: Option<(String, SocketAddr)>) -> Arc<Shared> {
+        Arc::new(Shared {
+            uploads: Mutex::new(VecDeque::new()),
+            upload_ready: Notify::new(),
+            uploaded: AtomicU64::new(0),
+            foreign,
+        })
+    }
+
     /// The referee's tap on this connection, if it has one.
     fn tap<'a>(&'a self, session: &'a Session) -> Option<referee::Tap<'a>> {
         let (peer, addr) = self.foreign.as_ref()?;
@@ -203,12 +213,7 @@ impl Conn {
             outstanding: HashSet::new(),
             last_block: Instant::now(),
             out: BytesMut::with_capacity(4096),
-            shared: Arc::new(Shared {
-                uploads: Mutex::new(VecDeque::new()),
-                upload_ready: Notify::new(),
-                uploaded: AtomicU64::new(0),
-                foreign,
-            }),
+            shared: Shared::new(foreign),
         }
     }
 
@@ -702,12 +707,7 @@ mod tests {
             .unwrap();
         let (ours, _) = listener.accept().await.unwrap();
         let (_rd, wr) = ours.into_split();
-        let shared = Arc::new(Shared {
-            uploads: Mutex::new(VecDeque::new()),
-            upload_ready: Notify::new(),
-            uploaded: AtomicU64::new(0),
-            foreign: None,
-        });
+        let shared = Shared::new(None);
         shared.uploads.locked().extend((0..2).map(|b| BlockRef {
             index: 0,
             begin: b * BLOCK_SIZE,
