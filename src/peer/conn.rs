@@ -394,7 +394,18 @@ impl Conn {
             }
             Message::Request(b) => self.on_request(b)?,
             Message::Cancel(b) => {
-                self.shared.uploads.locked().retain(|q| *q != b);
+                // Under the fast extension every request gets exactly one answer (BEP 6): a
+                // cancelled request still queued is answered with a reject. One already taken
+                // by the writer is answered by its piece. Without the reject, a peer that
+                // waits for it (as BEP 6 allows) holds the block until its request times out.
+                let mut q = self.shared.uploads.locked();
+                let queued = q.len();
+                q.retain(|q| *q != b);
+                let dropped = q.len() < queued;
+                drop(q);
+                if dropped && self.fast {
+                    self.send(Message::Reject(b));
+                }
             }
             Message::Reject(b) => {
                 if self.outstanding.remove(&b) {
@@ -687,6 +698,47 @@ mod tests {
         let mut m = vec![0u8; u32::from_be_bytes(len) as usize];
         s.read_exact(&mut m).await.unwrap();
         m
+    }
+
+    /// A cancelled request is answered once under the fast extension: a reject while it is
+    /// queued, nothing once its piece has gone (the piece was the answer); without the
+    /// extension a cancel is never answered.
+    #[test]
+    fn a_cancel_gets_a_reject_under_the_fast_extension_only_while_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let caps = Caps {
+            up: None,
+            down: None,
+        };
+        let (session, data) = crate::peer::session::tests::session_with(dir.path(), caps);
+        assert!(session.insert_blocks(0, &[(0, &data[..32768])]).unwrap());
+        let session = Arc::new(session);
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b = BlockRef {
+            index: 0,
+            begin: 0,
+            length: BLOCK_SIZE,
+        };
+        let mut reject = BytesMut::new();
+        Message::Reject(b).encode(&mut reject);
+        for fast in [true, false] {
+            let mut conn = Conn::new(session.clone(), 1, [2; 20], addr, fast);
+            conn.am_choking = false;
+            conn.handle(Message::Request(b)).unwrap();
+            assert_eq!(conn.shared.uploads.locked().len(), 1, "served");
+            conn.handle(Message::Cancel(b)).unwrap();
+            assert!(conn.shared.uploads.locked().is_empty(), "dropped");
+            let want = if fast {
+                reject.clone()
+            } else {
+                BytesMut::new()
+            };
+            assert_eq!(conn.out, want, "fast extension: {fast}");
+            // Already sent (no longer queued): no second answer.
+            conn.out.clear();
+            conn.handle(Message::Cancel(b)).unwrap();
+            assert!(conn.out.is_empty(), "fast extension: {fast}");
+        }
     }
 
     /// A choke is written at once, even while a block waits for the upload cap: a peer told
