@@ -133,18 +133,42 @@ impl World {
             .count()
     }
 
-    /// The world's logs and my client's, for a failure message.
+    /// For a failure message, most telling first (CI shows a failure's head and tail): how far
+    /// my client got, which world clients met it, the tail of its own output (progress lines
+    /// that end in `\r` split), then the last lines of every other log.
     fn logs(&self) -> String {
-        let mut s = String::new();
-        for e in std::fs::read_dir(self.run().join("logs"))
+        let held = std::fs::read_dir(self.saveas().parent().unwrap())
             .into_iter()
             .flatten()
             .flatten()
-        {
-            let text = String::from_utf8_lossy(&read(&e.path())).to_string();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            s += &format!("--- {}\n", e.path().display());
-            for l in tail.into_iter().rev() {
+            .map(|e| {
+                format!(
+                    "{} ({} B)",
+                    e.file_name().to_string_lossy(),
+                    read(&e.path()).len()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut s = format!(
+            "my client's folder: [{held}] of a {} B movie; world clients that met it: {}\n",
+            self.movie.len(),
+            self.world_peers_of_my_client()
+        );
+        let mine = self.run().join("logs/my-client.log");
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.run().join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| *p != mine)
+            .collect();
+        logs.sort();
+        for (path, lines) in std::iter::once((&mine, 40)).chain(logs.iter().map(|p| (p, 15))) {
+            let text = String::from_utf8_lossy(&read(path)).replace('\r', "\n");
+            let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            s += &format!("--- {}\n", path.display());
+            for l in &tail[tail.len().saturating_sub(lines)..] {
                 s += l;
                 s.push('\n');
             }
@@ -159,11 +183,14 @@ impl World {
 /// world clients it met.
 fn download_from_world(w: &World, name: &str) -> (f64, usize) {
     let t0 = Instant::now();
-    let deadline = t0 + Duration::from_secs(120);
+    // Transmission alone takes 60-75 s (11 runs, 2026-11-27); CI once saw it unfinished at
+    // 120 s. The bound leaves room for a request a client must time out before it asks
+    // elsewhere; how long a client takes is for `make bench`, not for this test.
+    let deadline = t0 + Duration::from_secs(240);
     while read(&w.saveas()) != w.movie {
         assert!(
             Instant::now() < deadline,
-            "{name} did not download the movie from our world in 120 s; logs:\n{}",
+            "{name} did not download the movie from our world in 240 s; logs:\n{}",
             w.logs()
         );
         std::thread::sleep(Duration::from_millis(200));
