@@ -1,6 +1,10 @@
 //! One peer connection: the handshake, then a reader that decodes messages and acts on them,
 //! and a writer that batches outgoing messages and serves blocks under the upload cap.
 //!
+//! Under the fast extension (BEP 6, when both sides announce it) every request the peer makes
+//! gets exactly one answer: its piece, or a reject when we choke, cannot serve it, or it is
+//! cancelled while still queued.
+//!
 //! Every connection ends with one log line saying why (peer closed, protocol error, timeout,
 //! banned...), so that an interop failure can be read from both sides' logs.
 
