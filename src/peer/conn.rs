@@ -398,17 +398,16 @@ impl Conn {
             }
             Message::Request(b) => self.on_request(b)?,
             Message::Cancel(b) => {
-                // Under the fast extension every request gets exactly one answer (BEP 6): a
-                // cancelled request still queued is answered with a reject. One already taken
-                // by the writer is answered by its piece. Without the reject, a peer that
-                // waits for it (as BEP 6 allows) holds the block until its request times out.
+                // Still queued: dropped, and refused. One the writer has already taken is
+                // answered by its piece. Without the reject, a peer that waits for it (as
+                // BEP 6 allows) holds the block until its request times out.
                 let mut q = self.shared.uploads.locked();
                 let queued = q.len();
                 q.retain(|q| *q != b);
                 let dropped = q.len() < queued;
                 drop(q);
-                if dropped && self.fast {
-                    self.send(Message::Reject(b));
+                if dropped {
+                    self.refuse(b);
                 }
             }
             Message::Reject(b) => {
@@ -481,11 +480,17 @@ impl Conn {
             self.shared.upload_ready.notify_one();
         } else {
             drop(q);
-            if self.fast {
-                self.send(Message::Reject(b));
-            }
+            self.refuse(b);
         }
         Ok(())
+    }
+
+    /// A request of the peer's that we will not serve. Under the fast extension every request
+    /// gets exactly one answer (BEP 6), so this one gets a reject; without it, nothing.
+    fn refuse(&mut self, b: BlockRef) {
+        if self.fast {
+            self.send(Message::Reject(b));
+        }
     }
 
     fn command(&mut self, c: Cmd) {
@@ -501,10 +506,8 @@ impl Conn {
                 self.record_choke(true);
                 let dropped: Vec<BlockRef> = self.shared.uploads.locked().drain(..).collect();
                 self.send(Message::Choke);
-                if self.fast {
-                    for b in dropped {
-                        self.send(Message::Reject(b));
-                    }
+                for b in dropped {
+                    self.refuse(b);
                 }
             }
             Cmd::Unchoke => {
