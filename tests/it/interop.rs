@@ -145,7 +145,7 @@ impl World {
                 format!(
                     "{} ({} B)",
                     e.file_name().to_string_lossy(),
-                    read(&e.path()).len()
+                    e.metadata().map_or(0, |m| m.len())
                 )
             })
             .collect::<Vec<_>>()
