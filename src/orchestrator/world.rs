@@ -382,7 +382,11 @@ impl World {
         let pid = self.spawner.spawn(SpawnRequest {
             program: self.testbed_exe.clone(),
             args,
-            env: vec![("RUST_LOG".into(), "info".into())],
+            // Quiet by default; TESTBED_WORLD_LOG (a RUST_LOG filter) traces the world.
+            env: vec![(
+                "RUST_LOG".into(),
+                std::env::var("TESTBED_WORLD_LOG").unwrap_or_else(|_| "info".into()),
+            )],
             log,
             cwd: None,
             arms_itself: self.exe_is_ours,

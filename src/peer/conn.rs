@@ -20,6 +20,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
+use super::rate::Limiter;
 use super::referee;
 use super::session::{BlockOutcome, Cmd, ConnId, PeerId, Session};
 use crate::util::Locked;
@@ -51,6 +52,8 @@ struct Shared {
     uploads: Mutex<VecDeque<BlockRef>>,
     upload_ready: Notify,
     uploaded: AtomicU64,
+    /// This connection's own upload cap, when the choker gives it one (under the session's).
+    cap: Mutex<Option<Arc<Limiter>>>,
     /// Set when the peer is not a world client and the session keeps a referee record: its
     /// peer id (hex) and address.
     foreign: Option<(String, SocketAddr)>,
@@ -63,6 +66,7 @@ impl Shared {
             uploads: Mutex::new(VecDeque::new()),
             upload_ready: Notify::new(),
             uploaded: AtomicU64::new(0),
+            cap: Mutex::new(None),
             foreign,
         })
     }
@@ -352,6 +356,7 @@ impl Conn {
             Message::Choke => {
                 tracing::debug!(conn = self.id, "choked by the peer");
                 self.peer_choking = true;
+                self.session.set_peer_choking(self.id, true);
                 // BEP 3: a choke discards our requests. (With BEP 6 the peer rejects each one;
                 // giving them back now is the same, and late blocks are still accepted.)
                 let blocks: Vec<BlockRef> = self.outstanding.drain().collect();
@@ -360,6 +365,7 @@ impl Conn {
             Message::Unchoke => {
                 tracing::debug!(conn = self.id, "unchoked by the peer");
                 self.peer_choking = false;
+                self.session.set_peer_choking(self.id, false);
                 self.fill();
             }
             Message::Interested | Message::NotInterested => {
@@ -520,6 +526,10 @@ impl Conn {
                     self.send(Message::Cancel(b));
                 }
             }
+            Cmd::Cap(bps) => {
+                *self.shared.cap.locked() =
+                    bps.and_then(|b| Limiter::kbps(b as f64 / 1024.0).map(Arc::new));
+            }
             Cmd::Fill => self.fill(),
             Cmd::Close(_) => {}
         }
@@ -613,7 +623,8 @@ async fn writer(
         let next = shared.uploads.locked().pop_front();
         match next {
             Some(b) => {
-                if let Some(l) = &session.up_limit {
+                let cap = shared.cap.locked().clone();
+                if cap.is_some() || session.up_limit.is_some() {
                     if !buf.is_empty() {
                         if wr.write_all(&buf).await.is_err() {
                             return;
@@ -625,7 +636,14 @@ async fn writer(
                     // not paced (BitTornado writes a choke at once), and a choke or unchoke held
                     // behind a block the cap delays (up to a second with four slots) left the
                     // peer asking one that had choked it, or idle at one that had unchoked it.
-                    let take = l.take(b.length + 13);
+                    let take = async {
+                        if let Some(c) = &cap {
+                            c.take(b.length + 13).await;
+                        }
+                        if let Some(l) = &session.up_limit {
+                            l.take(b.length + 13).await;
+                        }
+                    };
                     tokio::pin!(take);
                     loop {
                         tokio::select! {
@@ -660,7 +678,7 @@ async fn writer(
                 if shared.foreign.is_some() {
                     sent.push(b);
                 }
-                if buf.len() < max_batch && session.up_limit.is_none() {
+                if buf.len() < max_batch && session.up_limit.is_none() && cap.is_none() {
                     continue;
                 }
             }
@@ -746,6 +764,45 @@ mod tests {
             conn.handle(Message::Cancel(b)).unwrap();
             assert!(conn.out.is_empty(), "fast extension: {fast}");
         }
+    }
+
+    /// A connection's own cap (the tyrant choker's price) paces its blocks even when the
+    /// session has no cap: the second block waits, and a choke sent meanwhile overtakes it.
+    #[tokio::test]
+    async fn a_connection_s_own_cap_paces_its_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let caps = Caps {
+            up: None,
+            down: None,
+        };
+        let (session, _) = crate::peer::session::tests::session_with(dir.path(), caps);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let (_rd, wr) = ours.into_split();
+        let shared = Shared::new(None);
+        *shared.cap.locked() = crate::peer::rate::Limiter::kbps(16.0).map(Arc::new);
+        shared.uploads.locked().extend((0..2).map(|b| BlockRef {
+            index: 0,
+            begin: b * BLOCK_SIZE,
+            length: BLOCK_SIZE,
+        }));
+        let (ctl, ctl_rx) = mpsc::channel(8);
+        let writing = tokio::spawn(writer(Arc::new(session), 1, wr, ctl_rx, shared));
+        assert_eq!(next_message(&mut peer).await[0], 7, "the first block");
+        let mut choke = BytesMut::new();
+        Message::Choke.encode(&mut choke);
+        ctl.send(choke).await.unwrap();
+        let next = next_message(&mut peer).await;
+        let last = next_message(&mut peer).await;
+        writing.abort();
+        assert_eq!(
+            (next[0], last[0]),
+            (0, 7),
+            "without a session cap, the connection's own cap must hold the second block"
+        );
     }
 
     /// A choke is written at once, even while a block waits for the upload cap: a peer told

@@ -457,6 +457,28 @@ async fn choke_loop(session: Arc<Session>, mut choker: Box<dyn Choker>) {
         }
         let candidates = session.choke_candidates();
         let unchoke = choker.rechoke(&candidates, session.is_complete(), round);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // Who competes for our slots and what each gives us: a trace of the world's
+            // tit-for-tat (`conn` ids are named by the "registered" lines).
+            let line: Vec<String> = candidates
+                .iter()
+                .filter(|c| c.interested)
+                .map(|c| {
+                    let on = if unchoke.contains(&c.id) { "+" } else { "" };
+                    let on = if c.unchokes_us {
+                        format!("{on}*")
+                    } else {
+                        on.to_string()
+                    };
+                    format!("{on}{}:{:.0}", c.id, c.download_rate / 1024.0)
+                })
+                .collect();
+            tracing::debug!(round, interested = %line.join(" "), "rechoke");
+        }
+        let unchoke: Vec<_> = unchoke
+            .into_iter()
+            .map(|id| (id, choker.upload_cap(id)))
+            .collect();
         session.apply_choke(&unchoke);
     }
 }

@@ -29,6 +29,9 @@ pub enum Cmd {
     Have(u32),
     Choke,
     Unchoke,
+    /// Pace the blocks we send this peer at most at this many bytes/s (`None`: only the
+    /// session's cap), as the choker asks ([`crate::policy::Choker::upload_cap`]).
+    Cap(Option<u32>),
     /// Another peer delivered this block first (endgame).
     Cancel(BlockRef),
     /// Blocks were released: try to request more.
@@ -47,6 +50,10 @@ pub struct ConnEntry {
     pub interested: bool,
     pub choked: bool,
     pub is_seed: bool,
+    /// The peer has unchoked us (it lets us request).
+    pub unchokes_us: bool,
+    /// Our per-connection upload cap in bytes/s, as last sent to the connection.
+    pub cap: Option<u32>,
     pub down: Measure,
     pub up: Measure,
     /// The pieces the peer has announced (for the choker's view of who can serve what).
@@ -310,6 +317,8 @@ impl Session {
                 interested: false,
                 choked: true,
                 is_seed: false,
+                unchokes_us: false,
+                cap: None,
                 down: Measure::new(std::time::Duration::from_secs(20)),
                 up: Measure::new(std::time::Duration::from_secs(20)),
                 has: Bitfield::new(self.torrent.num_pieces()),
@@ -801,21 +810,36 @@ impl Session {
                 download_rate: c.down.rate(),
                 upload_rate: c.up.rate(),
                 is_seed: c.is_seed,
+                unchokes_us: c.unchokes_us,
                 connected_for: c.connected_at.elapsed(),
                 window_pieces: window.iter().filter(|&&i| c.has.get(i)).count() as u32,
             })
             .collect()
     }
 
-    /// Apply the choker's decision: unchoke `unchoke`, choke every other connection.
-    pub fn apply_choke(&self, unchoke: &[ConnId]) {
+    /// Apply the choker's decision: unchoke `unchoke`, each with its own upload cap if the
+    /// choker gives one, and choke every other connection.
+    pub fn apply_choke(&self, unchoke: &[(ConnId, Option<u32>)]) {
         let mut st = self.lock();
         for (id, c) in st.conns.iter_mut() {
-            let choke = !unchoke.contains(id);
+            let cap = unchoke.iter().find(|(u, _)| u == id).map(|&(_, cap)| cap);
+            let choke = cap.is_none();
             if choke != c.choked {
                 c.choked = choke;
                 let _ = c.tx.send(if choke { Cmd::Choke } else { Cmd::Unchoke });
             }
+            let cap = cap.flatten();
+            if !choke && cap != c.cap {
+                c.cap = cap;
+                let _ = c.tx.send(Cmd::Cap(cap));
+            }
+        }
+    }
+
+    /// The peer choked us (`true`) or unchoked us.
+    pub fn set_peer_choking(&self, id: ConnId, choking: bool) {
+        if let Some(c) = self.lock().conns.get_mut(&id) {
+            c.unchokes_us = !choking;
         }
     }
 
@@ -1043,6 +1067,36 @@ pub(crate) mod tests {
         // The peer's late block is not wanted any more.
         let late = s.on_block(id, [2; 20], 2, 0, &data[65536..]);
         assert_eq!(late, BlockOutcome::Unwanted);
+    }
+
+    /// The choker's per-peer caps reach the connection with its unchoke, once per change, and
+    /// the peer's own choke and unchoke reach the choker's view.
+    #[test]
+    fn an_unchoke_carries_its_cap_once_and_the_peer_s_choke_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = session(dir.path());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let id = s
+            .register([2; 20], "127.0.0.1:1".parse().unwrap(), tx)
+            .unwrap();
+        let mut sent = || {
+            let mut v = Vec::new();
+            while let Ok(cmd) = rx.try_recv() {
+                v.push(format!("{cmd:?}"));
+            }
+            v
+        };
+        s.apply_choke(&[(id, Some(8000))]);
+        assert_eq!(sent(), ["Unchoke", "Cap(Some(8000))"]);
+        s.apply_choke(&[(id, Some(8000))]);
+        assert!(sent().is_empty(), "nothing changed, nothing sent");
+        s.apply_choke(&[(id, Some(9600))]);
+        assert_eq!(sent(), ["Cap(Some(9600))"]);
+        s.apply_choke(&[]);
+        assert_eq!(sent(), ["Choke"]);
+        assert!(!s.choke_candidates()[0].unchokes_us);
+        s.set_peer_choking(id, false);
+        assert!(s.choke_candidates()[0].unchokes_us);
     }
 
     /// A choker that fills free slots at once unchokes a peer as soon as it turns interested;

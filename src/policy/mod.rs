@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | [`PiecePicker::next`] | `PiecePicker.next` | [`rarest::RarestFirst`], [`sequential::Sequential`], [`deadline::Deadline`] |
 //! | [`PiecePicker::backlog`] | `Downloader._request_more` (how deep to pipeline) | default method |
-//! | [`Choker::rechoke`] | `Choker._rechoke` / `_round_robin` | [`tit_for_tat::TitForTat`], [`window_choker::WindowChoker`] |
+//! | [`Choker::rechoke`] | `Choker._rechoke` / `_round_robin` | [`tit_for_tat::TitForTat`], [`window_choker::WindowChoker`], [`tyrant::Tyrant`] |
 //!
 //! A picker never sees sockets or buffers: the session hands it a [`PickView`] of the swarm
 //! (what we have, which pieces are under way, how many peers have each piece, and, for a VoD
@@ -17,6 +17,7 @@ pub mod deadline;
 pub mod rarest;
 pub mod sequential;
 pub mod tit_for_tat;
+pub mod tyrant;
 pub mod window_choker;
 
 use std::time::Duration;
@@ -207,16 +208,46 @@ impl Policy {
         }
     }
 
-    /// The choker, with `slots` upload slots (default: [`Self::default_upload_slots`]).
+    /// The choker that goes with the picker.
+    pub fn default_choker(self) -> ChokerKind {
+        match self {
+            Policy::Deadline => ChokerKind::Window,
+            Policy::Rarest | Policy::Sequential => ChokerKind::TitForTat,
+        }
+    }
+
+    /// The policy's choker, with `slots` upload slots (default: [`Self::default_upload_slots`]).
     pub fn choker(self, slots: Option<usize>, seed: u64) -> Box<dyn Choker> {
-        let slots = slots.unwrap_or(self.default_upload_slots());
+        self.default_choker()
+            .build(slots.unwrap_or(self.default_upload_slots()), seed, 0.0)
+    }
+}
+
+/// The chokers, by name (`vod-client --choker`; default: the policy's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChokerKind {
+    /// BitTornado's.
+    TitForTat,
+    /// Upload where it buys the playback window (the deadline policy's).
+    Window,
+    /// A price per peer, what keeps its slot (BitTyrant's idea); needs an upload cap.
+    Tyrant,
+}
+
+impl ChokerKind {
+    /// The choker, with `slots` upload slots (for the tyrant: when seeding), spending
+    /// `capacity` bytes/s (the tyrant's budget; 0: no cap, and the tyrant falls back to the
+    /// window choker).
+    pub fn build(self, slots: usize, seed: u64, capacity: f64) -> Box<dyn Choker> {
         // Its own stream of random numbers, apart from the picker's.
         let seed = seed ^ 0x5eed;
         match self {
-            Policy::Deadline => Box::new(window_choker::WindowChoker::new(slots, seed)),
-            Policy::Rarest | Policy::Sequential => {
-                Box::new(tit_for_tat::TitForTat::new(slots, seed))
+            ChokerKind::Window => Box::new(window_choker::WindowChoker::new(slots, seed)),
+            ChokerKind::TitForTat => Box::new(tit_for_tat::TitForTat::new(slots, seed)),
+            ChokerKind::Tyrant if capacity > 0.0 => {
+                Box::new(tyrant::Tyrant::new(capacity, slots, seed))
             }
+            ChokerKind::Tyrant => Box::new(window_choker::WindowChoker::new(slots, seed)),
         }
     }
 }
@@ -273,6 +304,8 @@ pub struct ChokeCandidate {
     pub upload_rate: f64,
     /// It has every piece (it will never upload to a seed... nor need from us).
     pub is_seed: bool,
+    /// It has unchoked us: it lets us request (whether our uploads bought its slot).
+    pub unchokes_us: bool,
     /// How long it has been connected.
     pub connected_for: Duration,
     /// For a VoD client: how many pieces we still need in the next 20 s of playback it has.
@@ -291,6 +324,11 @@ pub trait Choker: Send {
     }
     /// The ids to unchoke; every other candidate is choked. `round` counts rechokes.
     fn rechoke(&mut self, peers: &[ChokeCandidate], seeding: bool, round: u64) -> Vec<u64>;
+    /// Bytes/s to send an unchoked peer at most, under the session's cap (BitTyrant gives
+    /// each peer what keeps its slot, and no more). Default: no cap of its own.
+    fn upload_cap(&self, _id: u64) -> Option<u32> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -135,6 +135,7 @@ mod tests {
             download_rate: rate,
             upload_rate: 0.0,
             is_seed: false,
+            unchokes_us: false,
             connected_for: Duration::from_secs(60),
             window_pieces: 0,
         }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::policy::Policy;
+use crate::policy::{ChokerKind, Policy};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -50,6 +50,10 @@ pub struct Args {
     /// Piece picker, with its choker
     #[arg(long, value_enum, default_value_t = Policy::Deadline)]
     pub policy: Policy,
+    /// Choker instead of the policy's (window for deadline, tit-for-tat otherwise); tyrant
+    /// prices each peer's slot and needs --max_upload_rate
+    #[arg(long, value_enum)]
+    pub choker: Option<ChokerKind>,
     /// Seed this many seconds after playback ends, then exit
     #[arg(long, default_value_t = 0.0)]
     pub linger: f64,

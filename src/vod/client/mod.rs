@@ -67,7 +67,11 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
         peers: Vec::new(),
         exit: ExitMode::Never,
         picker: a.policy.picker(seed),
-        choker: a.policy.choker(a.max_uploads, seed),
+        choker: a.choker.unwrap_or(a.policy.default_choker()).build(
+            a.max_uploads.unwrap_or(a.policy.default_upload_slots()),
+            seed,
+            a.max_upload_rate * 1024.0,
+        ),
         timeouts: Default::default(),
         max_announce_interval: Duration::from_secs(30),
         playback: Some((t0, model.playback())),
