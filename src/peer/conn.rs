@@ -766,13 +766,15 @@ mod tests {
         }
     }
 
-    /// A connection's own cap (the tyrant choker's price) paces its blocks even when the
-    /// session has no cap: the second block waits, and a choke sent meanwhile overtakes it.
-    #[tokio::test]
-    async fn a_connection_s_own_cap_paces_its_blocks() {
+    /// Two blocks queued at a writer under `session_cap` and, if given, `conn_cap`; a choke sent
+    /// once the first block has arrived. The ids of the next two messages the peer reads.
+    async fn choke_after_first_block(
+        session_cap: Option<crate::peer::rate::Limiter>,
+        conn_cap: Option<crate::peer::rate::Limiter>,
+    ) -> (u8, u8) {
         let dir = tempfile::tempdir().unwrap();
         let caps = Caps {
-            up: None,
+            up: session_cap,
             down: None,
         };
         let (session, _) = crate::peer::session::tests::session_with(dir.path(), caps);
@@ -783,7 +785,7 @@ mod tests {
         let (ours, _) = listener.accept().await.unwrap();
         let (_rd, wr) = ours.into_split();
         let shared = Shared::new(None);
-        *shared.cap.locked() = crate::peer::rate::Limiter::kbps(16.0).map(Arc::new);
+        *shared.cap.locked() = conn_cap.map(Arc::new);
         shared.uploads.locked().extend((0..2).map(|b| BlockRef {
             index: 0,
             begin: b * BLOCK_SIZE,
@@ -792,57 +794,44 @@ mod tests {
         let (ctl, ctl_rx) = mpsc::channel(8);
         let writing = tokio::spawn(writer(Arc::new(session), 1, wr, ctl_rx, shared));
         assert_eq!(next_message(&mut peer).await[0], 7, "the first block");
+        // One thread: the writer has gone on to wait for a cap, if any, before this runs.
         let mut choke = BytesMut::new();
         Message::Choke.encode(&mut choke);
         ctl.send(choke).await.unwrap();
         let next = next_message(&mut peer).await;
         let last = next_message(&mut peer).await;
         writing.abort();
-        assert_eq!(
-            (next[0], last[0]),
-            (0, 7),
-            "without a session cap, the connection's own cap must hold the second block"
-        );
+        (next[0], last[0])
     }
 
     /// A choke is written at once, even while a block waits for the upload cap: a peer told
-    /// late goes on asking (and waiting on) one that has choked it.
+    /// late goes on asking (and waiting on) one that has choked it. (16 KB/s with a one-block
+    /// bucket: the first block goes at once, the second a second later.)
     #[tokio::test]
     async fn a_choke_is_not_held_behind_a_block_the_cap_delays() {
-        let dir = tempfile::tempdir().unwrap();
-        // 16 KB/s with a one-block bucket: the first block goes at once, the second a second
-        // later.
-        let caps = Caps {
-            up: crate::peer::rate::Limiter::kbps(16.0),
-            down: None,
-        };
-        let (session, _) = crate::peer::session::tests::session_with(dir.path(), caps);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (ours, _) = listener.accept().await.unwrap();
-        let (_rd, wr) = ours.into_split();
-        let shared = Shared::new(None);
-        shared.uploads.locked().extend((0..2).map(|b| BlockRef {
-            index: 0,
-            begin: b * BLOCK_SIZE,
-            length: BLOCK_SIZE,
-        }));
-        let (ctl, ctl_rx) = mpsc::channel(8);
-        let writing = tokio::spawn(writer(Arc::new(session), 1, wr, ctl_rx, shared));
-        assert_eq!(next_message(&mut peer).await[0], 7, "the first block");
-        // One thread: the writer has gone on to wait for the cap before this runs.
-        let mut choke = BytesMut::new();
-        Message::Choke.encode(&mut choke);
-        ctl.send(choke).await.unwrap();
-        let next = next_message(&mut peer).await;
-        let last = next_message(&mut peer).await;
-        writing.abort();
+        let order = choke_after_first_block(crate::peer::rate::Limiter::kbps(16.0), None).await;
         assert_eq!(
-            (next[0], last[0]),
+            order,
             (0, 7),
             "the choke must come before the block the cap delays"
+        );
+    }
+
+    /// A connection's own cap (the tyrant choker's price) paces its blocks when the session
+    /// has no cap: the second block waits, and the choke overtakes it. Uncapped, both blocks
+    /// go in one write.
+    #[tokio::test]
+    async fn a_connection_s_own_cap_paces_its_blocks() {
+        let order = choke_after_first_block(None, crate::peer::rate::Limiter::kbps(16.0)).await;
+        assert_eq!(
+            order,
+            (0, 7),
+            "the connection's own cap must hold the second block"
+        );
+        assert_eq!(
+            choke_after_first_block(None, None).await,
+            (7, 0),
+            "uncapped"
         );
     }
 }
