@@ -5,8 +5,8 @@
 //! The world's clients run BitTornado's choker: three regular slots for the interested peers
 //! that upload to them fastest (at 1000 B/s or more), one optimistic. What it takes to hold one
 //! of those slots is the third-best rate that world client receives, and that differs from
-//! client to client. In a traced scarce run (issue 17, BENCHMARKS.md) the median was 7 to
-//! 10 KB/s and a quarter of the time 5 KB/s or less, while a world slot gives 15 KB/s. The
+//! client to client. In a traced scarce run (issue 17, BENCHMARKS.md) its median was 9 KB/s
+//! (quartiles 6 and 11), never 15, while a world slot gives 15 KB/s. The
 //! window choker pays every partner the same 20 KB/s (a third of our cap) and holds three; a
 //! price per peer can hold more with the same upload.
 //!
@@ -14,11 +14,12 @@
 //!   own on the connection, [`Choker::upload_cap`]). A new peer starts at a third of our cap,
 //!   what the window choker pays a partner and what won a world client's slot in the traces.
 //!   At every 5 s round, a peer that unchokes us costs 10 % less; one we have unchoked for
-//!   three rounds that does not unchoke us costs 20 % more (BitTyrant's steps; BitTyrant
-//!   lowers a price after three rounds answered, which here did worse, 12.8 % of the movie
-//!   from the server against 6.3 % on scarce: a run's hard part is its first 80 s). The patience is needed:
-//!   a world client measures our rate over 20 s, and with one round of it the choker moved on
-//!   from every partner before its answer came (a traced run paid 47 % of the movie).
+//!   three rounds that does not unchoke us costs 20 % more (BitTyrant's steps, but BitTyrant
+//!   lowers a price only after three rounds answered; lowering after two did worse here, 12.8 %
+//!   of the movie from the server against 6.3 % on the same scarce seeds: a run's hard part is
+//!   its first 80 s). The patience is needed: a world client measures our rate over 20 s, and
+//!   with one round of it the choker moved on from every partner before its answer came (a
+//!   traced run paid 47 % of the movie).
 //! * **Worth**: `d_p`, what the peer sends us while it unchokes us (its measured rate, and at
 //!   least a quarter of our cap, what a world slot gives once its rate has climbed), or half
 //!   that for a peer that does not unchoke us; halved when it holds none of the playback
@@ -29,7 +30,7 @@
 //!   choked peer turns interested.
 //! * **Seeding**: BitTornado's rules, unchanged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::tit_for_tat::TitForTat;
 use super::{ChokeCandidate, Choker};
@@ -40,10 +41,9 @@ pub const MAX_UNCHOKED: usize = 8;
 /// The lowest price: just above BitTornado's floor for a preferred peer.
 const MIN_PRICE: f64 = 2048.0;
 /// A price goes up this much after a round unanswered (past `PATIENCE`), down this much after
-/// `STREAK` rounds answered.
+/// a round answered.
 const UP: f64 = 1.2;
 const DOWN: f64 = 0.9;
-const STREAK: u32 = 1;
 /// Rounds a newly unchoked peer gets before its silence counts: a world client measures our
 /// rate over up to 20 s and rechokes every 5 s, so an answer takes two or three.
 const PATIENCE: u32 = 3;
@@ -52,8 +52,6 @@ const PATIENCE: u32 = 3;
 struct Estimate {
     /// Bytes/s we pay.
     price: f64,
-    /// Rounds in a row it has unchoked us while we unchoked it.
-    streak: u32,
     /// Rounds in a row we have unchoked it.
     held: u32,
 }
@@ -62,8 +60,8 @@ pub struct Tyrant {
     /// Our upload cap, bytes/s.
     capacity: f64,
     prices: HashMap<u64, Estimate>,
-    /// Whom we unchoked last, and at what price.
-    unchoked: HashMap<u64, f64>,
+    /// Whom we unchoked last (each at its price in `prices`).
+    unchoked: HashSet<u64>,
     last_round: Option<u64>,
     seeding: TitForTat,
 }
@@ -75,7 +73,7 @@ impl Tyrant {
         Tyrant {
             capacity: capacity.max(MIN_PRICE),
             prices: HashMap::new(),
-            unchoked: HashMap::new(),
+            unchoked: HashSet::new(),
             last_round: None,
             seeding: TitForTat::new(slots, seed),
         }
@@ -91,23 +89,15 @@ impl Tyrant {
             let Some(p) = peers.iter().find(|p| p.id == *id) else {
                 continue;
             };
-            if !self.unchoked.contains_key(id) || !p.interested {
+            if !self.unchoked.contains(id) || !p.interested {
                 e.held = 0;
-                e.streak = 0;
                 continue;
             }
             e.held += 1;
             if p.unchokes_us {
-                e.streak += 1;
-                if e.streak >= STREAK {
-                    e.price = (e.price * DOWN).max(MIN_PRICE);
-                    e.streak = 0;
-                }
-            } else {
-                e.streak = 0;
-                if e.held >= PATIENCE {
-                    e.price = (e.price * UP).min(self.capacity);
-                }
+                e.price = (e.price * DOWN).max(MIN_PRICE);
+            } else if e.held >= PATIENCE {
+                e.price = (e.price * UP).min(self.capacity);
             }
         }
     }
@@ -160,14 +150,13 @@ impl Choker for Tyrant {
                     .entry(p.id)
                     .or_insert(Estimate {
                         price: first,
-                        streak: 0,
                         held: 0,
                     })
                     .price;
                 (p, self.worth(p), price)
             })
             .collect();
-        let held = |p: &ChokeCandidate| self.unchoked.contains_key(&p.id);
+        let held = |p: &ChokeCandidate| self.unchoked.contains(&p.id);
         ranked.sort_by(|a, b| {
             (b.1 / b.2)
                 .total_cmp(&(a.1 / a.2))
@@ -175,7 +164,7 @@ impl Choker for Tyrant {
                 .then(b.0.window_pieces.cmp(&a.0.window_pieces))
                 .then(a.0.key.cmp(&b.0.key))
         });
-        let mut unchoked = HashMap::new();
+        let mut unchoked = HashSet::new();
         let mut spent = 0.0;
         for (p, _, price) in ranked {
             if unchoked.len() >= MAX_UNCHOKED {
@@ -185,16 +174,19 @@ impl Choker for Tyrant {
                 continue;
             }
             spent += price;
-            unchoked.insert(p.id, price.min(self.capacity));
+            unchoked.insert(p.id);
         }
         self.unchoked = unchoked;
-        let mut ids: Vec<u64> = self.unchoked.keys().copied().collect();
+        let mut ids: Vec<u64> = self.unchoked.iter().copied().collect();
         ids.sort_unstable();
         ids
     }
 
     fn upload_cap(&self, id: u64) -> Option<u32> {
-        self.unchoked.get(&id).map(|&p| p.round() as u32)
+        // A price never exceeds the capacity (`reprice` and `first_price` bound it).
+        self.unchoked
+            .contains(&id)
+            .then(|| self.prices[&id].price.round() as u32)
     }
 }
 
