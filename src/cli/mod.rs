@@ -168,6 +168,11 @@ pub struct CompareArgs {
     /// in the tables ends in "[web seed]" (repeatable)
     #[arg(long = "web-seed-client")]
     pub web_seed_clients: Vec<String>,
+    /// A short name for a --client or --web-seed-client entrant in the tables and runs.csv
+    /// (repeatable: the first names the first --client, and so on, then the --web-seed-client
+    /// ones); runs.csv resumes by name, so a renamed entrant runs again
+    #[arg(long = "name")]
+    pub names: Vec<String>,
     /// Where runs.csv, summary.json, compare.md and compare.svg go (the same command again
     /// resumes there)
     #[arg(long, default_value = "run/compare")]
@@ -440,14 +445,8 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             my_client: a.my_client,
         })?,
         Command::Compare(a) => {
-            use orchestrator::compare::{compare, parse_seeds, Comparison, Entrant};
-            let entrants = a
-                .policies
-                .into_iter()
-                .map(Entrant::Policy)
-                .chain(a.clients.into_iter().map(Entrant::Client))
-                .chain(a.web_seed_clients.into_iter().map(Entrant::WebSeedClient))
-                .collect();
+            use orchestrator::compare::{compare, entrants, parse_seeds, Comparison};
+            let entrants = entrants(a.policies, a.clients, a.web_seed_clients, a.names)?;
             compare(&Comparison {
                 config: a.config.source(),
                 seeds: parse_seeds(&a.seeds).map_err(anyhow::Error::msg)?,

@@ -36,22 +36,97 @@ pub enum Entrant {
     /// `vod-client --policy P`.
     Policy(Policy),
     /// A my-client command line, run by `sh -c` (placeholders and `TESTBED_*` as in `start`).
-    Client(String),
+    Client(Line),
     /// The same, with the VoD server in my client's torrent as a BEP 19 web seed
     /// (`my_client.web_seed: true`): for a client that fetches from web seeds on its own.
     #[serde(rename = "web-seed-client")]
-    WebSeedClient(String),
+    WebSeedClient(Line),
+}
+
+/// A my-client command line, and the short name the user gave it (`--name`), if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub cmd: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl From<&str> for Line {
+    fn from(cmd: &str) -> Line {
+        Line {
+            cmd: cmd.into(),
+            name: None,
+        }
+    }
 }
 
 impl Entrant {
-    /// Its name in the tables.
+    /// Its name in the tables, and the key `runs.csv` resumes by: a policy's name, the name
+    /// given with `--name`, or else the command line itself.
     pub fn name(&self) -> String {
         match self {
             Entrant::Policy(p) => p.to_string(),
-            Entrant::Client(c) => c.clone(),
-            Entrant::WebSeedClient(c) => format!("{c} [web seed]"),
+            Entrant::Client(l) => l.name.clone().unwrap_or_else(|| l.cmd.clone()),
+            Entrant::WebSeedClient(l) => l
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{} [web seed]", l.cmd)),
         }
     }
+
+    /// The command line of a named client entrant, for the legend under the tables.
+    fn named_line(&self) -> Option<(&str, &str)> {
+        match self {
+            Entrant::Client(l) | Entrant::WebSeedClient(l) => {
+                l.name.as_deref().map(|n| (n, l.cmd.as_str()))
+            }
+            Entrant::Policy(_) => None,
+        }
+    }
+}
+
+/// The entrants of the command line: the policies, the `--client` lines, then the
+/// `--web-seed-client` lines, the lines named by `names` in that order (hyperfine's
+/// `--command-name`). One line if there are more names than lines, or a name is empty or
+/// taken twice (two entrants of one name would share their rows in `runs.csv`).
+pub fn entrants(
+    policies: Vec<Policy>,
+    clients: Vec<String>,
+    web_seed_clients: Vec<String>,
+    names: Vec<String>,
+) -> anyhow::Result<Vec<Entrant>> {
+    let lines = clients.len() + web_seed_clients.len();
+    if names.len() > lines {
+        anyhow::bail!(
+            "--name: {} names for {lines} --client/--web-seed-client entrants; each --name names one of them, in order",
+            names.len()
+        );
+    }
+    let mut names = names.into_iter();
+    let mut line = |cmd: String| Line {
+        cmd,
+        name: names.next(),
+    };
+    let mut out: Vec<Entrant> = policies.into_iter().map(Entrant::Policy).collect();
+    out.extend(clients.into_iter().map(|c| Entrant::Client(line(c))));
+    out.extend(
+        web_seed_clients
+            .into_iter()
+            .map(|c| Entrant::WebSeedClient(line(c))),
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &out {
+        let name = e.name();
+        if name.trim().is_empty() {
+            anyhow::bail!("--name: an entrant's name is empty");
+        }
+        if !seen.insert(name.clone()) {
+            anyhow::bail!(
+                "two entrants are named {name:?}: their runs would share one key in runs.csv; leave one out or --name them apart"
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// What to compare.
@@ -538,7 +613,7 @@ pub(super) fn one_run(
     cmd.arg("run").arg("--config").arg(&path);
     match entrant {
         Entrant::Policy(p) => cmd.args(["--policy", p.name()]),
-        Entrant::Client(line) | Entrant::WebSeedClient(line) => cmd.args(["sh", "-c", line]),
+        Entrant::Client(line) | Entrant::WebSeedClient(line) => cmd.args(["sh", "-c", &line.cmd]),
     };
     let t = Instant::now();
     let child = {
@@ -746,6 +821,21 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
                 window = crate::vod::referee::UPLOAD_WINDOW,
             );
         }
+    }
+    let legend: Vec<String> = c
+        .entrants
+        .iter()
+        .filter_map(Entrant::named_line)
+        .map(|(n, cmd)| {
+            format!(
+                "- **{}**: `{}`",
+                n.replace('|', "\\|"),
+                cmd.replace('`', "'")
+            )
+        })
+        .collect();
+    if !legend.is_empty() {
+        let _ = write!(md, "\nNamed entrants:\n\n{}\n", legend.join("\n"));
     }
     md.push_str(
         "\n| A − B | pairs | mean difference | 95 % CI | verdict |\n|---|---|---|---|---|\n",
@@ -1038,6 +1128,66 @@ mod tests {
         );
         std::fs::write(&csv, "head\nnot,a,row\n").unwrap();
         assert!(read_runs(&csv).unwrap_err().to_string().contains("line 2"));
+    }
+
+    /// `--name` names the command lines in order; a name is the resume key, so two entrants
+    /// of one name are refused, and the legend under the tables says what each name ran.
+    #[test]
+    fn names_go_to_the_lines_in_order_and_must_be_apart() {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let es = entrants(
+            vec![Policy::Deadline],
+            v(&[
+                "vod-client --choker tyrant {torrent}",
+                "my-client {torrent}",
+            ]),
+            v(&["aria2c {torrent}"]),
+            v(&["tyrant", "mine"]),
+        )
+        .unwrap();
+        let names: Vec<String> = es.iter().map(Entrant::name).collect();
+        assert_eq!(
+            names,
+            ["deadline", "tyrant", "mine", "aria2c {torrent} [web seed]"]
+        );
+        let err = |p: Vec<Policy>, c: &[&str], n: &[&str]| {
+            entrants(p, v(c), vec![], v(n)).unwrap_err().to_string()
+        };
+        assert!(err(vec![], &["a"], &["x", "y"]).contains("2 names for 1"));
+        assert!(err(vec![Policy::Deadline], &["a"], &["deadline"]).contains("\"deadline\""));
+        assert!(err(vec![], &["a", "a"], &[]).contains("two entrants"));
+        assert!(err(vec![], &["a"], &[" "]).contains("empty"));
+        assert!(entrants(vec![Policy::Rarest, Policy::Rarest], vec![], vec![], vec![]).is_err());
+
+        let d = tempfile::tempdir().unwrap();
+        let c = Comparison {
+            out: d.path().into(),
+            ..cmp(es[..2].to_vec())
+        };
+        let run = |entrant: &str, seed, share| Run {
+            entrant: entrant.into(),
+            seed,
+            repeat: 0,
+            share,
+            penalty_bytes: 10,
+            penalty_source: "server".into(),
+            late_pieces: 1,
+            my_client_exit: "exit code 0".into(),
+            seconds: 9.5,
+            startup_pieces: 3,
+            jobs: 1,
+            first_piece_at: None,
+            upload_peak: None,
+            upload_over_cap: false,
+        };
+        let runs = vec![run("deadline", 42, 0.1), run("tyrant", 42, 0.05)];
+        write_outputs(&c, &runs).unwrap();
+        let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+        assert!(md.contains("| tyrant | 1 |"), "{md}");
+        assert!(
+            md.contains("- **tyrant**: `vod-client --choker tyrant {torrent}`"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -237,7 +237,7 @@ pub enum ChokerKind {
 impl ChokerKind {
     /// The choker, with `slots` upload slots (for the tyrant: when seeding), spending
     /// `capacity` bytes/s (the tyrant's budget; 0: no cap, and the tyrant falls back to the
-    /// window choker).
+    /// window choker: `vod-client` refuses `--choker tyrant` without a cap before it gets here).
     pub fn build(self, slots: usize, seed: u64, capacity: f64) -> Box<dyn Choker> {
         // Its own stream of random numbers, apart from the picker's.
         let seed = seed ^ 0x5eed;

@@ -699,8 +699,8 @@ fn every_example_wrapper_plays_as_my_client() {
 }
 
 /// `compare --web-seed-client`: the client line runs with the VoD server in its torrent as a
-/// BEP 19 web seed, under its own name, scored by the server's count (aria2c, which fetches
-/// from web seeds with its default settings).
+/// BEP 19 web seed, under the name `--name` gives it, scored by the server's count (aria2c,
+/// which fetches from web seeds with its default settings).
 #[test]
 fn compare_runs_a_client_with_the_vod_server_as_its_web_seed() {
     if !have_tool("aria2c") {
@@ -717,6 +717,8 @@ fn compare_runs_a_client_with_the_vod_server_as_its_web_seed() {
                 "5",
                 "--web-seed-client",
                 &line,
+                "--name",
+                "aria2 ws",
                 "--policy",
                 "sequential",
                 "--out",
@@ -734,8 +736,13 @@ fn compare_runs_a_client_with_the_vod_server_as_its_web_seed() {
     let runs = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
     let row = runs
         .lines()
-        .find(|l| l.starts_with(&format!("{line} [web seed],5,0,")))
+        .find(|l| l.starts_with("aria2 ws,5,0,"))
         .unwrap_or_else(|| panic!("no web-seed row: {runs}"));
+    let md = String::from_utf8(read(&out.join("compare.md"))).unwrap();
+    assert!(
+        md.contains(&format!("- **aria2 ws**: `{line}`")),
+        "the legend names the line: {md}"
+    );
     let f: Vec<&str> = row.split(',').collect();
     assert_eq!(f[5], "server", "scored by the server's count: {row}");
     assert!(

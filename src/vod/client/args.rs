@@ -99,6 +99,11 @@ impl Args {
         if self.max_uploads == Some(0) {
             anyhow::bail!("--max_uploads 0: must be at least 1");
         }
+        if self.choker == Some(ChokerKind::Tyrant) && self.max_upload_rate == 0.0 {
+            anyhow::bail!(
+                "--choker tyrant: it prices each slot out of an upload cap, and --max_upload_rate 0 is none; give a cap or another choker"
+            );
+        }
         Ok(())
     }
 }
@@ -136,5 +141,9 @@ mod tests {
                 .to_string();
             assert!(e.contains(says), "{flag} {v}: {e}");
         }
+        let tyrant = |cap: &str| args(&["--choker", "tyrant", "--max_upload_rate", cap]).check();
+        let e = tyrant("0").unwrap_err().to_string();
+        assert!(e.contains("--choker tyrant"), "{e}");
+        assert!(tyrant("60").is_ok());
     }
 }
