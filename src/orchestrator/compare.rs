@@ -954,6 +954,26 @@ pub fn parse_seeds(s: &str) -> Result<std::ops::RangeInclusive<u64>, String> {
 mod tests {
     use super::*;
 
+    /// A run's row, one at a time, without the referee's columns.
+    fn row(entrant: &str, seed: u64, share: f64) -> Run {
+        Run {
+            entrant: entrant.into(),
+            seed,
+            repeat: 0,
+            share,
+            penalty_bytes: 10,
+            penalty_source: "server".into(),
+            late_pieces: 1,
+            my_client_exit: "exit code 0".into(),
+            seconds: 9.5,
+            startup_pieces: 3,
+            jobs: 1,
+            first_piece_at: None,
+            upload_peak: None,
+            upload_over_cap: false,
+        }
+    }
+
     fn cmp(entrants: Vec<Entrant>) -> Comparison {
         Comparison {
             config: crate::orchestrator::config::Source::file("c.yaml"),
@@ -1034,20 +1054,10 @@ mod tests {
         for seed in 42..=47 {
             for (e, share) in [("sequential", 0.05), ("my client, \"v2\"", 0.30)] {
                 runs.push(Run {
-                    entrant: e.into(),
-                    seed,
-                    repeat: 0,
-                    share: share + seed as f64 * 0.001,
-                    penalty_bytes: 10,
-                    penalty_source: "server".into(),
-                    late_pieces: 1,
-                    my_client_exit: "exit code 0".into(),
-                    seconds: 9.5,
-                    startup_pieces: 3,
-                    jobs: 1,
                     first_piece_at: (seed % 2 == 0).then_some(2.5),
                     upload_peak: Some(58.5),
                     upload_over_cap: seed == 47,
+                    ..row(e, seed, share + seed as f64 * 0.001)
                 });
             }
         }
@@ -1164,23 +1174,7 @@ mod tests {
             out: d.path().into(),
             ..cmp(es[..2].to_vec())
         };
-        let run = |entrant: &str, seed, share| Run {
-            entrant: entrant.into(),
-            seed,
-            repeat: 0,
-            share,
-            penalty_bytes: 10,
-            penalty_source: "server".into(),
-            late_pieces: 1,
-            my_client_exit: "exit code 0".into(),
-            seconds: 9.5,
-            startup_pieces: 3,
-            jobs: 1,
-            first_piece_at: None,
-            upload_peak: None,
-            upload_over_cap: false,
-        };
-        let runs = vec![run("deadline", 42, 0.1), run("tyrant", 42, 0.05)];
+        let runs = vec![row("deadline", 42, 0.1), row("tyrant", 42, 0.05)];
         write_outputs(&c, &runs).unwrap();
         let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
         assert!(md.contains("| tyrant | 1 |"), "{md}");
