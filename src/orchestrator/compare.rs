@@ -45,10 +45,29 @@ pub enum Entrant {
 
 /// A my-client command line, and the short name the user gave it (`--name`), if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "LineForm")]
 pub struct Line {
     pub cmd: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+/// A line as a Slurm plan holds it: a plain string in plans written before `--name`, which an
+/// array still queued across a rebuild reads with the new `testbed`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LineForm {
+    Cmd(String),
+    Named { cmd: String, name: Option<String> },
+}
+
+impl From<LineForm> for Line {
+    fn from(f: LineForm) -> Line {
+        match f {
+            LineForm::Cmd(cmd) => Line { cmd, name: None },
+            LineForm::Named { cmd, name } => Line { cmd, name },
+        }
+    }
 }
 
 impl From<&str> for Line {

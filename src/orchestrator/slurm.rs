@@ -472,5 +472,15 @@ mod tests {
             back.tasks[2].entrant.name(),
             "examples/aria2_stream.sh [web seed]"
         );
+        // A named line keeps its name; a plan from before --name (a line as a plain string)
+        // still reads.
+        let named = Entrant::Client(crate::orchestrator::compare::Line {
+            cmd: "x.sh".into(),
+            name: Some("x".into()),
+        });
+        let back: Entrant = serde_json::from_str(&serde_json::to_string(&named).unwrap()).unwrap();
+        assert_eq!(back.name(), "x");
+        let old: Entrant = serde_json::from_str(r#"{"client":"x.sh {torrent}"}"#).unwrap();
+        assert_eq!(old.name(), "x.sh {torrent}");
     }
 }
