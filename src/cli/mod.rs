@@ -165,7 +165,7 @@ pub struct CompareArgs {
     pub clients: Vec<String>,
     /// The same, with the VoD server listed in my client's torrent as a BEP 19 web seed
     /// (my_client.web_seed: true), for clients that fetch from web seeds themselves: its name
-    /// in the tables ends in "[web seed]" (repeatable)
+    /// in the tables ends in "[web seed]" unless --name names it (repeatable)
     #[arg(long = "web-seed-client")]
     pub web_seed_clients: Vec<String>,
     /// A short name for a --client or --web-seed-client entrant in the tables and runs.csv

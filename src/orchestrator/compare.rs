@@ -93,12 +93,11 @@ impl Entrant {
         }
     }
 
-    /// The command line of a named client entrant, for the legend under the tables.
-    fn named_line(&self) -> Option<(&str, &str)> {
+    /// A client entrant's command line, and whether it runs with the web seed.
+    fn line(&self) -> Option<(&Line, bool)> {
         match self {
-            Entrant::Client(l) | Entrant::WebSeedClient(l) => {
-                l.name.as_deref().map(|n| (n, l.cmd.as_str()))
-            }
+            Entrant::Client(l) => Some((l, false)),
+            Entrant::WebSeedClient(l) => Some((l, true)),
             Entrant::Policy(_) => None,
         }
     }
@@ -137,7 +136,12 @@ pub fn entrants(
     for e in &out {
         let name = e.name();
         if name.trim().is_empty() {
-            anyhow::bail!("--name: an entrant's name is empty");
+            anyhow::bail!("an entrant's name is empty (an empty --client line, or --name '')");
+        }
+        if name.contains(['\n', '\r']) {
+            anyhow::bail!(
+                "{name:?}: an entrant's name has a line break, and runs.csv keeps a run a line; give it a --name"
+            );
         }
         if !seen.insert(name.clone()) {
             anyhow::bail!(
@@ -844,13 +848,19 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
     let legend: Vec<String> = c
         .entrants
         .iter()
-        .filter_map(Entrant::named_line)
-        .map(|(n, cmd)| {
-            format!(
-                "- **{}**: `{}`",
-                n.replace('|', "\\|"),
-                cmd.replace('`', "'")
-            )
+        .filter_map(|e| e.line())
+        .filter_map(|(l, web_seed)| {
+            let name = l.name.as_deref()?;
+            Some(format!(
+                "- **{}**: {}{}",
+                md_text(name),
+                md_code(&l.cmd),
+                if web_seed {
+                    ", with the VoD server as its web seed"
+                } else {
+                    ""
+                }
+            ))
         })
         .collect();
     if !legend.is_empty() {
@@ -869,7 +879,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
             pct(q.mean_difference),
             pct(q.ci95.0),
             pct(q.ci95.1),
-            q.verdict
+            q.verdict.replace('|', "\\|")
         );
     }
     write_atomic(&c.out.join("compare.md"), md.as_bytes())?;
@@ -881,6 +891,11 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         "runs_side_by_side": side_by_side,
         "runs_on_slurm": on_slurm,
         "entrants": t,
+        "commands": c
+            .entrants
+            .iter()
+            .filter_map(|e| e.line().map(|(l, _)| (e.name(), l.cmd.clone())))
+            .collect::<BTreeMap<_, _>>(),
         "pairs": p,
     });
     write_atomic(
@@ -891,6 +906,30 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
     crate::util::out!("{md}");
     crate::util::outln!("compare: {}", c.out.display());
     Ok(())
+}
+
+/// `s` as plain Markdown text (no emphasis, no table cell break).
+fn md_text(s: &str) -> String {
+    s.chars().fold(String::new(), |mut out, ch| {
+        if matches!(ch, '\\' | '*' | '_' | '|' | '`') {
+            out.push('\\');
+        }
+        out.push(ch);
+        out
+    })
+}
+
+/// `s` as a Markdown code span, exactly: fenced by one backtick more than its longest run of
+/// them, with a space inside the fence where `s` begins or ends with one.
+fn md_code(s: &str) -> String {
+    let longest = s.split(|ch| ch != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    let pad = if s.starts_with('`') || s.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{s}{pad}{fence}")
 }
 
 /// Each entrant a row: its runs as dots, its interval as a bar, its mean as a tick.
@@ -1171,14 +1210,11 @@ mod tests {
                 "my-client {torrent}",
             ]),
             v(&["aria2c {torrent}"]),
-            v(&["tyrant", "mine"]),
+            v(&["tyrant", "mine", "ws"]),
         )
         .unwrap();
         let names: Vec<String> = es.iter().map(Entrant::name).collect();
-        assert_eq!(
-            names,
-            ["deadline", "tyrant", "mine", "aria2c {torrent} [web seed]"]
-        );
+        assert_eq!(names, ["deadline", "tyrant", "mine", "ws"]);
         let err = |p: Vec<Policy>, c: &[&str], n: &[&str]| {
             entrants(p, v(c), vec![], v(n)).unwrap_err().to_string()
         };
@@ -1186,21 +1222,43 @@ mod tests {
         assert!(err(vec![Policy::Deadline], &["a"], &["deadline"]).contains("\"deadline\""));
         assert!(err(vec![], &["a", "a"], &[]).contains("two entrants"));
         assert!(err(vec![], &["a"], &[" "]).contains("empty"));
+        assert!(err(vec![], &[" "], &[]).contains("empty --client line"));
+        assert!(err(vec![], &["a"], &["x\ny"]).contains("line break"));
+        assert!(err(vec![], &["a\nb"], &[]).contains("give it a --name"));
         assert!(entrants(vec![Policy::Rarest, Policy::Rarest], vec![], vec![], vec![]).is_err());
 
         let d = tempfile::tempdir().unwrap();
         let c = Comparison {
             out: d.path().into(),
-            ..cmp(es[..2].to_vec())
+            ..cmp(vec![es[0].clone(), es[1].clone(), es[3].clone()])
         };
-        let runs = vec![row("deadline", 42, 0.1), row("tyrant", 42, 0.05)];
+        let runs = vec![
+            row("deadline", 42, 0.1),
+            row("tyrant", 42, 0.05),
+            row("ws", 42, 0.2),
+        ];
         write_outputs(&c, &runs).unwrap();
         let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
         assert!(md.contains("| tyrant | 1 |"), "{md}");
         assert!(
-            md.contains("- **tyrant**: `vod-client --choker tyrant {torrent}`"),
+            md.contains("- **tyrant**: `vod-client --choker tyrant {torrent}`\n"),
             "{md}"
         );
+        assert!(
+            md.contains("- **ws**: `aria2c {torrent}`, with the VoD server as its web seed"),
+            "{md}"
+        );
+        let json = std::fs::read_to_string(d.path().join("summary.json")).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            json["commands"]["tyrant"],
+            "vod-client --choker tyrant {torrent}"
+        );
+        // A name or a line Markdown would read as markup is shown as typed.
+        assert_eq!(md_text("a|b*c_"), "a\\|b\\*c\\_");
+        assert_eq!(md_code("echo `date`"), "`` echo `date` ``");
+        assert_eq!(md_code("`x`"), "`` `x` ``");
+        assert_eq!(md_code("x"), "`x`");
     }
 
     #[test]
