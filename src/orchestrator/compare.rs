@@ -70,6 +70,8 @@ impl From<LineForm> for Line {
     }
 }
 
+/// An unnamed line, for the tests' entrants.
+#[cfg(test)]
 impl From<&str> for Line {
     fn from(cmd: &str) -> Line {
         Line {
