@@ -10,9 +10,11 @@
 //! ends its world itself before `compare` exits.
 //!
 //! Then, in `OUT`: `compare.md` (per entrant: mean, median, sd and a 95 % bootstrap interval of
-//! the penalty's share of the file; per pair: the paired difference with its interval, and a
-//! verdict only where the interval excludes 0), `summary.json`, and `compare.svg` (each run a
-//! dot, each interval a bar).
+//! the penalty's share of the file; per pair: the paired difference with its interval, a
+//! verdict only where the interval excludes 0, and how many pairs would settle that
+//! difference nine times in ten, so that a user can tell a close call from a level one and
+//! plan the next compare), `summary.json`, and `compare.svg` (each run a dot, each interval a
+//! bar).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -722,6 +724,12 @@ pub struct PairStats {
     pub ci95: (f64, f64),
     /// Which is better (lower penalty), or "not settled" when the interval holds 0.
     pub verdict: String,
+    /// The sd of the paired differences.
+    pub sd_difference: f64,
+    /// Pairs a compare would need to settle this pair nine times in ten, if the difference
+    /// and its spread are what these pairs show (`stats::pairs_for_90pct_power`): more than
+    /// `pairs`, and the same compare run again may well give another verdict.
+    pub pairs_for_90pct_power: Option<usize>,
 }
 
 const RESAMPLES: usize = 10_000;
@@ -779,6 +787,8 @@ fn pairs(c: &Comparison, runs: &[Run]) -> Vec<PairStats> {
                 mean_difference: stats::mean(&d),
                 ci95: ci,
                 verdict,
+                sd_difference: stats::sd(&d),
+                pairs_for_90pct_power: stats::pairs_for_90pct_power(&d),
             });
         }
     }
@@ -820,7 +830,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} .. {} |",
-            s.entrant.replace('|', "\\|"),
+            md_text(&s.entrant),
             s.runs,
             pct(s.mean),
             pct(s.median),
@@ -840,7 +850,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
                 "\n**{}** uploaded above its cap in {} of its {} runs (up to {peak:.0} KB/s over {window:.0} s, \
                  the world's count): uploads buy the world's unchokes, so those runs are not \
                  comparable with a capped client's.",
-                s.entrant.replace('|', "\\|"),
+                md_text(&s.entrant),
                 over.len(),
                 s.runs,
                 window = crate::vod::referee::UPLOAD_WINDOW,
@@ -869,19 +879,33 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         let _ = write!(md, "\nNamed entrants:\n\n{}\n", legend.join("\n"));
     }
     md.push_str(
-        "\n| A − B | pairs | mean difference | 95 % CI | verdict |\n|---|---|---|---|---|\n",
+        "\n| A − B | pairs | mean difference | 95 % CI | verdict | pairs for 90 % power |\n\
+         |---|---|---|---|---|---|\n",
     );
     for q in &p {
         let _ = writeln!(
             md,
-            "| {} − {} | {} | {} | {} .. {} | {} |",
-            q.a.replace('|', "\\|"),
-            q.b.replace('|', "\\|"),
+            "| {} − {} | {} | {} | {} .. {} | {} | {} |",
+            md_text(&q.a),
+            md_text(&q.b),
             q.pairs,
             pct(q.mean_difference),
             pct(q.ci95.0),
             pct(q.ci95.1),
-            q.verdict.replace('|', "\\|")
+            md_text(&q.verdict),
+            q.pairs_for_90pct_power
+                .map_or_else(|| "–".to_string(), |n| n.to_string())
+        );
+    }
+    if !p.is_empty() {
+        md.push_str(
+            "\nPairs for 90 % power: how many pairs (seeds, at --repeat 1) a compare needs to \
+             settle that pair nine times in ten, if the difference and its spread are what \
+             these pairs show (normal approximation; – where there are under three pairs, or \
+             the difference is too close to 0 for any number). Where it is above the pairs \
+             run, the same compare run again may well give another verdict. It is an estimate \
+             for planning the next compare: fix its seeds before it runs, not by watching the \
+             interval.\n",
         );
     }
     write_atomic(&c.out.join("compare.md"), md.as_bytes())?;
@@ -1169,6 +1193,14 @@ mod tests {
             md.contains("| sequential | 6 |") && md.contains("sequential better"),
             "{md}"
         );
+        // The pairs differ by the same 25 points every seed: no spread, two pairs would do.
+        assert_eq!(p[0].pairs_for_90pct_power, Some(2));
+        assert!(md.contains("| sequential better | 2 |"), "{md}");
+        assert!(md.contains("Pairs for 90 % power:"), "{md}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["pairs"][0]["pairs_for_90pct_power"], 2);
         assert!(
             md.contains("**sequential** uploaded above its cap in 1 of its 6 runs (up to 58 KB/s"),
             "{md}"
@@ -1198,6 +1230,36 @@ mod tests {
         );
         std::fs::write(&csv, "head\nnot,a,row\n").unwrap();
         assert!(read_runs(&csv).unwrap_err().to_string().contains("line 2"));
+    }
+
+    /// A client line is shown in the tables as typed: Markdown in it neither splits a cell
+    /// nor turns into emphasis; a pair that differs by chance gets a pairs-for-power figure.
+    #[test]
+    fn table_cells_show_lines_as_typed() {
+        let d = tempfile::tempdir().unwrap();
+        let line = "my_client --a *b* | c";
+        let c = Comparison {
+            out: d.path().into(),
+            ..cmp(vec![
+                Entrant::Policy(Policy::Deadline),
+                Entrant::Client(line.into()),
+            ])
+        };
+        let runs: Vec<Run> = [(0.10, 0.12), (0.20, 0.24), (0.15, 0.15), (0.30, 0.36)]
+            .iter()
+            .zip(42..)
+            .flat_map(|(&(a, b), seed)| [row("deadline", seed, a), row(line, seed, b)])
+            .collect();
+        write_outputs(&c, &runs).unwrap();
+        let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+        let cell = r"my\_client --a \*b\* \| c";
+        assert!(md.contains(&format!("| {cell} | 4 |")), "{md}");
+        assert!(md.contains(&format!("| deadline − {cell} | 4 |")), "{md}");
+        // Differences −2, −4, 0 and −6 points: mean −3, sd 2.58, so ((1.96 + 1.28) · 2.58 /
+        // 3)² = 7.8: eight pairs for a verdict nine times in ten.
+        let p = pairs(&c, &runs);
+        assert_eq!(p[0].pairs_for_90pct_power, Some(8), "{p:?}");
+        assert!(md.contains(" | 8 |\n"), "{md}");
     }
 
     /// `--name` names the command lines in order; a name is the resume key, so two entrants

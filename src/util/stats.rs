@@ -53,6 +53,23 @@ pub fn bootstrap_ci(x: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
     (at(0.025), at(0.975))
 }
 
+/// How many pairs a paired comparison needs to settle (95 % interval apart from 0) nine
+/// times in ten, if the true mean difference and its spread are those of `d`: the normal
+/// approximation n = ((z₀.₉₇₅ + z₀.₉₀) · sd / |mean|)², z₀.₉₇₅ = 1.96 and z₀.₉₀ = 1.28. It is
+/// an estimate from the pairs at hand, for planning the next comparison (its seeds chosen
+/// before it runs), not a test. `None` from fewer than three pairs (no spread to trust), or
+/// where it would be over 100,000 (a mean difference of about 0: nothing to find); never
+/// under 2.
+pub fn pairs_for_90pct_power(d: &[f64]) -> Option<usize> {
+    const Z: f64 = 1.959_964 + 1.281_552;
+    let m = mean(d).abs();
+    if d.len() < 3 || !m.is_finite() {
+        return None;
+    }
+    let n = (Z * sd(d) / m).powi(2);
+    (n <= 100_000.0).then(|| (n.ceil() as usize).max(2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +103,31 @@ mod tests {
         let d = [-5.0, -4.0, -6.0, -5.5, -4.5];
         let (lo, hi) = bootstrap_ci(&d, 10_000, 1);
         assert!(hi < 0.0, "{lo}..{hi}");
+    }
+
+    #[test]
+    fn pairs_for_power_follow_the_textbook_formula() {
+        // Mean difference 1, sd √3: ((1.96 + 1.28) · √3 / 1)² = 31.5, so 32 pairs.
+        let d = [-1.0, 1.0, 3.0, -1.0, 1.0, 3.0, -1.0, 1.0, 3.0];
+        assert!((mean(&d) - 1.0).abs() < 1e-12);
+        assert!((sd(&d) - 3f64.sqrt()).abs() < 1e-12);
+        let n = pairs_for_90pct_power(&d).unwrap();
+        assert_eq!(n, 32);
+        // Twice the spread needs four times the pairs; the sign of the difference does not matter.
+        let wide: Vec<f64> = d.iter().map(|x| 1.0 + 2.0 * (x - 1.0)).collect();
+        let n4 = pairs_for_90pct_power(&wide).unwrap();
+        assert!((n4 as f64 / n as f64 - 4.0).abs() < 0.1, "{n4} against {n}");
+        let neg: Vec<f64> = d.iter().map(|x| -x).collect();
+        assert_eq!(pairs_for_90pct_power(&neg), Some(n));
+        // Nothing to estimate from: too few pairs, or no difference.
+        assert_eq!(pairs_for_90pct_power(&[1.0, 2.0]), None);
+        assert_eq!(pairs_for_90pct_power(&[-1.0, 0.0, 1.0]), None);
+        assert_eq!(
+            pairs_for_90pct_power(&[-0.1, 0.02, 0.1, -0.02]),
+            None,
+            "float noise"
+        );
+        // No spread: two pairs settle it.
+        assert_eq!(pairs_for_90pct_power(&[2.0; 4]), Some(2));
     }
 }
