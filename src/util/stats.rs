@@ -37,15 +37,37 @@ pub fn sd(x: &[f64]) -> f64 {
 /// The 95 % percentile bootstrap interval of the mean (`resamples` draws with replacement).
 /// One value gives that value twice: no interval can be told from one run.
 pub fn bootstrap_ci(x: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
-    if x.len() < 2 {
-        let v = x.first().copied().unwrap_or(f64::NAN);
+    let singles: Vec<Vec<f64>> = x.iter().map(|&v| vec![v]).collect();
+    bootstrap_ci_by_group(&singles, resamples, seed)
+}
+
+/// The 95 % percentile bootstrap interval of the mean of values that come in groups (a
+/// comparison's runs of one seed): each resample draws whole groups with replacement, so values
+/// that are alike because they share a group (one world, run again) count as the one
+/// observation they partly are, and the interval is as wide as the groups' spread says. With
+/// one value per group this is [`bootstrap_ci`], draw for draw. With a single group there is
+/// nothing to draw groups from, and its values are resampled one by one (the interval then
+/// speaks for that group only).
+pub fn bootstrap_ci_by_group(groups: &[Vec<f64>], resamples: usize, seed: u64) -> (f64, f64) {
+    let groups: Vec<&Vec<f64>> = groups.iter().filter(|g| !g.is_empty()).collect();
+    let all: Vec<f64> = groups.iter().copied().flatten().copied().collect();
+    if all.len() < 2 {
+        let v = all.first().copied().unwrap_or(f64::NAN);
         return (v, v);
+    }
+    if groups.len() < 2 {
+        return bootstrap_ci(&all, resamples, seed);
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut means: Vec<f64> = (0..resamples.max(1))
         .map(|_| {
-            let s: f64 = (0..x.len()).map(|_| x[rng.random_range(0..x.len())]).sum();
-            s / x.len() as f64
+            let (mut sum, mut n) = (0.0, 0usize);
+            for _ in 0..groups.len() {
+                let g = groups[rng.random_range(0..groups.len())];
+                sum += g.iter().sum::<f64>();
+                n += g.len();
+            }
+            sum / n as f64
         })
         .collect();
     means.sort_by(f64::total_cmp);
@@ -103,6 +125,38 @@ mod tests {
         let d = [-5.0, -4.0, -6.0, -5.5, -4.5];
         let (lo, hi) = bootstrap_ci(&d, 10_000, 1);
         assert!(hi < 0.0, "{lo}..{hi}");
+    }
+
+    #[test]
+    fn grouped_values_are_drawn_whole() {
+        // Two worlds, each run four times: alike within, far apart between.
+        let groups = vec![vec![0.0, 0.1, 0.0, 0.1], vec![10.0, 10.1, 10.0, 10.1]];
+        let all: Vec<f64> = groups.iter().flatten().copied().collect();
+        let (glo, ghi) = bootstrap_ci_by_group(&groups, 10_000, 3);
+        let (lo, hi) = bootstrap_ci(&all, 10_000, 3);
+        // Two groups drawn whole: the mean is one world's, the other's, or half way.
+        assert!(glo < 0.1 && ghi > 10.0, "{glo}..{ghi}");
+        // Eight values one by one rarely all come from one world: a narrower interval.
+        assert!(
+            lo > glo + 1.0 && hi < ghi - 1.0,
+            "{lo}..{hi} against {glo}..{ghi}"
+        );
+        // One value a group is the plain bootstrap, draw for draw; one group resamples its
+        // values; empty groups are no groups.
+        let x = [4.2, 2.8, 5.1, 5.8, 3.7, 11.8];
+        let singles: Vec<Vec<f64>> = x.iter().map(|&v| vec![v]).collect();
+        assert_eq!(
+            bootstrap_ci_by_group(&singles, 1000, 5),
+            bootstrap_ci(&x, 1000, 5)
+        );
+        assert_eq!(
+            bootstrap_ci_by_group(&[x.to_vec(), vec![]], 1000, 5),
+            bootstrap_ci(&x, 1000, 5)
+        );
+        assert_eq!(
+            bootstrap_ci_by_group(&[vec![], vec![2.5]], 100, 1),
+            (2.5, 2.5)
+        );
     }
 
     #[test]
