@@ -46,7 +46,7 @@ pub enum Command {
     /// Start, wait for my client to exit, print the result, stop.
     Run(RunArgs),
     /// Run every entrant on every seed, paired and one at a time; print the verdicts.
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
     /// Run one shard of a world (--shard I/K) against another testbed's tracker, in the
     /// foreground until stopped: a world across nodes.
     World(WorldArgs),
@@ -177,6 +177,12 @@ pub struct CompareArgs {
     /// resumes there)
     #[arg(long, default_value = "run/compare")]
     pub out: PathBuf,
+    /// Run nothing: read the runs.csv of this finished compare's --out (repeatable) and write
+    /// the tables of all of them together in --out, a seed run in two folders counting as one
+    /// seed run twice; the entrants are those given (a --client by its name in the folders'
+    /// tables), or all that the folders name
+    #[arg(long = "from", conflicts_with_all = ["slurm", "repeat", "seeds", "jobs"])]
+    pub from: Vec<PathBuf>,
     /// Experiments run together, each with its own run folder, port and namespace (the
     /// tables then say so: runs that share the CPU are noisier)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
@@ -447,6 +453,10 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Compare(a) => {
             use orchestrator::compare::{compare, entrants, parse_seeds, Comparison};
             let entrants = entrants(a.policies, a.clients, a.web_seed_clients, a.names)?;
+            if !a.from.is_empty() {
+                return orchestrator::compare::pool(&a.from, entrants, &a.out)
+                    .map(|()| ExitCode::SUCCESS);
+            }
             compare(&Comparison {
                 config: a.config.source(),
                 seeds: parse_seeds(&a.seeds).map_err(anyhow::Error::msg)?,
@@ -459,6 +469,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                     time: a.time,
                     sbatch_args: a.sbatch_args,
                 }),
+                pooled_from: Vec::new(),
             })?
         }
         Command::SlurmTask(a) => orchestrator::slurm::task(&a.plan, a.index)?,

@@ -170,6 +170,9 @@ pub struct Comparison {
     pub jobs: usize,
     /// Run as one Slurm job array instead of here.
     pub slurm: Option<super::slurm::Slurm>,
+    /// (`--from`) The finished compares whose runs these are, with how many each gave: a
+    /// pooled comparison runs nothing.
+    pub pooled_from: Vec<(PathBuf, usize)>,
 }
 
 /// One row of `runs.csv`.
@@ -370,6 +373,149 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
         );
     }
     write_outputs(c, &runs)
+}
+
+/// `testbed compare --from DIR...`: the runs of finished compares, read together and written
+/// as one comparison in `out`, running nothing. A folder's runs of a seed count as more runs
+/// of that seed (its repeats are numbered after the folders before it), so a seed run in two
+/// compares is one seed run twice, and the intervals resample it whole. The entrants are those
+/// of `entrants`' names (a `--client` is picked by its name in the folders' tables), else every
+/// entrant the folders name, in the order they first appear.
+/// Folders whose compares ran different configs are refused: their runs are not of one
+/// world. Which builds ran them, runs.csv does not know; the tables list the folders.
+pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Result<()> {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut counts = Vec::new();
+    let mut commands: BTreeMap<String, String> = BTreeMap::new();
+    let mut config: Option<(PathBuf, PathBuf)> = None;
+    let same = |a: &Path, b: &Path| {
+        std::fs::canonicalize(a)
+            .ok()
+            .is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a))
+    };
+    for (k, dir) in from.iter().enumerate() {
+        if from[..k].iter().any(|d| same(d, dir)) {
+            anyhow::bail!(
+                "--from {}: given twice; its runs would count twice as if run again",
+                dir.display()
+            );
+        }
+        if same(dir, out) {
+            anyhow::bail!(
+                "--from {}: it is also --out, and the pooled runs.csv would replace its own; give another --out",
+                dir.display()
+            );
+        }
+        let csv = dir.join("runs.csv");
+        if !csv.is_file() {
+            anyhow::bail!(
+                "--from {}: no runs.csv there (is it a compare's --out?)",
+                dir.display()
+            );
+        }
+        let mut mine = read_runs(&csv)?;
+        let summary: Option<serde_json::Value> = std::fs::read_to_string(dir.join("summary.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(path) = summary.as_ref().and_then(|j| j["config"].as_str()) {
+            let path = PathBuf::from(path);
+            match &config {
+                None => config = Some((dir.clone(), path)),
+                Some((first, p)) if *p != path && !same_text(p, &path) => anyhow::bail!(
+                    "--from {} and {}: their compares ran different configs ({} and {}); pool the runs of one scenario",
+                    first.display(),
+                    dir.display(),
+                    p.display(),
+                    path.display()
+                ),
+                Some(_) => {}
+            }
+        }
+        if let Some(cmds) = summary.as_ref().and_then(|j| j["commands"].as_object()) {
+            for (name, cmd) in cmds {
+                if let Some(cmd) = cmd.as_str() {
+                    commands
+                        .entry(name.clone())
+                        .or_insert_with(|| cmd.to_string());
+                }
+            }
+        }
+        let offset = runs.iter().map(|r| r.repeat + 1).max().unwrap_or(0);
+        for r in &mut mine {
+            r.repeat += offset;
+        }
+        counts.push((dir.clone(), mine.len()));
+        runs.extend(mine);
+    }
+    // The entrants by the names the folders' tables give them: a policy, or a client line
+    // with the command the folders recorded for it.
+    let mut names: Vec<String> = entrants.iter().map(Entrant::name).collect();
+    if names.is_empty() {
+        for r in &runs {
+            if !names.contains(&r.entrant) {
+                names.push(r.entrant.clone());
+            }
+        }
+    }
+    let entrants: Vec<Entrant> = names
+        .into_iter()
+        .map(
+            |name| match <Policy as clap::ValueEnum>::from_str(&name, false) {
+                Ok(p) => Entrant::Policy(p),
+                Err(_) => Entrant::Client(match commands.get(&name) {
+                    Some(cmd) if *cmd != name => Line {
+                        cmd: cmd.clone(),
+                        name: Some(name),
+                    },
+                    _ => Line {
+                        cmd: name,
+                        name: None,
+                    },
+                }),
+            },
+        )
+        .collect();
+    let names: BTreeSet<String> = entrants.iter().map(Entrant::name).collect();
+    runs.retain(|r| names.contains(&r.entrant));
+    if entrants.len() < 2 {
+        anyhow::bail!(
+            "--from: the folders name {} entrant(s); a comparison needs two",
+            entrants.len()
+        );
+    }
+    for e in &entrants {
+        if !runs.iter().any(|r| r.entrant == e.name()) {
+            anyhow::bail!("--from: no folder has a run of {:?}", e.name());
+        }
+    }
+    let seed_range = runs.iter().map(|r| r.seed).min().unwrap_or(0)
+        ..=runs.iter().map(|r| r.seed).max().unwrap_or(0);
+    let mut per_seed: BTreeMap<(&str, u64), u32> = BTreeMap::new();
+    for r in &runs {
+        *per_seed.entry((r.entrant.as_str(), r.seed)).or_default() += 1;
+    }
+    let repeat = per_seed.values().copied().max().unwrap_or(1);
+    std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
+    let text: String = std::iter::once(format!("{HEADER}\n"))
+        .chain(runs.iter().map(Run::csv))
+        .collect();
+    write_atomic(&out.join("runs.csv"), text.as_bytes())?;
+    let c = Comparison {
+        config: super::config::Source::file(config.map(|(_, p)| p).unwrap_or_default()),
+        seeds: seed_range,
+        repeat,
+        entrants,
+        out: out.to_path_buf(),
+        jobs: 1,
+        slurm: None,
+        pooled_from: counts,
+    };
+    write_outputs(&c, &runs)
+}
+
+/// Whether two files hold the same bytes (two copies of one config).
+fn same_text(a: &Path, b: &Path) -> bool {
+    matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 /// Whether `runs` has the row of `entrant` on `seed`, repeat `repeat`.
@@ -838,6 +984,20 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         how.join("; ")
     };
     let seeds: BTreeSet<u64> = runs.iter().map(|r| r.seed).collect();
+    let pooled = if c.pooled_from.is_empty() {
+        String::new()
+    } else {
+        let from: Vec<String> = c
+            .pooled_from
+            .iter()
+            .map(|(d, n)| format!("{} ({n} runs)", md_code(&d.display().to_string())))
+            .collect();
+        format!(
+            "Pooled from {}: nothing was run again; a folder's runs of a seed count as more runs \
+             of that seed.\n\n",
+            from.join(", ")
+        )
+    };
     let mut per_seed: BTreeMap<(&str, u64), usize> = BTreeMap::new();
     for r in runs {
         *per_seed.entry((r.entrant.as_str(), r.seed)).or_default() += 1;
@@ -854,7 +1014,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         ),
     };
     let mut md = format!(
-        "# testbed compare\n\nPenalty as a share of the file (lower is better), {how}.{grouping}\n\n\
+        "# testbed compare\n\n{pooled}Penalty as a share of the file (lower is better), {how}.{grouping}\n\n\
          | entrant | runs | mean | median | sd | 95 % CI of the mean |\n|---|---|---|---|---|---|\n",
     );
     for s in &t {
@@ -947,6 +1107,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         "jobs": c.jobs,
         "runs_side_by_side": side_by_side,
         "runs_on_slurm": on_slurm,
+        "pooled_from": c.pooled_from.iter().map(|(d, n)| serde_json::json!({"out": d, "runs": n})).collect::<Vec<_>>(),
         "intervals_resample": if seed_again && seeds.len() > 1 { "seeds" } else { "runs" },
         "entrants": t,
         "commands": c
@@ -1099,6 +1260,7 @@ mod tests {
             out: "o".into(),
             jobs: 1,
             slurm: None,
+            pooled_from: Vec::new(),
         }
     }
 
@@ -1154,6 +1316,89 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Two finished compares of the same seeds read as one: each seed twice, the entrants as
+    /// asked, and what cannot be pooled refused with one line.
+    #[test]
+    fn pooled_folders_count_a_seed_twice_and_refuse_what_does_not_pool() {
+        let d = tempfile::tempdir().unwrap();
+        let folder = |name: &str, config: &str, offset: f64| {
+            let dir = d.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut text = format!("{HEADER}\n");
+            for seed in [42, 43] {
+                for (e, share) in [("deadline", 0.05), ("sequential", 0.15), ("mine", 0.30)] {
+                    text.push_str(&row(e, seed, share + offset).csv());
+                }
+            }
+            std::fs::write(dir.join("runs.csv"), text).unwrap();
+            let summary = serde_json::json!({
+                "config": config,
+                "commands": {"mine": "vod-client --choker tyrant {torrent}"},
+            });
+            std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+            dir
+        };
+        let (a, b) = (folder("a", "x.yaml", 0.0), folder("b", "x.yaml", 0.01));
+        let out = d.path().join("pooled");
+        pool(&[a.clone(), b.clone()], Vec::new(), &out).unwrap();
+        let runs = read_runs(&out.join("runs.csv")).unwrap();
+        assert_eq!(runs.len(), 12);
+        assert_eq!(
+            runs.iter().filter(|r| r.repeat == 1).count(),
+            6,
+            "b's runs come after a's"
+        );
+        let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+        assert!(
+            md.contains("(6 runs)") && md.contains("Pooled from"),
+            "{md}"
+        );
+        assert!(md.contains("the intervals resample the 2 seeds"), "{md}");
+        assert!(md.contains("| deadline − sequential | 4 |"), "{md}");
+        assert!(
+            md.contains("- **mine**: `vod-client --choker tyrant {torrent}`"),
+            "the line the folders recorded: {md}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["pooled_from"][1]["runs"], 6);
+        assert_eq!(json["config"], "x.yaml");
+        // Two of the three, a client picked by its name in the tables.
+        let two = vec![
+            Entrant::Policy(Policy::Sequential),
+            Entrant::Client("mine".into()),
+        ];
+        pool(&[a.clone(), b.clone()], two, &out).unwrap();
+        let runs = read_runs(&out.join("runs.csv")).unwrap();
+        assert_eq!(runs.len(), 8);
+        assert!(runs.iter().all(|r| r.entrant != "deadline"));
+        // What does not pool.
+        let err = |from: &[PathBuf], out: &Path, entrants: Vec<Entrant>| {
+            format!("{:#}", pool(from, entrants, out).unwrap_err())
+        };
+        let other = folder("c", "y.yaml", 0.0);
+        let e = err(&[a.clone(), other], &out, Vec::new());
+        assert!(e.contains("different configs (x.yaml and y.yaml)"), "{e}");
+        let e = err(&[a.clone(), b.clone()], &a, Vec::new());
+        assert!(e.contains("it is also --out"), "{e}");
+        let e = err(&[a.clone(), d.path().join("a/../a")], &out, Vec::new());
+        assert!(e.contains("given twice"), "{e}");
+        let e = err(&[a.clone(), d.path().join("nowhere")], &out, Vec::new());
+        assert!(e.contains("nowhere: no runs.csv there"), "{e}");
+        let e = err(
+            std::slice::from_ref(&a),
+            &out,
+            vec![
+                Entrant::Policy(Policy::Rarest),
+                Entrant::Client("mine".into()),
+            ],
+        );
+        assert!(e.contains("no folder has a run of \"rarest\""), "{e}");
+        // The sources are read, never written.
+        assert_eq!(read_runs(&a.join("runs.csv")).unwrap().len(), 6);
     }
 
     /// Three runs of each of four seeds, where the runs of a seed agree and the seeds do not:

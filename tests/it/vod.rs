@@ -543,6 +543,36 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
         csv,
         "no run twice"
     );
+    // Read back with --from, as a pool of one folder: nothing runs, and the same pair comes
+    // out with the same difference; the folder read is left as it was.
+    let pooled = s.root().join("pooled");
+    let o = s
+        .command(
+            "compare",
+            &[
+                "--from",
+                out.to_str().unwrap(),
+                "--out",
+                pooled.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let difference = |md: &str| {
+        md.lines()
+            .find(|l| l.starts_with("| rarest − deadline | 2 |"))
+            .map(str::to_string)
+    };
+    let pooled_md = String::from_utf8(read(&pooled.join("compare.md"))).unwrap();
+    assert!(pooled_md.contains("Pooled from"), "{pooled_md}");
+    assert_eq!(difference(&pooled_md), difference(&md), "{pooled_md}");
+    assert_eq!(
+        String::from_utf8(read(&pooled.join("runs.csv"))).unwrap(),
+        csv,
+        "one folder: its rows as they were"
+    );
+    assert_eq!(String::from_utf8(read(&out.join("runs.csv"))).unwrap(), csv);
 }
 
 /// Ctrl-C (SIGINT) to a compare with two runs under way: both are told to stop and end their
