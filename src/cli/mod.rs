@@ -181,7 +181,7 @@ pub struct CompareArgs {
     /// the tables of all of them together in --out, a seed run in two folders counting as one
     /// seed run twice; the entrants are those given (a --client by its name in the folders'
     /// tables), or all that the folders name
-    #[arg(long = "from", conflicts_with_all = ["slurm", "repeat", "seeds", "jobs"])]
+    #[arg(long = "from", conflicts_with_all = ["slurm", "repeat", "seeds", "jobs", "config"])]
     pub from: Vec<PathBuf>,
     /// Experiments run together, each with its own run folder, port and namespace (the
     /// tables then say so: runs that share the CPU are noisier)
@@ -458,6 +458,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                     .map(|()| ExitCode::SUCCESS);
             }
             compare(&Comparison {
+                config_sha1: orchestrator::compare::file_sha1(&a.config.config),
                 config: a.config.source(),
                 seeds: parse_seeds(&a.seeds).map_err(anyhow::Error::msg)?,
                 repeat: a.repeat.max(1),

@@ -147,6 +147,11 @@ pub fn entrants(
                 "{name:?}: an entrant's name has a line break, and runs.csv keeps a run a line; give it a --name"
             );
         }
+        if e.line().is_some() && <Policy as clap::ValueEnum>::from_str(&name, false).is_ok() {
+            anyhow::bail!(
+                "{name:?}: a client entrant named like a built-in policy would be read back as that policy (--from, the tables); give it another --name"
+            );
+        }
         if !seen.insert(name.clone()) {
             anyhow::bail!(
                 "two entrants are named {name:?}: their runs would share one key in runs.csv; leave one out or --name them apart"
@@ -173,6 +178,17 @@ pub struct Comparison {
     /// (`--from`) The finished compares whose runs these are, with how many each gave: a
     /// pooled comparison runs nothing.
     pub pooled_from: Vec<(PathBuf, usize)>,
+    /// The SHA-1 of the config's bytes, written to summary.json so that `--from` pools only
+    /// runs of one scenario (by content: the same path may have been edited between two
+    /// compares). `None`: unknown.
+    pub config_sha1: Option<String>,
+}
+
+/// The SHA-1 (hex) of a file's bytes; `None` if it cannot be read.
+pub fn file_sha1(path: &Path) -> Option<String> {
+    use sha1::Digest;
+    let bytes = std::fs::read(path).ok()?;
+    Some(crate::util::hex(&sha1::Sha1::digest(&bytes)))
 }
 
 /// One row of `runs.csv`.
@@ -258,10 +274,13 @@ fn csv_split(line: &str) -> Vec<String> {
     out
 }
 
-/// The rows of a `runs.csv` (none when it is missing).
+/// The rows of a `runs.csv` (none when it is missing; an error when it is there but cannot
+/// be read, so that a compare never takes an unreadable file for no runs).
 pub fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(Vec::new());
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
     };
     text.lines()
         .enumerate()
@@ -386,8 +405,13 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
 pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Result<()> {
     let mut runs: Vec<Run> = Vec::new();
     let mut counts = Vec::new();
-    let mut commands: BTreeMap<String, String> = BTreeMap::new();
-    let mut config: Option<(PathBuf, PathBuf)> = None;
+    let mut commands: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
+    // The first folder that named its config, with the config's path and digest.
+    let mut config: Option<(PathBuf, PathBuf, Option<String>)> = None;
+    // Every run seen so far, but for its repeat number: a copy of a compare, or a pooled
+    // folder beside one of its own sources, holds the same runs again.
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut table_order: Vec<String> = Vec::new();
     let same = |a: &Path, b: &Path| {
         std::fs::canonicalize(a)
             .ok()
@@ -414,29 +438,103 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
             );
         }
         let mut mine = read_runs(&csv)?;
+        // Two runs alike in every column (to a tenth of a second) are one run seen twice;
+        // one such pair could be chance, two cannot.
+        let twice: Vec<(&Run, PathBuf)> = mine
+            .iter()
+            .filter_map(|r| {
+                let key = Run {
+                    repeat: 0,
+                    ..r.clone()
+                }
+                .csv();
+                seen.get(&key).map(|first| (r, first.clone()))
+            })
+            .collect();
+        if let Some((r, first)) = twice.first().filter(|_| twice.len() >= 2.min(mine.len())) {
+            anyhow::bail!(
+                "--from {} and {}: both hold the same runs ({} of them, such as {} on seed {}); a copy of a compare, or a pooled folder beside its sources, would count them twice",
+                first.display(),
+                dir.display(),
+                twice.len(),
+                r.entrant,
+                r.seed
+            );
+        }
+        for r in &mine {
+            seen.insert(
+                Run {
+                    repeat: 0,
+                    ..r.clone()
+                }
+                .csv(),
+                dir.clone(),
+            );
+        }
         let summary: Option<serde_json::Value> = std::fs::read_to_string(dir.join("summary.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
-        if let Some(path) = summary.as_ref().and_then(|j| j["config"].as_str()) {
-            let path = PathBuf::from(path);
+        let path = summary
+            .as_ref()
+            .and_then(|j| j["config"].as_str())
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let digest = summary
+            .as_ref()
+            .and_then(|j| j["config_sha1"].as_str())
+            .map(str::to_string);
+        if let Some(path) = path {
             match &config {
-                None => config = Some((dir.clone(), path)),
-                Some((first, p)) if *p != path && !same_text(p, &path) => anyhow::bail!(
-                    "--from {} and {}: their compares ran different configs ({} and {}); pool the runs of one scenario",
-                    first.display(),
-                    dir.display(),
-                    p.display(),
-                    path.display()
-                ),
-                Some(_) => {}
+                None => config = Some((dir.clone(), path, digest)),
+                Some((first, p, d)) => {
+                    let differ = match (d, &digest) {
+                        (Some(a), Some(b)) => a != b,
+                        _ => *p != path && !same_text(p, &path),
+                    };
+                    if differ {
+                        anyhow::bail!(
+                            "--from {} and {}: their compares ran different configs ({} and {}{}); pool the runs of one scenario",
+                            first.display(),
+                            dir.display(),
+                            p.display(),
+                            path.display(),
+                            if p == &path { ", edited in between" } else { "" }
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(table) = summary.as_ref().and_then(|j| j["entrants"].as_array()) {
+            table_order.extend(
+                table
+                    .iter()
+                    .filter_map(|e| e["entrant"].as_str().map(str::to_string)),
+            );
+        }
+        if let Some(sources) = summary.as_ref().and_then(|j| j["pooled_from"].as_array()) {
+            for source in sources.iter().filter_map(|s| s["out"].as_str()) {
+                if let Some(other) = from.iter().find(|d| same(d, Path::new(source))) {
+                    anyhow::bail!(
+                        "--from {} and {}: the first is pooled from the second already, whose runs would count twice",
+                        dir.display(),
+                        other.display()
+                    );
+                }
             }
         }
         if let Some(cmds) = summary.as_ref().and_then(|j| j["commands"].as_object()) {
             for (name, cmd) in cmds {
-                if let Some(cmd) = cmd.as_str() {
-                    commands
-                        .entry(name.clone())
-                        .or_insert_with(|| cmd.to_string());
+                let Some(cmd) = cmd.as_str() else { continue };
+                match commands.get(name) {
+                    None => {
+                        commands.insert(name.clone(), (dir.clone(), cmd.to_string()));
+                    }
+                    Some((first, c)) if c != cmd => anyhow::bail!(
+                        "--from {} and {}: the entrant {name:?} ran {c:?} in one and {cmd:?} in the other; pool one command line under one name",
+                        first.display(),
+                        dir.display()
+                    ),
+                    Some(_) => {}
                 }
             }
         }
@@ -451,6 +549,13 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
     // with the command the folders recorded for it.
     let mut names: Vec<String> = entrants.iter().map(Entrant::name).collect();
     if names.is_empty() {
+        // In the order the folders' tables gave them (runs.csv is in the order runs ended),
+        // then any entrant only runs.csv names.
+        for name in &table_order {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
         for r in &runs {
             if !names.contains(&r.entrant) {
                 names.push(r.entrant.clone());
@@ -462,7 +567,7 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
         .map(
             |name| match <Policy as clap::ValueEnum>::from_str(&name, false) {
                 Ok(p) => Entrant::Policy(p),
-                Err(_) => Entrant::Client(match commands.get(&name) {
+                Err(_) => Entrant::Client(match commands.get(&name).map(|(_, c)| c) {
                     Some(cmd) if *cmd != name => Line {
                         cmd: cmd.clone(),
                         name: Some(name),
@@ -495,13 +600,19 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
         *per_seed.entry((r.entrant.as_str(), r.seed)).or_default() += 1;
     }
     let repeat = per_seed.values().copied().max().unwrap_or(1);
+    refuse_to_replace_a_compare(out)?;
     std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
     let text: String = std::iter::once(format!("{HEADER}\n"))
         .chain(runs.iter().map(Run::csv))
         .collect();
     write_atomic(&out.join("runs.csv"), text.as_bytes())?;
     let c = Comparison {
-        config: super::config::Source::file(config.map(|(_, p)| p).unwrap_or_default()),
+        config: super::config::Source::file(
+            config
+                .as_ref()
+                .map(|(_, p, _)| p.clone())
+                .unwrap_or_default(),
+        ),
         seeds: seed_range,
         repeat,
         entrants,
@@ -509,8 +620,29 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
         jobs: 1,
         slurm: None,
         pooled_from: counts,
+        config_sha1: config.and_then(|(_, _, d)| d),
     };
     write_outputs(&c, &runs)
+}
+
+/// Refuse an `--out` that holds a compare's own runs (a pooled folder's tables can be made
+/// again from its sources, a compare's runs cannot): the default `run/compare` is often one.
+fn refuse_to_replace_a_compare(out: &Path) -> anyhow::Result<()> {
+    if !out.join("runs.csv").exists() {
+        return Ok(());
+    }
+    let pooled = std::fs::read_to_string(out.join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|j| j["pooled_from"].as_array().map(|a| !a.is_empty()))
+        .unwrap_or(false);
+    if !pooled {
+        anyhow::bail!(
+            "--out {}: it holds a compare's own runs.csv, which pooling would replace; give --from another --out",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// Whether two files hold the same bytes (two copies of one config).
@@ -1102,6 +1234,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
     write_atomic(&c.out.join("compare.md"), md.as_bytes())?;
     let json = serde_json::json!({
         "config": c.config.path,
+        "config_sha1": c.config_sha1,
         "seeds": [c.seeds.start(), c.seeds.end()],
         "repeat": c.repeat,
         "jobs": c.jobs,
@@ -1261,6 +1394,7 @@ mod tests {
             jobs: 1,
             slurm: None,
             pooled_from: Vec::new(),
+            config_sha1: None,
         }
     }
 
@@ -1379,7 +1513,7 @@ mod tests {
         let err = |from: &[PathBuf], out: &Path, entrants: Vec<Entrant>| {
             format!("{:#}", pool(from, entrants, out).unwrap_err())
         };
-        let other = folder("c", "y.yaml", 0.0);
+        let other = folder("c", "y.yaml", 0.02);
         let e = err(&[a.clone(), other], &out, Vec::new());
         assert!(e.contains("different configs (x.yaml and y.yaml)"), "{e}");
         let e = err(&[a.clone(), b.clone()], &a, Vec::new());
@@ -1399,6 +1533,91 @@ mod tests {
         assert!(e.contains("no folder has a run of \"rarest\""), "{e}");
         // The sources are read, never written.
         assert_eq!(read_runs(&a.join("runs.csv")).unwrap().len(), 6);
+    }
+
+    /// Pooling never replaces a compare's own runs, never counts one run twice (a copy, or a
+    /// pooled folder beside its source), and never pools two command lines, or two versions of
+    /// one config, under one name.
+    #[test]
+    fn pooling_refuses_to_lose_or_double_count_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let folder = |name: &str, summary: serde_json::Value, offset: f64| {
+            let dir = d.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut text = format!("{HEADER}\n");
+            for seed in [42, 43] {
+                for (e, share) in [("deadline", 0.05), ("mine", 0.30)] {
+                    text.push_str(&row(e, seed, share + offset).csv());
+                }
+            }
+            std::fs::write(dir.join("runs.csv"), text).unwrap();
+            std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+            dir
+        };
+        let summary = |sha: &str, cmd: &str| serde_json::json!({"config": "x.yaml", "config_sha1": sha, "commands": {"mine": cmd}});
+        let a = folder("a", summary("1111", "mine-client"), 0.0);
+        let b = folder("b", summary("1111", "mine-client"), 0.01);
+        let err = |from: &[PathBuf], out: &Path| {
+            format!("{:#}", pool(from, Vec::new(), out).unwrap_err())
+        };
+        // A compare's own folder as --out (the default run/compare often is one).
+        let own = folder("own", summary("1111", "mine-client"), 0.02);
+        let before = std::fs::read(own.join("runs.csv")).unwrap();
+        let e = err(&[a.clone(), b.clone()], &own);
+        assert!(e.contains("holds a compare's own runs.csv"), "{e}");
+        assert_eq!(
+            std::fs::read(own.join("runs.csv")).unwrap(),
+            before,
+            "nothing lost"
+        );
+        // A pooled folder as --out is made again.
+        let pooled = d.path().join("pooled");
+        pool(&[a.clone(), b.clone()], Vec::new(), &pooled).unwrap();
+        pool(&[a.clone(), b.clone()], Vec::new(), &pooled).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(pooled.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            json["config_sha1"], "1111",
+            "the sources' config digest is kept"
+        );
+        // The same runs twice: a copy, or the pool beside one of its sources.
+        let copy = d.path().join("copy");
+        std::fs::create_dir_all(&copy).unwrap();
+        std::fs::copy(a.join("runs.csv"), copy.join("runs.csv")).unwrap();
+        let e = err(&[a.clone(), copy.clone()], &d.path().join("p2"));
+        assert!(e.contains("both hold the same runs (4 of them"), "{e}");
+        let e = err(&[pooled.clone(), b.clone()], &d.path().join("p3"));
+        assert!(e.contains("pooled from the second already"), "{e}");
+        // One name, two command lines; one config path, edited between two compares.
+        let other = folder("other", summary("1111", "another-client"), 0.03);
+        let e = err(&[a.clone(), other], &d.path().join("p4"));
+        assert!(
+            e.contains("the entrant \"mine\" ran \"mine-client\" in one and \"another-client\""),
+            "{e}"
+        );
+        let edited = folder("edited", summary("2222", "mine-client"), 0.04);
+        let e = err(&[a.clone(), edited], &d.path().join("p5"));
+        assert!(
+            e.contains("different configs (x.yaml and x.yaml, edited in between)"),
+            "{e}"
+        );
+        // A runs.csv that is there but cannot be read is an error, not "no runs".
+        let broken = d.path().join("broken");
+        std::fs::create_dir_all(&broken).unwrap();
+        std::fs::write(broken.join("runs.csv"), [0xff, 0xfe, 0x00]).unwrap();
+        let e = err(&[a.clone(), broken], &d.path().join("p6"));
+        assert!(e.contains("broken/runs.csv"), "{e}");
+        // A client named like a policy would come back from runs.csv as that policy.
+        let e = entrants(
+            Vec::new(),
+            vec!["my-client".into()],
+            Vec::new(),
+            vec!["deadline".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("named like a built-in policy"), "{e}");
     }
 
     /// Three runs of each of four seeds, where the runs of a seed agree and the seeds do not:

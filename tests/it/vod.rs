@@ -545,17 +545,11 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
     );
     // Read back with --from, as a pool of one folder: nothing runs, and the same pair comes
     // out with the same difference; the folder read is left as it was.
+    // (No --config: the folders say which config they ran, and --from refuses another.)
     let pooled = s.root().join("pooled");
-    let o = s
-        .command(
-            "compare",
-            &[
-                "--from",
-                out.to_str().unwrap(),
-                "--out",
-                pooled.to_str().unwrap(),
-            ],
-        )
+    let o = Command::new(testbed_bin())
+        .args(["compare", "--from", out.to_str().unwrap()])
+        .args(["--out", pooled.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -573,6 +567,14 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
         "one folder: its rows as they were"
     );
     assert_eq!(String::from_utf8(read(&out.join("runs.csv"))).unwrap(), csv);
+    // --config beside --from is refused: the folders' own configs decide.
+    let o = s
+        .command("compare", &["--from", out.to_str().unwrap(), "--out"])
+        .arg(s.root().join("pooled-2"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--config"), "{err}");
 }
 
 /// Ctrl-C (SIGINT) to a compare with two runs under way: both are told to stop and end their
