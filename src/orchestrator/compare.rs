@@ -219,14 +219,17 @@ pub struct Run {
     /// (`None`: a row from before the column).
     pub upload_peak: Option<f64>,
     pub upload_over_cap: bool,
+    /// The `testbed` build that ran it: the first 12 hex digits of the SHA-1 of its binary
+    /// (empty: a row from before the column). Pooled runs of two builds are two worlds.
+    pub build: String,
 }
 
-const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs,first_piece_at,upload_peak_kbps,upload_over_cap";
+const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs,first_piece_at,upload_peak_kbps,upload_over_cap,build";
 
 impl Run {
     pub(super) fn csv(&self) -> String {
         format!(
-            "{},{},{},{:.6},{},{},{},{},{:.1},{},{},{},{},{}\n",
+            "{},{},{},{:.6},{},{},{},{},{:.1},{},{},{},{},{},{}\n",
             csv_field(&self.entrant),
             self.seed,
             self.repeat,
@@ -243,6 +246,7 @@ impl Run {
             self.upload_peak
                 .map_or(String::new(), |r| format!("{r:.1}")),
             self.upload_over_cap as u8,
+            csv_field(&self.build),
         )
     }
 }
@@ -296,7 +300,7 @@ pub fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
 /// one from before `first_piece_at`, twelve one from before the upload columns.
 pub(super) fn parse_run(line: &str) -> Option<Run> {
     let f = csv_split(line);
-    if !(10..=14).contains(&f.len()) || f.len() == 13 {
+    if !(10..=15).contains(&f.len()) || f.len() == 13 {
         return None;
     }
     Some(Run {
@@ -320,6 +324,7 @@ pub(super) fn parse_run(line: &str) -> Option<Run> {
             Some(t) => Some(t.parse().ok()?),
         },
         upload_over_cap: f.get(13).is_some_and(|t| t.trim() == "1"),
+        build: f.get(14).map_or(String::new(), |b| b.trim().to_string()),
     })
 }
 
@@ -363,6 +368,13 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
     if runs.is_empty() {
         std::fs::write(&csv, format!("{HEADER}\n"))
             .with_context(|| format!("{}", csv.display()))?;
+    } else if !std::fs::read_to_string(&csv)?.starts_with(&format!("{HEADER}\n")) {
+        // A runs.csv from before a column: its rows again under today's header, so that the
+        // rows this compare appends line up with it.
+        let text: String = std::iter::once(format!("{HEADER}\n"))
+            .chain(runs.iter().map(Run::csv))
+            .collect();
+        write_atomic(&csv, text.as_bytes())?;
     }
     let plan = schedule(c);
     let todo: Vec<_> = plan
@@ -766,16 +778,21 @@ pub(super) struct Live {
     stop: std::sync::atomic::AtomicBool,
     /// This program, and the inode it had when the compare began: every run uses that build.
     pub(super) exe: (PathBuf, u64),
+    /// Its build, as runs.csv records it ([`Run::build`]).
+    pub(super) build: String,
 }
 
 impl Live {
     pub(super) fn new() -> anyhow::Result<Live> {
         let path = std::env::current_exe()?;
         let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path)?);
+        let mut build = file_sha1(&path).unwrap_or_default();
+        build.truncate(12);
         Ok(Live {
             pids: Mutex::default(),
             stop: Default::default(),
             exe: (path, inode),
+            build,
         })
     }
 
@@ -978,6 +995,7 @@ pub(super) fn one_run(
         my_client_exit: summary.my_client_exit.unwrap_or_else(|| "none".into()),
         seconds,
         jobs: place.jobs,
+        build: live.build.clone(),
     }))
 }
 
@@ -1130,6 +1148,27 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
             from.join(", ")
         )
     };
+    let mut builds: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in runs {
+        *builds.entry(r.build.as_str()).or_default() += 1;
+    }
+    let builds_line = if builds.len() > 1 {
+        let each: Vec<String> = builds
+            .iter()
+            .map(|(b, n)| {
+                let b = if b.is_empty() { "not recorded" } else { b };
+                format!("`{b}` ({n} run{})", if *n == 1 { "" } else { "s" })
+            })
+            .collect();
+        format!(
+            "Runs of {} builds of `testbed` (SHA-1 of the binary): {}. A build that changed \
+             the world's clients makes another world; pool them only if it did not.\n\n",
+            builds.len(),
+            each.join(", ")
+        )
+    } else {
+        String::new()
+    };
     let mut per_seed: BTreeMap<(&str, u64), usize> = BTreeMap::new();
     for r in runs {
         *per_seed.entry((r.entrant.as_str(), r.seed)).or_default() += 1;
@@ -1146,7 +1185,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         ),
     };
     let mut md = format!(
-        "# testbed compare\n\n{pooled}Penalty as a share of the file (lower is better), {how}.{grouping}\n\n\
+        "# testbed compare\n\n{pooled}{builds_line}Penalty as a share of the file (lower is better), {how}.{grouping}\n\n\
          | entrant | runs | mean | median | sd | 95 % CI of the mean |\n|---|---|---|---|---|---|\n",
     );
     for s in &t {
@@ -1235,6 +1274,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
     let json = serde_json::json!({
         "config": c.config.path,
         "config_sha1": c.config_sha1,
+        "builds": builds,
         "seeds": [c.seeds.start(), c.seeds.end()],
         "repeat": c.repeat,
         "jobs": c.jobs,
@@ -1381,6 +1421,7 @@ mod tests {
             first_piece_at: None,
             upload_peak: None,
             upload_over_cap: false,
+            build: "0123456789ab".into(),
         }
     }
 
@@ -1620,6 +1661,43 @@ mod tests {
         assert!(e.contains("named like a built-in policy"), "{e}");
     }
 
+    /// Runs of two builds are named in compare.md and summary.json (a row from before the
+    /// column as "not recorded"); runs of one build add no line.
+    #[test]
+    fn runs_of_two_builds_are_named_in_the_tables() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Comparison {
+            out: d.path().into(),
+            ..cmp(vec![
+                Entrant::Policy(Policy::Deadline),
+                Entrant::Policy(Policy::Sequential),
+            ])
+        };
+        let mut runs = Vec::new();
+        for seed in [42, 43] {
+            runs.push(row("deadline", seed, 0.05));
+            runs.push(row("sequential", seed, 0.15));
+        }
+        write_outputs(&c, &runs).unwrap();
+        let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+        assert!(!md.contains("builds of"), "{md}");
+        runs[3].build = "fedcba987654".into();
+        runs[2].build = String::new();
+        write_outputs(&c, &runs).unwrap();
+        let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+        assert!(
+            md.contains("Runs of 3 builds of `testbed`")
+                && md.contains("`0123456789ab` (2 runs)")
+                && md.contains("`fedcba987654` (1 run)")
+                && md.contains("`not recorded` (1 run)"),
+            "{md}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["builds"]["0123456789ab"], 2);
+    }
+
     /// Three runs of each of four seeds, where the runs of a seed agree and the seeds do not:
     /// twelve runs one by one would settle it, four seeds do not.
     #[test]
@@ -1713,17 +1791,24 @@ mod tests {
         assert_eq!(back[2].first_piece_at, None, "an empty field");
         assert_eq!(back[0].upload_peak, Some(58.5));
         assert!(!back[0].upload_over_cap && back[10].upload_over_cap);
-        // Rows written before the upload columns, and before first_piece_at, still read.
+        assert_eq!(back[0].build, "0123456789ab");
+        // Rows written before the build column, the upload columns, and first_piece_at still
+        // read.
         let old_row = runs[0].csv();
         let cut = |s: &str, n: usize| s.trim_end().rsplitn(n + 1, ',').last().unwrap().to_string();
-        let twelve = parse_run(&cut(&old_row, 2)).unwrap();
+        let fourteen = parse_run(&cut(&old_row, 1)).unwrap();
+        assert_eq!(
+            (fourteen.build.as_str(), fourteen.upload_peak),
+            ("", Some(58.5))
+        );
+        let twelve = parse_run(&cut(&old_row, 3)).unwrap();
         assert_eq!(
             (twelve.first_piece_at, twelve.upload_peak),
             (Some(2.5), None)
         );
-        assert_eq!(parse_run(&cut(&old_row, 3)).unwrap().first_piece_at, None);
+        assert_eq!(parse_run(&cut(&old_row, 4)).unwrap().first_piece_at, None);
         assert!(
-            parse_run(&cut(&old_row, 1)).is_none(),
+            parse_run(&cut(&old_row, 2)).is_none(),
             "thirteen fields: torn"
         );
         let p = pairs(&c, &back);

@@ -505,6 +505,20 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
     let csv = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 4, "{csv}");
+    // Each row names the build that ran it: the first 12 hex digits of the binary's SHA-1.
+    let build: String = {
+        use sha1::Digest;
+        sha1::Sha1::digest(read(std::path::Path::new(testbed_bin())))
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert!(csv.lines().next().unwrap().ends_with(",build"), "{csv}");
+    assert!(
+        rows.iter().all(|r| r.ends_with(&format!(",{build}"))),
+        "{csv}"
+    );
     for (policy, seed, jobs) in [
         ("rarest", 3, 2),
         ("rarest", 4, 1),
