@@ -557,6 +557,24 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
         csv,
         "no run twice"
     );
+    // A runs.csv from before the build column resumes under today's header, its rows kept.
+    let before_build: String = csv
+        .lines()
+        .map(|l| format!("{}\n", l.rsplit_once(',').unwrap().0))
+        .collect();
+    std::fs::write(out.join("runs.csv"), &before_build).unwrap();
+    let again = compare("3..4", "1");
+    assert!(again.contains("4 of 4 runs already in"), "{again}");
+    let upgraded = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
+    assert_eq!(upgraded.lines().next(), csv.lines().next(), "{upgraded}");
+    let old_rows: Vec<String> = before_build
+        .lines()
+        .skip(1)
+        .map(|l| format!("{l},"))
+        .collect();
+    let new_rows: Vec<&str> = upgraded.lines().skip(1).collect();
+    assert_eq!(new_rows, old_rows, "the rows as they were, with no build");
+    std::fs::write(out.join("runs.csv"), &csv).unwrap();
     // Read back with --from, as a pool of one folder: nothing runs, and the same pair comes
     // out with the same difference; the folder read is left as it was.
     // (No --config: the folders say which config they ran, and --from refuses another.)
