@@ -279,27 +279,95 @@ fn csv_split(line: &str) -> Vec<String> {
 }
 
 /// The rows of a `runs.csv` (none when it is missing; an error when it is there but cannot
-/// be read, so that a compare never takes an unreadable file for no runs).
+/// be read, so that a compare never takes an unreadable file for no runs, or when its last
+/// row was cut short, so that a pool never counts a run that was not written whole).
 pub fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
+    let rows = scan_runs(path)?;
+    if let Some(k) = rows.cut {
+        anyhow::bail!(
+            "{}: line {k}: a row cut short (its compare stopped while writing it); the same \
+             compare command runs it again",
+            path.display()
+        );
+    }
+    Ok(rows.runs)
+}
+
+/// What a `runs.csv` holds.
+pub(super) struct Rows {
+    pub runs: Vec<Run>,
+    /// The line of a last row cut short: its compare stopped while appending it.
+    pub cut: Option<usize>,
+    /// Today's header and rows, each ending its line: a compare may append to it as it is.
+    pub current: bool,
+}
+
+/// Reads a `runs.csv`. Under today's header every row has every column and a build, so a row
+/// cut at a comma is told from a row of an older build; the last row, if it is cut short and
+/// has no end of line, is reported rather than refused (runs are appended one by one, and a
+/// compare stopped mid-write leaves just that).
+pub(super) fn scan_runs(path: &Path) -> anyhow::Result<Rows> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Rows {
+                runs: Vec::new(),
+                cut: None,
+                current: false,
+            })
+        }
         Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
     };
-    text.lines()
-        .enumerate()
-        .skip(1)
-        .map(|(k, line)| {
-            parse_run(line)
-                .ok_or_else(|| anyhow::anyhow!("{}: line {}: not a run row", path.display(), k + 1))
-        })
-        .collect()
+    let lines: Vec<&str> = text.lines().collect();
+    let today = lines.first() == Some(&HEADER);
+    let columns = HEADER.split(',').count();
+    let mut runs = Vec::new();
+    let mut cut = None;
+    for (k, line) in lines.iter().enumerate().skip(1) {
+        let f = csv_split(line);
+        let unended = k + 1 == lines.len() && !text.ends_with('\n');
+        // A row of a pool may have no build (a pooled row from before the column), but only
+        // a row with its end of line is known to end there.
+        let whole = !today
+            || (f.len() == columns
+                && (is_build(&f[columns - 1]) || (f[columns - 1].is_empty() && !unended)));
+        match parse_fields(&f).filter(|_| whole) {
+            Some(run) => runs.push(run),
+            None if unended => cut = Some(k + 1),
+            None => {
+                let why = if f.len() > columns {
+                    format!(
+                        " ({} fields: written by a newer testbed? this one reads 10 to {columns})",
+                        f.len()
+                    )
+                } else if today {
+                    format!(" (under a header of {columns} columns, every row has {columns} fields, the last its build)")
+                } else {
+                    String::new()
+                };
+                anyhow::bail!("{}: line {}: not a run row{why}", path.display(), k + 1)
+            }
+        }
+    }
+    let current = today && text.ends_with('\n') && cut.is_none();
+    Ok(Rows { runs, cut, current })
+}
+
+/// A build as [`Live`] records it: twelve lowercase hex digits.
+fn is_build(b: &str) -> bool {
+    b.len() == 12
+        && b.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
 /// One row of `runs.csv`; ten fields is a row from before `--jobs` (one at a time), eleven
-/// one from before `first_piece_at`, twelve one from before the upload columns.
+/// one from before `first_piece_at`, twelve one from before the upload columns, fourteen one
+/// from before the build.
 pub(super) fn parse_run(line: &str) -> Option<Run> {
-    let f = csv_split(line);
+    parse_fields(&csv_split(line))
+}
+
+fn parse_fields(f: &[String]) -> Option<Run> {
     if !(10..=15).contains(&f.len()) || f.len() == 13 {
         return None;
     }
@@ -363,35 +431,45 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
         );
     }
     std::fs::create_dir_all(&c.out).with_context(|| format!("{}", c.out.display()))?;
+    let _held = hold_folder(&c.out)?;
     let csv = c.out.join("runs.csv");
-    let runs = read_runs(&csv)?;
-    if runs.is_empty() {
-        std::fs::write(&csv, format!("{HEADER}\n"))
-            .with_context(|| format!("{}", csv.display()))?;
-    } else if !std::fs::read_to_string(&csv)?.starts_with(&format!("{HEADER}\n")) {
-        // A runs.csv from before a column: its rows again under today's header, so that the
-        // rows this compare appends line up with it.
-        let text: String = std::iter::once(format!("{HEADER}\n"))
-            .chain(runs.iter().map(Run::csv))
-            .collect();
-        write_atomic(&csv, text.as_bytes())?;
-    }
+    let Rows { runs, cut, current } = scan_runs(&csv)?;
     let plan = schedule(c);
     let todo: Vec<_> = plan
         .iter()
         .filter(|(e, s, r)| !has_run(&runs, &e.name(), *s, *r))
         .cloned()
         .collect();
+    if let Some(k) = cut {
+        crate::util::outln!(
+            "compare: {}: line {k} was cut short (a compare stopped while writing it); that run runs again",
+            csv.display()
+        );
+    }
+    if !todo.is_empty() && !current {
+        // No file yet, one from before a column, or one whose last row was cut short: its
+        // rows again under today's header, so that the rows this compare appends line up with
+        // it. Only when a run will be appended: a compare that only writes the tables again
+        // leaves the file as it was, readable by the build that wrote it.
+        let text: String = std::iter::once(format!("{HEADER}\n"))
+            .chain(runs.iter().map(Run::csv))
+            .collect();
+        write_atomic(&csv, text.as_bytes())?;
+    }
     if todo.len() < plan.len() {
         crate::util::outln!(
-            "compare: {} of {} runs already in {}; running the other {}",
+            "compare: {} of {} runs already in {}; {}",
             plan.len() - todo.len(),
             plan.len(),
             csv.display(),
-            todo.len()
+            match todo.len() {
+                0 => "nothing left to run, only the tables to write".to_string(),
+                n => format!("running the other {n}"),
+            }
         );
     }
     let (runs, stopped) = match &c.slurm {
+        _ if todo.is_empty() => (runs, false),
         Some(slurm) => super::slurm::run_array(c, slurm, &csv, runs, &todo)?,
         None => run_here(c, &base, &csv, runs, &todo)?,
     };
@@ -406,6 +484,36 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
     write_outputs(c, &runs)
 }
 
+/// Holds `dir` for this compare until the guard drops (an advisory lock on the folder, which
+/// the kernel lets go of however the process ends). A second compare with the same `--out`
+/// would run the same runs again, and could lose rows when it rewrites runs.csv.
+fn hold_folder(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let f = std::fs::File::open(dir).with_context(|| format!("{}", dir.display()))?;
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
+        nix::errno::Errno::EWOULDBLOCK => in_use(dir),
+        e => anyhow::anyhow!("{}: cannot lock the folder: {e}", dir.display()),
+    })
+}
+
+fn in_use(dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: another compare is using this folder; wait for it to end, or give another --out",
+        dir.display()
+    )
+}
+
+/// Whether a compare holds `dir` now (see [`hold_folder`]).
+fn folder_in_use(dir: &Path) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    std::fs::File::open(dir).is_ok_and(|f| {
+        matches!(
+            Flock::lock(f, FlockArg::LockSharedNonblock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK))
+        )
+    })
+}
+
 /// `testbed compare --from DIR...`: the runs of finished compares, read together and written
 /// as one comparison in `out`, running nothing. A folder's runs of a seed count as more runs
 /// of that seed (its repeats are numbered after the folders before it), so a seed run in two
@@ -413,8 +521,11 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
 /// of `entrants`' names (a `--client` is picked by its name in the folders' tables), else every
 /// entrant the folders name, in the order they first appear.
 /// Folders whose compares ran different configs are refused: their runs are not of one
-/// world. Which builds ran them, runs.csv does not know; the tables list the folders.
+/// world. Runs of several builds are named in the tables (runs.csv records each run's build).
 pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Result<()> {
+    if folder_in_use(out) {
+        return Err(in_use(out));
+    }
     let mut runs: Vec<Run> = Vec::new();
     let mut counts = Vec::new();
     let mut commands: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
@@ -450,6 +561,13 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
             );
         }
         let mut mine = read_runs(&csv)?;
+        if folder_in_use(dir) {
+            crate::util::outln!(
+                "compare: --from {}: a compare is still running there; its {} runs so far are pooled",
+                dir.display(),
+                mine.len()
+            );
+        }
         // Two runs alike in every column (to a tenth of a second) are one run seen twice;
         // one such pair could be chance, two cannot.
         let twice: Vec<(&Run, PathBuf)> = mine
@@ -614,6 +732,7 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
     let repeat = per_seed.values().copied().max().unwrap_or(1);
     refuse_to_replace_a_compare(out)?;
     std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
+    let _held = hold_folder(out)?;
     let text: String = std::iter::once(format!("{HEADER}\n"))
         .chain(runs.iter().map(Run::csv))
         .collect();
@@ -784,9 +903,20 @@ pub(super) struct Live {
 
 impl Live {
     pub(super) fn new() -> anyhow::Result<Live> {
+        use sha1::Digest;
         let path = std::env::current_exe()?;
-        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path)?);
-        let mut build = file_sha1(&path).unwrap_or_default();
+        // The inode and the digest from one open file, so that they are of one build even if
+        // the binary is replaced meanwhile.
+        let read = || -> std::io::Result<(u64, Vec<u8>)> {
+            let mut f = std::fs::File::open(&path)?;
+            let inode = std::os::unix::fs::MetadataExt::ino(&f.metadata()?);
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut bytes)?;
+            Ok((inode, bytes))
+        };
+        let (inode, bytes) =
+            read().with_context(|| format!("{}: cannot read this build", path.display()))?;
+        let mut build = crate::util::hex(&sha1::Sha1::digest(&bytes));
         build.truncate(12);
         Ok(Live {
             pids: Mutex::default(),
@@ -1148,24 +1278,37 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
             from.join(", ")
         )
     };
+    // The builds runs.csv records, and the runs from before it recorded them.
     let mut builds: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in runs {
+    for r in runs.iter().filter(|r| !r.build.is_empty()) {
         *builds.entry(r.build.as_str()).or_default() += 1;
     }
-    let builds_line = if builds.len() > 1 {
+    let unknown = runs.iter().filter(|r| r.build.is_empty()).count();
+    let plural = |n: usize| format!("{n} run{}", if n == 1 { "" } else { "s" });
+    let builds_line = if builds.len() > 1 || (unknown > 0 && !builds.is_empty()) {
         let each: Vec<String> = builds
             .iter()
-            .map(|(b, n)| {
-                let b = if b.is_empty() { "not recorded" } else { b };
-                format!("`{b}` ({n} run{})", if *n == 1 { "" } else { "s" })
-            })
+            .map(|(b, n)| format!("`{b}` ({})", plural(*n)))
             .collect();
+        let old = if unknown > 0 {
+            format!(
+                "; {} from before runs.csv recorded the build",
+                plural(unknown)
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "Runs of {} builds of `testbed` (SHA-1 of the binary): {}. A build that changed \
-             the world's clients makes another world; pool them only if it did not.\n\n",
-            builds.len(),
+            "Builds of `testbed` that ran these runs (the first 12 hex digits of the SHA-1 of \
+             its binary): {}{old}. A build that changed the world's clients makes another \
+             world; pool them only if it did not.\n\n",
             each.join(", ")
         )
+    } else if unknown > 0 && !c.pooled_from.is_empty() {
+        "These runs are from before runs.csv recorded the build: whether the folders ran one \
+         build is not known. A build that changed the world's clients makes another world; \
+         pool them only if it did not.\n\n"
+            .to_string()
     } else {
         String::new()
     };
@@ -1275,6 +1418,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         "config": c.config.path,
         "config_sha1": c.config_sha1,
         "builds": builds,
+        "runs_without_build": unknown,
         "seeds": [c.seeds.start(), c.seeds.end()],
         "repeat": c.repeat,
         "jobs": c.jobs,
@@ -1661,8 +1805,137 @@ mod tests {
         assert!(e.contains("named like a built-in policy"), "{e}");
     }
 
-    /// Runs of two builds are named in compare.md and summary.json (a row from before the
-    /// column as "not recorded"); runs of one build add no line.
+    /// Under today's header a row cut at a comma is told from a row of an older build: the
+    /// last one, with no end of line, is a run to do again (and refused by a pool); one in the
+    /// middle, or one with a column too many, is refused with the line and the reason.
+    #[test]
+    fn a_row_cut_short_is_told_from_an_older_row() {
+        let d = tempfile::tempdir().unwrap();
+        let csv = d.path().join("runs.csv");
+        let whole = [
+            row("deadline", 42, 0.05).csv(),
+            row("sequential", 42, 0.1).csv(),
+        ];
+        let head_cut = |n: usize| {
+            let f: Vec<&str> = whole[1].trim_end().split(',').collect();
+            f[..n].join(",")
+        };
+        for n in [14, 12, 10] {
+            std::fs::write(&csv, format!("{HEADER}\n{}{}", whole[0], head_cut(n))).unwrap();
+            let rows = scan_runs(&csv).unwrap();
+            assert_eq!(
+                (rows.runs.len(), rows.cut, rows.current),
+                (1, Some(3), false)
+            );
+            let e = read_runs(&csv).unwrap_err().to_string();
+            assert!(e.contains("line 3: a row cut short"), "{e}");
+        }
+        // The whole row with no end of line reads, but is not ready to append to.
+        std::fs::write(
+            &csv,
+            format!("{HEADER}\n{}{}", whole[0], whole[1].trim_end()),
+        )
+        .unwrap();
+        let rows = scan_runs(&csv).unwrap();
+        assert_eq!((rows.runs.len(), rows.cut, rows.current), (2, None, false));
+        std::fs::write(&csv, format!("{HEADER}\n{}{}", whole[0], whole[1])).unwrap();
+        assert!(scan_runs(&csv).unwrap().current);
+        // The same cut in the middle of the file is an error.
+        std::fs::write(&csv, format!("{HEADER}\n{}\n{}", head_cut(12), whole[0])).unwrap();
+        let e = scan_runs(&csv).err().unwrap().to_string();
+        assert!(
+            e.contains("line 2: not a run row (under a header of 15 columns"),
+            "{e}"
+        );
+        // A build cut short is a row cut short; so is a row cut just before its build, but a
+        // row that ends its line with no build is a pooled row from before the column.
+        let short_build = whole[1].trim_end().trim_end_matches("89ab");
+        std::fs::write(&csv, format!("{HEADER}\n{}{short_build}", whole[0])).unwrap();
+        assert_eq!(scan_runs(&csv).unwrap().cut, Some(3));
+        let no_build = whole[1].trim_end().trim_end_matches("0123456789ab");
+        std::fs::write(&csv, format!("{HEADER}\n{}{no_build}", whole[0])).unwrap();
+        assert_eq!(scan_runs(&csv).unwrap().cut, Some(3));
+        std::fs::write(&csv, format!("{HEADER}\n{no_build}\n{}", whole[0])).unwrap();
+        let rows = scan_runs(&csv).unwrap();
+        assert_eq!(
+            (rows.runs[0].build.as_str(), rows.cut, rows.current),
+            ("", None, true)
+        );
+        // A row of a newer build, with a column this one does not know.
+        std::fs::write(
+            &csv,
+            format!("{HEADER}\n{},new\n{}", whole[0].trim_end(), whole[1]),
+        )
+        .unwrap();
+        let e = scan_runs(&csv).err().unwrap().to_string();
+        assert!(
+            e.contains("line 2: not a run row (16 fields: written by a newer testbed?"),
+            "{e}"
+        );
+        // Under an older header, the same twelve fields are a row of an older build.
+        let old_header: Vec<&str> = HEADER.split(',').take(12).collect();
+        std::fs::write(
+            &csv,
+            format!("{}\n{}\n", old_header.join(","), head_cut(12)),
+        )
+        .unwrap();
+        let rows = scan_runs(&csv).unwrap();
+        assert_eq!((rows.runs.len(), rows.cut, rows.current), (1, None, false));
+    }
+
+    /// One compare at a time in a folder: a second compare, or a pool into it, is refused
+    /// while the first holds it, and the folder is free again once it lets go.
+    #[test]
+    fn one_compare_at_a_time_holds_a_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Comparison {
+            out: d.path().into(),
+            config: crate::orchestrator::config::Source::file(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default.yaml"),
+            ),
+            ..cmp(vec![
+                Entrant::Policy(Policy::Deadline),
+                Entrant::Policy(Policy::Sequential),
+            ])
+        };
+        assert!(!folder_in_use(d.path()));
+        let held = hold_folder(d.path()).unwrap();
+        assert!(folder_in_use(d.path()));
+        let e = compare(&c).unwrap_err().to_string();
+        assert!(e.contains("another compare is using this folder"), "{e}");
+        assert!(!d.path().join("runs.csv").exists(), "nothing written");
+        let e = pool(&[], vec![], d.path()).unwrap_err().to_string();
+        assert!(e.contains("another compare is using this folder"), "{e}");
+        drop(held);
+        assert!(!folder_in_use(d.path()));
+        // Free: a compare with every run done takes it, and writes only its tables.
+        let old_header: Vec<&str> = HEADER.split(',').take(14).collect();
+        let mut text = format!("{}\n", old_header.join(","));
+        for seed in 42..=43 {
+            for r in 0..2 {
+                for (e, share) in [("deadline", 0.05), ("sequential", 0.1)] {
+                    let row = Run {
+                        repeat: r,
+                        ..row(e, seed, share)
+                    }
+                    .csv();
+                    text.push_str(&format!("{}\n", row.trim_end().rsplit_once(',').unwrap().0));
+                }
+            }
+        }
+        std::fs::write(d.path().join("runs.csv"), &text).unwrap();
+        compare(&c).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("runs.csv")).unwrap(),
+            text,
+            "nothing to run: runs.csv as it was, readable by the build that wrote it"
+        );
+        assert!(d.path().join("compare.md").exists());
+    }
+
+    /// Runs of two builds are named in compare.md and summary.json (rows from before the
+    /// column counted apart); runs of one build add no line, unless they are pooled and
+    /// their build is not known.
     #[test]
     fn runs_of_two_builds_are_named_in_the_tables() {
         let d = tempfile::tempdir().unwrap();
@@ -1686,16 +1959,37 @@ mod tests {
         write_outputs(&c, &runs).unwrap();
         let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
         assert!(
-            md.contains("Runs of 3 builds of `testbed`")
-                && md.contains("`0123456789ab` (2 runs)")
-                && md.contains("`fedcba987654` (1 run)")
-                && md.contains("`not recorded` (1 run)"),
+            md.contains("Builds of `testbed` that ran these runs")
+                && md.contains("`0123456789ab` (2 runs), `fedcba987654` (1 run); 1 run from before runs.csv recorded the build."),
             "{md}"
         );
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
                 .unwrap();
         assert_eq!(json["builds"]["0123456789ab"], 2);
+        assert_eq!(json["builds"].as_object().unwrap().len(), 2, "{json}");
+        assert_eq!(json["runs_without_build"], 1);
+        // Runs of one unknown build: nothing to say of a compare, but a pool of such folders
+        // cannot tell whether they ran one build.
+        for r in &mut runs {
+            r.build.clear();
+        }
+        write_outputs(&c, &runs).unwrap();
+        let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+        assert!(
+            !md.contains("Builds of") && !md.contains("recorded the build"),
+            "{md}"
+        );
+        let pooled = Comparison {
+            pooled_from: vec![(d.path().join("a"), 2), (d.path().join("b"), 2)],
+            ..c
+        };
+        write_outputs(&pooled, &runs).unwrap();
+        let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+        assert!(
+            md.contains("from before runs.csv recorded the build: whether the folders ran one build is not known"),
+            "{md}"
+        );
     }
 
     /// Three runs of each of four seeds, where the runs of a seed agree and the seeds do not:
@@ -1855,9 +2149,10 @@ mod tests {
         );
         // A row from before --jobs (ten fields) reads as one at a time; with a row beside
         // another the tables say so.
+        let old_header: Vec<&str> = HEADER.split(',').take(11).collect();
         std::fs::write(
             &csv,
-            format!("{HEADER}\nsequential,42,0,0.05,10,server,1,exit code 0,9.5,3\nsequential,43,0,0.05,10,server,1,exit code 0,9.5,3,2\n"),
+            format!("{}\nsequential,42,0,0.05,10,server,1,exit code 0,9.5,3\nsequential,43,0,0.05,10,server,1,exit code 0,9.5,3,2\n", old_header.join(",")),
         )
         .unwrap();
         let mixed = read_runs(&csv).unwrap();

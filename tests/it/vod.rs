@@ -557,7 +557,9 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
         csv,
         "no run twice"
     );
-    // A runs.csv from before the build column resumes under today's header, its rows kept.
+    // A runs.csv from before the build column: a compare with nothing to run leaves it as it
+    // was (the build that wrote it still reads it); one whose last row a stopped compare cut
+    // short runs that run again and puts every row under today's header.
     let before_build: String = csv
         .lines()
         .map(|l| format!("{}\n", l.rsplit_once(',').unwrap().0))
@@ -565,15 +567,38 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
     std::fs::write(out.join("runs.csv"), &before_build).unwrap();
     let again = compare("3..4", "1");
     assert!(again.contains("4 of 4 runs already in"), "{again}");
+    assert_eq!(
+        String::from_utf8(read(&out.join("runs.csv"))).unwrap(),
+        before_build,
+        "nothing to run: the file as it was"
+    );
+    let (kept, last) = before_build.trim_end().rsplit_once('\n').unwrap();
+    let cut_short: Vec<&str> = last.split(',').take(5).collect();
+    std::fs::write(
+        out.join("runs.csv"),
+        format!("{kept}\n{}", cut_short.join(",")),
+    )
+    .unwrap();
+    let again = compare("3..4", "1");
+    assert!(
+        again.contains("line 5 was cut short") && again.contains("3 of 4 runs already in"),
+        "{again}"
+    );
     let upgraded = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
     assert_eq!(upgraded.lines().next(), csv.lines().next(), "{upgraded}");
-    let old_rows: Vec<String> = before_build
-        .lines()
-        .skip(1)
-        .map(|l| format!("{l},"))
-        .collect();
+    let old_rows: Vec<String> = kept.lines().skip(1).map(|l| format!("{l},")).collect();
     let new_rows: Vec<&str> = upgraded.lines().skip(1).collect();
-    assert_eq!(new_rows, old_rows, "the rows as they were, with no build");
+    assert_eq!(new_rows.len(), 4, "{upgraded}");
+    assert_eq!(
+        new_rows[..3],
+        old_rows[..],
+        "the rows as they were, with no build"
+    );
+    assert!(
+        new_rows[3].starts_with(&format!("{},", cut_short[..3].join(",")))
+            && new_rows[3].ends_with(&format!(",{build}")),
+        "the cut run again, by this build: {upgraded}"
+    );
     std::fs::write(out.join("runs.csv"), &csv).unwrap();
     // Read back with --from, as a pool of one folder: nothing runs, and the same pair comes
     // out with the same difference; the folder read is left as it was.
