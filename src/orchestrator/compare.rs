@@ -1156,6 +1156,13 @@ pub struct PairStats {
     /// and its spread are what these pairs show (`stats::pairs_for_90pct_power`): more than
     /// `pairs`, and the same compare run again may well give another verdict.
     pub pairs_for_90pct_power: Option<usize>,
+    /// Where every seed of the pair has the same number of runs k > 1 (`--repeat k`): that
+    /// k, and the seeds a compare at `--repeat k` would need for the same power, from the
+    /// seeds' mean differences (whose spread is what repeats shrink).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs_per_seed: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seeds_for_90pct_power: Option<usize>,
 }
 
 const RESAMPLES: usize = 10_000;
@@ -1213,7 +1220,11 @@ fn pairs(c: &Comparison, runs: &[Run]) -> Vec<PairStats> {
                 continue;
             }
             let d: Vec<f64> = seeded.iter().map(|&(_, v)| v).collect();
-            let ci = stats::bootstrap_ci_by_group(&by_seed(seeded), RESAMPLES, 2);
+            let groups = by_seed(seeded);
+            let k = groups[0].len();
+            let runs_per_seed = (k > 1 && groups.iter().all(|g| g.len() == k)).then_some(k);
+            let seed_means: Vec<f64> = groups.iter().map(|g| stats::mean(g)).collect();
+            let ci = stats::bootstrap_ci_by_group(&groups, RESAMPLES, 2);
             let verdict = if d.len() >= 2 && ci.1 < 0.0 {
                 format!("{} better", a.name())
             } else if d.len() >= 2 && ci.0 > 0.0 {
@@ -1230,6 +1241,9 @@ fn pairs(c: &Comparison, runs: &[Run]) -> Vec<PairStats> {
                 verdict,
                 sd_difference: stats::sd(&d),
                 pairs_for_90pct_power: stats::pairs_for_90pct_power(&d),
+                runs_per_seed,
+                seeds_for_90pct_power: runs_per_seed
+                    .and_then(|_| stats::pairs_for_90pct_power(&seed_means)),
             });
         }
     }
@@ -1383,14 +1397,28 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
     if !legend.is_empty() {
         let _ = write!(md, "\nNamed entrants:\n\n{}\n", legend.join("\n"));
     }
-    md.push_str(
+    // With repeats, the seeds a compare at the same --repeat would need.
+    let repeated = p.iter().any(|q| q.runs_per_seed.is_some());
+    md.push_str(if repeated {
+        "\n| A − B | pairs | mean difference | 95 % CI | verdict | pairs for 90 % power | seeds for 90 % power at its repeats |\n\
+         |---|---|---|---|---|---|---|\n"
+    } else {
         "\n| A − B | pairs | mean difference | 95 % CI | verdict | pairs for 90 % power |\n\
-         |---|---|---|---|---|---|\n",
-    );
+         |---|---|---|---|---|---|\n"
+    });
+    let or_dash = |n: Option<usize>| n.map_or_else(|| "–".to_string(), |n| n.to_string());
     for q in &p {
+        let seeds = if repeated {
+            match (q.runs_per_seed, q.seeds_for_90pct_power) {
+                (Some(k), Some(n)) => format!(" {n} × {k} runs |"),
+                _ => " – |".to_string(),
+            }
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             md,
-            "| {} − {} | {} | {} | {} .. {} | {} | {} |",
+            "| {} − {} | {} | {} | {} .. {} | {} | {} |{seeds}",
             md_text(&q.a),
             md_text(&q.b),
             q.pairs,
@@ -1398,8 +1426,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
             pct(q.ci95.0),
             pct(q.ci95.1),
             md_text(&q.verdict),
-            q.pairs_for_90pct_power
-                .map_or_else(|| "–".to_string(), |n| n.to_string())
+            or_dash(q.pairs_for_90pct_power)
         );
     }
     if !p.is_empty() {
@@ -1411,6 +1438,15 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
              run, the same compare run again may well give another verdict. It is an estimate \
              for planning the next compare: fix its seeds before it runs, not by watching the \
              interval.\n",
+        );
+    }
+    if repeated {
+        md.push_str(
+            "\nSeeds for 90 % power at its repeats: where each seed has the same number of \
+             runs, how many seeds a compare with that many runs a seed needs, from the spread \
+             of the seeds' mean differences (– with uneven runs a seed). Repeats shrink only \
+             the part of the spread that differs between a seed's runs; the seeds' own part \
+             stays.\n",
         );
     }
     write_atomic(&c.out.join("compare.md"), md.as_bytes())?;
@@ -2034,11 +2070,27 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap()
         };
         assert_eq!(json(d.path())["intervals_resample"], "seeds");
+        // Seeds for power at three runs a seed, from the seeds' means (-0.099 three times and
+        // 0.051: mean -0.0615, sd 0.075, n = (3.2415 · 0.075 / 0.0615)² = 15.6).
+        assert_eq!(
+            (p[0].runs_per_seed, p[0].seeds_for_90pct_power),
+            (Some(3), Some(16))
+        );
+        assert!(md.contains("| 16 × 3 runs |"), "{md}");
+        assert_eq!(json(d.path())["pairs"][0]["seeds_for_90pct_power"], 16);
+        // Uneven runs a seed: no figure.
+        let uneven: Vec<Run> = runs
+            .iter()
+            .filter(|r| r.seed != 45 || r.repeat == 0)
+            .cloned()
+            .collect();
+        assert_eq!(pairs(&c, &uneven)[0].seeds_for_90pct_power, None);
         // One run a seed: the plain bootstrap, and nothing to say about it.
         let firsts: Vec<Run> = runs.iter().filter(|r| r.repeat == 0).cloned().collect();
         write_outputs(&c, &firsts).unwrap();
         let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
         assert!(!md.contains("resample"), "{md}");
+        assert!(!md.contains("at its repeats"), "{md}");
         assert_eq!(json(d.path())["intervals_resample"], "runs");
         // One seed run again: its runs are all there is to resample, and it says so.
         let one: Vec<Run> = runs.iter().filter(|r| r.seed == 42).cloned().collect();
