@@ -219,8 +219,9 @@ pub struct Run {
     /// (`None`: a row from before the column).
     pub upload_peak: Option<f64>,
     pub upload_over_cap: bool,
-    /// The `testbed` build that ran it: the first 12 hex digits of the SHA-1 of its binary
-    /// (empty: a row from before the column). Pooled runs of two builds are two worlds.
+    /// The build that ran it: the first 12 hex digits of the SHA-1 of the `testbed` binary
+    /// followed by the `vod-client` beside it (empty: a row from before the column). Pooled
+    /// runs of two builds are two worlds.
     pub build: String,
 }
 
@@ -897,7 +898,9 @@ pub(super) struct Live {
     stop: std::sync::atomic::AtomicBool,
     /// This program, and the inode it had when the compare began: every run uses that build.
     pub(super) exe: (PathBuf, u64),
-    /// Its build, as runs.csv records it ([`Run::build`]).
+    /// `vod-client` beside it (the built-in policies), and its inode, if it is there.
+    vod_client: Option<(PathBuf, u64)>,
+    /// Their build, as runs.csv records it ([`Run::build`]).
     pub(super) build: String,
 }
 
@@ -905,39 +908,54 @@ impl Live {
     pub(super) fn new() -> anyhow::Result<Live> {
         use sha1::Digest;
         let path = std::env::current_exe()?;
-        // The inode and the digest from one open file, so that they are of one build even if
+        let mut digest = sha1::Sha1::new();
+        // Each inode and its bytes from one open file, so that they are of one build even if
         // the binary is replaced meanwhile.
-        let read = || -> std::io::Result<(u64, Vec<u8>)> {
-            let mut f = std::fs::File::open(&path)?;
-            let inode = std::os::unix::fs::MetadataExt::ino(&f.metadata()?);
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut f, &mut bytes)?;
-            Ok((inode, bytes))
+        let mut read = |path: &Path| -> anyhow::Result<u64> {
+            let opened = || -> std::io::Result<(u64, Vec<u8>)> {
+                let mut f = std::fs::File::open(path)?;
+                let inode = std::os::unix::fs::MetadataExt::ino(&f.metadata()?);
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut bytes)?;
+                Ok((inode, bytes))
+            };
+            let (inode, bytes) =
+                opened().with_context(|| format!("{}: cannot read this build", path.display()))?;
+            digest.update(&bytes);
+            Ok(inode)
         };
-        let (inode, bytes) =
-            read().with_context(|| format!("{}: cannot read this build", path.display()))?;
-        let mut build = crate::util::hex(&sha1::Sha1::digest(&bytes));
+        let inode = read(&path)?;
+        let vod = path.with_file_name("vod-client");
+        let vod_client = match vod.is_file() {
+            true => Some((vod.clone(), read(&vod)?)),
+            false => None,
+        };
+        let mut build = crate::util::hex(&digest.finalize());
         build.truncate(12);
         Ok(Live {
             pids: Mutex::default(),
             stop: Default::default(),
             exe: (path, inode),
+            vod_client,
             build,
         })
     }
 
-    /// The build that began the compare is still the one installed: a compare that mixed two
-    /// builds (rebuilt meanwhile) would compare neither.
+    /// The build that began the compare is still the one installed (`testbed`, and the
+    /// `vod-client` the policies run): a compare that mixed two builds (rebuilt meanwhile)
+    /// would compare neither.
     fn same_build(&self) -> anyhow::Result<()> {
-        let (path, inode) = &self.exe;
-        match std::fs::metadata(path) {
-            Ok(m) if std::os::unix::fs::MetadataExt::ino(&m) == *inode => Ok(()),
-            _ => anyhow::bail!(
-                "{} was replaced (rebuilt?) since this compare began; the runs so far are kept, \
-                 and the same command resumes them with the new build",
-                path.display()
-            ),
+        for (path, inode) in std::iter::once(&self.exe).chain(&self.vod_client) {
+            match std::fs::metadata(path) {
+                Ok(m) if std::os::unix::fs::MetadataExt::ino(&m) == *inode => {}
+                _ => anyhow::bail!(
+                    "{} was replaced (rebuilt?) since this compare began; the runs so far are \
+                     kept, and the same command resumes them with the new build",
+                    path.display()
+                ),
+            }
         }
+        Ok(())
     }
 
     pub(super) fn stopping(&self) -> bool {
@@ -1313,8 +1331,8 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
             String::new()
         };
         format!(
-            "Builds of `testbed` that ran these runs (the first 12 hex digits of the SHA-1 of \
-             its binary): {}{old}. A build that changed the world's clients makes another \
+            "Builds that ran these runs (the first 12 hex digits of the SHA-1 of `testbed` and \
+             the `vod-client` beside it): {}{old}. A build that changed the world's clients makes another \
              world; pool them only if it did not.\n\n",
             each.join(", ")
         )
@@ -1989,13 +2007,13 @@ mod tests {
         }
         write_outputs(&c, &runs).unwrap();
         let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
-        assert!(!md.contains("builds of"), "{md}");
+        assert!(!md.contains("Builds that"), "{md}");
         runs[3].build = "fedcba987654".into();
         runs[2].build = String::new();
         write_outputs(&c, &runs).unwrap();
         let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
         assert!(
-            md.contains("Builds of `testbed` that ran these runs")
+            md.contains("Builds that ran these runs")
                 && md.contains("`0123456789ab` (2 runs), `fedcba987654` (1 run); 1 run from before runs.csv recorded the build."),
             "{md}"
         );
@@ -2013,7 +2031,7 @@ mod tests {
         write_outputs(&c, &runs).unwrap();
         let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
         assert!(
-            !md.contains("Builds of") && !md.contains("recorded the build"),
+            !md.contains("Builds that") && !md.contains("recorded the build"),
             "{md}"
         );
         let pooled = Comparison {

@@ -505,10 +505,15 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
     let csv = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 4, "{csv}");
-    // Each row names the build that ran it: the first 12 hex digits of the binary's SHA-1.
+    // Each row names the build that ran it: the first 12 hex digits of the SHA-1 of testbed
+    // followed by vod-client.
     let build: String = {
         use sha1::Digest;
-        sha1::Sha1::digest(read(std::path::Path::new(testbed_bin())))
+        let exe = std::path::Path::new(testbed_bin());
+        let mut d = sha1::Sha1::new();
+        d.update(read(exe));
+        d.update(read(&exe.with_file_name("vod-client")));
+        d.finalize()
             .iter()
             .take(6)
             .map(|b| format!("{b:02x}"))
@@ -692,8 +697,9 @@ fn compare_stopped_mid_run_leaves_nothing_behind() {
     assert_eq!(csv.lines().count(), 1, "no row for a stopped run: {csv}");
 }
 
-/// A compare uses one build: when `testbed` is rebuilt under it, it stops before the next run,
-/// saying so, with the runs so far kept.
+/// A compare uses one build: when `vod-client` (the policies; `testbed` is checked the same
+/// way) is rebuilt under it, it stops before the next run, saying so, with the runs so far
+/// kept.
 #[test]
 fn compare_stops_when_its_build_is_replaced() {
     let s = scenario(12.0, "{min: 0.0, max: 0.3}");
@@ -727,15 +733,15 @@ fn compare_stops_when_its_build_is_replaced() {
     })
     .unwrap();
     // "Rebuilt": a new file takes the program's name, as cargo's linker does.
-    std::fs::copy(bin.join("testbed"), bin.join("testbed.new")).unwrap();
-    std::fs::rename(bin.join("testbed.new"), bin.join("testbed")).unwrap();
+    std::fs::copy(bin.join("vod-client"), bin.join("vod-client.new")).unwrap();
+    std::fs::rename(bin.join("vod-client.new"), bin.join("vod-client")).unwrap();
     let status = cmp
         .wait_timeout(Duration::from_secs(60))
         .expect("compare ends");
     let mut err = String::new();
     std::io::Read::read_to_string(cmp.child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(!status.success(), "{err}");
-    assert!(err.contains("was replaced (rebuilt?)"), "{err}");
+    assert!(err.contains("vod-client was replaced (rebuilt?)"), "{err}");
     let kept = rows();
     assert!((1..4).contains(&kept), "{kept} rows");
     let left = in_cmdline(out.to_str().unwrap());
