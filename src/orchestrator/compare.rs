@@ -287,7 +287,7 @@ pub fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
     if let Some(k) = rows.cut {
         anyhow::bail!(
             "{}: line {k}: a row cut short (its compare stopped while writing it); the same \
-             compare command runs it again",
+             compare command again drops it, and runs that run again",
             path.display()
         );
     }
@@ -329,9 +329,15 @@ pub(super) fn scan_runs(path: &Path) -> anyhow::Result<Rows> {
         let unended = k + 1 == lines.len() && !text.ends_with('\n');
         // A row of a pool may have no build (a pooled row from before the column), but only
         // a row with its end of line is known to end there.
-        let whole = !today
-            || (f.len() == columns
-                && (is_build(&f[columns - 1]) || (f[columns - 1].is_empty() && !unended)));
+        // Under an older header a row cut at a comma may still parse (ten to fourteen
+        // fields): there only a row with its end of line is whole.
+        let whole = match today {
+            true => {
+                f.len() == columns
+                    && (is_build(&f[columns - 1]) || (f[columns - 1].is_empty() && !unended))
+            }
+            false => !unended,
+        };
         match parse_fields(&f).filter(|_| whole) {
             Some(run) => runs.push(run),
             None if unended => cut = Some(k + 1),
@@ -352,6 +358,22 @@ pub(super) fn scan_runs(path: &Path) -> anyhow::Result<Rows> {
     }
     let current = today && text.ends_with('\n') && cut.is_none();
     Ok(Rows { runs, cut, current })
+}
+
+/// Drops the last line of `path`, cut short by a compare stopped while writing it (see
+/// [`scan_runs`]): the file then ends at the end of its last whole line.
+fn drop_cut_row(path: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |k| k + 1);
+    Ok(write_atomic(path, &bytes[..keep])?)
+}
+
+/// The `runs.csv` a compare appends its rows to.
+pub(super) struct RunsFile {
+    pub path: PathBuf,
+    /// Whether rows can be appended to it as it is (today's header, every line ended);
+    /// else the first row rewrites it, the rows it had under today's header, then that row.
+    ready: std::sync::atomic::AtomicBool,
 }
 
 /// A build as [`Live`] records it: twelve lowercase hex digits.
@@ -442,27 +464,29 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
         .cloned()
         .collect();
     if let Some(k) = cut {
+        drop_cut_row(&csv)?;
         crate::util::outln!(
-            "compare: {}: line {k} was cut short (a compare stopped while writing it); that run runs again",
+            "compare: {}: line {k} was cut short (a compare stopped while writing it) and is dropped; its run counts as not run",
             csv.display()
         );
     }
-    if !todo.is_empty() && !current {
-        // No file yet, one from before a column, or one whose last row was cut short: its
-        // rows again under today's header, so that the rows this compare appends line up with
-        // it. Only when a run will be appended: a compare that only writes the tables again
-        // leaves the file as it was, readable by the build that wrote it.
-        let text: String = std::iter::once(format!("{HEADER}\n"))
-            .chain(runs.iter().map(Run::csv))
-            .collect();
-        write_atomic(&csv, text.as_bytes())?;
+    // A new folder gets its header now; a file from before a column is upgraded by the first
+    // row this compare appends, not now: a compare that fails before it leaves the file
+    // readable by the build that wrote it.
+    let new = !csv.exists();
+    if new {
+        write_atomic(&csv, format!("{HEADER}\n").as_bytes())?;
     }
+    let csv = RunsFile {
+        path: csv,
+        ready: (current || new).into(),
+    };
     if todo.len() < plan.len() {
         crate::util::outln!(
             "compare: {} of {} runs already in {}; {}",
             plan.len() - todo.len(),
             plan.len(),
-            csv.display(),
+            csv.path.display(),
             match todo.len() {
                 0 => "nothing left to run, only the tables to write".to_string(),
                 n => format!("running the other {n}"),
@@ -479,23 +503,36 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
         anyhow::bail!(
             "compare: stopped; {} runs kept in {} (the same command resumes)",
             runs.len(),
-            csv.display()
+            csv.path.display()
         );
     }
     write_outputs(c, &runs)
 }
 
-/// Holds `dir` for this compare until the guard drops (an advisory lock on the folder, which
-/// the kernel lets go of however the process ends). A second compare with the same `--out`
-/// would run the same runs again, and could lose rows when it rewrites runs.csv.
+/// Holds `dir` for this compare until the guard drops: an advisory lock on `dir/.lock`, which
+/// the kernel lets go of however the process ends. A second compare with the same `--out`
+/// would run the same runs again, and could lose rows when it rewrites runs.csv. An ordinary
+/// file, not the folder itself: over NFS (a Slurm cluster's shared folders) `flock` becomes a
+/// lock on a byte range, which the server keeps for every node, and that needs a file opened
+/// for writing.
 fn hold_folder(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     use nix::fcntl::{Flock, FlockArg};
-    let f = std::fs::File::open(dir).with_context(|| format!("{}", dir.display()))?;
+    let path = dir.join(LOCK);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("{}", path.display()))?;
     Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
         nix::errno::Errno::EWOULDBLOCK => in_use(dir),
-        e => anyhow::anyhow!("{}: cannot lock the folder: {e}", dir.display()),
+        e => anyhow::anyhow!("{}: cannot lock it: {e}", path.display()),
     })
 }
+
+/// The file a compare locks in its `--out` ([`hold_folder`]).
+const LOCK: &str = ".lock";
 
 fn in_use(dir: &Path) -> anyhow::Error {
     anyhow::anyhow!(
@@ -507,7 +544,7 @@ fn in_use(dir: &Path) -> anyhow::Error {
 /// Whether a compare holds `dir` now (see [`hold_folder`]).
 fn folder_in_use(dir: &Path) -> bool {
     use nix::fcntl::{Flock, FlockArg};
-    std::fs::File::open(dir).is_ok_and(|f| {
+    std::fs::File::open(dir.join(LOCK)).is_ok_and(|f| {
         matches!(
             Flock::lock(f, FlockArg::LockSharedNonblock),
             Err((_, nix::errno::Errno::EWOULDBLOCK))
@@ -561,8 +598,14 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
                 dir.display()
             );
         }
-        let mut mine = read_runs(&csv)?;
-        if folder_in_use(dir) {
+        // A compare still running there may be writing its next row: the rows before it are
+        // whole, and are pooled.
+        let running = folder_in_use(dir);
+        let mut mine = match running {
+            true => scan_runs(&csv)?.runs,
+            false => read_runs(&csv)?,
+        };
+        if running {
             crate::util::outln!(
                 "compare: --from {}: a compare is still running there; its {} runs so far are pooled",
                 dir.display(),
@@ -789,20 +832,31 @@ pub(super) fn has_run(runs: &[Run], entrant: &str, seed: u64, repeat: u32) -> bo
 }
 
 /// Appends `run` to `runs.csv` and prints the progress line.
+/// `done` holds every row of the file: those it had, then those this compare appended.
 pub(super) fn record(
     c: &Comparison,
-    csv: &Path,
+    csv: &RunsFile,
     done: &mut Vec<Run>,
     run: Run,
     progress: Progress,
 ) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(csv)
-        .with_context(|| format!("{}", csv.display()))?;
-    std::io::Write::write_all(&mut f, run.csv().as_bytes())
-        .with_context(|| format!("{}", csv.display()))?;
+    use std::sync::atomic::Ordering::SeqCst;
+    let path = &csv.path;
     done.push(run);
+    if csv.ready.load(SeqCst) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("{}", path.display()))?;
+        std::io::Write::write_all(&mut f, done[done.len() - 1].csv().as_bytes())
+            .with_context(|| format!("{}", path.display()))?;
+    } else {
+        let text: String = std::iter::once(format!("{HEADER}\n"))
+            .chain(done.iter().map(Run::csv))
+            .collect();
+        write_atomic(path, text.as_bytes())?;
+        csv.ready.store(true, SeqCst);
+    }
     let n = done.len() - progress.already;
     let eta = progress.t0.elapsed().as_secs_f64() / n as f64 * (progress.todo - n) as f64;
     let leader = table(c, done)
@@ -832,7 +886,7 @@ pub(super) struct Progress {
 fn run_here(
     c: &Comparison,
     base: &serde_yaml::Value,
-    csv: &Path,
+    csv: &RunsFile,
     runs: Vec<Run>,
     todo: &[(Entrant, u64, u32)],
 ) -> anyhow::Result<(Vec<Run>, bool)> {
@@ -896,35 +950,60 @@ fn run_here(
 pub(super) struct Live {
     pids: Mutex<Vec<u32>>,
     stop: std::sync::atomic::AtomicBool,
-    /// This program, and the inode it had when the compare began: every run uses that build.
-    pub(super) exe: (PathBuf, u64),
-    /// `vod-client` beside it (the built-in policies), and its inode, if it is there.
-    vod_client: Option<(PathBuf, u64)>,
+    /// This program, and what its file was when the compare began: every run uses that build.
+    pub(super) exe: (PathBuf, Stamp),
+    /// `vod-client` beside it (the built-in policies), and its file, if it is there.
+    vod_client: Option<(PathBuf, Stamp)>,
     /// Their build, as runs.csv records it ([`Run::build`]).
     pub(super) build: String,
 }
 
+/// A file as `ls -l --time-style=full-iso -i` tells it: a binary rebuilt in place (`cp` over
+/// it keeps the inode) changes its modification time, one replaced (`cargo build` writes a new
+/// file) its inode.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct Stamp {
+    inode: u64,
+    len: u64,
+    modified: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            inode: m.ino(),
+            len: m.len(),
+            modified: (m.mtime(), m.mtime_nsec()),
+        }
+    }
+}
+
 impl Live {
     pub(super) fn new() -> anyhow::Result<Live> {
+        Live::of(std::env::current_exe()?)
+    }
+
+    /// The build of the `testbed` at `path` and the `vod-client` beside it.
+    fn of(path: PathBuf) -> anyhow::Result<Live> {
         use sha1::Digest;
-        let path = std::env::current_exe()?;
         let mut digest = sha1::Sha1::new();
-        // Each inode and its bytes from one open file, so that they are of one build even if
-        // the binary is replaced meanwhile.
-        let mut read = |path: &Path| -> anyhow::Result<u64> {
-            let opened = || -> std::io::Result<(u64, Vec<u8>)> {
+        // Each file's stamp and bytes from one open file, so that they are of one build even
+        // if the binary is replaced meanwhile.
+        let mut read = |path: &Path| -> anyhow::Result<Stamp> {
+            let opened = || -> std::io::Result<(Stamp, Vec<u8>)> {
                 let mut f = std::fs::File::open(path)?;
-                let inode = std::os::unix::fs::MetadataExt::ino(&f.metadata()?);
+                let stamp = Stamp::of(&f.metadata()?);
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(&mut f, &mut bytes)?;
-                Ok((inode, bytes))
+                Ok((stamp, bytes))
             };
-            let (inode, bytes) =
+            let (stamp, bytes) =
                 opened().with_context(|| format!("{}: cannot read this build", path.display()))?;
             digest.update(&bytes);
-            Ok(inode)
+            Ok(stamp)
         };
-        let inode = read(&path)?;
+        let stamp = read(&path)?;
         let vod = path.with_file_name("vod-client");
         let vod_client = match vod.is_file() {
             true => Some((vod.clone(), read(&vod)?)),
@@ -935,7 +1014,7 @@ impl Live {
         Ok(Live {
             pids: Mutex::default(),
             stop: Default::default(),
-            exe: (path, inode),
+            exe: (path, stamp),
             vod_client,
             build,
         })
@@ -944,10 +1023,10 @@ impl Live {
     /// The build that began the compare is still the one installed (`testbed`, and the
     /// `vod-client` the policies run): a compare that mixed two builds (rebuilt meanwhile)
     /// would compare neither.
-    fn same_build(&self) -> anyhow::Result<()> {
-        for (path, inode) in std::iter::once(&self.exe).chain(&self.vod_client) {
+    pub(super) fn same_build(&self) -> anyhow::Result<()> {
+        for (path, stamp) in std::iter::once(&self.exe).chain(&self.vod_client) {
             match std::fs::metadata(path) {
-                Ok(m) if std::os::unix::fs::MetadataExt::ino(&m) == *inode => {}
+                Ok(m) if Stamp::of(&m) == *stamp => {}
                 _ => anyhow::bail!(
                     "{} was replaced (rebuilt?) since this compare began; the runs so far are \
                      kept, and the same command resumes them with the new build",
@@ -1462,7 +1541,8 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         md.push_str(
             "\nSeeds for 90 % power at its repeats: where each seed has the same number of \
              runs, how many seeds a compare with that many runs a seed needs, from the spread \
-             of the seeds' mean differences (– with uneven runs a seed). Repeats shrink only \
+             of the seeds' mean differences (– where seeds have uneven runs, there are under three \
+             seeds, or the difference is too close to 0 for any number). Repeats shrink only \
              the part of the spread that differs between a seed's runs; the seeds' own part \
              stays.\n",
         );
@@ -1935,6 +2015,111 @@ mod tests {
         .unwrap();
         let rows = scan_runs(&csv).unwrap();
         assert_eq!((rows.runs.len(), rows.cut, rows.current), (1, None, false));
+        // ... but with no end of line they may be a longer row cut at a comma: cut short.
+        std::fs::write(&csv, format!("{}\n{}", old_header.join(","), head_cut(12))).unwrap();
+        let rows = scan_runs(&csv).unwrap();
+        assert_eq!((rows.runs.len(), rows.cut), (0, Some(2)));
+        drop_cut_row(&csv).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&csv).unwrap(),
+            format!("{}\n", old_header.join(",")),
+            "only the cut row dropped, the header as it was"
+        );
+    }
+
+    /// The first row a compare records upgrades a file from before a column (every row it
+    /// had, under today's header, then the new one); the rows after it are appended.
+    #[test]
+    fn the_first_row_recorded_upgrades_an_old_file() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("runs.csv");
+        let c = Comparison {
+            out: d.path().into(),
+            ..cmp(vec![
+                Entrant::Policy(Policy::Deadline),
+                Entrant::Policy(Policy::Sequential),
+            ])
+        };
+        let old = row("deadline", 42, 0.05).csv();
+        let old = format!("{}\n", old.trim_end().rsplit_once(',').unwrap().0);
+        let old_header: Vec<&str> = HEADER.split(',').take(14).collect();
+        std::fs::write(&path, format!("{}\n{old}", old_header.join(","))).unwrap();
+        let Rows {
+            mut runs, current, ..
+        } = scan_runs(&path).unwrap();
+        assert!(!current);
+        let csv = RunsFile {
+            path: path.clone(),
+            ready: current.into(),
+        };
+        let progress = Progress {
+            already: runs.len(),
+            todo: 2,
+            t0: Instant::now(),
+        };
+        for (e, share) in [("sequential", 0.1), ("deadline", 0.06)] {
+            let new = Run {
+                seed: 43,
+                ..row(e, 43, share)
+            };
+            record(&c, &csv, &mut runs, new, progress).unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "{HEADER}\n{},\n{}{}",
+                old.trim_end(),
+                row("sequential", 43, 0.1).csv(),
+                row("deadline", 43, 0.06).csv()
+            )
+        );
+        assert!(scan_runs(&path).unwrap().current);
+    }
+
+    /// A compare stops before its next run when `testbed` or `vod-client` is rebuilt under
+    /// it: a new file in its place (as `cargo build` writes it), or the same file written over
+    /// (as `cp` does), whether its length changes or only its modification time.
+    #[test]
+    fn a_rebuild_under_a_compare_is_seen() {
+        let d = tempfile::tempdir().unwrap();
+        let (testbed, vod) = (d.path().join("testbed"), d.path().join("vod-client"));
+        let fresh = || {
+            std::fs::write(&testbed, b"testbed build 1").unwrap();
+            std::fs::write(&vod, b"vod-client build 1").unwrap();
+            Live::of(testbed.clone()).unwrap()
+        };
+        let live = fresh();
+        live.same_build().unwrap();
+        assert_eq!(live.build.len(), 12);
+        let replaced = |live: &Live, path: &Path| {
+            let e = live.same_build().unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("{} was replaced", path.display())),
+                "{e}"
+            );
+        };
+        // A new file renamed over testbed.
+        std::fs::write(d.path().join("new"), b"testbed build 1").unwrap();
+        std::fs::rename(d.path().join("new"), &testbed).unwrap();
+        replaced(&live, &testbed);
+        // vod-client written over in place: a new length ...
+        let live = fresh();
+        std::fs::write(&vod, b"vod-client build 22").unwrap();
+        replaced(&live, &vod);
+        // ... or the same length and a new modification time.
+        let live = fresh();
+        let f = std::fs::OpenOptions::new().write(true).open(&vod).unwrap();
+        std::io::Write::write_all(&mut &f, b"vod-client build 2").unwrap();
+        f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+            .unwrap();
+        replaced(&live, &vod);
+        // The build is of both files.
+        let other = {
+            std::fs::write(&vod, b"vod-client build 2").unwrap();
+            Live::of(testbed.clone()).unwrap().build
+        };
+        assert_ne!(fresh().build, other);
     }
 
     /// One compare at a time in a folder: a second compare, or a pool into it, is refused
@@ -1985,6 +2170,28 @@ mod tests {
             "nothing to run: runs.csv as it was, readable by the build that wrote it"
         );
         assert!(d.path().join("compare.md").exists());
+        // A row cut short there while a compare still holds the folder (it is writing it):
+        // a pool takes the rows before it. Once the folder is free, a compare with nothing
+        // to run drops the cut row, and the file is whole again.
+        let cut = &text.lines().nth(1).unwrap()[..20];
+        std::fs::write(d.path().join("runs.csv"), format!("{text}{cut}")).unwrap();
+        let pooled = tempfile::tempdir().unwrap();
+        let held = hold_folder(d.path()).unwrap();
+        pool(&[d.path().into()], vec![], pooled.path()).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(pooled.path().join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["pooled_from"][0]["runs"], 8);
+        drop(held);
+        let e = pool(&[d.path().into()], vec![], pooled.path()).unwrap_err();
+        assert!(e.to_string().contains("line 10: a row cut short"), "{e}");
+        compare(&c).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("runs.csv")).unwrap(),
+            text
+        );
+        pool(&[d.path().into()], vec![], pooled.path()).unwrap();
     }
 
     /// Runs of two builds are named in compare.md and summary.json (rows from before the

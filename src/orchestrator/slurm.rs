@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compare::{
     has_run, one_run, parse_run, record, Comparison, Entrant, Live, Placement, Progress, Run,
+    RunsFile,
 };
 use crate::util::fs::write_atomic;
 
@@ -64,10 +65,10 @@ pub struct Task {
 const POLL: Duration = Duration::from_secs(2);
 
 /// Run `todo` as Slurm array tasks: every row made, and whether the compare was stopped.
-pub fn run_array(
+pub(super) fn run_array(
     c: &Comparison,
     slurm: &Slurm,
-    csv: &Path,
+    csv: &RunsFile,
     mut runs: Vec<Run>,
     todo: &[(Entrant, u64, u32)],
 ) -> anyhow::Result<(Vec<Run>, bool)> {
@@ -270,7 +271,7 @@ fn wait(
     c: &Comparison,
     job: &str,
     dir: &Path,
-    csv: &Path,
+    csv: &RunsFile,
     runs: &mut Vec<Run>,
     live: &Live,
     progress: Progress,
@@ -283,6 +284,13 @@ fn wait(
             cancel(job);
             gather(c, dir, csv, runs, progress)?;
             return Ok(true);
+        }
+        // The tasks still pending would start the new build: the array ends here, as a
+        // compare on this machine stops before its next run.
+        if let Err(e) = live.same_build() {
+            cancel(job);
+            gather(c, dir, csv, runs, progress)?;
+            return Err(e);
         }
         match queued(job) {
             Ok(None) => return Ok(false),
@@ -329,7 +337,7 @@ fn cancel(job: &str) {
 fn gather(
     c: &Comparison,
     dir: &Path,
-    csv: &Path,
+    csv: &RunsFile,
     runs: &mut Vec<Run>,
     progress: Progress,
 ) -> anyhow::Result<()> {
