@@ -26,7 +26,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Policy;
-use crate::util::fs::write_atomic;
+use crate::util::fs::{write_atomic, write_durable};
 use crate::util::html::esc;
 use crate::util::stats;
 use crate::util::Locked;
@@ -361,12 +361,27 @@ pub(super) fn scan_runs(path: &Path) -> anyhow::Result<Rows> {
 }
 
 /// Drops the last line of `path`, cut short by a compare stopped while writing it (see
-/// [`scan_runs`]): the file then ends at the end of its last whole line.
-fn drop_cut_row(path: &Path) -> anyhow::Result<()> {
+/// [`scan_runs`]): the file then ends at the end of its last whole line. The line is kept,
+/// with its end of line, at the end of `path` + `.cut` ([`CUT`]): under an older header a whole
+/// row whose end of line an editor took away cannot be told from a cut one, and nothing a
+/// user wrote is thrown away.
+fn drop_cut_row(path: &Path) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
     let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
     let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |k| k + 1);
-    Ok(write_atomic(path, &bytes[..keep])?)
+    let kept = path.with_file_name(CUT);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&kept)
+        .and_then(|mut f| f.write_all(&[&bytes[keep..], b"\n"].concat()))
+        .with_context(|| format!("{}", kept.display()))?;
+    write_durable(path, &bytes[..keep])?;
+    Ok(kept)
 }
+
+/// Where [`drop_cut_row`] keeps the lines it drops, beside runs.csv.
+const CUT: &str = "runs.csv.cut";
 
 /// The `runs.csv` a compare appends its rows to.
 pub(super) struct RunsFile {
@@ -464,10 +479,11 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
         .cloned()
         .collect();
     if let Some(k) = cut {
-        drop_cut_row(&csv)?;
+        let kept = drop_cut_row(&csv)?;
         crate::util::outln!(
-            "compare: {}: line {k} was cut short (a compare stopped while writing it) and is dropped; its run counts as not run",
-            csv.display()
+            "compare: {}: line {k} was cut short (a compare stopped while writing it) and is dropped (kept in {}); its run counts as not run",
+            csv.display(),
+            kept.display()
         );
     }
     // A new folder gets its header now; a file from before a column is upgraded by the first
@@ -475,7 +491,7 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
     // readable by the build that wrote it.
     let new = !csv.exists();
     if new {
-        write_atomic(&csv, format!("{HEADER}\n").as_bytes())?;
+        write_durable(&csv, format!("{HEADER}\n").as_bytes())?;
     }
     let csv = RunsFile {
         path: csv,
@@ -515,8 +531,17 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
 /// file, not the folder itself: over NFS (a Slurm cluster's shared folders) `flock` becomes a
 /// lock on a byte range, which the server keeps for every node, and that needs a file opened
 /// for writing.
-fn hold_folder(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
-    use nix::fcntl::{Flock, FlockArg};
+///
+/// The folder itself is locked too where the file system allows it: the builds of 3dd77e1 to
+/// 002597a locked only the folder, and one of them may still be running a compare in it when
+/// a user rebuilds and resumes (the flow the README gives). A lock a pool's check holds for an
+/// instant ([`folder_in_use`]) is waited out, for at most [`LOCK_WAIT`].
+struct Held {
+    _file: nix::fcntl::Flock<std::fs::File>,
+    _folder: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+fn hold_folder(dir: &Path) -> anyhow::Result<Held> {
     let path = dir.join(LOCK);
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -525,14 +550,51 @@ fn hold_folder(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
         .truncate(false)
         .open(&path)
         .with_context(|| format!("{}", path.display()))?;
-    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
-        nix::errno::Errno::EWOULDBLOCK => in_use(dir),
-        e => anyhow::anyhow!("{}: cannot lock it: {e}", path.display()),
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let file = exclusive(f, deadline)
+        .map_err(|e| anyhow::anyhow!("{}: cannot lock it: {e}", path.display()))?
+        .ok_or_else(|| in_use(dir))?;
+    // Where a folder cannot be locked (NFS) no older build could have locked it either.
+    let folder = match std::fs::File::open(dir).map(|f| exclusive(f, deadline)) {
+        Ok(Ok(None)) => return Err(in_use(dir)),
+        Ok(Ok(held)) => held,
+        _ => None,
+    };
+    Ok(Held {
+        _file: file,
+        _folder: folder,
     })
+}
+
+/// An exclusive lock on `f`, retried until `deadline` while another holds it; `None` if it is
+/// still held then.
+fn exclusive(
+    f: std::fs::File,
+    deadline: std::time::Instant,
+) -> nix::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let mut f = f;
+    loop {
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => return Ok(Some(held)),
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
+                if std::time::Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                f = back;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err((_, e)) => return Err(e),
+        }
+    }
 }
 
 /// The file a compare locks in its `--out` ([`hold_folder`]).
 const LOCK: &str = ".lock";
+
+/// How long [`hold_folder`] waits for a lock held by another: long enough for a pool's check
+/// of the folder to let go, too short to wait for a compare.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn in_use(dir: &Path) -> anyhow::Error {
     anyhow::anyhow!(
@@ -541,15 +603,17 @@ fn in_use(dir: &Path) -> anyhow::Error {
     )
 }
 
-/// Whether a compare holds `dir` now (see [`hold_folder`]).
+/// Whether a compare holds `dir` now (see [`hold_folder`]): its lock file, or the folder
+/// itself (an older build's compare).
 fn folder_in_use(dir: &Path) -> bool {
     use nix::fcntl::{Flock, FlockArg};
-    std::fs::File::open(dir.join(LOCK)).is_ok_and(|f| {
+    let held = |f: std::fs::File| {
         matches!(
             Flock::lock(f, FlockArg::LockSharedNonblock),
             Err((_, nix::errno::Errno::EWOULDBLOCK))
         )
-    })
+    };
+    std::fs::File::open(dir.join(LOCK)).is_ok_and(held) || std::fs::File::open(dir).is_ok_and(held)
 }
 
 /// `testbed compare --from DIR...`: the runs of finished compares, read together and written
@@ -780,7 +844,7 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
     let text: String = std::iter::once(format!("{HEADER}\n"))
         .chain(runs.iter().map(Run::csv))
         .collect();
-    write_atomic(&out.join("runs.csv"), text.as_bytes())?;
+    write_durable(&out.join("runs.csv"), text.as_bytes())?;
     let c = Comparison {
         config: super::config::Source::file(
             config
@@ -854,7 +918,7 @@ pub(super) fn record(
         let text: String = std::iter::once(format!("{HEADER}\n"))
             .chain(done.iter().map(Run::csv))
             .collect();
-        write_atomic(path, text.as_bytes())?;
+        write_durable(path, text.as_bytes())?;
         csv.ready.store(true, SeqCst);
     }
     let n = done.len() - progress.already;
@@ -2019,11 +2083,20 @@ mod tests {
         std::fs::write(&csv, format!("{}\n{}", old_header.join(","), head_cut(12))).unwrap();
         let rows = scan_runs(&csv).unwrap();
         assert_eq!((rows.runs.len(), rows.cut), (0, Some(2)));
-        drop_cut_row(&csv).unwrap();
+        let kept = drop_cut_row(&csv).unwrap();
         assert_eq!(
             std::fs::read_to_string(&csv).unwrap(),
             format!("{}\n", old_header.join(",")),
             "only the cut row dropped, the header as it was"
+        );
+        // The dropped line is kept beside it (it may be a whole row an editor left unended),
+        // each drop after the one before.
+        assert_eq!(kept, d.path().join(CUT));
+        std::fs::write(&csv, format!("{}\n{}", old_header.join(","), head_cut(3))).unwrap();
+        drop_cut_row(&csv).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&kept).unwrap(),
+            format!("{}\n{}\n", head_cut(12), head_cut(3))
         );
     }
 
@@ -2146,6 +2219,17 @@ mod tests {
         let e = pool(&[], vec![], d.path()).unwrap_err().to_string();
         assert!(e.contains("another compare is using this folder"), "{e}");
         drop(held);
+        assert!(!folder_in_use(d.path()));
+        // A compare of a build before 7566ff7 locked the folder itself: seen, and refused.
+        let older = nix::fcntl::Flock::lock(
+            std::fs::File::open(d.path()).unwrap(),
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        )
+        .unwrap();
+        assert!(folder_in_use(d.path()));
+        let e = hold_folder(d.path()).err().unwrap().to_string();
+        assert!(e.contains("another compare is using this folder"), "{e}");
+        drop(older);
         assert!(!folder_in_use(d.path()));
         // Free: a compare with every run done takes it, and writes only its tables.
         let old_header: Vec<&str> = HEADER.split(',').take(14).collect();

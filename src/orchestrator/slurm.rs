@@ -120,6 +120,8 @@ pub(super) fn run_array(
             .transpose()?,
         tasks: left,
     };
+    // A rebuild since the compare began would be what the tasks start.
+    live.same_build()?;
     let job = submit(slurm, &plan, &live.exe.0)?;
     crate::util::outln!(
         "compare: Slurm job {job}: {} runs as array tasks 0-{} (logs in {})",
@@ -278,6 +280,9 @@ fn wait(
 ) -> anyhow::Result<bool> {
     let mut failures = 0;
     let mut last = String::new();
+    let mut rebuilt = None;
+    // Once the queue is empty: the error of a rebuild, else done.
+    let ended = |rebuilt: Option<anyhow::Error>| rebuilt.map_or(Ok(false), Err);
     loop {
         gather(c, dir, csv, runs, progress)?;
         if live.stopping() {
@@ -285,16 +290,23 @@ fn wait(
             gather(c, dir, csv, runs, progress)?;
             return Ok(true);
         }
-        // The tasks still pending would start the new build: the array ends here, as a
-        // compare on this machine stops before its next run.
-        if let Err(e) = live.same_build() {
-            cancel(job);
-            gather(c, dir, csv, runs, progress)?;
-            return Err(e);
+        // The tasks still pending would start the new build: they are cancelled, as a compare
+        // on this machine stops before its next run; the running ones started the old build,
+        // and their rows are gathered when they end.
+        if rebuilt.is_none() {
+            if let Err(e) = live.same_build() {
+                crate::util::outln!(
+                    "compare: {e:#}; cancelling the pending tasks of Slurm job {job}, keeping the running ones"
+                );
+                let _ = Command::new("scancel")
+                    .args(["--state=PENDING", job])
+                    .status();
+                rebuilt = Some(e);
+            }
         }
         match queued(job) {
-            Ok(None) => return Ok(false),
-            Ok(Some(q)) if q.total() == 0 => return Ok(false),
+            Ok(None) => return ended(rebuilt),
+            Ok(Some(q)) if q.total() == 0 => return ended(rebuilt),
             Ok(Some(q)) => {
                 failures = 0;
                 let line = format!(

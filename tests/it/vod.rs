@@ -599,6 +599,11 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
         again.contains("line 5 was cut short") && again.contains("3 of 4 runs already in"),
         "{again}"
     );
+    assert_eq!(
+        String::from_utf8(read(&out.join("runs.csv.cut"))).unwrap(),
+        format!("{}\n", cut_short.join(",")),
+        "the dropped line kept beside runs.csv"
+    );
     let upgraded = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
     assert_eq!(upgraded.lines().next(), csv.lines().next(), "{upgraded}");
     let old_rows: Vec<String> = kept.lines().skip(1).map(|l| format!("{l},")).collect();
