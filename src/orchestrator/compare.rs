@@ -1299,6 +1299,53 @@ pub struct EntrantStats {
     pub median: f64,
     pub sd: f64,
     pub ci95: (f64, f64),
+    /// With reruns of a seed: the sd of a seed's runs about their own mean, pooled over the
+    /// seeds ([`stats::pooled_within_sd`]): what reruns of one world differ by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_seed_sd: Option<f64>,
+}
+
+/// How much of an entrant's spread its runs' starts explain: the pieces the world delivered
+/// in my client's first 10 s (`startup_pieces`, the referee's count) against the share.
+#[derive(Debug, Clone, Serialize)]
+pub struct Startup {
+    pub entrant: String,
+    /// Pearson's r over the entrant's runs.
+    pub correlation: f64,
+    /// The median of the runs' start-up pieces, and the mean share of the runs at or below it
+    /// and of those above it (`None` where no run is above it).
+    pub median_pieces: f64,
+    pub mean_share_at_or_below: f64,
+    pub mean_share_above: Option<f64>,
+}
+
+/// [`Startup`] of `entrant`'s runs; `None` under six runs (too few to say), or where its
+/// start-up pieces or its shares do not vary.
+fn startup(entrant: &str, runs: &[Run]) -> Option<Startup> {
+    let mine: Vec<&Run> = runs.iter().filter(|r| r.entrant == entrant).collect();
+    if mine.len() < 6 {
+        return None;
+    }
+    let pieces: Vec<f64> = mine.iter().map(|r| r.startup_pieces as f64).collect();
+    let shares: Vec<f64> = mine.iter().map(|r| r.share).collect();
+    let correlation = stats::correlation(&pieces, &shares)?;
+    let median_pieces = stats::median(&pieces);
+    let side = |low: bool| -> Vec<f64> {
+        pieces
+            .iter()
+            .zip(&shares)
+            .filter(|&(&p, _)| (p <= median_pieces) == low)
+            .map(|(_, &s)| s)
+            .collect()
+    };
+    let (low, high) = (side(true), side(false));
+    Some(Startup {
+        entrant: entrant.to_string(),
+        correlation,
+        median_pieces,
+        mean_share_at_or_below: stats::mean(&low),
+        mean_share_above: (!high.is_empty()).then(|| stats::mean(&high)),
+    })
 }
 
 /// One pair's paired difference (`a` − `b`, over the runs both made).
@@ -1338,13 +1385,15 @@ fn table(c: &Comparison, runs: &[Run]) -> Vec<EntrantStats> {
                 .map(|r| (r.seed, r.share))
                 .collect();
             let x: Vec<f64> = mine.iter().map(|&(_, v)| v).collect();
+            let seeds = by_seed(mine);
             EntrantStats {
                 entrant: e.name(),
                 runs: x.len(),
                 mean: stats::mean(&x),
                 median: stats::median(&x),
                 sd: stats::sd(&x),
-                ci95: stats::bootstrap_ci_by_group(&by_seed(mine), RESAMPLES, 1),
+                ci95: stats::bootstrap_ci_by_group(&seeds, RESAMPLES, 1),
+                same_seed_sd: stats::pooled_within_sd(&seeds),
             }
         })
         .filter(|s| s.runs > 0)
@@ -1415,6 +1464,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
     let t = table(c, runs);
     let p = pairs(c, runs);
     let pct = |x: f64| format!("{:.1} %", x * 100.0);
+    let points = |x: f64| format!("{:.1} points", x * 100.0);
     let side_by_side = runs.iter().filter(|r| r.jobs > 1).count();
     let on_slurm = runs.iter().filter(|r| r.jobs == 0).count();
     let mut how = Vec::new();
@@ -1517,6 +1567,52 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
             pct(s.sd),
             pct(s.ci95.0),
             pct(s.ci95.1)
+        );
+    }
+    let reruns: Vec<String> = t
+        .iter()
+        .filter_map(|s| {
+            Some(format!(
+                "{} {}",
+                md_text(&s.entrant),
+                points(s.same_seed_sd?)
+            ))
+        })
+        .collect();
+    if !reruns.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nSame-seed spread (the sd of a seed's runs about their own mean, pooled over the \
+             seeds): {}. It is what reruns of one world differ by; the rest of an entrant's sd \
+             is its seeds'.",
+            reruns.join(", ")
+        );
+    }
+    let start: Vec<Startup> = t.iter().filter_map(|s| startup(&s.entrant, runs)).collect();
+    if !start.is_empty() {
+        let each: Vec<String> = start
+            .iter()
+            .map(|s| {
+                let split = match s.mean_share_above {
+                    Some(above) => format!(
+                        " (its runs with at most {:.0} such pieces, the median, paid {} on \
+                         average, the others {})",
+                        s.median_pieces,
+                        pct(s.mean_share_at_or_below),
+                        pct(above)
+                    ),
+                    None => String::new(),
+                };
+                format!("{} r = {:.2}{split}", md_text(&s.entrant), s.correlation)
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "\nStart-up: the pieces the world delivered in my client's first 10 s \
+             (`startup_pieces`) against the share, over each entrant's runs: {}. Where r is \
+             strongly negative, a run's start decides much of its share, and only more runs \
+             (seeds or `--repeat`) average it out.",
+            each.join("; ")
         );
     }
     for s in &t {
@@ -1631,6 +1727,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
             .filter_map(|e| e.line().map(|(l, _)| (e.name(), l.cmd.clone())))
             .collect::<BTreeMap<_, _>>(),
         "pairs": p,
+        "startup": start,
     });
     write_atomic(
         &c.out.join("summary.json"),
@@ -1792,6 +1889,7 @@ mod tests {
             median: 0.1,
             sd: 0.0,
             ci95: (0.1, 0.1),
+            same_seed_sd: None,
         };
         let chart = svg(&[stats("deadline"), stats(name)], &[]);
         let label_end: f64 = chart
@@ -2276,6 +2374,72 @@ mod tests {
             text
         );
         pool(&[d.path().into()], vec![], pooled.path()).unwrap();
+    }
+
+    /// With reruns, compare.md gives each entrant's same-seed spread; from six runs on, how
+    /// the start-up pieces go with the share. Without reruns, or with a start that does not
+    /// vary, neither line.
+    #[test]
+    fn the_tables_say_how_much_reruns_and_starts_spread_the_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Comparison {
+            out: d.path().into(),
+            ..cmp(vec![
+                Entrant::Policy(Policy::Deadline),
+                Entrant::Policy(Policy::Sequential),
+            ])
+        };
+        let md = |runs: &[Run]| {
+            write_outputs(&c, runs).unwrap();
+            std::fs::read_to_string(d.path().join("compare.md")).unwrap()
+        };
+        // Seed 42 far from seed 43; a bad start (4 pieces) costs 10 points.
+        let mut runs = Vec::new();
+        for (seed, base) in [(42, 0.02), (43, 0.2), (44, 0.08)] {
+            for (r, pieces) in [(0, 30), (1, 4)] {
+                for e in ["deadline", "sequential"] {
+                    runs.push(Run {
+                        repeat: r,
+                        startup_pieces: pieces,
+                        ..row(e, seed, base + if pieces < 10 { 0.1 } else { 0.0 })
+                    });
+                }
+            }
+        }
+        let text = md(&runs);
+        // Each seed's two runs are 0.1 apart: sd 0.0707 about their mean, pooled the same.
+        // The sequential runs are the deadline runs': the second entrant's r is the same.
+        assert!(
+            text.contains("seeds): deadline 7.1 points, sequential 7.1 points."),
+            "{text}"
+        );
+        let deadline = "deadline r = -0.56 (its runs with at most 17 such pieces, the median, \
+                        paid 20.0 % on average, the others 10.0 %)";
+        assert!(
+            text.contains("over each entrant's runs: ") && text.contains(deadline),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
+                .unwrap();
+        let r = json["startup"][1]["correlation"].as_f64().unwrap();
+        assert!((-0.6..-0.5).contains(&r), "{r}");
+        assert!(json["entrants"][0]["same_seed_sd"].as_f64().is_some());
+        // One run a seed, one start for every run: neither line.
+        let firsts: Vec<Run> = runs
+            .iter()
+            .filter(|r| r.repeat == 0)
+            .cloned()
+            .chain((45..48).map(|s| Run {
+                startup_pieces: 30,
+                ..row("deadline", s, 0.1)
+            }))
+            .collect();
+        let text = md(&firsts);
+        assert!(
+            !text.contains("Same-seed spread") && !text.contains("Start-up:"),
+            "{text}"
+        );
     }
 
     /// Runs of two builds are named in compare.md and summary.json (rows from before the

@@ -92,9 +92,52 @@ pub fn pairs_for_90pct_power(d: &[f64]) -> Option<usize> {
     (n <= 100_000.0).then(|| (n.ceil() as usize).max(2))
 }
 
+/// The sd of values about their own group's mean, pooled over the groups (each group's sum
+/// of squares over the sum of its degrees of freedom): for a comparison's runs grouped by seed,
+/// what reruns of one world differ by, the seeds' own differences left out. `None` where no
+/// group has two values.
+pub fn pooled_within_sd(groups: &[Vec<f64>]) -> Option<f64> {
+    let (mut ss, mut df) = (0.0, 0usize);
+    for g in groups.iter().filter(|g| g.len() > 1) {
+        let m = mean(g);
+        ss += g.iter().map(|v| (v - m) * (v - m)).sum::<f64>();
+        df += g.len() - 1;
+    }
+    (df > 0).then(|| (ss / df as f64).sqrt())
+}
+
+/// Pearson's correlation of `x` and `y` (taken pairwise); `None` for fewer than three pairs,
+/// or where either does not vary.
+pub fn correlation(x: &[f64], y: &[f64]) -> Option<f64> {
+    let n = x.len().min(y.len());
+    if n < 3 {
+        return None;
+    }
+    let (x, y) = (&x[..n], &y[..n]);
+    let (mx, my) = (mean(x), mean(y));
+    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = x.iter().map(|a| (a - mx) * (a - mx)).sum();
+    let vy: f64 = y.iter().map(|b| (b - my) * (b - my)).sum();
+    (vx > 0.0 && vy > 0.0).then(|| cov / (vx * vy).sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_group_spread_and_correlation_of_known_numbers() {
+        // Two seeds far apart, each rerun alike: the pooled sd is the reruns' alone.
+        let g = [vec![1.0, 3.0], vec![10.0, 12.0, 14.0]];
+        // (2 + 8) / (1 + 2) = 10/3.
+        assert!((pooled_within_sd(&g).unwrap() - (10.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(pooled_within_sd(&[vec![5.0], vec![7.0]]), None);
+        let x = [1.0, 2.0, 3.0, 4.0];
+        assert!((correlation(&x, &[8.0, 6.0, 4.0, 2.0]).unwrap() + 1.0).abs() < 1e-12);
+        assert!((correlation(&x, &[1.0, 3.0, 2.0, 4.0]).unwrap() - 0.8).abs() < 1e-12);
+        assert_eq!(correlation(&x, &[2.0; 4]), None, "y does not vary");
+        assert_eq!(correlation(&x[..2], &x[..2]), None, "two pairs");
+    }
 
     #[test]
     fn summaries_of_known_numbers() {
