@@ -1864,6 +1864,17 @@ mod tests {
         }
     }
 
+    /// deadline against sequential, written to `out`.
+    fn deadline_vs_sequential(out: &Path) -> Comparison {
+        Comparison {
+            out: out.into(),
+            ..cmp(vec![
+                Entrant::Policy(Policy::Deadline),
+                Entrant::Policy(Policy::Sequential),
+            ])
+        }
+    }
+
     fn cmp(entrants: Vec<Entrant>) -> Comparison {
         Comparison {
             config: crate::orchestrator::config::Source::file("c.yaml"),
@@ -2204,13 +2215,7 @@ mod tests {
     fn the_first_row_recorded_upgrades_an_old_file() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("runs.csv");
-        let c = Comparison {
-            out: d.path().into(),
-            ..cmp(vec![
-                Entrant::Policy(Policy::Deadline),
-                Entrant::Policy(Policy::Sequential),
-            ])
-        };
+        let c = deadline_vs_sequential(d.path());
         let old = row("deadline", 42, 0.05).csv();
         let old = format!("{}\n", old.trim_end().rsplit_once(',').unwrap().0);
         let old_header: Vec<&str> = HEADER.split(',').take(14).collect();
@@ -2299,14 +2304,10 @@ mod tests {
     fn one_compare_at_a_time_holds_a_folder() {
         let d = tempfile::tempdir().unwrap();
         let c = Comparison {
-            out: d.path().into(),
             config: crate::orchestrator::config::Source::file(
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default.yaml"),
             ),
-            ..cmp(vec![
-                Entrant::Policy(Policy::Deadline),
-                Entrant::Policy(Policy::Sequential),
-            ])
+            ..deadline_vs_sequential(d.path())
         };
         assert!(!folder_in_use(d.path()));
         let held = hold_folder(d.path()).unwrap();
@@ -2382,13 +2383,7 @@ mod tests {
     #[test]
     fn the_tables_say_how_much_reruns_and_starts_spread_the_runs() {
         let d = tempfile::tempdir().unwrap();
-        let c = Comparison {
-            out: d.path().into(),
-            ..cmp(vec![
-                Entrant::Policy(Policy::Deadline),
-                Entrant::Policy(Policy::Sequential),
-            ])
-        };
+        let c = deadline_vs_sequential(d.path());
         let md = |runs: &[Run]| {
             write_outputs(&c, runs).unwrap();
             std::fs::read_to_string(d.path().join("compare.md")).unwrap()
@@ -2448,13 +2443,7 @@ mod tests {
     #[test]
     fn runs_of_two_builds_are_named_in_the_tables() {
         let d = tempfile::tempdir().unwrap();
-        let c = Comparison {
-            out: d.path().into(),
-            ..cmp(vec![
-                Entrant::Policy(Policy::Deadline),
-                Entrant::Policy(Policy::Sequential),
-            ])
-        };
+        let c = deadline_vs_sequential(d.path());
         let mut runs = Vec::new();
         for seed in [42, 43] {
             runs.push(row("deadline", seed, 0.05));
@@ -2507,13 +2496,9 @@ mod tests {
     fn the_runs_of_a_seed_are_resampled_together() {
         let d = tempfile::tempdir().unwrap();
         let c = Comparison {
-            out: d.path().into(),
             seeds: 42..=45,
             repeat: 3,
-            ..cmp(vec![
-                Entrant::Policy(Policy::Deadline),
-                Entrant::Policy(Policy::Sequential),
-            ])
+            ..deadline_vs_sequential(d.path())
         };
         let mut runs = Vec::new();
         for (seed, diff) in [(42, -0.10), (43, -0.10), (44, -0.10), (45, 0.05)] {
