@@ -569,11 +569,10 @@ fn hold_folder(dir: &Path) -> anyhow::Result<Held> {
 /// An exclusive lock on `f`, retried until `deadline` while another holds it; `None` if it is
 /// still held then.
 fn exclusive(
-    f: std::fs::File,
+    mut f: std::fs::File,
     deadline: std::time::Instant,
 ) -> nix::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
     use nix::fcntl::{Flock, FlockArg};
-    let mut f = f;
     loop {
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(held) => return Ok(Some(held)),

@@ -30,8 +30,13 @@ pub fn sd(x: &[f64]) -> f64 {
     if x.len() < 2 {
         return 0.0;
     }
+    (squares_about_mean(x) / (x.len() - 1) as f64).sqrt()
+}
+
+/// The sum of the squared deviations of `x` from its mean.
+fn squares_about_mean(x: &[f64]) -> f64 {
     let m = mean(x);
-    (x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (x.len() - 1) as f64).sqrt()
+    x.iter().map(|v| (v - m) * (v - m)).sum()
 }
 
 /// The 95 % percentile bootstrap interval of the mean (`resamples` draws with replacement).
@@ -99,8 +104,7 @@ pub fn pairs_for_90pct_power(d: &[f64]) -> Option<usize> {
 pub fn pooled_within_sd(groups: &[Vec<f64>]) -> Option<f64> {
     let (mut ss, mut df) = (0.0, 0usize);
     for g in groups.iter().filter(|g| g.len() > 1) {
-        let m = mean(g);
-        ss += g.iter().map(|v| (v - m) * (v - m)).sum::<f64>();
+        ss += squares_about_mean(g);
         df += g.len() - 1;
     }
     (df > 0).then(|| (ss / df as f64).sqrt())
@@ -116,8 +120,7 @@ pub fn correlation(x: &[f64], y: &[f64]) -> Option<f64> {
     let (x, y) = (&x[..n], &y[..n]);
     let (mx, my) = (mean(x), mean(y));
     let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let vx: f64 = x.iter().map(|a| (a - mx) * (a - mx)).sum();
-    let vy: f64 = y.iter().map(|b| (b - my) * (b - my)).sum();
+    let (vx, vy) = (squares_about_mean(x), squares_about_mean(y));
     (vx > 0.0 && vy > 0.0).then(|| cov / (vx * vy).sqrt())
 }
 
