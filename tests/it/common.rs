@@ -27,6 +27,41 @@ pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
     }
 }
 
+/// A copy of this build's `testbed` and `vod-client` in a folder of their own, for a test that
+/// rebuilds one of them under a running compare.
+pub struct BuildCopy {
+    pub dir: PathBuf,
+}
+
+impl BuildCopy {
+    pub fn new(dir: PathBuf) -> BuildCopy {
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["testbed", "vod-client"] {
+            let exe = Path::new(testbed_bin()).with_file_name(name);
+            std::fs::copy(exe, dir.join(name)).unwrap();
+        }
+        BuildCopy { dir }
+    }
+
+    pub fn testbed(&self) -> PathBuf {
+        self.dir.join("testbed")
+    }
+
+    /// "Rebuilds" `name`: a new file takes the program's name, as cargo's linker does.
+    pub fn rebuild(&self, name: &str) {
+        let new = self.dir.join(format!("{name}.new"));
+        std::fs::copy(self.dir.join(name), &new).unwrap();
+        std::fs::rename(new, self.dir.join(name)).unwrap();
+    }
+}
+
+/// The rows in a compare's `out/runs.csv` (0 before it has any).
+pub fn runs_csv_rows(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("runs.csv"))
+        .map(|t| t.lines().count().saturating_sub(1))
+        .unwrap_or(0)
+}
+
 /// Deterministic pseudo-random content of `len` bytes.
 pub fn content(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed

@@ -154,15 +154,10 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
     // A rebuild while the array runs (a copy of the binaries, one task at a time with
     // --exclusive): the pending tasks are cancelled, the running one's row is gathered, and
     // the compare exits non-zero; the same command resumes the rest with the new build.
-    let bin = s.root().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for name in ["testbed", "vod-client"] {
-        let exe = Path::new(testbed_bin()).with_file_name(name);
-        std::fs::copy(exe, bin.join(name)).unwrap();
-    }
+    let bin = BuildCopy::new(s.root().join("bin"));
     let out2 = s.root().join("out-rebuilt");
     let copy = |log: &str| {
-        let mut c = cluster.cmd(&bin.join("testbed").display().to_string());
+        let mut c = cluster.cmd(&bin.testbed().display().to_string());
         let log = std::fs::File::create(s.root().join(log)).unwrap();
         c.current_dir(s.root())
             .args(["compare", "--config"])
@@ -177,17 +172,11 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
             .stderr(log);
         c
     };
-    let rows = || {
-        std::fs::read_to_string(out2.join("runs.csv"))
-            .map(|t| t.lines().count().saturating_sub(1))
-            .unwrap_or(0)
-    };
     let mut cmp = Proc::spawn("testbed compare --slurm (a copy)", &mut copy("rebuilt.log"));
     wait_until("the array's first row", Duration::from_secs(120), || {
-        rows() >= 1
+        runs_csv_rows(&out2) >= 1
     });
-    std::fs::copy(bin.join("vod-client"), bin.join("vod-client.new")).unwrap();
-    std::fs::rename(bin.join("vod-client.new"), bin.join("vod-client")).unwrap();
+    bin.rebuild("vod-client");
     let status = cmp
         .wait_timeout(Duration::from_secs(120))
         .expect("the compare ends after a rebuild");
@@ -198,7 +187,7 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
             && log.contains("cancelling the pending tasks of Slurm job"),
         "{log}"
     );
-    let kept = rows();
+    let kept = runs_csv_rows(&out2);
     assert!((1..4).contains(&kept), "{kept} rows: {log}");
     assert!(cluster.queue_is_empty(), "the array left the queue: {log}");
     assert!(
@@ -212,7 +201,7 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
         log.contains(&format!("{kept} of 4 runs already in")),
         "{log}"
     );
-    assert_eq!(rows(), 4, "{log}");
+    assert_eq!(runs_csv_rows(&out2), 4, "{log}");
 
     // A testbed started inside a job (task/cgroup) is ended by the end of the job: scancel.
     let run_dir = s.root().join("in-job");

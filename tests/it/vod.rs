@@ -718,16 +718,11 @@ fn compare_stopped_mid_run_leaves_nothing_behind() {
 #[test]
 fn compare_stops_when_its_build_is_replaced() {
     let s = scenario(12.0, "{min: 0.0, max: 0.3}");
-    let bin = s.root().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let exe = std::path::Path::new(testbed_bin());
-    for name in ["testbed", "vod-client"] {
-        std::fs::copy(exe.with_file_name(name), bin.join(name)).unwrap();
-    }
+    let bin = BuildCopy::new(s.root().join("bin"));
     let out = s.root().join("cmp");
     let mut cmp = Proc::spawn(
         "testbed compare (a copy)",
-        Command::new(bin.join("testbed"))
+        Command::new(bin.testbed())
             .args(["compare", "--config"])
             .arg(&s.config)
             .args([
@@ -738,18 +733,11 @@ fn compare_stops_when_its_build_is_replaced() {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped()),
     );
-    let rows = || {
-        std::fs::read_to_string(out.join("runs.csv"))
-            .map(|t| t.lines().count().saturating_sub(1))
-            .unwrap_or(0)
-    };
     wait_for("the first run's row", Duration::from_secs(60), || {
-        rows() >= 1
+        runs_csv_rows(&out) >= 1
     })
     .unwrap();
-    // "Rebuilt": a new file takes the program's name, as cargo's linker does.
-    std::fs::copy(bin.join("vod-client"), bin.join("vod-client.new")).unwrap();
-    std::fs::rename(bin.join("vod-client.new"), bin.join("vod-client")).unwrap();
+    bin.rebuild("vod-client");
     let status = cmp
         .wait_timeout(Duration::from_secs(60))
         .expect("compare ends");
@@ -757,7 +745,7 @@ fn compare_stops_when_its_build_is_replaced() {
     std::io::Read::read_to_string(cmp.child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(!status.success(), "{err}");
     assert!(err.contains("vod-client was replaced (rebuilt?)"), "{err}");
-    let kept = rows();
+    let kept = runs_csv_rows(&out);
     assert!((1..4).contains(&kept), "{kept} rows");
     let left = in_cmdline(out.to_str().unwrap());
     assert!(left.is_empty(), "left running: {left:?}");
