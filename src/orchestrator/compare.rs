@@ -219,18 +219,25 @@ pub struct Run {
     /// (`None`: a row from before the column).
     pub upload_peak: Option<f64>,
     pub upload_over_cap: bool,
+    /// The referee's bytes the world sent my client, and the bytes of those that saved no
+    /// server byte (sent twice, or sent by the server too), each over the file's size: the
+    /// world's supply, and what my client's requests wasted of it. For a client that
+    /// completes the file from the world and the server, share = 1 − world + wasted.
+    /// `None`: a row from before the columns.
+    pub world_share: Option<f64>,
+    pub wasted_share: Option<f64>,
     /// The build that ran it: the first 12 hex digits of the SHA-1 of the `testbed` binary
     /// followed by the `vod-client` beside it (empty: a row from before the column). Pooled
     /// runs of two builds are two worlds.
     pub build: String,
 }
 
-const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs,first_piece_at,upload_peak_kbps,upload_over_cap,build";
+const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs,first_piece_at,upload_peak_kbps,upload_over_cap,world_share,wasted_share,build";
 
 impl Run {
     pub(super) fn csv(&self) -> String {
         format!(
-            "{},{},{},{:.6},{},{},{},{},{:.1},{},{},{},{},{},{}\n",
+            "{},{},{},{:.6},{},{},{},{},{:.1},{},{},{},{},{},{},{},{}\n",
             csv_field(&self.entrant),
             self.seed,
             self.repeat,
@@ -247,6 +254,10 @@ impl Run {
             self.upload_peak
                 .map_or(String::new(), |r| format!("{r:.1}")),
             self.upload_over_cap as u8,
+            self.world_share
+                .map_or(String::new(), |x| format!("{x:.6}")),
+            self.wasted_share
+                .map_or(String::new(), |x| format!("{x:.6}")),
             csv_field(&self.build),
         )
     }
@@ -400,15 +411,22 @@ fn is_build(b: &str) -> bool {
 
 /// One row of `runs.csv`; ten fields is a row from before `--jobs` (one at a time), eleven
 /// one from before `first_piece_at`, twelve one from before the upload columns, fourteen one
-/// from before the build.
+/// from before the build, fifteen one from before the world's and the wasted shares.
 pub(super) fn parse_run(line: &str) -> Option<Run> {
     parse_fields(&csv_split(line))
 }
 
 fn parse_fields(f: &[String]) -> Option<Run> {
-    if !(10..=15).contains(&f.len()) || f.len() == 13 {
+    if !matches!(f.len(), 10..=12 | 14 | 15 | 17) {
         return None;
     }
+    // The build is the last field from fifteen on; the two shares come before it.
+    let share = |k: usize| -> Option<Option<f64>> {
+        match (f.len() == 17).then(|| f[k].trim()) {
+            None | Some("") => Some(None),
+            Some(t) => Some(Some(t.parse().ok()?)),
+        }
+    };
     Some(Run {
         entrant: f[0].clone(),
         seed: f[1].parse().ok()?,
@@ -430,7 +448,12 @@ fn parse_fields(f: &[String]) -> Option<Run> {
             Some(t) => Some(t.parse().ok()?),
         },
         upload_over_cap: f.get(13).is_some_and(|t| t.trim() == "1"),
-        build: f.get(14).map_or(String::new(), |b| b.trim().to_string()),
+        world_share: share(14)?,
+        wasted_share: share(15)?,
+        build: match f.len() {
+            15 | 17 => f[f.len() - 1].trim().to_string(),
+            _ => String::new(),
+        },
     })
 }
 
@@ -1262,11 +1285,8 @@ pub(super) fn one_run(
                 String::from_utf8_lossy(&out.stderr).trim()
             )
         })?;
-    let share = if summary.size > 0 {
-        summary.penalty as f64 / summary.size as f64
-    } else {
-        0.0
-    };
+    let size = summary.size.max(1) as f64;
+    let share = summary.penalty as f64 / size;
     Ok(Some(Run {
         entrant: entrant.name(),
         seed,
@@ -1282,6 +1302,14 @@ pub(super) fn one_run(
         first_piece_at: summary.referee.as_ref().and_then(|r| r.first_piece_at),
         upload_peak: summary.referee.as_ref().map(|r| r.upload_peak / 1024.0),
         upload_over_cap: summary.referee.as_ref().is_some_and(|r| r.upload_over_cap),
+        world_share: summary
+            .referee
+            .as_ref()
+            .map(|r| r.bytes_from_world as f64 / size),
+        wasted_share: summary
+            .referee
+            .as_ref()
+            .and_then(|r| Some(r.wasted_bytes? as f64 / size)),
         my_client_exit: summary.my_client_exit.unwrap_or_else(|| "none".into()),
         seconds,
         jobs: place.jobs,
@@ -1302,6 +1330,14 @@ pub struct EntrantStats {
     /// seeds ([`stats::pooled_within_sd`]): what reruns of one world differ by.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub same_seed_sd: Option<f64>,
+    /// The mean of the runs' `world_share` and `wasted_share`, and the sd of the latter, over
+    /// the runs that have them (`None`: none has).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub world_share: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wasted_share: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wasted_sd: Option<f64>,
 }
 
 /// How much of an entrant's spread its runs' starts explain: the pieces the world delivered
@@ -1385,7 +1421,18 @@ fn table(c: &Comparison, runs: &[Run]) -> Vec<EntrantStats> {
                 .collect();
             let x: Vec<f64> = mine.iter().map(|&(_, v)| v).collect();
             let seeds = by_seed(mine);
+            let of = |f: fn(&Run) -> Option<f64>| -> Vec<f64> {
+                runs.iter()
+                    .filter(|r| r.entrant == e.name())
+                    .filter_map(f)
+                    .collect()
+            };
+            let (world, wasted) = (of(|r| r.world_share), of(|r| r.wasted_share));
+            let mean = |v: &[f64]| (!v.is_empty()).then(|| stats::mean(v));
             EntrantStats {
+                world_share: mean(&world),
+                wasted_share: mean(&wasted),
+                wasted_sd: (wasted.len() > 1).then(|| stats::sd(&wasted)),
                 entrant: e.name(),
                 runs: x.len(),
                 mean: stats::mean(&x),
@@ -1413,9 +1460,14 @@ fn by_seed(values: Vec<(u64, f64)>) -> Vec<Vec<f64>> {
 }
 
 fn pairs(c: &Comparison, runs: &[Run]) -> Vec<PairStats> {
+    paired(c, runs, |r| Some(r.share))
+}
+
+/// The pairs of entrants, on `metric` (lower is better) over the runs that have it.
+fn paired(c: &Comparison, runs: &[Run], metric: fn(&Run) -> Option<f64>) -> Vec<PairStats> {
     let by: BTreeMap<(String, u64, u32), f64> = runs
         .iter()
-        .map(|r| ((r.entrant.clone(), r.seed, r.repeat), r.share))
+        .filter_map(|r| Some(((r.entrant.clone(), r.seed, r.repeat), metric(r)?)))
         .collect();
     let mut out = Vec::new();
     for (i, a) in c.entrants.iter().enumerate() {
@@ -1614,6 +1666,52 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
             each.join("; ")
         );
     }
+    let waste_pairs = paired(c, runs, |r| r.wasted_share);
+    if t.iter().any(|s| s.world_share.is_some()) {
+        md.push_str(
+            "\nWhere the penalty comes from (the referee's counts, as shares of the file; for a \
+             client that completes the file, share = 100 % − sent by the world + wasted). What \
+             the world sends is mostly the world's doing: which of its clients unchoke my \
+             client, and for how long (my client's uploads buy some of it). What is wasted is \
+             my client's: a block it asked of two peers, or one a peer delivered after the \
+             server had sent it. A picker can change both, so the share stays the score.\n\n\
+             | entrant | sent by the world | wasted | sd of wasted |\n|---|---|---|---|\n",
+        );
+        let or_dash = |x: Option<f64>| x.map_or_else(|| "–".to_string(), pct);
+        for s in &t {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                md_text(&s.entrant),
+                or_dash(s.world_share),
+                or_dash(s.wasted_share),
+                or_dash(s.wasted_sd)
+            );
+        }
+        if !waste_pairs.is_empty() {
+            md.push_str(
+                "\n| wasted: A − B | pairs | mean difference | 95 % CI | verdict |\n\
+                 |---|---|---|---|---|\n",
+            );
+            for q in &waste_pairs {
+                let _ = writeln!(
+                    md,
+                    "| {} − {} | {} | {} | {} .. {} | {} |",
+                    md_text(&q.a),
+                    md_text(&q.b),
+                    q.pairs,
+                    points(q.mean_difference),
+                    points(q.ci95.0),
+                    points(q.ci95.1),
+                    md_text(
+                        &q.verdict
+                            .strip_suffix(" better")
+                            .map_or_else(|| q.verdict.clone(), |n| format!("{n} wastes less"))
+                    )
+                );
+            }
+        }
+    }
     for s in &t {
         let over: Vec<&Run> = runs
             .iter()
@@ -1726,6 +1824,7 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
             .filter_map(|e| e.line().map(|(l, _)| (e.name(), l.cmd.clone())))
             .collect::<BTreeMap<_, _>>(),
         "pairs": p,
+        "waste_pairs": waste_pairs,
         "startup": start,
     });
     write_atomic(
@@ -1859,8 +1958,20 @@ mod tests {
             first_piece_at: None,
             upload_peak: None,
             upload_over_cap: false,
+            world_share: None,
+            wasted_share: None,
             build: "0123456789ab".into(),
         }
+    }
+
+    /// The first `n` fields of a row of today's `runs.csv`: a row of an older build (ten to
+    /// fourteen fields), or one cut short.
+    fn first_fields(row: &str, n: usize) -> String {
+        row.trim_end()
+            .split(',')
+            .take(n)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// deadline against sequential, written to `out`.
@@ -1900,6 +2011,9 @@ mod tests {
             sd: 0.0,
             ci95: (0.1, 0.1),
             same_seed_sd: None,
+            world_share: None,
+            wasted_share: None,
+            wasted_sd: None,
         };
         let chart = svg(&[stats("deadline"), stats(name)], &[]);
         let label_end: f64 = chart
@@ -2122,10 +2236,7 @@ mod tests {
             row("deadline", 42, 0.05).csv(),
             row("sequential", 42, 0.1).csv(),
         ];
-        let head_cut = |n: usize| {
-            let f: Vec<&str> = whole[1].trim_end().split(',').collect();
-            f[..n].join(",")
-        };
+        let head_cut = |n: usize| first_fields(&whole[1], n);
         for n in [14, 12, 10] {
             std::fs::write(&csv, format!("{HEADER}\n{}{}", whole[0], head_cut(n))).unwrap();
             let rows = scan_runs(&csv).unwrap();
@@ -2150,7 +2261,7 @@ mod tests {
         std::fs::write(&csv, format!("{HEADER}\n{}\n{}", head_cut(12), whole[0])).unwrap();
         let e = scan_runs(&csv).err().unwrap().to_string();
         assert!(
-            e.contains("line 2: not a run row (under a header of 15 columns"),
+            e.contains("line 2: not a run row (under a header of 17 columns"),
             "{e}"
         );
         // A build cut short is a row cut short; so is a row cut just before its build, but a
@@ -2175,7 +2286,7 @@ mod tests {
         .unwrap();
         let e = scan_runs(&csv).err().unwrap().to_string();
         assert!(
-            e.contains("line 2: not a run row (16 fields: written by a newer testbed?"),
+            e.contains("line 2: not a run row (18 fields: written by a newer testbed?"),
             "{e}"
         );
         // Under an older header, the same twelve fields are a row of an older build.
@@ -2215,8 +2326,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("runs.csv");
         let c = deadline_vs_sequential(d.path());
-        let old = row("deadline", 42, 0.05).csv();
-        let old = format!("{}\n", old.trim_end().rsplit_once(',').unwrap().0);
+        let old = format!("{}\n", first_fields(&row("deadline", 42, 0.05).csv(), 14));
         let old_header: Vec<&str> = HEADER.split(',').take(14).collect();
         std::fs::write(&path, format!("{}\n{old}", old_header.join(","))).unwrap();
         let Rows {
@@ -2243,7 +2353,7 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "{HEADER}\n{},\n{}{}",
+                "{HEADER}\n{},,,\n{}{}",
                 old.trim_end(),
                 row("sequential", 43, 0.1).csv(),
                 row("deadline", 43, 0.06).csv()
@@ -2340,7 +2450,7 @@ mod tests {
                         ..row(e, seed, share)
                     }
                     .csv();
-                    text.push_str(&format!("{}\n", row.trim_end().rsplit_once(',').unwrap().0));
+                    text.push_str(&format!("{}\n", first_fields(&row, 14)));
                 }
             }
         }
@@ -2434,6 +2544,62 @@ mod tests {
             !text.contains("Same-seed spread") && !text.contains("Start-up:"),
             "{text}"
         );
+    }
+
+    /// The world's supply and my client's waste: a table of their means (a dash for an
+    /// entrant with no such rows), a paired verdict on the waste, and neither without the
+    /// columns.
+    #[test]
+    fn the_tables_split_the_penalty_into_supply_and_waste() {
+        let d = tempfile::tempdir().unwrap();
+        let c = deadline_vs_sequential(d.path());
+        let mut runs = Vec::new();
+        for seed in 42..48 {
+            // The world sends both 95 % (plus the seed's 0..5 points); sequential wastes 3
+            // points more than deadline, give or take 0.1.
+            let world = 0.95 + (seed - 42) as f64 * 0.01;
+            let jitter = if seed % 2 == 0 { 0.001 } else { -0.001 };
+            for (e, wasted) in [("deadline", 0.01), ("sequential", 0.04 + jitter)] {
+                runs.push(Run {
+                    world_share: Some(world),
+                    wasted_share: Some(wasted),
+                    ..row(e, seed, 1.0 - world + wasted)
+                });
+            }
+        }
+        write_outputs(&c, &runs).unwrap();
+        let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+        assert!(md.contains("Where the penalty comes from"), "{md}");
+        assert!(md.contains("| deadline | 97.5 % | 1.0 % | 0.0 % |"), "{md}");
+        assert!(
+            md.contains("| sequential | 97.5 % | 4.0 % | 0.1 % |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| deadline − sequential | 6 | -3.0 points |")
+                && md.contains("| deadline wastes less |"),
+            "{md}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["waste_pairs"][0]["verdict"], "deadline better");
+        assert!((json["entrants"][1]["wasted_share"].as_f64().unwrap() - 0.04).abs() < 1e-9);
+        // An entrant whose rows are from before the columns gets dashes; with no such row at
+        // all, no table.
+        for r in runs.iter_mut().filter(|r| r.entrant == "sequential") {
+            (r.world_share, r.wasted_share) = (None, None);
+        }
+        write_outputs(&c, &runs).unwrap();
+        let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+        assert!(md.contains("| sequential | – | – | – |"), "{md}");
+        assert!(!md.contains("wasted: A − B"), "no pairs: {md}");
+        for r in &mut runs {
+            (r.world_share, r.wasted_share) = (None, None);
+        }
+        write_outputs(&c, &runs).unwrap();
+        let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+        assert!(!md.contains("Where the penalty comes from"), "{md}");
     }
 
     /// Runs of two builds are named in compare.md and summary.json (rows from before the
@@ -2577,6 +2743,8 @@ mod tests {
                     first_piece_at: (seed % 2 == 0).then_some(2.5),
                     upload_peak: Some(58.5),
                     upload_over_cap: seed == 47,
+                    world_share: Some(0.9 + seed as f64 * 1e-3),
+                    wasted_share: (seed != 43).then_some(0.02),
                     ..row(e, seed, share + seed as f64 * 0.001)
                 });
             }
@@ -2595,25 +2763,45 @@ mod tests {
         assert_eq!(back[0].upload_peak, Some(58.5));
         assert!(!back[0].upload_over_cap && back[10].upload_over_cap);
         assert_eq!(back[0].build, "0123456789ab");
-        // Rows written before the build column, the upload columns, and first_piece_at still
-        // read.
+        assert_eq!(
+            (back[0].world_share, back[0].wasted_share),
+            (Some(0.942), Some(0.02))
+        );
+        assert_eq!(back[2].wasted_share, None, "an empty field");
+        // Rows written before the byte counts, the build column, the upload columns, and
+        // first_piece_at still read.
         let old_row = runs[0].csv();
-        let cut = |s: &str, n: usize| s.trim_end().rsplitn(n + 1, ',').last().unwrap().to_string();
-        let fourteen = parse_run(&cut(&old_row, 1)).unwrap();
+        let fifteen = parse_run(&format!("{},0123456789ab", first_fields(&old_row, 14))).unwrap();
+        assert_eq!(
+            (
+                fifteen.build.as_str(),
+                fifteen.world_share,
+                fifteen.upload_peak
+            ),
+            ("0123456789ab", None, Some(58.5))
+        );
+        let fourteen = parse_run(&first_fields(&old_row, 14)).unwrap();
         assert_eq!(
             (fourteen.build.as_str(), fourteen.upload_peak),
             ("", Some(58.5))
         );
-        let twelve = parse_run(&cut(&old_row, 3)).unwrap();
+        let twelve = parse_run(&first_fields(&old_row, 12)).unwrap();
         assert_eq!(
             (twelve.first_piece_at, twelve.upload_peak),
             (Some(2.5), None)
         );
-        assert_eq!(parse_run(&cut(&old_row, 4)).unwrap().first_piece_at, None);
-        assert!(
-            parse_run(&cut(&old_row, 2)).is_none(),
-            "thirteen fields: torn"
+        assert_eq!(
+            parse_run(&first_fields(&old_row, 11))
+                .unwrap()
+                .first_piece_at,
+            None
         );
+        for torn in [13, 16] {
+            assert!(
+                parse_run(&first_fields(&old_row, torn)).is_none(),
+                "{torn} fields: torn"
+            );
+        }
         let p = pairs(&c, &back);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].pairs, 6);

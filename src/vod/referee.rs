@@ -77,6 +77,13 @@ pub struct Verdict {
     pub first_block_at: Option<f64>,
     /// Bytes of blocks the world sent my client (a block sent twice counts twice).
     pub bytes_from_world: u64,
+    /// Of those, the bytes that saved no server byte: a second copy of a byte the world had
+    /// already sent, or a byte the server sent too (asked of the server at the deadline, so
+    /// late, or raced). What the world sent is its supply to my client; what my client wastes
+    /// of it is its picker's doing (`bytes_from_world - wasted_bytes` are the bytes it kept
+    /// from peers). `None`: a summary from before the field.
+    #[serde(default)]
+    pub wasted_bytes: Option<u64>,
     /// Pieces the world alone completed within the first [`STARTUP`] seconds.
     #[serde(default)]
     pub startup_pieces: u32,
@@ -262,12 +269,13 @@ impl Referee {
     /// The verdict, with `notes` from whoever identified my client.
     pub fn verdict(&self, mut notes: Vec<String>) -> Verdict {
         let mut pieces = Vec::with_capacity(self.world.len());
-        let (mut late_pieces, mut late_bytes) = (0u32, 0u64);
+        let (mut late_pieces, mut late_bytes, mut kept) = (0u32, 0u64, 0u64);
         for i in 0..self.world.len() as u32 {
             let len = self.piece_len(i);
             let deadline = self.model.deadline(i);
             let w = &self.world[i as usize];
             let s = &self.server[i as usize];
+            kept += kept_bytes(w, s, len);
             let complete_at = covered_at(w.iter().copied(), len);
             let in_time = w
                 .iter()
@@ -333,6 +341,7 @@ impl Referee {
             world_peers_connected: self.peers.len() as u32,
             first_block_at: self.first_block,
             bytes_from_world: self.bytes,
+            wasted_bytes: Some(self.bytes.saturating_sub(kept)),
             bytes_to_world: self.uploads.iter().map(|u| u.1 as u64).sum(),
             upload_peak: busiest as f64 / UPLOAD_WINDOW,
             upload_over_cap,
@@ -340,6 +349,41 @@ impl Referee {
             pieces,
         }
     }
+}
+
+/// The bytes of `[0, len)` that the world's ranges cover and the server's do not: what my
+/// client kept from peers of one piece.
+fn kept_bytes(world: &[(f64, u32, u32)], server: &[(f64, u32, u32)], len: u32) -> u64 {
+    let w = merged(world, len);
+    let s = merged(server, len);
+    let covered = |v: &[(u32, u32)]| v.iter().map(|&(b, e)| (e - b) as u64).sum::<u64>();
+    let both: u64 = w
+        .iter()
+        .flat_map(|&(wb, we)| {
+            s.iter()
+                .map(move |&(sb, se)| we.min(se).saturating_sub(wb.max(sb)) as u64)
+        })
+        .sum();
+    covered(&w) - both
+}
+
+/// The ranges `(_, begin, end)` clipped to `[0, len)` and merged: sorted, disjoint, none
+/// touching the next.
+fn merged(ranges: &[(f64, u32, u32)], len: u32) -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> = ranges
+        .iter()
+        .map(|&(_, b, e)| (b, e.min(len)))
+        .filter(|&(b, e)| b < e)
+        .collect();
+    v.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(v.len());
+    for (b, e) in v {
+        match out.last_mut() {
+            Some(last) if b <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((b, e)),
+        }
+    }
+    out
 }
 
 /// The earliest time at which the ranges `(t, begin, end)` cover `[0, len)`, or `None`.
@@ -519,6 +563,47 @@ mod tests {
         assert_eq!(csv.lines().count(), 5);
         assert_eq!(csv.lines().nth(1).unwrap(), "0,4.000,3.500,3.600,peer");
         assert_eq!(csv.lines().nth(4).unwrap(), "3,13.600,,,");
+    }
+
+    #[test]
+    fn waste_is_what_the_world_sent_that_saved_no_server_byte() {
+        let b = 16384;
+        let mut r = Referee::new(model());
+        // Piece 0: both blocks from the world, the second one twice (a rescue's duplicate).
+        r.world_block(1.0, 0, 0, b);
+        r.world_block(2.0, 0, b, b);
+        r.world_block(2.1, 0, b, b);
+        // Piece 1: its first block from the world in time; its second from the server at the
+        // deadline, and then from the world as well (a request not cancelled in time).
+        r.world_block(5.0, 1, 0, b);
+        r.server_range(7.2, 32768 + 16384, 16384);
+        r.world_block(7.3, 1, b, b);
+        // Piece 2: from the server only. Piece 3 (10,000 bytes): the world, a block of 16 KiB
+        // announced for it clipped to the piece (its bytes sent all the same).
+        r.server_range(10.4, 2 * 32768, 32768);
+        r.world_block(12.0, 3, 0, 10_000);
+        let v = r.verdict(Vec::new());
+        assert_eq!(v.bytes_from_world, 5 * b as u64 + 10_000);
+        assert_eq!(
+            v.wasted_bytes,
+            Some(2 * b as u64),
+            "the duplicate of piece 0 and the block of piece 1 the server had sent"
+        );
+        // Kept from peers plus the server's bytes make the file.
+        let server = 16384 + 32768;
+        assert_eq!(
+            v.bytes_from_world - v.wasted_bytes.unwrap() + server,
+            model().size
+        );
+        // Ranges that only touch merge; a server range overlapping a world one in part.
+        assert_eq!(
+            merged(&[(0.0, 5, 9), (0.0, 0, 5), (0.0, 20, 99)], 30),
+            vec![(0, 9), (20, 30)]
+        );
+        assert_eq!(
+            kept_bytes(&[(0.0, 0, 100)], &[(0.0, 40, 60), (0.0, 90, 200)], 100),
+            70
+        );
     }
 
     #[test]

@@ -251,6 +251,19 @@ fn the_referee_agrees_with_vod_clients_report() {
     assert!(r["world_peers_connected"].as_u64().unwrap() >= 1, "{r}");
     assert!(r["first_block_at"].as_f64().is_some(), "{r}");
     assert!(out.contains("referee:"), "{out}");
+    // The world's bytes less the wasted ones are the bytes kept from peers: with the server's,
+    // the file, byte for byte.
+    let (world, wasted) = (
+        r["bytes_from_world"].as_u64().unwrap(),
+        r["wasted_bytes"].as_u64().unwrap(),
+    );
+    assert!(wasted <= world, "{r}");
+    assert_eq!(
+        world - wasted + summary["server_bytes"].as_u64().unwrap(),
+        summary["size"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert!(out.contains("% wasted: sent twice"), "{out}");
 }
 
 /// My client's uploads are held against its cap by the world's own count: vod-client within
@@ -529,7 +542,22 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
             .map(|b| format!("{b:02x}"))
             .collect()
     };
-    assert!(csv.lines().next().unwrap().ends_with(",build"), "{csv}");
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",world_share,wasted_share,build"),
+        "{csv}"
+    );
+    // The referee's split of each run: the world's supply and what my client wasted of it.
+    for r in &rows {
+        let f: Vec<&str> = r.split(',').collect();
+        let share = |k: usize| f[k].parse::<f64>().unwrap_or_else(|e| panic!("{e}: {r}"));
+        assert!(
+            share(14) > 0.0 && (0.0..=share(14)).contains(&share(15)),
+            "{r}"
+        );
+    }
     assert!(
         rows.iter().all(|r| r.ends_with(&format!(",{build}"))),
         "{csv}"
@@ -555,6 +583,10 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
     );
     assert!(md.contains("rarest − deadline | 2 |"), "{md}");
     assert!(
+        md.contains("Where the penalty comes from") && md.contains("| wasted: A − B |"),
+        "{md}"
+    );
+    assert!(
         md.contains("2 of the 4 runs side by side (--jobs up to 2)"),
         "{md}"
     );
@@ -577,7 +609,7 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
     // short runs that run again and puts every row under today's header.
     let before_build: String = csv
         .lines()
-        .map(|l| format!("{}\n", l.rsplit_once(',').unwrap().0))
+        .map(|l| format!("{}\n", l.split(',').take(14).collect::<Vec<_>>().join(",")))
         .collect();
     std::fs::write(out.join("runs.csv"), &before_build).unwrap();
     let again = compare("3..4", "1");
@@ -606,13 +638,13 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
     );
     let upgraded = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
     assert_eq!(upgraded.lines().next(), csv.lines().next(), "{upgraded}");
-    let old_rows: Vec<String> = kept.lines().skip(1).map(|l| format!("{l},")).collect();
+    let old_rows: Vec<String> = kept.lines().skip(1).map(|l| format!("{l},,,")).collect();
     let new_rows: Vec<&str> = upgraded.lines().skip(1).collect();
     assert_eq!(new_rows.len(), 4, "{upgraded}");
     assert_eq!(
         new_rows[..3],
         old_rows[..],
-        "the rows as they were, with no build"
+        "the rows as they were, with no referee split and no build"
     );
     assert!(
         new_rows[3].starts_with(&format!("{},", cut_short[..3].join(",")))
