@@ -1671,10 +1671,12 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         md.push_str(
             "\nWhere the penalty comes from (the referee's counts, as shares of the file; for a \
              client that completes the file, share = 100 % − sent by the world + wasted). What \
-             the world sends is mostly the world's doing: which of its clients unchoke my \
-             client, and for how long (my client's uploads buy some of it). What is wasted is \
-             my client's: a block it asked of two peers, or one a peer delivered after the \
-             server had sent it. A picker can change both, so the share stays the score.\n\n\
+             the world sends is bounded by the world (which of its clients unchoke my client, \
+             and for how long; my client's uploads buy some of it) and by what my client asks \
+             of it before the server sends a piece at its deadline. What is wasted is my \
+             client's: a block it asked of two peers, or one a peer delivered after the server \
+             had sent it. Waste costs server bytes while the world sends less than my client \
+             plays; a second copy from peers with bandwidth to spare costs nothing.\n\n\
              | entrant | sent by the world | wasted | sd of wasted |\n|---|---|---|---|\n",
         );
         let or_dash = |x: Option<f64>| x.map_or_else(|| "–".to_string(), pct);
@@ -1694,21 +1696,11 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
                  |---|---|---|---|---|\n",
             );
             for q in &waste_pairs {
-                let _ = writeln!(
-                    md,
-                    "| {} − {} | {} | {} | {} .. {} | {} |",
-                    md_text(&q.a),
-                    md_text(&q.b),
-                    q.pairs,
-                    points(q.mean_difference),
-                    points(q.ci95.0),
-                    points(q.ci95.1),
-                    md_text(
-                        &q.verdict
-                            .strip_suffix(" better")
-                            .map_or_else(|| q.verdict.clone(), |n| format!("{n} wastes less"))
-                    )
-                );
+                let verdict = q
+                    .verdict
+                    .strip_suffix(" better")
+                    .map_or_else(|| q.verdict.clone(), |n| format!("{n} wastes less"));
+                let _ = writeln!(md, "{} {} |", pair_cells(q), md_text(&verdict));
             }
         }
     }
@@ -1772,13 +1764,8 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
         };
         let _ = writeln!(
             md,
-            "| {} − {} | {} | {} | {} .. {} | {} | {} |{seeds}",
-            md_text(&q.a),
-            md_text(&q.b),
-            q.pairs,
-            pct(q.mean_difference),
-            pct(q.ci95.0),
-            pct(q.ci95.1),
+            "{} {} | {} |{seeds}",
+            pair_cells(q),
             md_text(&q.verdict),
             or_dash(q.pairs_for_90pct_power)
         );
@@ -1835,6 +1822,20 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
     crate::util::out!("{md}");
     crate::util::outln!("compare: {}", c.out.display());
     Ok(())
+}
+
+/// A pair's first cells in compare.md: "| A − B | pairs | mean difference | low .. high |".
+fn pair_cells(q: &PairStats) -> String {
+    let pct = |x: f64| format!("{:.1} %", x * 100.0);
+    format!(
+        "| {} − {} | {} | {} | {} .. {} |",
+        md_text(&q.a),
+        md_text(&q.b),
+        q.pairs,
+        pct(q.mean_difference),
+        pct(q.ci95.0),
+        pct(q.ci95.1)
+    )
 }
 
 /// `s` as plain Markdown text (no emphasis, no table cell break).
@@ -2576,7 +2577,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| deadline − sequential | 6 | -3.0 points |")
+            md.contains("| deadline − sequential | 6 | -3.0 % |")
                 && md.contains("| deadline wastes less |"),
             "{md}"
         );

@@ -78,12 +78,17 @@ pub struct Verdict {
     /// Bytes of blocks the world sent my client (a block sent twice counts twice).
     pub bytes_from_world: u64,
     /// Of those, the bytes that saved no server byte: a second copy of a byte the world had
-    /// already sent, or a byte the server sent too (asked of the server at the deadline, so
-    /// late, or raced). What the world sent is its supply to my client; what my client wastes
-    /// of it is its picker's doing (`bytes_from_world - wasted_bytes` are the bytes it kept
-    /// from peers). `None`: a summary from before the field.
+    /// already sent, or a byte the server sent too (the piece was late, and its bytes from
+    /// peers came after the server's, or raced them). `bytes_from_world - wasted_bytes` are
+    /// the bytes my client kept from peers. What is wasted is my client's requests' doing;
+    /// it costs server bytes only while the world sends less than my client plays (a second
+    /// copy from a peer with bandwidth to spare costs nothing). `None`: a summary from before
+    /// the field.
     #[serde(default)]
     pub wasted_bytes: Option<u64>,
+    /// Of the wasted bytes, the second copies (the rest the server sent too).
+    #[serde(default)]
+    pub duplicate_bytes: Option<u64>,
     /// Pieces the world alone completed within the first [`STARTUP`] seconds.
     #[serde(default)]
     pub startup_pieces: u32,
@@ -269,13 +274,16 @@ impl Referee {
     /// The verdict, with `notes` from whoever identified my client.
     pub fn verdict(&self, mut notes: Vec<String>) -> Verdict {
         let mut pieces = Vec::with_capacity(self.world.len());
-        let (mut late_pieces, mut late_bytes, mut kept) = (0u32, 0u64, 0u64);
+        let (mut late_pieces, mut late_bytes) = (0u32, 0u64);
+        // Bytes of the file the world covered, and of those the ones the server covered too.
+        let (mut covered, mut both) = (0u64, 0u64);
         for i in 0..self.world.len() as u32 {
             let len = self.piece_len(i);
             let deadline = self.model.deadline(i);
             let w = &self.world[i as usize];
             let s = &self.server[i as usize];
-            kept += kept_bytes(w, s, len);
+            let (c, b) = world_cover(w, s, len);
+            (covered, both) = (covered + c, both + b);
             let complete_at = covered_at(w.iter().copied(), len);
             let in_time = w
                 .iter()
@@ -341,7 +349,8 @@ impl Referee {
             world_peers_connected: self.peers.len() as u32,
             first_block_at: self.first_block,
             bytes_from_world: self.bytes,
-            wasted_bytes: Some(self.bytes.saturating_sub(kept)),
+            wasted_bytes: Some(self.bytes.saturating_sub(covered - both)),
+            duplicate_bytes: Some(self.bytes.saturating_sub(covered)),
             bytes_to_world: self.uploads.iter().map(|u| u.1 as u64).sum(),
             upload_peak: busiest as f64 / UPLOAD_WINDOW,
             upload_over_cap,
@@ -351,9 +360,9 @@ impl Referee {
     }
 }
 
-/// The bytes of `[0, len)` that the world's ranges cover and the server's do not: what my
-/// client kept from peers of one piece.
-fn kept_bytes(world: &[(f64, u32, u32)], server: &[(f64, u32, u32)], len: u32) -> u64 {
+/// The bytes of `[0, len)` that the world's ranges cover, and of those the ones the server's
+/// cover too: my client kept the difference from peers, of one piece.
+fn world_cover(world: &[(f64, u32, u32)], server: &[(f64, u32, u32)], len: u32) -> (u64, u64) {
     let w = merged(world, len);
     let s = merged(server, len);
     let covered = |v: &[(u32, u32)]| v.iter().map(|&(b, e)| (e - b) as u64).sum::<u64>();
@@ -364,7 +373,7 @@ fn kept_bytes(world: &[(f64, u32, u32)], server: &[(f64, u32, u32)], len: u32) -
                 .map(move |&(sb, se)| we.min(se).saturating_sub(wb.max(sb)) as u64)
         })
         .sum();
-    covered(&w) - both
+    (covered(&w), both)
 }
 
 /// The ranges `(_, begin, end)` clipped to `[0, len)` and merged: sorted, disjoint, none
@@ -589,6 +598,7 @@ mod tests {
             Some(2 * b as u64),
             "the duplicate of piece 0 and the block of piece 1 the server had sent"
         );
+        assert_eq!(v.duplicate_bytes, Some(b as u64), "piece 0's second copy");
         // Kept from peers plus the server's bytes make the file.
         let server = 16384 + 32768;
         assert_eq!(
@@ -601,8 +611,8 @@ mod tests {
             vec![(0, 9), (20, 30)]
         );
         assert_eq!(
-            kept_bytes(&[(0.0, 0, 100)], &[(0.0, 40, 60), (0.0, 90, 200)], 100),
-            70
+            world_cover(&[(0.0, 0, 100)], &[(0.0, 40, 60), (0.0, 90, 200)], 100),
+            (100, 30)
         );
     }
 

@@ -130,12 +130,15 @@ pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
             "\nreferee: {} world clients met my client, {:.1}% of the file sent by the world{}{}",
             v.world_peers_connected,
             pct(v.bytes_from_world),
-            v.wasted_bytes
-                .map(|w| format!(
-                    " ({:.1}% wasted: sent twice, or sent by the server too)",
-                    pct(w)
-                ))
-                .unwrap_or_default(),
+            match (v.wasted_bytes, v.duplicate_bytes) {
+                (Some(w), Some(d)) => format!(
+                    " ({:.1}% wasted: {:.1}% sent twice, {:.1}% sent by the server too)",
+                    pct(w),
+                    pct(d),
+                    pct(w.saturating_sub(d))
+                ),
+                _ => String::new(),
+            },
             v.first_block_at
                 .map(|t| format!(", first block at {t:.1} s"))
                 .unwrap_or_default()
