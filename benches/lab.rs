@@ -1509,7 +1509,20 @@ fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<(
             pct(&e["mean"]),
             "%",
         );
-        mean.insert(p, (i, pct(&e["mean"])));
+        mean.insert(p.clone(), (i, pct(&e["mean"])));
+        // The referee's split: what the world sent and what my client wasted of it.
+        if e["wasted_share"].is_f64() {
+            b.add(
+                "vod",
+                &format!(
+                    "{scenario}: wasted, {p} (of {:.1} % sent by the world; sd {:.1})",
+                    pct(&e["world_share"]),
+                    pct(&e["wasted_sd"])
+                ),
+                pct(&e["wasted_share"]),
+                "%",
+            );
+        }
     }
     let pair = |a: &str, b: &str| {
         summary["pairs"]
@@ -1531,6 +1544,30 @@ fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<(
             "vod",
             &format!(
                 "{scenario}: {} − {}, paired over {} seeds (95 % CI {:.1}..{:.1}): {}",
+                q["a"].as_str().unwrap_or("?"),
+                q["b"].as_str().unwrap_or("?"),
+                q["pairs"],
+                pct(&q["ci95"][0]),
+                pct(&q["ci95"][1]),
+                q["verdict"].as_str().unwrap_or("?")
+            ),
+            pct(&q["mean_difference"]),
+            "points",
+        );
+    }
+    let waste = summary["waste_pairs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|q| {
+            let (a, b) = (&q["a"], &q["b"]);
+            (a == "deadline" && b == "sequential") || (a == "sequential" && b == "deadline")
+        });
+    if let Some(q) = waste {
+        b.add(
+            "vod",
+            &format!(
+                "{scenario}: wasted, {} − {}, paired over {} seeds (95 % CI {:.1}..{:.1}): {}",
                 q["a"].as_str().unwrap_or("?"),
                 q["b"].as_str().unwrap_or("?"),
                 q["pairs"],

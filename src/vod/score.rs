@@ -105,11 +105,15 @@ pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
         Some(v) if by_referee => v.late_bytes,
         _ => server,
     };
+    let late = |n: u32| match n {
+        1 => "1 piece".to_string(),
+        n => format!("{n} pieces"),
+    };
     let mut text = match &o.referee {
         Some(v) if by_referee => format!(
-            "score: -{penalty}  (referee: {} pieces = {penalty} bytes late at their deadline, \
+            "score: -{penalty}  (referee: {} = {penalty} bytes late at their deadline, \
              {:.1}% of the {} byte file; my client never called the VoD server)",
-            v.late_pieces,
+            late(v.late_pieces),
             pct(penalty),
             o.my_size
         ),
@@ -122,8 +126,9 @@ pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
     if let Some(v) = &o.referee {
         if !by_referee {
             text.push_str(&format!(
-                "\nreferee: {} pieces ({} bytes) late at their deadline",
-                v.late_pieces, v.late_bytes
+                "\nreferee: {} ({} bytes) late at their deadline",
+                late(v.late_pieces),
+                v.late_bytes
             ));
         }
         text.push_str(&format!(
@@ -290,7 +295,7 @@ mod tests {
         assert_eq!(s.summary.penalty_source, "referee");
         assert_eq!((s.summary.penalty, s.summary.score), (500, -500));
         assert!(
-            s.text.starts_with("score: -500  (referee: 1 pieces"),
+            s.text.starts_with("score: -500  (referee: 1 piece = 500 bytes late"),
             "{}",
             s.text
         );
