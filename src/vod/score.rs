@@ -295,7 +295,8 @@ mod tests {
         assert_eq!(s.summary.penalty_source, "referee");
         assert_eq!((s.summary.penalty, s.summary.score), (500, -500));
         assert!(
-            s.text.starts_with("score: -500  (referee: 1 piece = 500 bytes late"),
+            s.text
+                .starts_with("score: -500  (referee: 1 piece = 500 bytes late"),
             "{}",
             s.text
         );
