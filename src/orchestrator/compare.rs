@@ -220,8 +220,8 @@ pub struct Run {
     pub upload_peak: Option<f64>,
     pub upload_over_cap: bool,
     /// The referee's bytes the world sent my client, and the bytes of those that saved no
-    /// server byte (sent twice, or sent by the server too), each over the file's size: the
-    /// world's supply, and what my client's requests wasted of it. For a client that
+    /// server byte (sent twice, or sent by the server too), each over the file's size: what
+    /// the world sent, and what my client's requests wasted of it. For a client that
     /// completes the file from the world and the server, share = 1 − world + wasted.
     /// `None`: a row from before the columns.
     pub world_share: Option<f64>,
@@ -1331,13 +1331,16 @@ pub struct EntrantStats {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub same_seed_sd: Option<f64>,
     /// The mean of the runs' `world_share` and `wasted_share`, and the sd of the latter, over
-    /// the runs that have them (`None`: none has).
+    /// the runs that have them (`None`: none has), and with reruns of a seed its same-seed sd
+    /// (as `same_seed_sd`): the part of the share a picker decides, apart from the world's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub world_share: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wasted_share: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wasted_sd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wasted_same_seed_sd: Option<f64>,
 }
 
 /// How much of an entrant's spread its runs' starts explain: the pieces the world delivered
@@ -1421,18 +1424,21 @@ fn table(c: &Comparison, runs: &[Run]) -> Vec<EntrantStats> {
                 .collect();
             let x: Vec<f64> = mine.iter().map(|&(_, v)| v).collect();
             let seeds = by_seed(mine);
-            let of = |f: fn(&Run) -> Option<f64>| -> Vec<f64> {
+            let of = |f: fn(&Run) -> Option<f64>| -> Vec<(u64, f64)> {
                 runs.iter()
                     .filter(|r| r.entrant == e.name())
-                    .filter_map(f)
+                    .filter_map(|r| Some((r.seed, f(r)?)))
                     .collect()
             };
-            let (world, wasted) = (of(|r| r.world_share), of(|r| r.wasted_share));
+            let world: Vec<f64> = of(|r| r.world_share).into_iter().map(|(_, v)| v).collect();
+            let wasted_by_seed = by_seed(of(|r| r.wasted_share));
+            let wasted: Vec<f64> = wasted_by_seed.concat();
             let mean = |v: &[f64]| (!v.is_empty()).then(|| stats::mean(v));
             EntrantStats {
                 world_share: mean(&world),
                 wasted_share: mean(&wasted),
                 wasted_sd: (wasted.len() > 1).then(|| stats::sd(&wasted)),
+                wasted_same_seed_sd: stats::pooled_within_sd(&wasted_by_seed),
                 entrant: e.name(),
                 runs: x.len(),
                 mean: stats::mean(&x),
@@ -1677,17 +1683,19 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
              client's: a block it asked of two peers, or one a peer delivered after the server \
              had sent it. Waste costs server bytes while the world sends less than my client \
              plays; a second copy from peers with bandwidth to spare costs nothing.\n\n\
-             | entrant | sent by the world | wasted | sd of wasted |\n|---|---|---|---|\n",
+             | entrant | sent by the world | wasted | sd of wasted | same-seed sd of wasted \
+             |\n|---|---|---|---|---|\n",
         );
         let or_dash = |x: Option<f64>| x.map_or_else(|| "–".to_string(), pct);
         for s in &t {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 md_text(&s.entrant),
                 or_dash(s.world_share),
                 or_dash(s.wasted_share),
-                or_dash(s.wasted_sd)
+                or_dash(s.wasted_sd),
+                or_dash(s.wasted_same_seed_sd)
             );
         }
         if !waste_pairs.is_empty() {
@@ -2015,6 +2023,7 @@ mod tests {
             world_share: None,
             wasted_share: None,
             wasted_sd: None,
+            wasted_same_seed_sd: None,
         };
         let chart = svg(&[stats("deadline"), stats(name)], &[]);
         let label_end: f64 = chart
@@ -2571,9 +2580,12 @@ mod tests {
         write_outputs(&c, &runs).unwrap();
         let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
         assert!(md.contains("Where the penalty comes from"), "{md}");
-        assert!(md.contains("| deadline | 97.5 % | 1.0 % | 0.0 % |"), "{md}");
         assert!(
-            md.contains("| sequential | 97.5 % | 4.0 % | 0.1 % |"),
+            md.contains("| deadline | 97.5 % | 1.0 % | 0.0 % | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| sequential | 97.5 % | 4.0 % | 0.1 % | – |"),
             "{md}"
         );
         assert!(
@@ -2586,6 +2598,30 @@ mod tests {
                 .unwrap();
         assert_eq!(json["waste_pairs"][0]["verdict"], "deadline better");
         assert!((json["entrants"][1]["wasted_share"].as_f64().unwrap() - 0.04).abs() < 1e-9);
+        // A rerun of every seed, deadline's waste 0.5 points above its first: a same-seed sd
+        // of 0.5 / √2 points; sequential's the same both times.
+        let rerun: Vec<Run> = runs
+            .iter()
+            .cloned()
+            .chain(runs.iter().map(|r| {
+                Run {
+                    repeat: 1,
+                    wasted_share: r
+                        .wasted_share
+                        .map(|w| w + if r.entrant == "deadline" { 0.005 } else { 0.0 }),
+                    ..r.clone()
+                }
+            }))
+            .collect();
+        write_outputs(&c, &rerun).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
+                .unwrap();
+        let same = |k: usize| json["entrants"][k]["wasted_same_seed_sd"].as_f64().unwrap();
+        assert!((same(0) - 0.005 / 2f64.sqrt()).abs() < 1e-9, "{}", same(0));
+        assert!(same(1).abs() < 1e-9, "{}", same(1));
+        let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+        assert!(md.contains("| 0.4 % |\n"), "{md}");
         // An entrant whose rows are from before the columns gets dashes; with no such row at
         // all, no table.
         for r in runs.iter_mut().filter(|r| r.entrant == "sequential") {
@@ -2593,7 +2629,7 @@ mod tests {
         }
         write_outputs(&c, &runs).unwrap();
         let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
-        assert!(md.contains("| sequential | – | – | – |"), "{md}");
+        assert!(md.contains("| sequential | – | – | – | – |"), "{md}");
         assert!(!md.contains("wasted: A − B"), "no pairs: {md}");
         for r in &mut runs {
             (r.world_share, r.wasted_share) = (None, None);
