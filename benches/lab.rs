@@ -1524,8 +1524,9 @@ fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<(
             );
         }
     }
-    let pair = |a: &str, b: &str| {
-        summary["pairs"]
+    // A pair of `list` ("pairs": the share; "waste_pairs": the waste), whichever way round.
+    let pair = |list: &str, a: &str, b: &str| {
+        summary[list]
             .as_array()
             .into_iter()
             .flatten()
@@ -1538,36 +1539,17 @@ fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<(
     let best = mean.values().all(|&(_, m)| d <= m);
     // The paired differences are the verdicts; a row each, so the table shows them with their
     // intervals and not only the entrants' means.
-    let vs_seq = pair("deadline", "sequential");
-    for q in [&vs_seq, &pair("deadline", "rarest")] {
+    let vs_seq = pair("pairs", "deadline", "sequential");
+    let rows = [
+        ("", &vs_seq),
+        ("", &pair("pairs", "deadline", "rarest")),
+        ("wasted, ", &pair("waste_pairs", "deadline", "sequential")),
+    ];
+    for (what, q) in rows.into_iter().filter(|(_, q)| !q.is_null()) {
         b.add(
             "vod",
             &format!(
-                "{scenario}: {} − {}, paired over {} seeds (95 % CI {:.1}..{:.1}): {}",
-                q["a"].as_str().unwrap_or("?"),
-                q["b"].as_str().unwrap_or("?"),
-                q["pairs"],
-                pct(&q["ci95"][0]),
-                pct(&q["ci95"][1]),
-                q["verdict"].as_str().unwrap_or("?")
-            ),
-            pct(&q["mean_difference"]),
-            "points",
-        );
-    }
-    let waste = summary["waste_pairs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|q| {
-            let (a, b) = (&q["a"], &q["b"]);
-            (a == "deadline" && b == "sequential") || (a == "sequential" && b == "deadline")
-        });
-    if let Some(q) = waste {
-        b.add(
-            "vod",
-            &format!(
-                "{scenario}: wasted, {} − {}, paired over {} seeds (95 % CI {:.1}..{:.1}): {}",
+                "{scenario}: {what}{} − {}, paired over {} seeds (95 % CI {:.1}..{:.1}): {}",
                 q["a"].as_str().unwrap_or("?"),
                 q["b"].as_str().unwrap_or("?"),
                 q["pairs"],
