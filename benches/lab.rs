@@ -1515,9 +1515,13 @@ fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<(
             b.add(
                 "vod",
                 &format!(
-                    "{scenario}: wasted, {p} (of {:.1} % sent by the world; sd {:.1})",
+                    "{scenario}: wasted, {p} (of {:.1} % sent by the world{})",
                     pct(&e["world_share"]),
-                    pct(&e["wasted_sd"])
+                    if e["wasted_sd"].is_f64() {
+                        format!("; sd {:.1}", pct(&e["wasted_sd"]))
+                    } else {
+                        String::new()
+                    }
                 ),
                 pct(&e["wasted_share"]),
                 "%",
