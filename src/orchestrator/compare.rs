@@ -1417,19 +1417,16 @@ fn table(c: &Comparison, runs: &[Run]) -> Vec<EntrantStats> {
     c.entrants
         .iter()
         .map(|e| {
-            let mine: Vec<(u64, f64)> = runs
-                .iter()
-                .filter(|r| r.entrant == e.name())
-                .map(|r| (r.seed, r.share))
-                .collect();
-            let x: Vec<f64> = mine.iter().map(|&(_, v)| v).collect();
-            let seeds = by_seed(mine);
+            // The entrant's runs that have `f`, as (seed, value).
             let of = |f: fn(&Run) -> Option<f64>| -> Vec<(u64, f64)> {
                 runs.iter()
                     .filter(|r| r.entrant == e.name())
                     .filter_map(|r| Some((r.seed, f(r)?)))
                     .collect()
             };
+            let mine = of(|r| Some(r.share));
+            let x: Vec<f64> = mine.iter().map(|&(_, v)| v).collect();
+            let seeds = by_seed(mine);
             let world: Vec<f64> = of(|r| r.world_share).into_iter().map(|(_, v)| v).collect();
             let wasted_by_seed = by_seed(of(|r| r.wasted_share));
             let wasted: Vec<f64> = wasted_by_seed.concat();
@@ -1520,7 +1517,6 @@ fn paired(c: &Comparison, runs: &[Run], metric: fn(&Run) -> Option<f64>) -> Vec<
 fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
     let t = table(c, runs);
     let p = pairs(c, runs);
-    let pct = |x: f64| format!("{:.1} %", x * 100.0);
     let points = |x: f64| format!("{:.1} points", x * 100.0);
     let side_by_side = runs.iter().filter(|r| r.jobs > 1).count();
     let on_slurm = runs.iter().filter(|r| r.jobs == 0).count();
@@ -1832,9 +1828,13 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A share as compare.md shows it: "12.3 %".
+fn pct(x: f64) -> String {
+    format!("{:.1} %", x * 100.0)
+}
+
 /// A pair's first cells in compare.md: "| A − B | pairs | mean difference | low .. high |".
 fn pair_cells(q: &PairStats) -> String {
-    let pct = |x: f64| format!("{:.1} %", x * 100.0);
     format!(
         "| {} − {} | {} | {} | {} .. {} |",
         md_text(&q.a),
