@@ -292,6 +292,10 @@ pub struct PeerArgs {
     /// Upload slots (the optimistic unchoke included)
     #[arg(long, default_value_t = 4)]
     pub upload_slots: usize,
+    /// Seconds before the first rechoke (every connection stays choked until then); 0:
+    /// BitTornado's timing, a rechoke as each connection comes
+    #[arg(long, default_value_t = 0.0)]
+    pub first_rechoke: f64,
     /// Most connections
     #[arg(long, default_value_t = 60)]
     pub max_connections: usize,
@@ -346,6 +350,12 @@ impl PeerArgs {
         if self.upload_slots == 0 {
             anyhow::bail!("--upload-slots 0: must be at least 1");
         }
+        if !(0.0..=60.0).contains(&self.first_rechoke) {
+            anyhow::bail!(
+                "--first-rechoke {}: must be 0 to 60 seconds",
+                self.first_rechoke
+            );
+        }
         Ok(PeerConfig {
             torrent,
             data: self.data,
@@ -365,6 +375,7 @@ impl PeerArgs {
             exit,
             picker: self.policy.picker(seed),
             choker: self.policy.choker(Some(self.upload_slots), seed),
+            first_rechoke: Duration::from_secs_f64(self.first_rechoke),
             timeouts: Default::default(),
             max_announce_interval: Duration::from_secs_f64(self.max_announce_interval.max(1.0)),
             playback: None,

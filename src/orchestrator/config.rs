@@ -150,6 +150,9 @@ pub struct WorldSection {
     pub seed_upload_rate: Option<Range>,
     pub max_connections: usize,
     pub upload_slots: usize,
+    /// Seconds a world client waits before its first rechoke (`peer --first-rechoke`), so that
+    /// a world born together chooses whom to serve among everyone, by its seeded draws.
+    pub first_rechoke: f64,
     /// Seconds a completed client seeds before it is replaced.
     pub linger: Range,
     /// Seconds of random delay before a replacement starts.
@@ -247,6 +250,7 @@ impl Default for WorldSection {
             seed_upload_rate: None,
             max_connections: 30,
             upload_slots: 4,
+            first_rechoke: 1.0,
             linger: Range::Uniform {
                 min: 10.0,
                 max: 30.0,
@@ -413,6 +417,12 @@ impl Config {
             s.check("world.seed_upload_rate", 0.0, 1e7)?;
         }
         w.linger.check("world.linger", 0.0, 1e6)?;
+        if !(0.0..=60.0).contains(&w.first_rechoke) {
+            return Err(format!(
+                "world.first_rechoke: {} must be 0 to 60 seconds",
+                w.first_rechoke
+            ));
+        }
         if !(0.0..=3600.0).contains(&w.respawn_jitter) {
             return Err("world.respawn_jitter: must be 0 to 3600 seconds".into());
         }
@@ -533,6 +543,11 @@ mod tests {
         );
         let c = load_str("world:\n  policy: deadline\n").unwrap();
         assert_eq!(c.world.policy, crate::policy::Policy::Deadline);
+        let e = load_str("world:\n  first_rechoke: -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("world.first_rechoke") && e.contains("-1"), "{e}");
+        assert_eq!(load_str("").unwrap().world.first_rechoke, 1.0);
     }
 
     #[test]

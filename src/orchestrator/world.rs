@@ -356,6 +356,11 @@ impl World {
             "--upload-slots",
             self.cfg.upload_slots.to_string(),
         );
+        flag(
+            &mut args,
+            "--first-rechoke",
+            self.cfg.first_rechoke.to_string(),
+        );
         flag(&mut args, "--policy", self.cfg.policy.to_string());
         flag(
             &mut args,

@@ -75,6 +75,11 @@ pub struct PeerConfig {
     pub exit: ExitMode,
     pub picker: Box<dyn PiecePicker>,
     pub choker: Box<dyn Choker>,
+    /// How long after start the choker first decides: until then every connection stays
+    /// choked. Zero is BitTornado's timing (a rechoke as each connection comes); a world born
+    /// together waits until it has met everyone, so that whom it serves first (and so keeps
+    /// serving) is its seeded choice among all of them, not whoever connected first.
+    pub first_rechoke: Duration,
     pub timeouts: Timeouts,
     /// Seconds between announces at most (the tracker's interval is used when shorter).
     pub max_announce_interval: Duration,
@@ -181,7 +186,11 @@ impl Peer {
             listener,
             cfg.timeouts,
         )));
-        tasks.push(tokio::spawn(choke_loop(session.clone(), cfg.choker)));
+        tasks.push(tokio::spawn(choke_loop(
+            session.clone(),
+            cfg.choker,
+            cfg.first_rechoke,
+        )));
         if let Some(path) = cfg.status_file {
             tasks.push(tokio::spawn(live::writer(session.clone(), path)));
         }
@@ -441,7 +450,9 @@ async fn announce_loop(
     }
 }
 
-async fn choke_loop(session: Arc<Session>, mut choker: Box<dyn Choker>) {
+async fn choke_loop(session: Arc<Session>, mut choker: Box<dyn Choker>, first: Duration) {
+    // Events that come while we wait are not lost: a notification waits for the first rechoke.
+    tokio::time::sleep(first).await;
     // BitTornado's timing: a round every 5 s (the choker rotates its optimistic unchoke every
     // sixth), and a rechoke at once when the session asks (a connection came or went, an
     // unchoked peer turned interested or not), and, for a choker that asks, when a choked peer

@@ -1113,7 +1113,11 @@ pub(crate) mod tests {
             .unwrap();
         let choker = crate::policy::Policy::Deadline.choker(None, 1);
         assert!(choker.fills_free_slots_at_once());
-        let looping = tokio::spawn(crate::peer::choke_loop(s.clone(), choker));
+        let looping = tokio::spawn(crate::peer::choke_loop(
+            s.clone(),
+            choker,
+            std::time::Duration::ZERO,
+        ));
         // Time is paused: it moves only when every task waits, so after this the loop has
         // made its first rechokes and waits for its next round. Not interested, the peer was
         // kept choked.
@@ -1132,6 +1136,40 @@ pub(crate) mod tests {
         .await;
         looping.abort();
         assert_eq!(unchoked, Ok(true), "not unchoked within 2 s");
+    }
+
+    /// A world client born with the rest of its world keeps everyone choked until its first
+    /// rechoke, then chooses among all who came (issue 17: whom a seed serves first was
+    /// whoever connected first).
+    #[tokio::test(start_paused = true)]
+    async fn nobody_is_unchoked_before_the_first_rechoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = session(dir.path());
+        let s = Arc::new(s);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let id = s
+            .register([2; 20], "127.0.0.1:1".parse().unwrap(), tx)
+            .unwrap();
+        s.set_interested(id, true);
+        let choker = crate::policy::Policy::Rarest.choker(Some(4), 1);
+        let first = std::time::Duration::from_secs(1);
+        let looping = tokio::spawn(crate::peer::choke_loop(s.clone(), choker, first));
+        let start = tokio::time::Instant::now();
+        let unchoked_at = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+            while let Some(cmd) = rx.recv().await {
+                if matches!(cmd, Cmd::Unchoke) {
+                    return Some(start.elapsed());
+                }
+            }
+            None
+        })
+        .await;
+        looping.abort();
+        let at = unchoked_at.expect("unchoked within 3 s").expect("unchoked");
+        assert!(
+            at >= first,
+            "unchoked after {at:?}, before the first rechoke"
+        );
     }
 
     #[test]

@@ -17,6 +17,11 @@
 //!   turn interested they can start at once.
 //! * **Round robin** (every 30 s): the order is rotated so that the first choked, interested
 //!   connection comes first: the optimistic unchoke moves on.
+//! * **Ties**: connections met in the same rechoke are placed, and equal rates ordered, by a rank
+//!   drawn from our seed and the peer's key, never by the order the session lists them in (a
+//!   hash map's, a new draw in every process). With the session's first rechoke delayed
+//!   (`PeerConfig::first_rechoke`), a world born together then makes the same first choices in
+//!   every rerun of its seed.
 
 use rand::{Rng, SeedableRng};
 
@@ -53,8 +58,15 @@ impl TitForTat {
         draw.random_range(-2..=n).max(0) as usize
     }
 
-    /// Bring the order up to date: drop connections that are gone, insert new ones.
-    fn sync(&mut self, peers: &[ChokeCandidate]) {
+    /// A seeded rank for the peer named `key`, the same in every rerun of a seeded world.
+    fn rank(&self, key: u64) -> u64 {
+        rand::rngs::SmallRng::seed_from_u64(self.seed.rotate_left(29) ^ key ^ 0x9e37_79b9_7f4a_7c15)
+            .random()
+    }
+
+    /// Bring the order up to date: drop connections that are gone, insert new ones (in the
+    /// order given).
+    fn sync(&mut self, peers: &[&ChokeCandidate]) {
         self.order.retain(|id| peers.iter().any(|p| p.id == *id));
         for p in peers {
             if !self.order.contains(&p.id) {
@@ -72,8 +84,16 @@ impl Choker for TitForTat {
     }
 
     fn rechoke(&mut self, peers: &[ChokeCandidate], seeding: bool, round: u64) -> Vec<u64> {
+        // The candidates by their seeded rank, not in the order given (a hash map's, drawn
+        // afresh by every process): connections met in the same rechoke are placed in the
+        // order in that sequence, and equal rates (0 B/s for everyone at a world's birth) are
+        // broken by it. Otherwise which peers a seed serves first, and so keeps serving, was a
+        // new draw in every rerun of a seeded world (BENCHMARKS.md, issue 17).
+        let mut peers: Vec<&ChokeCandidate> = peers.iter().collect();
+        peers.sort_by_cached_key(|p| self.rank(p.key));
+        let peers = peers.as_slice();
         self.sync(peers);
-        let by_id = |id: u64| peers.iter().find(|p| p.id == id);
+        let by_id = |id: u64| peers.iter().find(|p| p.id == id).copied();
         if round.is_multiple_of(ROTATE_EVERY) && self.rotated_at != Some(round) {
             self.rotated_at = Some(round);
             if let Some(i) = self
@@ -221,8 +241,8 @@ mod tests {
         let old: Vec<_> = (0..4).map(|i| cand(i, 0.0, true)).collect();
         let mut a = TitForTat::new(4, 11);
         let mut b = TitForTat::new(4, 11);
-        for p in &old {
-            a.rechoke(std::slice::from_ref(p), false, 1);
+        for k in 1..=old.len() {
+            a.rechoke(&old[..k], false, 1);
         }
         let mut gone = old.clone();
         gone.push(cand(50, 0.0, true));
@@ -242,6 +262,35 @@ mod tests {
             places.insert(pa);
         }
         assert!(places.len() >= 3, "keys spread over places: {places:?}");
+    }
+
+    #[test]
+    fn the_same_peers_in_any_order_get_the_same_slots() {
+        // A seed at a world's birth: twenty peers met in one rechoke, all at 0 B/s. The
+        // session lists them in a hash map's order, a new one in every process; the seed's
+        // choice (its preferred three and the order) must not depend on it, and another seed
+        // of the world chooses others.
+        let peers: Vec<_> = (0..20).map(|i| cand(i, 0.0, true)).collect();
+        let choose = |seed: u64, list: &[ChokeCandidate]| {
+            let mut c = TitForTat::new(4, seed);
+            let mut u = c.rechoke(list, true, 1);
+            u.sort_unstable();
+            (u, c.order)
+        };
+        let (first, order) = choose(5, &peers);
+        assert_eq!(first.len(), 4);
+        let mut shuffled = peers.clone();
+        for k in 0..10u64 {
+            use rand::seq::SliceRandom;
+            shuffled.shuffle(&mut rand::rngs::SmallRng::seed_from_u64(k));
+            assert_eq!(
+                choose(5, &shuffled),
+                (first.clone(), order.clone()),
+                "listing {k}"
+            );
+        }
+        let others: std::collections::HashSet<_> = (6..16).map(|s| choose(s, &peers).0).collect();
+        assert!(others.len() >= 5, "seeds choose differently: {others:?}");
     }
 
     #[test]

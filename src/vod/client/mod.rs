@@ -72,6 +72,7 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
             seed,
             a.max_upload_rate * 1024.0,
         ),
+        first_rechoke: Duration::ZERO,
         timeouts: Default::default(),
         max_announce_interval: Duration::from_secs(30),
         playback: Some((t0, model.playback())),
