@@ -800,7 +800,8 @@ impl Session {
             }
             None => Vec::new(),
         };
-        st.conns
+        let mut candidates: Vec<ChokeCandidate> = st
+            .conns
             .iter_mut()
             .map(|(&id, c)| ChokeCandidate {
                 id,
@@ -814,7 +815,11 @@ impl Session {
                 connected_for: c.connected_at.elapsed(),
                 window_pieces: window.iter().filter(|&&i| c.has.get(i)).count() as u32,
             })
-            .collect()
+            .collect();
+        // By key, not in the hash map's order (a new draw in every process): a choker's ties
+        // and seeded draws over the list then make the same choices in every rerun.
+        candidates.sort_by_key(|c| c.key);
+        candidates
     }
 
     /// Apply the choker's decision: unchoke `unchoke`, each with its own upload cap if the
@@ -1097,6 +1102,25 @@ pub(crate) mod tests {
         assert!(!s.choke_candidates()[0].unchokes_us);
         s.set_peer_choking(id, false);
         assert!(s.choke_candidates()[0].unchokes_us);
+    }
+
+    #[test]
+    fn choke_candidates_come_in_the_order_of_their_keys() {
+        // The same eight peers registered in two orders: the choker sees one list.
+        let keys = |order: &[u8]| {
+            let dir = tempfile::tempdir().unwrap();
+            let (s, _) = session(dir.path());
+            for &i in order {
+                let (tx, _rx) = mpsc::unbounded_channel();
+                let addr = SocketAddr::from(([10, 77, 1, i], 6881));
+                s.register([i + 100; 20], addr, tx).unwrap();
+            }
+            let c: Vec<u64> = s.choke_candidates().iter().map(|c| c.key).collect();
+            c
+        };
+        let a = keys(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(a.is_sorted(), "{a:?}");
+        assert_eq!(a, keys(&[8, 3, 5, 1, 7, 2, 6, 4]));
     }
 
     /// A session with one peer connected, and what the session sends that peer.
