@@ -18,8 +18,9 @@
 //! * **Round robin** (every 30 s): the order is rotated so that the first choked, interested
 //!   connection comes first: the optimistic unchoke moves on.
 //! * **Ties**: connections met in the same rechoke are placed, and equal rates ordered, by a rank
-//!   drawn from our seed and the peer's key, never by the order the session lists them in (a
-//!   hash map's, a new draw in every process). With the session's first rechoke delayed
+//!   drawn from our seed and the peer's key, never by the order the session lists them in
+//!   (by key, that is by address: the same low addresses, my client's among them, would win
+//!   every tie in every world). With the session's first rechoke delayed
 //!   (`PeerConfig::first_rechoke`), a world born together then makes the same first choices in
 //!   every rerun of its seed.
 
@@ -84,11 +85,11 @@ impl Choker for TitForTat {
     }
 
     fn rechoke(&mut self, peers: &[ChokeCandidate], seeding: bool, round: u64) -> Vec<u64> {
-        // The candidates by their seeded rank, not in the order given (a hash map's, drawn
-        // afresh by every process): connections met in the same rechoke are placed in the
-        // order in that sequence, and equal rates (0 B/s for everyone at a world's birth) are
-        // broken by it. Otherwise which peers a seed serves first, and so keeps serving, was a
-        // new draw in every rerun of a seeded world (BENCHMARKS.md, issue 17).
+        // The candidates by their seeded rank, not in the order given (by address, the same
+        // in every world): connections met in the same rechoke are placed in the order in that
+        // sequence, and equal rates (0 B/s for everyone at a world's birth) are broken by it.
+        // In a hash map's order, as before, which peers a seed served first, and so kept
+        // serving, was a new draw in every rerun of a seeded world (BENCHMARKS.md, issue 17).
         let mut peers: Vec<&ChokeCandidate> = peers.iter().collect();
         peers.sort_by_cached_key(|p| self.rank(p.key));
         let peers = peers.as_slice();
