@@ -464,7 +464,11 @@ async fn choke_loop(session: Arc<Session>, mut choker: Box<dyn Choker>, first: D
         tokio::select! {
             _ = tick.tick() => round += 1,
             _ = session.rechoke.notified() => {}
-            _ = session.choked_interested.notified(), if eager => {}
+            _ = session.choked_interested.notified(), if eager => {
+                // The others that the same `have` turned interested come within milliseconds:
+                // choose among all of them, not the first message's sender.
+                tokio::time::sleep(crate::policy::GATHER).await;
+            }
         }
         let candidates = session.choke_candidates();
         let unchoke = choker.rechoke(&candidates, session.is_complete(), round);

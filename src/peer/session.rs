@@ -1180,6 +1180,54 @@ pub(crate) mod tests {
         assert!(unchoked.is_some(), "not unchoked within 2 s");
     }
 
+    /// Peers that one `have` of ours turns interested together get the same slots whatever
+    /// order their messages come in: the window choker gathers them before it chooses (issue
+    /// 17: filled on the first message, the slots went to whoever came first, new in every
+    /// rerun).
+    #[tokio::test(start_paused = true)]
+    async fn peers_turning_interested_together_get_the_same_slots_in_any_order() {
+        let mut chosen = Vec::new();
+        for turn in 0..6 {
+            let dir = tempfile::tempdir().unwrap();
+            let s = Arc::new(session(dir.path()).0);
+            let mut peers = Vec::new();
+            for i in 0..6u8 {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let addr = std::net::SocketAddr::from(([10, 0, 0, 1 + i], 6881));
+                let id = s.register([10 + i; 20], addr, tx).unwrap();
+                peers.push((i, id, rx));
+            }
+            let choker = crate::policy::Policy::Deadline.choker(None, 7);
+            let zero = std::time::Duration::ZERO;
+            let looping = tokio::spawn(crate::peer::choke_loop(s.clone(), choker, zero));
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            // One at a time, the loop free to run between them, in a new order each turn.
+            peers.rotate_left(turn);
+            if turn % 2 == 1 {
+                peers.reverse();
+            }
+            for (_, id, _) in &peers {
+                s.set_interested(*id, true);
+                tokio::task::yield_now().await;
+            }
+            // Within the round (the next is 4 s away).
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            looping.abort();
+            let mut unchoked: Vec<u8> = {
+                let st = s.lock();
+                peers
+                    .iter()
+                    .filter(|(_, id, _)| !st.conns[id].choked)
+                    .map(|(i, _, _)| *i)
+                    .collect()
+            };
+            unchoked.sort();
+            chosen.push(unchoked);
+        }
+        assert_eq!(chosen[0].len(), 3, "three slots: {chosen:?}");
+        assert!(chosen.iter().all(|c| *c == chosen[0]), "{chosen:?}");
+    }
+
     /// A world client born with the rest of its world keeps everyone choked until its first
     /// rechoke, then chooses among all who came (issue 17: whom a seed serves first was
     /// whoever connected first).

@@ -312,13 +312,28 @@ pub struct ChokeCandidate {
     pub window_pieces: u32,
 }
 
+/// A rank for the peer named `key` (a [`ChokeCandidate::key`]), drawn from a choker's `seed`:
+/// how a choker orders peers it has no other reason to tell apart, the same in every rerun of
+/// a seeded world (where the order the peers came in is timing) and different from seed to
+/// seed (where their keys' order would hand the same addresses every tie).
+pub(crate) fn seeded_rank(seed: u64, key: u64) -> u64 {
+    use rand::{Rng, SeedableRng};
+    rand::rngs::SmallRng::seed_from_u64(seed.rotate_left(29) ^ key ^ 0x9e37_79b9_7f4a_7c15).random()
+}
+
+/// How long a choker that [fills free slots at once](Choker::fills_free_slots_at_once) waits,
+/// after a choked peer turns interested, for the others the same news turned interested: the
+/// interests one `have` sets off arrive within milliseconds, in an order that is timing.
+pub const GATHER: Duration = Duration::from_millis(200);
+
 /// Decides whom to unchoke: every round (5 s) and when a connection comes or goes or an
 /// unchoked peer changes its interest (then with the same `round`).
 pub trait Choker: Send {
     fn name(&self) -> &'static str;
     /// Also rechoke (same `round`) when a *choked* peer turns interested, so that a free slot
     /// is filled at once. BitTornado does not (such a peer waits for the next round); a client
-    /// whose uploads must buy slots in the world's first rechoke cannot wait 5 s.
+    /// whose uploads must buy slots in the world's first rechoke cannot wait 5 s. The rechoke
+    /// comes [`GATHER`] after the first such peer, with all that turned interested meanwhile.
     fn fills_free_slots_at_once(&self) -> bool {
         false
     }

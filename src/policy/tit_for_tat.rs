@@ -61,8 +61,7 @@ impl TitForTat {
 
     /// A seeded rank for the peer named `key`, the same in every rerun of a seeded world.
     fn rank(&self, key: u64) -> u64 {
-        rand::rngs::SmallRng::seed_from_u64(self.seed.rotate_left(29) ^ key ^ 0x9e37_79b9_7f4a_7c15)
-            .random()
+        super::seeded_rank(self.seed, key)
     }
 
     /// Bring the order up to date: drop connections that are gone, insert new ones (in the

@@ -5,16 +5,21 @@
 //!
 //! * **Regular slots** (`slots - 1`): the interested peers that give us the most, whatever they
 //!   hold (no 1000 B/s floor): keeping them is what keeps their slots for us. Ties go to the
-//!   peer holding more of our window (the missing pieces due in the next 20 s).
+//!   peer holding more of our window (the missing pieces due in the next 20 s), then by a rank
+//!   drawn from our seed and the peer's key ([`seeded_rank`]), not by who connected first.
 //! * **One optimistic slot**, moved every 30 s (every sixth 5 s round) to another choked,
 //!   interested peer, drawn with weight 1 + the window pieces it holds: new partners are sought
-//!   among those who could serve the window.
+//!   among those who could serve the window. The draw comes from our seed and the round.
 //! * **At once**: a free slot is filled as soon as a choked peer turns interested, not at the
 //!   next 5 s round ([`Choker::fills_free_slots_at_once`]). BitTornado's choker gets there by
 //!   unchoking peers that are not interested yet; this one unchokes only the interested, and
 //!   without the eager rechoke a newcomer uploaded nothing in its first 5 s, while the world
 //!   clients that fed it then measured 0 B/s from it at their first rechoke and choked it
-//!   (issue 17, BENCHMARKS.md: the start-up decided the score).
+//!   (issue 17, BENCHMARKS.md: the start-up decided the score). "At once" is within
+//!   [`GATHER`](super::GATHER): one `have` of ours turns twenty world clients interested within
+//!   a millisecond, and the slots then go by the rules above among all of them. Filled on the
+//!   first message, they went to whichever interest came first, a new draw of process timing
+//!   in every rerun of a seeded world.
 //! * **Seeding** (playback over or everything held): BitTornado's rules, unchanged.
 //!
 //! Measured against BitTornado's choker for the same client (deadline picker, 60 s prefix of
@@ -32,7 +37,7 @@ use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 
 use super::tit_for_tat::TitForTat;
-use super::{ChokeCandidate, Choker};
+use super::{seeded_rank, ChokeCandidate, Choker};
 
 /// Rounds (of 5 s) between moves of the optimistic unchoke: 30 s.
 const ROTATE_EVERY: u64 = 6;
@@ -42,7 +47,7 @@ pub struct WindowChoker {
     optimistic: Option<u64>,
     rotated_at: Option<u64>,
     seeding: TitForTat,
-    rng: rand::rngs::SmallRng,
+    seed: u64,
 }
 
 impl WindowChoker {
@@ -52,7 +57,7 @@ impl WindowChoker {
             optimistic: None,
             rotated_at: None,
             seeding: TitForTat::new(slots, seed),
-            rng: rand::rngs::SmallRng::seed_from_u64(seed),
+            seed,
         }
     }
 }
@@ -78,7 +83,7 @@ impl Choker for WindowChoker {
             b.download_rate
                 .total_cmp(&a.download_rate)
                 .then(b.window_pieces.cmp(&a.window_pieces))
-                .then(a.id.cmp(&b.id))
+                .then_with(|| seeded_rank(self.seed, a.key).cmp(&seeded_rank(self.seed, b.key)))
         });
         let regular = self.slots - 1;
         let mut unchoke: Vec<u64> = interested.iter().take(regular).map(|p| p.id).collect();
@@ -89,7 +94,12 @@ impl Choker for WindowChoker {
             Some(o) if !rotate => Some(o),
             _ => {
                 self.rotated_at = Some(round);
-                rest.choose_weighted(&mut self.rng, |p| 1 + p.window_pieces)
+                // Drawn from the seed and the round, not from one stream of draws: how many
+                // draws came before (one per rechoke that lost the optimistic peer) is timing.
+                let mut draw = rand::rngs::SmallRng::seed_from_u64(
+                    self.seed ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
+                rest.choose_weighted(&mut draw, |p| 1 + p.window_pieces)
                     .ok()
                     .map(|p| p.id)
             }
