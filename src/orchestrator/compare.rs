@@ -1350,6 +1350,12 @@ pub struct Startup {
     pub entrant: String,
     /// Pearson's r over the entrant's runs.
     pub correlation: f64,
+    /// With reruns of a seed: r within seeds, each run's pieces and share taken from its
+    /// seed's means (over the seeds with two runs or more). Across seeds, a poor world gives
+    /// both fewer pieces at the start and a higher share; within a seed, r is the start's own
+    /// part in what reruns differ by. `None` without reruns, or where neither varies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within_seed_correlation: Option<f64>,
     /// The median of the runs' start-up pieces, and the mean share of the runs at or below it
     /// and of those above it (`None` where no run is above it).
     pub median_pieces: f64,
@@ -1367,6 +1373,21 @@ fn startup(entrant: &str, runs: &[Run]) -> Option<Startup> {
     let pieces: Vec<f64> = mine.iter().map(|r| r.startup_pieces as f64).collect();
     let shares: Vec<f64> = mine.iter().map(|r| r.share).collect();
     let correlation = stats::correlation(&pieces, &shares)?;
+    let mut by_seed: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in &mine {
+        by_seed
+            .entry(r.seed)
+            .or_default()
+            .push((r.startup_pieces as f64, r.share));
+    }
+    let (mut dp, mut ds) = (Vec::new(), Vec::new());
+    for v in by_seed.values().filter(|v| v.len() > 1) {
+        let mp = stats::mean(&v.iter().map(|x| x.0).collect::<Vec<_>>());
+        let ms = stats::mean(&v.iter().map(|x| x.1).collect::<Vec<_>>());
+        dp.extend(v.iter().map(|x| x.0 - mp));
+        ds.extend(v.iter().map(|x| x.1 - ms));
+    }
+    let within_seed_correlation = stats::correlation(&dp, &ds);
     let median_pieces = stats::median(&pieces);
     let side = |low: bool| -> Vec<f64> {
         pieces
@@ -1380,6 +1401,7 @@ fn startup(entrant: &str, runs: &[Run]) -> Option<Startup> {
     Some(Startup {
         entrant: entrant.to_string(),
         correlation,
+        within_seed_correlation,
         median_pieces,
         mean_share_at_or_below: stats::mean(&low),
         mean_share_above: (!high.is_empty()).then(|| stats::mean(&high)),
@@ -1656,7 +1678,15 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
                     ),
                     None => String::new(),
                 };
-                format!("{} r = {:.2}{split}", md_text(&s.entrant), s.correlation)
+                let within = s
+                    .within_seed_correlation
+                    .map(|w| format!(", within seeds {w:.2}"))
+                    .unwrap_or_default();
+                format!(
+                    "{} r = {:.2}{within}{split}",
+                    md_text(&s.entrant),
+                    s.correlation
+                )
             })
             .collect();
         let _ = writeln!(
@@ -1664,7 +1694,9 @@ fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
             "\nStart-up: the pieces the world delivered in my client's first 10 s \
              (`startup_pieces`) against the share, over each entrant's runs: {}. Where r is \
              strongly negative, a run's start decides much of its share, and only more runs \
-             (seeds or `--repeat`) average it out.",
+             (seeds or `--repeat`) average it out. Within seeds (with reruns: each run against \
+             its seed's means) r tells the start's own part from the seeds': a poor world gives \
+             both fewer pieces at the start and a higher share.",
             each.join("; ")
         );
     }
@@ -2527,7 +2559,7 @@ mod tests {
             text.contains("seeds): deadline 7.1 points, sequential 7.1 points."),
             "{text}"
         );
-        let deadline = "deadline r = -0.56 (its runs with at most 17 such pieces, the median, \
+        let deadline = "deadline r = -0.56, within seeds -1.00 (its runs with at most 17 such pieces, the median, \
                         paid 20.0 % on average, the others 10.0 %)";
         assert!(
             text.contains("over each entrant's runs: ") && text.contains(deadline),
@@ -2538,6 +2570,10 @@ mod tests {
                 .unwrap();
         let r = json["startup"][1]["correlation"].as_f64().unwrap();
         assert!((-0.6..-0.5).contains(&r), "{r}");
+        let within = json["startup"][1]["within_seed_correlation"]
+            .as_f64()
+            .unwrap();
+        assert!((within + 1.0).abs() < 1e-9, "{within}");
         assert!(json["entrants"][0]["same_seed_sd"].as_f64().is_some());
         // One run a seed, one start for every run: neither line.
         let firsts: Vec<Run> = runs

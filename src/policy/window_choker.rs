@@ -166,6 +166,34 @@ mod tests {
         assert!(hits > 340, "window holder drawn {hits} of 400");
     }
 
+    /// Peers the choker cannot tell apart (no rate, no window) get the same slots whatever
+    /// connection numbers they came with: the numbers are the order they connected in, timing.
+    #[test]
+    fn equal_peers_get_the_same_slots_whatever_their_connection_order() {
+        let chosen = |ids: [u64; 6]| {
+            let peers: Vec<ChokeCandidate> = ids
+                .iter()
+                .enumerate()
+                .map(|(k, id)| ChokeCandidate {
+                    key: 1000 + k as u64,
+                    ..cand(*id, 0.0, 0)
+                })
+                .collect();
+            let u = WindowChoker::new(3, 9).rechoke(&peers, false, 1);
+            let mut keys: Vec<u64> = u
+                .iter()
+                .map(|id| peers.iter().find(|p| p.id == *id).unwrap().key)
+                .collect();
+            keys.sort();
+            keys
+        };
+        let first = chosen([0, 1, 2, 3, 4, 5]);
+        assert_eq!(first.len(), 3);
+        for ids in [[5, 4, 3, 2, 1, 0], [3, 0, 4, 1, 5, 2], [1, 3, 5, 0, 2, 4]] {
+            assert_eq!(chosen(ids), first, "ids {ids:?}");
+        }
+    }
+
     #[test]
     fn seeding_falls_back_to_bittornado() {
         let mut peers: Vec<_> = (0..5).map(|i| cand(i, 0.0, 0)).collect();
