@@ -1373,21 +1373,9 @@ fn startup(entrant: &str, runs: &[Run]) -> Option<Startup> {
     let pieces: Vec<f64> = mine.iter().map(|r| r.startup_pieces as f64).collect();
     let shares: Vec<f64> = mine.iter().map(|r| r.share).collect();
     let correlation = stats::correlation(&pieces, &shares)?;
-    let mut by_seed: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
-    for r in &mine {
-        by_seed
-            .entry(r.seed)
-            .or_default()
-            .push((r.startup_pieces as f64, r.share));
-    }
-    let (mut dp, mut ds) = (Vec::new(), Vec::new());
-    for v in by_seed.values().filter(|v| v.len() > 1) {
-        let mp = stats::mean(&v.iter().map(|x| x.0).collect::<Vec<_>>());
-        let ms = stats::mean(&v.iter().map(|x| x.1).collect::<Vec<_>>());
-        dp.extend(v.iter().map(|x| x.0 - mp));
-        ds.extend(v.iter().map(|x| x.1 - ms));
-    }
-    let within_seed_correlation = stats::correlation(&dp, &ds);
+    let seeded = |f: fn(&Run) -> f64| by_seed(mine.iter().map(|r| (r.seed, f(r))).collect());
+    let within_seed_correlation =
+        stats::within_group_correlation(&seeded(|r| r.startup_pieces as f64), &seeded(|r| r.share));
     let median_pieces = stats::median(&pieces);
     let side = |low: bool| -> Vec<f64> {
         pieces

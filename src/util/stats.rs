@@ -124,9 +124,40 @@ pub fn correlation(x: &[f64], y: &[f64]) -> Option<f64> {
     (vx > 0.0 && vy > 0.0).then(|| cov / (vx * vy).sqrt())
 }
 
+/// Pearson's r of `x` and `y` grouped alike (the same groups, the same order within each),
+/// each value taken from its own group's mean; groups of one are left out. For runs grouped
+/// by seed: how two figures go together across reruns of one world, the seeds' own
+/// differences left out. `None` as for [`correlation`].
+pub fn within_group_correlation(x: &[Vec<f64>], y: &[Vec<f64>]) -> Option<f64> {
+    let centred = |groups: &[Vec<f64>]| -> Vec<f64> {
+        groups
+            .iter()
+            .filter(|g| g.len() > 1)
+            .flat_map(|g| {
+                let m = mean(g);
+                g.iter().map(move |v| v - m)
+            })
+            .collect()
+    };
+    correlation(&centred(x), &centred(y))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_groups_the_correlation_leaves_the_groups_own_differences_out() {
+        // Across the groups x and y go opposite ways; within each, together.
+        let x = [vec![1.0, 3.0], vec![10.0, 12.0, 14.0], vec![50.0]];
+        let y = [vec![5.0, 7.0], vec![0.0, 2.0, 4.0], vec![-9.0]];
+        let flat = |g: &[Vec<f64>]| g.concat();
+        assert!(correlation(&flat(&x), &flat(&y)).unwrap() < -0.5);
+        let r = within_group_correlation(&x, &y).unwrap();
+        assert!((r - 1.0).abs() < 1e-12, "{r}");
+        // Only groups of one: nothing within.
+        assert_eq!(within_group_correlation(&[vec![1.0]], &[vec![2.0]]), None);
+    }
 
     #[test]
     fn within_group_spread_and_correlation_of_known_numbers() {
