@@ -8,7 +8,9 @@
   lt_peer.py plain TORRENT DIR                 the same with a session of libtorrent's default
                                                settings, as a user would run it
   lt_peer.py webseed TORRENT DIR               a default session; once complete, prints
-                                               "webseed BYTES" (payload from web seeds) and exits
+                                               "webseed W peers P redundant R" (blocks credited
+                                               to web seeds and to peers, bytes received twice)
+                                               and exits
 
 make, seed and leech run beside a lab where every peer shares 127.0.0.1, so their session
 allows several connections per IP; plain changes nothing.
@@ -73,25 +75,30 @@ def main():
         while True:
             time.sleep(1)
     if mode == "webseed":
-        # Default settings, and the block alerts that say who sent each block.
+        # Default settings, and the block alerts that say who sent each block. A world client
+        # may send a block first (its rate cap allows one block at once) that the web seed
+        # then sends again: libtorrent credits the first to arrive and counts the second as
+        # redundant, so both counts are printed.
         ses = lt.session()
         ses.apply_settings({"alert_mask": lt.alert.category_t.block_progress_notification})
         seeds = {urllib.parse.urlparse(w["url"]).hostname for w in info.web_seeds()}
         h = ses.add_torrent({"ti": info, "save_path": folder})
-        got = 0
-        while True:
+        got = {"web": 0, "peers": 0}
+
+        def credit():
             for a in ses.pop_alerts():
-                if isinstance(a, lt.block_finished_alert) and a.endpoint[0] in seeds:
+                if isinstance(a, lt.block_finished_alert):
                     piece_len = info.piece_size(a.piece_index)
-                    got += min(16384, piece_len - a.block_index * 16384)
-            if h.status().is_seeding:
-                break
+                    n = min(16384, piece_len - a.block_index * 16384)
+                    got["web" if a.endpoint[0] in seeds else "peers"] += n
+
+        while not h.status().is_seeding:
+            credit()
             time.sleep(0.02)
-        for a in ses.pop_alerts():
-            if isinstance(a, lt.block_finished_alert) and a.endpoint[0] in seeds:
-                piece_len = info.piece_size(a.piece_index)
-                got += min(16384, piece_len - a.block_index * 16384)
-        print("webseed %d" % got, flush=True)
+        credit()
+        st = h.status()
+        print("webseed %d peers %d redundant %d" % (got["web"], got["peers"],
+                                                    st.total_redundant_bytes), flush=True)
         return 0
     print("unknown mode " + mode, file=sys.stderr)
     return 2
