@@ -1224,7 +1224,7 @@ pub(crate) mod tests {
             unchoked.sort();
             chosen.push(unchoked);
         }
-        assert_eq!(chosen[0].len(), 4, "four slots: {chosen:?}");
+        assert_eq!(chosen[0].len(), 3, "three slots: {chosen:?}");
         assert!(chosen.iter().all(|c| *c == chosen[0]), "{chosen:?}");
     }
 

