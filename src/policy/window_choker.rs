@@ -32,6 +32,10 @@
 //! 17.5 KB/s and that is what we must beat to be among its preferred; our 60 KB/s over four
 //! slots (15 each) never does, over three (20 each) it does. Over seeds 42..49: 13.8% from the
 //! server with three slots, 16.1% with four, 14.5% with two.
+//! Measured again on the whole movie, one experiment at a time (2026-12-06): four slots did
+//! better on scarce over seeds 42..51 (12.9% against 16.6%, settled) but not on the fresh seeds
+//! 52..61 (10.0% against 9.6%), and no better on standard (7.2% against 7.8%, not settled), so
+//! three stay. BENCHMARKS.md, issue 17, "Upload slots".
 
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
