@@ -1,4 +1,5 @@
-//! Rates: measuring them (BitTornado's `Measure`) and capping them (governor token buckets).
+//! Rates: measuring them (BitTornado's `Measure`) and capping them (governor token buckets,
+//! served first come first served).
 //!
 //! Caps are in KB/s with 1 KB = 1024 bytes, the BitTornado convention the lab keeps. A token is
 //! one byte; the bucket holds one block (16 KiB), so a capped peer sends a block as soon as the
@@ -110,6 +111,9 @@ pub struct Limiter {
         governor::middleware::NoOpMiddleware<Instant>,
     >,
     burst: u32,
+    /// The queue for the bucket: connections take their turns in the order they asked
+    /// (tokio's mutex is fair), one `take` each.
+    turn: tokio::sync::Mutex<()>,
     pub bytes_per_sec: u32,
 }
 
@@ -127,12 +131,21 @@ impl Limiter {
         Some(Limiter {
             inner: RateLimiter::direct_with_clock(quota, MonotonicClock),
             burst,
+            turn: tokio::sync::Mutex::new(()),
             bytes_per_sec: bps,
         })
     }
 
     /// Wait until `bytes` may pass, taking them from the bucket.
+    ///
+    /// Callers wait in line, first come first served, as BitTornado's `RateLimiter` sends from
+    /// a ring of connections one unit each. Left to race for the bucket (every waiter asleep
+    /// until the same instant, the first one polled winning), on a multi-thread runtime one
+    /// backlogged connection took every block while the others sharing the cap waited (the
+    /// test below): which world clients got my client's upload, and so which of them had
+    /// reason to serve it back, was the scheduler's choice.
     pub async fn take(&self, mut bytes: u32) {
+        let _turn = self.turn.lock().await;
         let clock = MonotonicClock;
         while bytes > 0 {
             let n = bytes.min(self.burst);
@@ -207,5 +220,61 @@ mod tests {
         l.take(16384 * 8).await; // 128 KiB more at 1 MiB/s: ~125 ms
         let e = t.elapsed();
         assert!(e >= Duration::from_millis(100), "{e:?}");
+    }
+
+    /// Connections that share a cap take turns, one block each, in the order they asked
+    /// (BitTornado's `RateLimiter` sends from a ring of connections, one unit each). Left to
+    /// race for the bucket on a multi-thread runtime (my client's), one connection took every
+    /// block while the others waited; on a current-thread one (a world client's) the race
+    /// happened to come out fair. Both runtimes are checked.
+    #[test]
+    fn connections_sharing_a_cap_take_turns() {
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let single = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for rt in [multi, single] {
+            rt.block_on(take_turns());
+        }
+    }
+
+    /// Four backlogged connections, each back for its next block after a short, uneven pause
+    /// (writing the last one), share a cap of 64 blocks a second.
+    async fn take_turns() {
+        let l = std::sync::Arc::new(Limiter::kbps(1024.0).unwrap());
+        let turns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for who in 0..4usize {
+            let (l, turns) = (l.clone(), turns.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..32 {
+                    l.take(16384 + 13).await;
+                    let n = {
+                        let mut t = turns.lock().unwrap();
+                        t.push(who);
+                        t.len() as u64
+                    };
+                    let pause = (who as u64 * 7 + n * 13) % 5;
+                    tokio::time::sleep(Duration::from_micros(300 * pause)).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let turns = turns.lock().unwrap().clone();
+        // No connection gets ahead of another by more than two turns at any point (one for a
+        // block in flight, one for a late return from the scheduler).
+        let mut got = [0i32; 4];
+        for (i, &who) in turns.iter().enumerate() {
+            got[who] += 1;
+            let spread = got.iter().max().unwrap() - got.iter().min().unwrap();
+            assert!(spread <= 2, "after {} turns {got:?}: {turns:?}", i + 1);
+        }
     }
 }

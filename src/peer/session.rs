@@ -149,6 +149,16 @@ pub(crate) struct State {
     pub playback: Option<(Instant, Playback)>,
 }
 
+impl State {
+    /// The playback model read at this instant (`now` = seconds since playback started).
+    fn playback_now(&self) -> Option<Playback> {
+        self.playback.map(|(start, p)| Playback {
+            now: start.elapsed().as_secs_f64(),
+            ..p
+        })
+    }
+}
+
 /// One torrent being shared: storage, state, caps, and the channels that report progress.
 pub struct Session {
     pub torrent: Arc<Torrent>,
@@ -420,10 +430,7 @@ impl Session {
                 status: &st.status,
                 availability: &st.availability,
                 partials: &partial_list,
-                playback: st.playback.map(|(start, p)| Playback {
-                    now: start.elapsed().as_secs_f64(),
-                    ..p
-                }),
+                playback: st.playback_now(),
             };
             let pv = PeerView {
                 has: peer,
@@ -479,10 +486,7 @@ impl Session {
                 status: &st.status,
                 availability: &st.availability,
                 partials: &[],
-                playback: st.playback.map(|(start, p)| Playback {
-                    now: start.elapsed().as_secs_f64(),
-                    ..p
-                }),
+                playback: st.playback_now(),
             };
             let pv = PeerView {
                 has: peer,
@@ -788,16 +792,11 @@ impl Session {
     pub fn choke_candidates(&self) -> Vec<ChokeCandidate> {
         let mut st = self.lock();
         let st = &mut *st;
-        let window: Vec<u32> = match &st.playback {
-            Some((start, pb)) => {
-                let pb = Playback {
-                    now: start.elapsed().as_secs_f64(),
-                    ..*pb
-                };
-                pb.window(self.torrent.num_pieces())
-                    .filter(|&i| !st.have.get(i))
-                    .collect()
-            }
+        let window: Vec<u32> = match st.playback_now() {
+            Some(pb) => pb
+                .window(self.torrent.num_pieces())
+                .filter(|&i| !st.have.get(i))
+                .collect(),
             None => Vec::new(),
         };
         let mut candidates: Vec<ChokeCandidate> = st
