@@ -141,9 +141,9 @@ impl Limiter {
     /// Callers wait in line, first come first served, as BitTornado's `RateLimiter` sends from
     /// a ring of connections one unit each. Left to race for the bucket (every waiter asleep
     /// until the same instant, the first one polled winning), on a multi-thread runtime one
-    /// backlogged connection took every block while the others sharing the cap waited (the
-    /// test below): which world clients got my client's upload, and so which of them had
-    /// reason to serve it back, was the scheduler's choice.
+    /// backlogged connection at a time took block after block (26 to 32 in a row in the test
+    /// below) while the others sharing the cap waited: which world clients got my client's
+    /// upload, and so which of them had reason to serve it back, was the scheduler's choice.
     pub async fn take(&self, mut bytes: u32) {
         let _turn = self.turn.lock().await;
         let clock = MonotonicClock;
@@ -224,9 +224,9 @@ mod tests {
 
     /// Connections that share a cap take turns, one block each, in the order they asked
     /// (BitTornado's `RateLimiter` sends from a ring of connections, one unit each). Left to
-    /// race for the bucket on a multi-thread runtime (my client's), one connection took every
-    /// block while the others waited; on a current-thread one (a world client's) the race
-    /// happened to come out fair. Both runtimes are checked.
+    /// race for the bucket on a multi-thread runtime (my client's), one connection at a time
+    /// took block after block while the others waited; on a current-thread one (a world
+    /// client's) the race happened to come out fair. Both runtimes are checked.
     #[test]
     fn connections_sharing_a_cap_take_turns() {
         let multi = tokio::runtime::Builder::new_multi_thread()
