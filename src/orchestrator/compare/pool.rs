@@ -1,0 +1,289 @@
+//! `testbed compare --from DIR...`: finished compares read as one, running nothing. Pooling
+//! is where runs are most easily counted twice or mixed across worlds, so most of this file
+//! refuses: a folder given twice, a copy of a compare, a pooled folder beside its sources,
+//! two configs, one name for two command lines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::lock::{folder_in_use, hold_folder, in_use};
+use super::report::write_outputs;
+use super::runs::{read_runs, scan_runs, Run, HEADER};
+use super::{Comparison, Entrant, Line};
+use crate::policy::Policy;
+use crate::util::fs::write_durable;
+
+/// `testbed compare --from DIR...`: the runs of finished compares, read together and written
+/// as one comparison in `out`, running nothing. A folder's runs of a seed count as more runs
+/// of that seed (its repeats are numbered after the folders before it), so a seed run in two
+/// compares is one seed run twice, and the intervals resample it whole. The entrants are those
+/// of `entrants`' names (a `--client` is picked by its name in the folders' tables), else every
+/// entrant the folders name, in the order they first appear.
+/// Folders whose compares ran different configs are refused: their runs are not of one
+/// world. Runs of several builds are named in the tables (runs.csv records each run's build).
+pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Result<()> {
+    if folder_in_use(out) {
+        return Err(in_use(out));
+    }
+    let mut runs: Vec<Run> = Vec::new();
+    let mut counts = Vec::new();
+    let mut commands: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
+    // The first folder that named its config, with the config's path and digest.
+    let mut config: Option<(PathBuf, PathBuf, Option<String>)> = None;
+    // Every run seen so far, but for its repeat number: a copy of a compare, or a pooled
+    // folder beside one of its own sources, holds the same runs again.
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut table_order: Vec<String> = Vec::new();
+    let same = |a: &Path, b: &Path| {
+        std::fs::canonicalize(a)
+            .ok()
+            .is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a))
+    };
+    for (k, dir) in from.iter().enumerate() {
+        if from[..k].iter().any(|d| same(d, dir)) {
+            anyhow::bail!(
+                "--from {}: given twice; its runs would count twice as if run again",
+                dir.display()
+            );
+        }
+        if same(dir, out) {
+            anyhow::bail!(
+                "--from {}: it is also --out, and the pooled runs.csv would replace its own; give another --out",
+                dir.display()
+            );
+        }
+        let csv = dir.join("runs.csv");
+        if !csv.is_file() {
+            anyhow::bail!(
+                "--from {}: no runs.csv there (is it a compare's --out?)",
+                dir.display()
+            );
+        }
+        // A compare still running there may be writing its next row: the rows before it are
+        // whole, and are pooled.
+        let running = folder_in_use(dir);
+        let mut mine = match running {
+            true => scan_runs(&csv)?.runs,
+            false => read_runs(&csv)?,
+        };
+        if running {
+            crate::util::outln!(
+                "compare: --from {}: a compare is still running there; its {} runs so far are pooled",
+                dir.display(),
+                mine.len()
+            );
+        }
+        // Two runs alike in every column (to a tenth of a second) are one run seen twice;
+        // one such pair could be chance, two cannot.
+        let twice: Vec<(&Run, PathBuf)> = mine
+            .iter()
+            .filter_map(|r| {
+                let key = Run {
+                    repeat: 0,
+                    ..r.clone()
+                }
+                .csv();
+                seen.get(&key).map(|first| (r, first.clone()))
+            })
+            .collect();
+        if let Some((r, first)) = twice.first().filter(|_| twice.len() >= 2.min(mine.len())) {
+            anyhow::bail!(
+                "--from {} and {}: both hold the same runs ({} of them, such as {} on seed {}); a copy of a compare, or a pooled folder beside its sources, would count them twice",
+                first.display(),
+                dir.display(),
+                twice.len(),
+                r.entrant,
+                r.seed
+            );
+        }
+        for r in &mine {
+            seen.insert(
+                Run {
+                    repeat: 0,
+                    ..r.clone()
+                }
+                .csv(),
+                dir.clone(),
+            );
+        }
+        let summary: Option<serde_json::Value> = std::fs::read_to_string(dir.join("summary.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let path = summary
+            .as_ref()
+            .and_then(|j| j["config"].as_str())
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let digest = summary
+            .as_ref()
+            .and_then(|j| j["config_sha1"].as_str())
+            .map(str::to_string);
+        if let Some(path) = path {
+            match &config {
+                None => config = Some((dir.clone(), path, digest)),
+                Some((first, p, d)) => {
+                    let differ = match (d, &digest) {
+                        (Some(a), Some(b)) => a != b,
+                        _ => *p != path && !same_text(p, &path),
+                    };
+                    if differ {
+                        anyhow::bail!(
+                            "--from {} and {}: their compares ran different configs ({} and {}{}); pool the runs of one scenario",
+                            first.display(),
+                            dir.display(),
+                            p.display(),
+                            path.display(),
+                            if p == &path { ", edited in between" } else { "" }
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(table) = summary.as_ref().and_then(|j| j["entrants"].as_array()) {
+            table_order.extend(
+                table
+                    .iter()
+                    .filter_map(|e| e["entrant"].as_str().map(str::to_string)),
+            );
+        }
+        if let Some(sources) = summary.as_ref().and_then(|j| j["pooled_from"].as_array()) {
+            for source in sources.iter().filter_map(|s| s["out"].as_str()) {
+                if let Some(other) = from.iter().find(|d| same(d, Path::new(source))) {
+                    anyhow::bail!(
+                        "--from {} and {}: the first is pooled from the second already, whose runs would count twice",
+                        dir.display(),
+                        other.display()
+                    );
+                }
+            }
+        }
+        if let Some(cmds) = summary.as_ref().and_then(|j| j["commands"].as_object()) {
+            for (name, cmd) in cmds {
+                let Some(cmd) = cmd.as_str() else { continue };
+                match commands.get(name) {
+                    None => {
+                        commands.insert(name.clone(), (dir.clone(), cmd.to_string()));
+                    }
+                    Some((first, c)) if c != cmd => anyhow::bail!(
+                        "--from {} and {}: the entrant {name:?} ran {c:?} in one and {cmd:?} in the other; pool one command line under one name",
+                        first.display(),
+                        dir.display()
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+        let offset = runs.iter().map(|r| r.repeat + 1).max().unwrap_or(0);
+        for r in &mut mine {
+            r.repeat += offset;
+        }
+        counts.push((dir.clone(), mine.len()));
+        runs.extend(mine);
+    }
+    // The entrants by the names the folders' tables give them: a policy, or a client line
+    // with the command the folders recorded for it.
+    let mut names: Vec<String> = entrants.iter().map(Entrant::name).collect();
+    if names.is_empty() {
+        // In the order the folders' tables gave them (runs.csv is in the order runs ended),
+        // then any entrant only runs.csv names.
+        for name in &table_order {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        for r in &runs {
+            if !names.contains(&r.entrant) {
+                names.push(r.entrant.clone());
+            }
+        }
+    }
+    let entrants: Vec<Entrant> = names
+        .into_iter()
+        .map(
+            |name| match <Policy as clap::ValueEnum>::from_str(&name, false) {
+                Ok(p) => Entrant::Policy(p),
+                Err(_) => Entrant::Client(match commands.get(&name).map(|(_, c)| c) {
+                    Some(cmd) if *cmd != name => Line {
+                        cmd: cmd.clone(),
+                        name: Some(name),
+                    },
+                    _ => Line {
+                        cmd: name,
+                        name: None,
+                    },
+                }),
+            },
+        )
+        .collect();
+    let names: BTreeSet<String> = entrants.iter().map(Entrant::name).collect();
+    runs.retain(|r| names.contains(&r.entrant));
+    if entrants.len() < 2 {
+        anyhow::bail!(
+            "--from: the folders name {} entrant(s); a comparison needs two",
+            entrants.len()
+        );
+    }
+    for e in &entrants {
+        if !runs.iter().any(|r| r.entrant == e.name()) {
+            anyhow::bail!("--from: no folder has a run of {:?}", e.name());
+        }
+    }
+    let seed_range = runs.iter().map(|r| r.seed).min().unwrap_or(0)
+        ..=runs.iter().map(|r| r.seed).max().unwrap_or(0);
+    let mut per_seed: BTreeMap<(&str, u64), u32> = BTreeMap::new();
+    for r in &runs {
+        *per_seed.entry((r.entrant.as_str(), r.seed)).or_default() += 1;
+    }
+    let repeat = per_seed.values().copied().max().unwrap_or(1);
+    refuse_to_replace_a_compare(out)?;
+    std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
+    let _held = hold_folder(out)?;
+    let text: String = std::iter::once(format!("{HEADER}\n"))
+        .chain(runs.iter().map(Run::csv))
+        .collect();
+    write_durable(&out.join("runs.csv"), text.as_bytes())?;
+    let c = Comparison {
+        config: crate::orchestrator::config::Source::file(
+            config
+                .as_ref()
+                .map(|(_, p, _)| p.clone())
+                .unwrap_or_default(),
+        ),
+        seeds: seed_range,
+        repeat,
+        entrants,
+        out: out.to_path_buf(),
+        jobs: 1,
+        slurm: None,
+        pooled_from: counts,
+        config_sha1: config.and_then(|(_, _, d)| d),
+    };
+    write_outputs(&c, &runs)
+}
+
+/// Refuse an `--out` that holds a compare's own runs (a pooled folder's tables can be made
+/// again from its sources, a compare's runs cannot): the default `run/compare` is often one.
+fn refuse_to_replace_a_compare(out: &Path) -> anyhow::Result<()> {
+    if !out.join("runs.csv").exists() {
+        return Ok(());
+    }
+    let pooled = std::fs::read_to_string(out.join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|j| j["pooled_from"].as_array().map(|a| !a.is_empty()))
+        .unwrap_or(false);
+    if !pooled {
+        anyhow::bail!(
+            "--out {}: it holds a compare's own runs.csv, which pooling would replace; give --from another --out",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether two files hold the same bytes (two copies of one config).
+fn same_text(a: &Path, b: &Path) -> bool {
+    matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
+}

@@ -1,0 +1,1057 @@
+use super::*;
+use super::{exec::*, lock::*, pool::*, report::*, runs::*, verdict::*};
+use crate::util::stats;
+use std::time::Instant;
+
+/// A run's row, one at a time, without the referee's columns.
+fn row(entrant: &str, seed: u64, share: f64) -> Run {
+    Run {
+        entrant: entrant.into(),
+        seed,
+        repeat: 0,
+        share,
+        penalty_bytes: 10,
+        penalty_source: "server".into(),
+        late_pieces: 1,
+        my_client_exit: "exit code 0".into(),
+        seconds: 9.5,
+        startup_pieces: 3,
+        jobs: 1,
+        first_piece_at: None,
+        upload_peak: None,
+        upload_over_cap: false,
+        world_share: None,
+        wasted_share: None,
+        build: "0123456789ab".into(),
+    }
+}
+
+/// The first `n` fields of a row of today's `runs.csv`: a row of an older build (ten to
+/// fourteen fields), or one cut short.
+fn first_fields(row: &str, n: usize) -> String {
+    row.trim_end()
+        .split(',')
+        .take(n)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// deadline against sequential, written to `out`.
+fn deadline_vs_sequential(out: &Path) -> Comparison {
+    Comparison {
+        out: out.into(),
+        ..cmp(vec![
+            Entrant::Policy(Policy::Deadline),
+            Entrant::Policy(Policy::Sequential),
+        ])
+    }
+}
+
+fn cmp(entrants: Vec<Entrant>) -> Comparison {
+    Comparison {
+        config: crate::orchestrator::config::Source::file("c.yaml"),
+        seeds: 42..=43,
+        repeat: 2,
+        entrants,
+        out: "o".into(),
+        jobs: 1,
+        slurm: None,
+        pooled_from: Vec::new(),
+        config_sha1: None,
+    }
+}
+
+/// A long client line is shown whole: its label starts inside the chart.
+#[test]
+fn the_chart_makes_room_for_the_longest_entrant() {
+    let name = "/home/someone/lab/examples/libtorrent_vod.py --mode time-critical [web seed]";
+    let stats = |entrant: &str| EntrantStats {
+        entrant: entrant.into(),
+        runs: 1,
+        mean: 0.1,
+        median: 0.1,
+        sd: 0.0,
+        ci95: (0.1, 0.1),
+        same_seed_sd: None,
+        world_share: None,
+        wasted_share: None,
+        wasted_sd: None,
+        wasted_same_seed_sd: None,
+    };
+    let chart = svg(&[stats("deadline"), stats(name)], &[]);
+    let label_end: f64 = chart
+        .split("<text x=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // End-anchored at label_end: at 6 px a character it must not start left of 0.
+    assert!(
+        label_end >= 6.0 * name.chars().count() as f64,
+        "label ends at {label_end}"
+    );
+    // Short names keep the old layout.
+    assert!(svg(&[stats("deadline")], &[]).contains("width=\"720\""));
+}
+
+#[test]
+fn runs_are_paired_and_interleaved() {
+    let c = cmp(vec![
+        Entrant::Policy(Policy::Rarest),
+        Entrant::Policy(Policy::Deadline),
+    ]);
+    let s = schedule(&c);
+    assert_eq!(s.len(), 8, "2 entrants x 2 seeds x 2 repeats");
+    let names: Vec<String> = s.iter().map(|(e, _, _)| e.name()).collect();
+    // The first entrant alternates, so neither always runs first.
+    assert_eq!(names[0], "rarest");
+    assert_eq!(names[2], "deadline");
+    assert_eq!(names[4], "rarest");
+    for e in ["rarest", "deadline"] {
+        for seed in [42, 43] {
+            assert_eq!(
+                s.iter()
+                    .filter(|(x, sd, _)| x.name() == e && *sd == seed)
+                    .count(),
+                2
+            );
+        }
+    }
+}
+
+/// Two finished compares of the same seeds read as one: each seed twice, the entrants as
+/// asked, and what cannot be pooled refused with one line.
+#[test]
+fn pooled_folders_count_a_seed_twice_and_refuse_what_does_not_pool() {
+    let d = tempfile::tempdir().unwrap();
+    let folder = |name: &str, config: &str, offset: f64| {
+        let dir = d.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text = format!("{HEADER}\n");
+        for seed in [42, 43] {
+            for (e, share) in [("deadline", 0.05), ("sequential", 0.15), ("mine", 0.30)] {
+                text.push_str(&row(e, seed, share + offset).csv());
+            }
+        }
+        std::fs::write(dir.join("runs.csv"), text).unwrap();
+        let summary = serde_json::json!({
+            "config": config,
+            "commands": {"mine": "vod-client --choker tyrant {torrent}"},
+        });
+        std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+        dir
+    };
+    let (a, b) = (folder("a", "x.yaml", 0.0), folder("b", "x.yaml", 0.01));
+    let out = d.path().join("pooled");
+    pool(&[a.clone(), b.clone()], Vec::new(), &out).unwrap();
+    let runs = read_runs(&out.join("runs.csv")).unwrap();
+    assert_eq!(runs.len(), 12);
+    assert_eq!(
+        runs.iter().filter(|r| r.repeat == 1).count(),
+        6,
+        "b's runs come after a's"
+    );
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert!(
+        md.contains("(6 runs)") && md.contains("Pooled from"),
+        "{md}"
+    );
+    assert!(md.contains("the intervals resample the 2 seeds"), "{md}");
+    assert!(md.contains("| deadline − sequential | 4 |"), "{md}");
+    assert!(
+        md.contains("- **mine**: `vod-client --choker tyrant {torrent}`"),
+        "the line the folders recorded: {md}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json["pooled_from"][1]["runs"], 6);
+    assert_eq!(json["config"], "x.yaml");
+    // Two of the three, a client picked by its name in the tables.
+    let two = vec![
+        Entrant::Policy(Policy::Sequential),
+        Entrant::Client("mine".into()),
+    ];
+    pool(&[a.clone(), b.clone()], two, &out).unwrap();
+    let runs = read_runs(&out.join("runs.csv")).unwrap();
+    assert_eq!(runs.len(), 8);
+    assert!(runs.iter().all(|r| r.entrant != "deadline"));
+    // What does not pool.
+    let err = |from: &[PathBuf], out: &Path, entrants: Vec<Entrant>| {
+        format!("{:#}", pool(from, entrants, out).unwrap_err())
+    };
+    let other = folder("c", "y.yaml", 0.02);
+    let e = err(&[a.clone(), other], &out, Vec::new());
+    assert!(e.contains("different configs (x.yaml and y.yaml)"), "{e}");
+    let e = err(&[a.clone(), b.clone()], &a, Vec::new());
+    assert!(e.contains("it is also --out"), "{e}");
+    let e = err(&[a.clone(), d.path().join("a/../a")], &out, Vec::new());
+    assert!(e.contains("given twice"), "{e}");
+    let e = err(&[a.clone(), d.path().join("nowhere")], &out, Vec::new());
+    assert!(e.contains("nowhere: no runs.csv there"), "{e}");
+    let e = err(
+        std::slice::from_ref(&a),
+        &out,
+        vec![
+            Entrant::Policy(Policy::Rarest),
+            Entrant::Client("mine".into()),
+        ],
+    );
+    assert!(e.contains("no folder has a run of \"rarest\""), "{e}");
+    // The sources are read, never written.
+    assert_eq!(read_runs(&a.join("runs.csv")).unwrap().len(), 6);
+}
+
+/// Pooling never replaces a compare's own runs, never counts one run twice (a copy, or a
+/// pooled folder beside its source), and never pools two command lines, or two versions of
+/// one config, under one name.
+#[test]
+fn pooling_refuses_to_lose_or_double_count_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let folder = |name: &str, summary: serde_json::Value, offset: f64| {
+        let dir = d.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text = format!("{HEADER}\n");
+        for seed in [42, 43] {
+            for (e, share) in [("deadline", 0.05), ("mine", 0.30)] {
+                text.push_str(&row(e, seed, share + offset).csv());
+            }
+        }
+        std::fs::write(dir.join("runs.csv"), text).unwrap();
+        std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+        dir
+    };
+    let summary = |sha: &str, cmd: &str| serde_json::json!({"config": "x.yaml", "config_sha1": sha, "commands": {"mine": cmd}});
+    let a = folder("a", summary("1111", "mine-client"), 0.0);
+    let b = folder("b", summary("1111", "mine-client"), 0.01);
+    let err =
+        |from: &[PathBuf], out: &Path| format!("{:#}", pool(from, Vec::new(), out).unwrap_err());
+    // A compare's own folder as --out (the default run/compare often is one).
+    let own = folder("own", summary("1111", "mine-client"), 0.02);
+    let before = std::fs::read(own.join("runs.csv")).unwrap();
+    let e = err(&[a.clone(), b.clone()], &own);
+    assert!(e.contains("holds a compare's own runs.csv"), "{e}");
+    assert_eq!(
+        std::fs::read(own.join("runs.csv")).unwrap(),
+        before,
+        "nothing lost"
+    );
+    // A pooled folder as --out is made again.
+    let pooled = d.path().join("pooled");
+    pool(&[a.clone(), b.clone()], Vec::new(), &pooled).unwrap();
+    pool(&[a.clone(), b.clone()], Vec::new(), &pooled).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pooled.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        json["config_sha1"], "1111",
+        "the sources' config digest is kept"
+    );
+    // The same runs twice: a copy, or the pool beside one of its sources.
+    let copy = d.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(a.join("runs.csv"), copy.join("runs.csv")).unwrap();
+    let e = err(&[a.clone(), copy.clone()], &d.path().join("p2"));
+    assert!(e.contains("both hold the same runs (4 of them"), "{e}");
+    let e = err(&[pooled.clone(), b.clone()], &d.path().join("p3"));
+    assert!(e.contains("pooled from the second already"), "{e}");
+    // One name, two command lines; one config path, edited between two compares.
+    let other = folder("other", summary("1111", "another-client"), 0.03);
+    let e = err(&[a.clone(), other], &d.path().join("p4"));
+    assert!(
+        e.contains("the entrant \"mine\" ran \"mine-client\" in one and \"another-client\""),
+        "{e}"
+    );
+    let edited = folder("edited", summary("2222", "mine-client"), 0.04);
+    let e = err(&[a.clone(), edited], &d.path().join("p5"));
+    assert!(
+        e.contains("different configs (x.yaml and x.yaml, edited in between)"),
+        "{e}"
+    );
+    // A runs.csv that is there but cannot be read is an error, not "no runs".
+    let broken = d.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("runs.csv"), [0xff, 0xfe, 0x00]).unwrap();
+    let e = err(&[a.clone(), broken], &d.path().join("p6"));
+    assert!(e.contains("broken/runs.csv"), "{e}");
+    // A client named like a policy would come back from runs.csv as that policy.
+    let e = entrants(
+        Vec::new(),
+        vec!["my-client".into()],
+        Vec::new(),
+        vec!["deadline".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("named like a built-in policy"), "{e}");
+}
+
+/// Under today's header a row cut at a comma is told from a row of an older build: the
+/// last one, with no end of line, is a run to do again (and refused by a pool); one in the
+/// middle, or one with a column too many, is refused with the line and the reason.
+#[test]
+fn a_row_cut_short_is_told_from_an_older_row() {
+    let d = tempfile::tempdir().unwrap();
+    let csv = d.path().join("runs.csv");
+    let whole = [
+        row("deadline", 42, 0.05).csv(),
+        row("sequential", 42, 0.1).csv(),
+    ];
+    let head_cut = |n: usize| first_fields(&whole[1], n);
+    for n in [14, 12, 10] {
+        std::fs::write(&csv, format!("{HEADER}\n{}{}", whole[0], head_cut(n))).unwrap();
+        let rows = scan_runs(&csv).unwrap();
+        assert_eq!(
+            (rows.runs.len(), rows.cut, rows.current),
+            (1, Some(3), false)
+        );
+        let e = read_runs(&csv).unwrap_err().to_string();
+        assert!(e.contains("line 3: a row cut short"), "{e}");
+    }
+    // The whole row with no end of line reads, but is not ready to append to.
+    std::fs::write(
+        &csv,
+        format!("{HEADER}\n{}{}", whole[0], whole[1].trim_end()),
+    )
+    .unwrap();
+    let rows = scan_runs(&csv).unwrap();
+    assert_eq!((rows.runs.len(), rows.cut, rows.current), (2, None, false));
+    std::fs::write(&csv, format!("{HEADER}\n{}{}", whole[0], whole[1])).unwrap();
+    assert!(scan_runs(&csv).unwrap().current);
+    // The same cut in the middle of the file is an error.
+    std::fs::write(&csv, format!("{HEADER}\n{}\n{}", head_cut(12), whole[0])).unwrap();
+    let e = scan_runs(&csv).err().unwrap().to_string();
+    assert!(
+        e.contains("line 2: not a run row (under a header of 17 columns"),
+        "{e}"
+    );
+    // A build cut short is a row cut short; so is a row cut just before its build, but a
+    // row that ends its line with no build is a pooled row from before the column.
+    let short_build = whole[1].trim_end().trim_end_matches("89ab");
+    std::fs::write(&csv, format!("{HEADER}\n{}{short_build}", whole[0])).unwrap();
+    assert_eq!(scan_runs(&csv).unwrap().cut, Some(3));
+    let no_build = whole[1].trim_end().trim_end_matches("0123456789ab");
+    std::fs::write(&csv, format!("{HEADER}\n{}{no_build}", whole[0])).unwrap();
+    assert_eq!(scan_runs(&csv).unwrap().cut, Some(3));
+    std::fs::write(&csv, format!("{HEADER}\n{no_build}\n{}", whole[0])).unwrap();
+    let rows = scan_runs(&csv).unwrap();
+    assert_eq!(
+        (rows.runs[0].build.as_str(), rows.cut, rows.current),
+        ("", None, true)
+    );
+    // A row of a newer build, with a column this one does not know.
+    std::fs::write(
+        &csv,
+        format!("{HEADER}\n{},new\n{}", whole[0].trim_end(), whole[1]),
+    )
+    .unwrap();
+    let e = scan_runs(&csv).err().unwrap().to_string();
+    assert!(
+        e.contains("line 2: not a run row (18 fields: written by a newer testbed?"),
+        "{e}"
+    );
+    // Under an older header, the same twelve fields are a row of an older build.
+    let old_header: Vec<&str> = HEADER.split(',').take(12).collect();
+    std::fs::write(
+        &csv,
+        format!("{}\n{}\n", old_header.join(","), head_cut(12)),
+    )
+    .unwrap();
+    let rows = scan_runs(&csv).unwrap();
+    assert_eq!((rows.runs.len(), rows.cut, rows.current), (1, None, false));
+    // ... but with no end of line they may be a longer row cut at a comma: cut short.
+    std::fs::write(&csv, format!("{}\n{}", old_header.join(","), head_cut(12))).unwrap();
+    let rows = scan_runs(&csv).unwrap();
+    assert_eq!((rows.runs.len(), rows.cut), (0, Some(2)));
+    let kept = drop_cut_row(&csv).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        format!("{}\n", old_header.join(",")),
+        "only the cut row dropped, the header as it was"
+    );
+    // The dropped line is kept beside it (it may be a whole row an editor left unended),
+    // each drop after the one before.
+    assert_eq!(kept, d.path().join(CUT));
+    std::fs::write(&csv, format!("{}\n{}", old_header.join(","), head_cut(3))).unwrap();
+    drop_cut_row(&csv).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        format!("{}\n{}\n", head_cut(12), head_cut(3))
+    );
+}
+
+/// The first row a compare records upgrades a file from before a column (every row it
+/// had, under today's header, then the new one); the rows after it are appended.
+#[test]
+fn the_first_row_recorded_upgrades_an_old_file() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("runs.csv");
+    let c = deadline_vs_sequential(d.path());
+    let old = format!("{}\n", first_fields(&row("deadline", 42, 0.05).csv(), 14));
+    let old_header: Vec<&str> = HEADER.split(',').take(14).collect();
+    std::fs::write(&path, format!("{}\n{old}", old_header.join(","))).unwrap();
+    let Rows {
+        mut runs, current, ..
+    } = scan_runs(&path).unwrap();
+    assert!(!current);
+    let csv = RunsFile {
+        path: path.clone(),
+        ready: current.into(),
+    };
+    let progress = Progress {
+        already: runs.len(),
+        todo: 2,
+        t0: Instant::now(),
+    };
+    for (e, share) in [("sequential", 0.1), ("deadline", 0.06)] {
+        let new = Run {
+            seed: 43,
+            ..row(e, 43, share)
+        };
+        record(&c, &csv, &mut runs, new, progress).unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "{HEADER}\n{},,,\n{}{}",
+            old.trim_end(),
+            row("sequential", 43, 0.1).csv(),
+            row("deadline", 43, 0.06).csv()
+        )
+    );
+    assert!(scan_runs(&path).unwrap().current);
+}
+
+/// A compare stops before its next run when `testbed` or `vod-client` is rebuilt under
+/// it: a new file in its place (as `cargo build` writes it), or the same file written over
+/// (as `cp` does), whether its length changes or only its modification time.
+#[test]
+fn a_rebuild_under_a_compare_is_seen() {
+    let d = tempfile::tempdir().unwrap();
+    let (testbed, vod) = (d.path().join("testbed"), d.path().join("vod-client"));
+    let fresh = || {
+        std::fs::write(&testbed, b"testbed build 1").unwrap();
+        std::fs::write(&vod, b"vod-client build 1").unwrap();
+        Live::of(testbed.clone()).unwrap()
+    };
+    let live = fresh();
+    live.same_build().unwrap();
+    assert_eq!(live.build.len(), 12);
+    let replaced = |live: &Live, path: &Path| {
+        let e = live.same_build().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{} was replaced", path.display())),
+            "{e}"
+        );
+    };
+    // A new file renamed over testbed.
+    std::fs::write(d.path().join("new"), b"testbed build 1").unwrap();
+    std::fs::rename(d.path().join("new"), &testbed).unwrap();
+    replaced(&live, &testbed);
+    // vod-client written over in place: a new length ...
+    let live = fresh();
+    std::fs::write(&vod, b"vod-client build 22").unwrap();
+    replaced(&live, &vod);
+    // ... or the same length and a new modification time.
+    let live = fresh();
+    let f = std::fs::OpenOptions::new().write(true).open(&vod).unwrap();
+    std::io::Write::write_all(&mut &f, b"vod-client build 2").unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    replaced(&live, &vod);
+    // The build is of both files.
+    let other = {
+        std::fs::write(&vod, b"vod-client build 2").unwrap();
+        Live::of(testbed.clone()).unwrap().build
+    };
+    assert_ne!(fresh().build, other);
+}
+
+/// One compare at a time in a folder: a second compare, or a pool into it, is refused
+/// while the first holds it, and the folder is free again once it lets go.
+#[test]
+fn one_compare_at_a_time_holds_a_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Comparison {
+        config: crate::orchestrator::config::Source::file(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default.yaml"),
+        ),
+        ..deadline_vs_sequential(d.path())
+    };
+    assert!(!folder_in_use(d.path()));
+    let held = hold_folder(d.path()).unwrap();
+    assert!(folder_in_use(d.path()));
+    let e = compare(&c).unwrap_err().to_string();
+    assert!(e.contains("another compare is using this folder"), "{e}");
+    assert!(!d.path().join("runs.csv").exists(), "nothing written");
+    let e = pool(&[], vec![], d.path()).unwrap_err().to_string();
+    assert!(e.contains("another compare is using this folder"), "{e}");
+    drop(held);
+    assert!(!folder_in_use(d.path()));
+    // A compare of a build before 7566ff7 locked the folder itself: seen, and refused.
+    let older = nix::fcntl::Flock::lock(
+        std::fs::File::open(d.path()).unwrap(),
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    )
+    .unwrap();
+    assert!(folder_in_use(d.path()));
+    let e = hold_folder(d.path()).err().unwrap().to_string();
+    assert!(e.contains("another compare is using this folder"), "{e}");
+    drop(older);
+    assert!(!folder_in_use(d.path()));
+    // Free: a compare with every run done takes it, and writes only its tables.
+    let old_header: Vec<&str> = HEADER.split(',').take(14).collect();
+    let mut text = format!("{}\n", old_header.join(","));
+    for seed in 42..=43 {
+        for r in 0..2 {
+            for (e, share) in [("deadline", 0.05), ("sequential", 0.1)] {
+                let row = Run {
+                    repeat: r,
+                    ..row(e, seed, share)
+                }
+                .csv();
+                text.push_str(&format!("{}\n", first_fields(&row, 14)));
+            }
+        }
+    }
+    std::fs::write(d.path().join("runs.csv"), &text).unwrap();
+    compare(&c).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("runs.csv")).unwrap(),
+        text,
+        "nothing to run: runs.csv as it was, readable by the build that wrote it"
+    );
+    assert!(d.path().join("compare.md").exists());
+    // A row cut short there while a compare still holds the folder (it is writing it):
+    // a pool takes the rows before it. Once the folder is free, a compare with nothing
+    // to run drops the cut row, and the file is whole again.
+    let cut = &text.lines().nth(1).unwrap()[..20];
+    std::fs::write(d.path().join("runs.csv"), format!("{text}{cut}")).unwrap();
+    let pooled = tempfile::tempdir().unwrap();
+    let held = hold_folder(d.path()).unwrap();
+    pool(&[d.path().into()], vec![], pooled.path()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pooled.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["pooled_from"][0]["runs"], 8);
+    drop(held);
+    let e = pool(&[d.path().into()], vec![], pooled.path()).unwrap_err();
+    assert!(e.to_string().contains("line 10: a row cut short"), "{e}");
+    compare(&c).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("runs.csv")).unwrap(),
+        text
+    );
+    pool(&[d.path().into()], vec![], pooled.path()).unwrap();
+}
+
+/// With reruns, compare.md gives each entrant's same-seed spread; from six runs on, how
+/// the start-up pieces go with the share. Without reruns, or with a start that does not
+/// vary, neither line.
+#[test]
+fn the_tables_say_how_much_reruns_and_starts_spread_the_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let c = deadline_vs_sequential(d.path());
+    let md = |runs: &[Run]| {
+        write_outputs(&c, runs).unwrap();
+        std::fs::read_to_string(d.path().join("compare.md")).unwrap()
+    };
+    // Seed 42 far from seed 43; a bad start (4 pieces) costs 10 points.
+    let mut runs = Vec::new();
+    for (seed, base) in [(42, 0.02), (43, 0.2), (44, 0.08)] {
+        for (r, pieces) in [(0, 30), (1, 4)] {
+            for e in ["deadline", "sequential"] {
+                runs.push(Run {
+                    repeat: r,
+                    startup_pieces: pieces,
+                    ..row(e, seed, base + if pieces < 10 { 0.1 } else { 0.0 })
+                });
+            }
+        }
+    }
+    let text = md(&runs);
+    // Each seed's two runs are 0.1 apart: sd 0.0707 about their mean, pooled the same.
+    // The sequential runs are the deadline runs': the second entrant's r is the same.
+    assert!(
+        text.contains("seeds): deadline 7.1 points, sequential 7.1 points."),
+        "{text}"
+    );
+    let deadline = "deadline r = -0.56, within seeds -1.00 (its runs with at most 17 such pieces, the median, \
+                    paid 20.0 % on average, the others 10.0 %)";
+    assert!(
+        text.contains("over each entrant's runs: ") && text.contains(deadline),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
+            .unwrap();
+    let r = json["startup"][1]["correlation"].as_f64().unwrap();
+    assert!((-0.6..-0.5).contains(&r), "{r}");
+    let within = json["startup"][1]["within_seed_correlation"]
+        .as_f64()
+        .unwrap();
+    assert!((within + 1.0).abs() < 1e-9, "{within}");
+    assert!(json["entrants"][0]["same_seed_sd"].as_f64().is_some());
+    // One run a seed, one start for every run: neither line.
+    let firsts: Vec<Run> = runs
+        .iter()
+        .filter(|r| r.repeat == 0)
+        .cloned()
+        .chain((45..48).map(|s| Run {
+            startup_pieces: 30,
+            ..row("deadline", s, 0.1)
+        }))
+        .collect();
+    let text = md(&firsts);
+    assert!(
+        !text.contains("Same-seed spread") && !text.contains("Start-up:"),
+        "{text}"
+    );
+}
+
+/// The world's supply and my client's waste: a table of their means (a dash for an
+/// entrant with no such rows), a paired verdict on the waste, and neither without the
+/// columns.
+#[test]
+fn the_tables_split_the_penalty_into_supply_and_waste() {
+    let d = tempfile::tempdir().unwrap();
+    let c = deadline_vs_sequential(d.path());
+    let mut runs = Vec::new();
+    for seed in 42..48 {
+        // The world sends both 95 % (plus the seed's 0..5 points); sequential wastes 3
+        // points more than deadline, give or take 0.1.
+        let world = 0.95 + (seed - 42) as f64 * 0.01;
+        let jitter = if seed % 2 == 0 { 0.001 } else { -0.001 };
+        for (e, wasted) in [("deadline", 0.01), ("sequential", 0.04 + jitter)] {
+            runs.push(Run {
+                world_share: Some(world),
+                wasted_share: Some(wasted),
+                ..row(e, seed, 1.0 - world + wasted)
+            });
+        }
+    }
+    write_outputs(&c, &runs).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(md.contains("Where the penalty comes from"), "{md}");
+    assert!(
+        md.contains("| deadline | 97.5 % | 1.0 % | 0.0 % | – |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| sequential | 97.5 % | 4.0 % | 0.1 % | – |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| deadline − sequential | 6 | -3.0 % |")
+            && md.contains("| deadline wastes less |"),
+        "{md}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["waste_pairs"][0]["verdict"], "deadline better");
+    assert!((json["entrants"][1]["wasted_share"].as_f64().unwrap() - 0.04).abs() < 1e-9);
+    // A rerun of every seed, deadline's waste 0.5 points above its first: a same-seed sd
+    // of 0.5 / √2 points; sequential's the same both times.
+    let rerun: Vec<Run> = runs
+        .iter()
+        .cloned()
+        .chain(runs.iter().map(|r| {
+            Run {
+                repeat: 1,
+                wasted_share: r
+                    .wasted_share
+                    .map(|w| w + if r.entrant == "deadline" { 0.005 } else { 0.0 }),
+                ..r.clone()
+            }
+        }))
+        .collect();
+    write_outputs(&c, &rerun).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
+            .unwrap();
+    let same = |k: usize| json["entrants"][k]["wasted_same_seed_sd"].as_f64().unwrap();
+    assert!((same(0) - 0.005 / 2f64.sqrt()).abs() < 1e-9, "{}", same(0));
+    assert!(same(1).abs() < 1e-9, "{}", same(1));
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(md.contains("| 0.4 % |\n"), "{md}");
+    // An entrant whose rows are from before the columns gets dashes; with no such row at
+    // all, no table.
+    for r in runs.iter_mut().filter(|r| r.entrant == "sequential") {
+        (r.world_share, r.wasted_share) = (None, None);
+    }
+    write_outputs(&c, &runs).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(md.contains("| sequential | – | – | – | – |"), "{md}");
+    assert!(!md.contains("wasted: A − B"), "no pairs: {md}");
+    for r in &mut runs {
+        (r.world_share, r.wasted_share) = (None, None);
+    }
+    write_outputs(&c, &runs).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(!md.contains("Where the penalty comes from"), "{md}");
+}
+
+/// Runs of two builds are named in compare.md and summary.json (rows from before the
+/// column counted apart); runs of one build add no line, unless they are pooled and
+/// their build is not known.
+#[test]
+fn runs_of_two_builds_are_named_in_the_tables() {
+    let d = tempfile::tempdir().unwrap();
+    let c = deadline_vs_sequential(d.path());
+    let mut runs = Vec::new();
+    for seed in [42, 43] {
+        runs.push(row("deadline", seed, 0.05));
+        runs.push(row("sequential", seed, 0.15));
+    }
+    write_outputs(&c, &runs).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(!md.contains("Builds that"), "{md}");
+    runs[3].build = "fedcba987654".into();
+    runs[2].build = String::new();
+    write_outputs(&c, &runs).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(
+        md.contains("Builds that ran these runs")
+            && md.contains("`0123456789ab` (2 runs), `fedcba987654` (1 run); 1 run from before runs.csv recorded the build."),
+        "{md}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["builds"]["0123456789ab"], 2);
+    assert_eq!(json["builds"].as_object().unwrap().len(), 2, "{json}");
+    assert_eq!(json["runs_without_build"], 1);
+    // Runs of one unknown build: nothing to say of a compare, but a pool of such folders
+    // cannot tell whether they ran one build.
+    for r in &mut runs {
+        r.build.clear();
+    }
+    write_outputs(&c, &runs).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(
+        !md.contains("Builds that") && !md.contains("recorded the build"),
+        "{md}"
+    );
+    let pooled = Comparison {
+        pooled_from: vec![(d.path().join("a"), 2), (d.path().join("b"), 2)],
+        ..c
+    };
+    write_outputs(&pooled, &runs).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(
+        md.contains("from before runs.csv recorded the build: whether the folders ran one build is not known"),
+        "{md}"
+    );
+}
+
+/// Three runs of each of four seeds, where the runs of a seed agree and the seeds do not:
+/// twelve runs one by one would settle it, four seeds do not.
+#[test]
+fn the_runs_of_a_seed_are_resampled_together() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Comparison {
+        seeds: 42..=45,
+        repeat: 3,
+        ..deadline_vs_sequential(d.path())
+    };
+    let mut runs = Vec::new();
+    for (seed, diff) in [(42, -0.10), (43, -0.10), (44, -0.10), (45, 0.05)] {
+        for repeat in 0..3 {
+            let jitter = repeat as f64 * 0.001;
+            runs.push(Run {
+                repeat,
+                ..row("deadline", seed, 0.2 + diff + jitter)
+            });
+            runs.push(Run {
+                repeat,
+                ..row("sequential", seed, 0.2)
+            });
+        }
+    }
+    let d12: Vec<f64> = runs.chunks(2).map(|w| w[0].share - w[1].share).collect();
+    let one_by_one = stats::bootstrap_ci(&d12, RESAMPLES, 2);
+    assert!(one_by_one.1 < 0.0, "the runs alone: {one_by_one:?}");
+    let p = pairs(&c, &runs);
+    assert_eq!(p[0].pairs, 12);
+    assert!(p[0].ci95.1 >= 0.0, "by seed: {:?}", p[0].ci95);
+    assert_eq!(p[0].verdict, "not settled");
+    write_outputs(&c, &runs).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(md.contains("the intervals resample the 4 seeds"), "{md}");
+    let json = |d: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap()
+    };
+    assert_eq!(json(d.path())["intervals_resample"], "seeds");
+    // Seeds for power at three runs a seed, from the seeds' means (-0.099 three times and
+    // 0.051: mean -0.0615, sd 0.075, n = (3.2415 · 0.075 / 0.0615)² = 15.6).
+    assert_eq!(
+        (p[0].runs_per_seed, p[0].seeds_for_90pct_power),
+        (Some(3), Some(16))
+    );
+    assert!(md.contains("| 16 × 3 runs |"), "{md}");
+    assert_eq!(json(d.path())["pairs"][0]["seeds_for_90pct_power"], 16);
+    // Uneven runs a seed: no figure.
+    let uneven: Vec<Run> = runs
+        .iter()
+        .filter(|r| r.seed != 45 || r.repeat == 0)
+        .cloned()
+        .collect();
+    assert_eq!(pairs(&c, &uneven)[0].seeds_for_90pct_power, None);
+    // One run a seed: the plain bootstrap, and nothing to say about it.
+    let firsts: Vec<Run> = runs.iter().filter(|r| r.repeat == 0).cloned().collect();
+    write_outputs(&c, &firsts).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(!md.contains("resample"), "{md}");
+    assert!(!md.contains("at its repeats"), "{md}");
+    assert_eq!(json(d.path())["intervals_resample"], "runs");
+    // One seed run again: its runs are all there is to resample, and it says so.
+    let one: Vec<Run> = runs.iter().filter(|r| r.seed == 42).cloned().collect();
+    assert_eq!(pairs(&c, &one)[0].verdict, "deadline better");
+    write_outputs(&c, &one).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(
+        md.contains("One seed: the intervals resample its runs"),
+        "{md}"
+    );
+}
+
+#[test]
+fn rows_round_trip_and_verdicts_need_an_interval_apart_from_zero() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Comparison {
+        out: d.path().into(),
+        ..cmp(vec![
+            Entrant::Policy(Policy::Sequential),
+            Entrant::Client("my client, \"v2\"".into()),
+        ])
+    };
+    let mut runs = Vec::new();
+    for seed in 42..=47 {
+        for (e, share) in [("sequential", 0.05), ("my client, \"v2\"", 0.30)] {
+            runs.push(Run {
+                first_piece_at: (seed % 2 == 0).then_some(2.5),
+                upload_peak: Some(58.5),
+                upload_over_cap: seed == 47,
+                world_share: Some(0.9 + seed as f64 * 1e-3),
+                wasted_share: (seed != 43).then_some(0.02),
+                ..row(e, seed, share + seed as f64 * 0.001)
+            });
+        }
+    }
+    let csv = d.path().join("runs.csv");
+    let text: String = std::iter::once(format!("{HEADER}\n"))
+        .chain(runs.iter().map(Run::csv))
+        .collect();
+    std::fs::write(&csv, text).unwrap();
+    let back = read_runs(&csv).unwrap();
+    assert_eq!(back.len(), runs.len());
+    assert_eq!(back[1].entrant, "my client, \"v2\"");
+    assert!((back[1].share - runs[1].share).abs() < 1e-6);
+    assert_eq!(back[0].first_piece_at, Some(2.5));
+    assert_eq!(back[2].first_piece_at, None, "an empty field");
+    assert_eq!(back[0].upload_peak, Some(58.5));
+    assert!(!back[0].upload_over_cap && back[10].upload_over_cap);
+    assert_eq!(back[0].build, "0123456789ab");
+    assert_eq!(
+        (back[0].world_share, back[0].wasted_share),
+        (Some(0.942), Some(0.02))
+    );
+    assert_eq!(back[2].wasted_share, None, "an empty field");
+    // Rows written before the byte counts, the build column, the upload columns, and
+    // first_piece_at still read.
+    let old_row = runs[0].csv();
+    let fifteen = parse_run(&format!("{},0123456789ab", first_fields(&old_row, 14))).unwrap();
+    assert_eq!(
+        (
+            fifteen.build.as_str(),
+            fifteen.world_share,
+            fifteen.upload_peak
+        ),
+        ("0123456789ab", None, Some(58.5))
+    );
+    let fourteen = parse_run(&first_fields(&old_row, 14)).unwrap();
+    assert_eq!(
+        (fourteen.build.as_str(), fourteen.upload_peak),
+        ("", Some(58.5))
+    );
+    let twelve = parse_run(&first_fields(&old_row, 12)).unwrap();
+    assert_eq!(
+        (twelve.first_piece_at, twelve.upload_peak),
+        (Some(2.5), None)
+    );
+    assert_eq!(
+        parse_run(&first_fields(&old_row, 11))
+            .unwrap()
+            .first_piece_at,
+        None
+    );
+    for torn in [13, 16] {
+        assert!(
+            parse_run(&first_fields(&old_row, torn)).is_none(),
+            "{torn} fields: torn"
+        );
+    }
+    let p = pairs(&c, &back);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].pairs, 6);
+    assert_eq!(p[0].verdict, "sequential better");
+    // Two runs each that overlap: not settled.
+    let mixed: Vec<Run> = back
+        .iter()
+        .take(4)
+        .cloned()
+        .enumerate()
+        .map(|(k, mut r)| {
+            r.share = [0.1, 0.2, 0.2, 0.1][k];
+            r
+        })
+        .collect();
+    assert_eq!(pairs(&c, &mixed)[0].verdict, "not settled");
+    write_outputs(&c, &back).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(
+        md.contains("| sequential | 6 |") && md.contains("sequential better"),
+        "{md}"
+    );
+    // The pairs differ by the same 25 points every seed: no spread, two pairs would do.
+    assert_eq!(p[0].pairs_for_90pct_power, Some(2));
+    assert!(md.contains("| sequential better | 2 |"), "{md}");
+    assert!(md.contains("Pairs for 90 % power:"), "{md}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["pairs"][0]["pairs_for_90pct_power"], 2);
+    assert!(
+        md.contains("**sequential** uploaded above its cap in 1 of its 6 runs (up to 58 KB/s"),
+        "{md}"
+    );
+    let svg = std::fs::read_to_string(d.path().join("compare.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("circle"))
+            .count(),
+        12
+    );
+    // A row from before --jobs (ten fields) reads as one at a time; with a row beside
+    // another the tables say so.
+    let old_header: Vec<&str> = HEADER.split(',').take(11).collect();
+    std::fs::write(
+        &csv,
+        format!("{}\nsequential,42,0,0.05,10,server,1,exit code 0,9.5,3\nsequential,43,0,0.05,10,server,1,exit code 0,9.5,3,2\n", old_header.join(",")),
+    )
+    .unwrap();
+    let mixed = read_runs(&csv).unwrap();
+    assert_eq!((mixed[0].jobs, mixed[1].jobs), (1, 2));
+    write_outputs(&c, &mixed).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(
+        md.contains("1 of the 2 runs side by side (--jobs up to 2)"),
+        "{md}"
+    );
+    std::fs::write(&csv, "head\nnot,a,row\n").unwrap();
+    assert!(read_runs(&csv).unwrap_err().to_string().contains("line 2"));
+}
+
+/// A client line is shown in the tables as typed: Markdown in it neither splits a cell
+/// nor turns into emphasis; a pair that differs by chance gets a pairs-for-power figure.
+#[test]
+fn table_cells_show_lines_as_typed() {
+    let d = tempfile::tempdir().unwrap();
+    let line = "my_client --a *b* | c";
+    let c = Comparison {
+        out: d.path().into(),
+        ..cmp(vec![
+            Entrant::Policy(Policy::Deadline),
+            Entrant::Client(line.into()),
+        ])
+    };
+    let runs: Vec<Run> = [(0.10, 0.12), (0.20, 0.24), (0.15, 0.15), (0.30, 0.36)]
+        .iter()
+        .zip(42..)
+        .flat_map(|(&(a, b), seed)| [row("deadline", seed, a), row(line, seed, b)])
+        .collect();
+    write_outputs(&c, &runs).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    let cell = r"my\_client --a \*b\* \| c";
+    assert!(md.contains(&format!("| {cell} | 4 |")), "{md}");
+    assert!(md.contains(&format!("| deadline − {cell} | 4 |")), "{md}");
+    // Differences −2, −4, 0 and −6 points: mean −3, sd 2.58, so ((1.96 + 1.28) · 2.58 /
+    // 3)² = 7.8: eight pairs for a verdict nine times in ten.
+    let p = pairs(&c, &runs);
+    assert_eq!(p[0].pairs_for_90pct_power, Some(8), "{p:?}");
+    assert!(md.contains(" | 8 |\n"), "{md}");
+}
+
+/// `--name` names the command lines in order; a name is the resume key, so two entrants
+/// of one name are refused, and the legend under the tables says what each name ran.
+#[test]
+fn names_go_to_the_lines_in_order_and_must_be_apart() {
+    let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let es = entrants(
+        vec![Policy::Deadline],
+        v(&[
+            "vod-client --choker tyrant {torrent}",
+            "my-client {torrent}",
+        ]),
+        v(&["aria2c {torrent}"]),
+        v(&["tyrant", "mine", "ws"]),
+    )
+    .unwrap();
+    let names: Vec<String> = es.iter().map(Entrant::name).collect();
+    assert_eq!(names, ["deadline", "tyrant", "mine", "ws"]);
+    let err = |p: Vec<Policy>, c: &[&str], n: &[&str]| {
+        entrants(p, v(c), vec![], v(n)).unwrap_err().to_string()
+    };
+    assert!(err(vec![], &["a"], &["x", "y"]).contains("2 names for 1"));
+    assert!(err(vec![Policy::Deadline], &["a"], &["deadline"]).contains("\"deadline\""));
+    assert!(err(vec![], &["a", "a"], &[]).contains("two entrants"));
+    assert!(err(vec![], &["a"], &[" "]).contains("empty"));
+    assert!(err(vec![], &[" "], &[]).contains("empty --client line"));
+    assert!(err(vec![], &["a"], &["x\ny"]).contains("line break"));
+    assert!(err(vec![], &["a\nb"], &[]).contains("give it a --name"));
+    assert!(entrants(vec![Policy::Rarest, Policy::Rarest], vec![], vec![], vec![]).is_err());
+
+    let d = tempfile::tempdir().unwrap();
+    let c = Comparison {
+        out: d.path().into(),
+        ..cmp(vec![es[0].clone(), es[1].clone(), es[3].clone()])
+    };
+    let runs = vec![
+        row("deadline", 42, 0.1),
+        row("tyrant", 42, 0.05),
+        row("ws", 42, 0.2),
+    ];
+    write_outputs(&c, &runs).unwrap();
+    let md = std::fs::read_to_string(d.path().join("compare.md")).unwrap();
+    assert!(md.contains("| tyrant | 1 |"), "{md}");
+    assert!(
+        md.contains("- **tyrant**: `vod-client --choker tyrant {torrent}`\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- **ws**: `aria2c {torrent}`, with the VoD server as its web seed"),
+        "{md}"
+    );
+    let json = std::fs::read_to_string(d.path().join("summary.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        json["commands"]["tyrant"],
+        "vod-client --choker tyrant {torrent}"
+    );
+    // A name or a line Markdown would read as markup is shown as typed.
+    assert_eq!(md_text("a|b*c_"), "a\\|b\\*c\\_");
+    assert_eq!(md_code("echo `date`"), "`` echo `date` ``");
+    assert_eq!(md_code("`x`"), "`` `x` ``");
+    assert_eq!(md_code("x"), "`x`");
+}
+
+#[test]
+fn seeds_parse() {
+    assert_eq!(parse_seeds("42..51").unwrap(), 42..=51);
+    assert_eq!(parse_seeds("7").unwrap(), 7..=7);
+    assert!(parse_seeds("51..42").is_err());
+    assert!(parse_seeds("x").unwrap_err().contains("--seeds x"));
+}
