@@ -296,6 +296,10 @@ pub struct PeerArgs {
     /// BitTornado's timing, a rechoke as each connection comes
     #[arg(long, default_value_t = 0.0)]
     pub first_rechoke: f64,
+    /// Keep a preferred peer until another's rate beats it by this fraction (0: BitTornado's
+    /// choker; only the tit-for-tat choker has it)
+    #[arg(long, default_value_t = 0.0)]
+    pub choke_hysteresis: f64,
     /// Most connections
     #[arg(long, default_value_t = 60)]
     pub max_connections: usize,
@@ -350,6 +354,12 @@ impl PeerArgs {
         if self.upload_slots == 0 {
             anyhow::bail!("--upload-slots 0: must be at least 1");
         }
+        if !(0.0..=1.0).contains(&self.choke_hysteresis) {
+            anyhow::bail!(
+                "--choke-hysteresis {}: must be a fraction from 0 to 1",
+                self.choke_hysteresis
+            );
+        }
         if !(0.0..=60.0).contains(&self.first_rechoke) {
             anyhow::bail!(
                 "--first-rechoke {}: must be 0 to 60 seconds",
@@ -374,7 +384,11 @@ impl PeerArgs {
             peers: self.peers,
             exit,
             picker: self.policy.picker(seed),
-            choker: self.policy.choker(Some(self.upload_slots), seed),
+            choker: self.policy.choker_with_hysteresis(
+                self.upload_slots,
+                seed,
+                self.choke_hysteresis,
+            ),
             first_rechoke: Duration::from_secs_f64(self.first_rechoke),
             timeouts: Default::default(),
             max_announce_interval: Duration::from_secs_f64(self.max_announce_interval.max(1.0)),

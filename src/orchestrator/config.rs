@@ -153,6 +153,9 @@ pub struct WorldSection {
     /// Seconds a world client waits before its first rechoke (`peer --first-rechoke`), so that
     /// a world born together chooses whom to serve among everyone, by its seeded draws.
     pub first_rechoke: f64,
+    /// A world client keeps a preferred peer until another's rate beats it by this fraction
+    /// (`peer --choke-hysteresis`; 0, the default, is BitTornado's choker).
+    pub choke_hysteresis: f64,
     /// Seconds a completed client seeds before it is replaced.
     pub linger: Range,
     /// Seconds of random delay before a replacement starts.
@@ -251,6 +254,7 @@ impl Default for WorldSection {
             max_connections: 30,
             upload_slots: 4,
             first_rechoke: 1.0,
+            choke_hysteresis: 0.0,
             linger: Range::Uniform {
                 min: 10.0,
                 max: 30.0,
@@ -423,6 +427,12 @@ impl Config {
                 w.first_rechoke
             ));
         }
+        if !(0.0..=1.0).contains(&w.choke_hysteresis) {
+            return Err(format!(
+                "world.choke_hysteresis: {} must be a fraction from 0 to 1 (0: BitTornado's choker)",
+                w.choke_hysteresis
+            ));
+        }
         if !(0.0..=3600.0).contains(&w.respawn_jitter) {
             return Err("world.respawn_jitter: must be 0 to 3600 seconds".into());
         }
@@ -548,6 +558,14 @@ mod tests {
             .to_string();
         assert!(e.contains("world.first_rechoke") && e.contains("-1"), "{e}");
         assert_eq!(load_str("").unwrap().world.first_rechoke, 1.0);
+        let e = load_str("world:\n  choke_hysteresis: 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("world.choke_hysteresis") && e.contains("1.5"),
+            "{e}"
+        );
+        assert_eq!(load_str("").unwrap().world.choke_hysteresis, 0.0);
     }
 
     #[test]

@@ -361,6 +361,13 @@ impl World {
             "--first-rechoke",
             self.cfg.first_rechoke.to_string(),
         );
+        if self.cfg.choke_hysteresis > 0.0 {
+            flag(
+                &mut args,
+                "--choke-hysteresis",
+                self.cfg.choke_hysteresis.to_string(),
+            );
+        }
         flag(&mut args, "--policy", self.cfg.policy.to_string());
         flag(
             &mut args,

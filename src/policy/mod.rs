@@ -216,12 +216,31 @@ impl Policy {
         }
     }
 
+    /// A world client's choker: the policy's, made sticky by `hysteresis` > 0 where it is
+    /// BitTornado's ([`tit_for_tat::TitForTat::with_hysteresis`]; the others have none).
+    pub fn choker_with_hysteresis(
+        self,
+        slots: usize,
+        seed: u64,
+        hysteresis: f64,
+    ) -> Box<dyn Choker> {
+        match self.default_choker() {
+            ChokerKind::TitForTat if hysteresis > 0.0 => Box::new(
+                tit_for_tat::TitForTat::new(slots, seed ^ CHOKER_SEED).with_hysteresis(hysteresis),
+            ),
+            _ => self.choker(Some(slots), seed),
+        }
+    }
+
     /// The policy's choker, with `slots` upload slots (default: [`Self::default_upload_slots`]).
     pub fn choker(self, slots: Option<usize>, seed: u64) -> Box<dyn Choker> {
         self.default_choker()
             .build(slots.unwrap_or(self.default_upload_slots()), seed, 0.0)
     }
 }
+
+/// What a choker's seed is mixed with: its own stream of draws, apart from the picker's.
+const CHOKER_SEED: u64 = 0x5eed;
 
 /// The chokers, by name (`vod-client --choker`; default: the policy's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -240,7 +259,7 @@ impl ChokerKind {
     /// window choker: `vod-client` refuses `--choker tyrant` without a cap before it gets here).
     pub fn build(self, slots: usize, seed: u64, capacity: f64) -> Box<dyn Choker> {
         // Its own stream of random numbers, apart from the picker's.
-        let seed = seed ^ 0x5eed;
+        let seed = seed ^ CHOKER_SEED;
         match self {
             ChokerKind::Window => Box::new(window_choker::WindowChoker::new(slots, seed)),
             ChokerKind::TitForTat => Box::new(tit_for_tat::TitForTat::new(slots, seed)),

@@ -23,6 +23,10 @@
 //!   every tie in every world). With the session's first rechoke delayed
 //!   (`PeerConfig::first_rechoke`), a world born together then makes the same first choices in
 //!   every rerun of its seed.
+//! * **Hysteresis** (not BitTornado's; off unless asked, `world.choke_hysteresis`): a peer
+//!   preferred at the last rechoke keeps its place until another's rate beats its own by that
+//!   fraction, so that rates a few KB/s apart, read through timing noise, stop reordering the
+//!   preferred at every rechoke (BENCHMARKS.md, issue 17: what parts reruns of one seed).
 
 use rand::{Rng, SeedableRng};
 
@@ -41,6 +45,10 @@ pub struct TitForTat {
     order: Vec<u64>,
     rotated_at: Option<u64>,
     seed: u64,
+    /// A preferred peer's rate counts `1 + hysteresis` times at the next rechoke (0: BitTornado).
+    hysteresis: f64,
+    /// The preferred of the last rechoke.
+    kept: Vec<u64>,
 }
 
 impl TitForTat {
@@ -50,7 +58,15 @@ impl TitForTat {
             order: Vec::new(),
             rotated_at: None,
             seed,
+            hysteresis: 0.0,
+            kept: Vec::new(),
         }
+    }
+
+    /// With hysteresis `h` (a fraction, 0 for BitTornado's choker): see the module doc.
+    pub fn with_hysteresis(mut self, h: f64) -> Self {
+        self.hysteresis = h.max(0.0);
+        self
     }
 
     /// BitTornado's `randrange(-2, n + 1)`, clamped to 0, drawn for the peer named `key`.
@@ -115,11 +131,13 @@ impl Choker for TitForTat {
                 } else {
                     p.download_rate
                 };
-                preferred.push((r, p.id));
+                let keep = 1.0 + self.hysteresis * self.kept.contains(&p.id) as u8 as f64;
+                preferred.push((r * keep, p.id));
             }
             preferred.sort_by(|a, b| b.0.total_cmp(&a.0));
             preferred.truncate(self.slots - 1);
         }
+        self.kept = preferred.iter().map(|&(_, id)| id).collect();
         let mut unchoke: Vec<u64> = preferred.iter().map(|&(_, id)| id).collect();
         let mut count = unchoke.len();
         let mut hit = false;
@@ -166,6 +184,28 @@ mod tests {
             .copied()
             .filter(|id| peers.iter().any(|p| p.id == *id && p.interested))
             .collect()
+    }
+
+    #[test]
+    fn hysteresis_keeps_the_preferred_until_beaten_by_its_margin() {
+        // One preferred slot (two slots): peer 1 at 17.5 KB/s holds it; peer 2 then gives
+        // 19 KB/s, then 22 KB/s.
+        let round = |c: &mut TitForTat, r2: f64| {
+            let peers = [cand(1, 17_500.0, true), cand(2, r2, true)];
+            c.rechoke(&peers, false, 1)[0]
+        };
+        let mut plain = TitForTat::new(2, 3);
+        assert_eq!(round(&mut plain, 10_000.0), 1);
+        assert_eq!(
+            round(&mut plain, 19_000.0),
+            2,
+            "BitTornado's: the faster is preferred"
+        );
+        let mut sticky = TitForTat::new(2, 3).with_hysteresis(0.2);
+        assert_eq!(round(&mut sticky, 10_000.0), 1);
+        assert_eq!(round(&mut sticky, 19_000.0), 1, "within 20 %: kept");
+        assert_eq!(round(&mut sticky, 22_000.0), 2, "beaten by more than 20 %");
+        assert_eq!(round(&mut sticky, 19_000.0), 2, "and now the other is kept");
     }
 
     #[test]
