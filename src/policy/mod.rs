@@ -224,23 +224,14 @@ impl Policy {
         seed: u64,
         hysteresis: f64,
     ) -> Box<dyn Choker> {
-        match self.default_choker() {
-            ChokerKind::TitForTat if hysteresis > 0.0 => Box::new(
-                tit_for_tat::TitForTat::new(slots, seed ^ CHOKER_SEED).with_hysteresis(hysteresis),
-            ),
-            _ => self.choker(Some(slots), seed),
-        }
+        self.default_choker().build(slots, seed, 0.0, hysteresis)
     }
 
     /// The policy's choker, with `slots` upload slots (default: [`Self::default_upload_slots`]).
     pub fn choker(self, slots: Option<usize>, seed: u64) -> Box<dyn Choker> {
-        self.default_choker()
-            .build(slots.unwrap_or(self.default_upload_slots()), seed, 0.0)
+        self.choker_with_hysteresis(slots.unwrap_or(self.default_upload_slots()), seed, 0.0)
     }
 }
-
-/// What a choker's seed is mixed with: its own stream of draws, apart from the picker's.
-const CHOKER_SEED: u64 = 0x5eed;
 
 /// The chokers, by name (`vod-client --choker`; default: the policy's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -256,13 +247,17 @@ pub enum ChokerKind {
 impl ChokerKind {
     /// The choker, with `slots` upload slots (for the tyrant: when seeding), spending
     /// `capacity` bytes/s (the tyrant's budget; 0: no cap, and the tyrant falls back to the
-    /// window choker: `vod-client` refuses `--choker tyrant` without a cap before it gets here).
-    pub fn build(self, slots: usize, seed: u64, capacity: f64) -> Box<dyn Choker> {
+    /// window choker: `vod-client` refuses `--choker tyrant` without a cap before it gets here),
+    /// and for BitTornado's choker `hysteresis` ([`tit_for_tat::TitForTat::with_hysteresis`];
+    /// 0 is BitTornado's, and the others have none).
+    pub fn build(self, slots: usize, seed: u64, capacity: f64, hysteresis: f64) -> Box<dyn Choker> {
         // Its own stream of random numbers, apart from the picker's.
-        let seed = seed ^ CHOKER_SEED;
+        let seed = seed ^ 0x5eed;
         match self {
             ChokerKind::Window => Box::new(window_choker::WindowChoker::new(slots, seed)),
-            ChokerKind::TitForTat => Box::new(tit_for_tat::TitForTat::new(slots, seed)),
+            ChokerKind::TitForTat => {
+                Box::new(tit_for_tat::TitForTat::new(slots, seed).with_hysteresis(hysteresis))
+            }
             ChokerKind::Tyrant if capacity > 0.0 => {
                 Box::new(tyrant::Tyrant::new(capacity, slots, seed))
             }

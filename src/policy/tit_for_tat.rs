@@ -131,14 +131,18 @@ impl Choker for TitForTat {
                 } else {
                     p.download_rate
                 };
-                let keep = 1.0 + self.hysteresis * self.kept.contains(&p.id) as u8 as f64;
-                preferred.push((r * keep, p.id));
+                let kept = if self.kept.contains(&p.id) {
+                    1.0 + self.hysteresis
+                } else {
+                    1.0
+                };
+                preferred.push((r * kept, p.id));
             }
             preferred.sort_by(|a, b| b.0.total_cmp(&a.0));
             preferred.truncate(self.slots - 1);
         }
         self.kept = preferred.iter().map(|&(_, id)| id).collect();
-        let mut unchoke: Vec<u64> = preferred.iter().map(|&(_, id)| id).collect();
+        let mut unchoke = self.kept.clone();
         let mut count = unchoke.len();
         let mut hit = false;
         for &id in &self.order {

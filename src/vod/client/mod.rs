@@ -71,6 +71,7 @@ pub fn main_with(a: Args) -> anyhow::Result<Report> {
             a.max_uploads.unwrap_or(a.policy.default_upload_slots()),
             seed,
             a.max_upload_rate * 1024.0,
+            0.0,
         ),
         first_rechoke: Duration::ZERO,
         timeouts: Default::default(),
