@@ -30,7 +30,7 @@ interop-table:
 	@cat run/interop/*.md 2>/dev/null | sort
 
 # Format, lints, and the one-way layers of src/ (src/layers.rs: no module uses a layer above
-# its own or beside it, and the protocol layer uses no tokio).
+# its own or beside it, the protocol layer uses no tokio, and no files use each other in a circle).
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings

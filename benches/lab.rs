@@ -1899,7 +1899,7 @@ fn clients(b: &mut Bench) -> Result<()> {
                 format!("its first {secs} s")
             }
         );
-        for file in ["BENCHMARKS.md", "README.md"] {
+        for file in ["BENCHMARKS.md", "docs/clients.md"] {
             replace_between(
                 &Path::new(ROOT).join(file),
                 "<!-- clients:begin -->",

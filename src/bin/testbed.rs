@@ -1,4 +1,4 @@
-//! `testbed`: the lab's orchestrator and tools. See `testbed --help`.
+//! `testbed`: the lab and its tools. See `testbed --help`.
 fn main() -> std::process::ExitCode {
     testbed::cli::main()
 }

@@ -1,6 +1,6 @@
 //! The `testbed` command line: clap's parsing and the dispatch, nothing else. Each subcommand
 //! turns its flags into the owning module's config and calls it (`start`, `stop`, `status`,
-//! `run`, `supervise`: [`crate::orchestrator`]; `peer`: [`crate::peer`]; `tracker`:
+//! `run`, `supervise`: [`crate::lab`]; `peer`: [`crate::peer`]; `tracker`:
 //! [`crate::tracker`]; `make-torrent`: [`crate::metainfo`]). Errors come back as one line on
 //! stderr and a non-zero exit.
 
@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::experiment;
+use crate::lab::{self, commands::run::Experiment, Mode};
 use crate::metainfo::Torrent;
-use crate::orchestrator::{self, run::Experiment, Mode};
 use crate::peer::{self, ExitMode, PeerConfig};
 use crate::policy::Policy;
 use crate::tracker::access::AccessSink;
@@ -83,8 +84,8 @@ pub struct ConfigArg {
     pub port: Option<u16>,
     /// (start, run, world) Run only part I of K of the world: the slots k with k mod K = I
     /// (the other parts run as `testbed world --shard` on other nodes)
-    #[arg(long, value_parser = clap::value_parser!(orchestrator::config::Shard))]
-    pub shard: Option<orchestrator::config::Shard>,
+    #[arg(long, value_parser = clap::value_parser!(lab::config::Shard))]
+    pub shard: Option<lab::config::Shard>,
     /// (start, run, world) Serve other hosts: the tracker listens on every address and hands
     /// out this host name (the config's tracker.public_host, with bind 0.0.0.0)
     #[arg(long)]
@@ -92,8 +93,8 @@ pub struct ConfigArg {
 }
 
 impl ConfigArg {
-    pub fn source(&self) -> orchestrator::config::Source {
-        orchestrator::config::Source {
+    pub fn source(&self) -> lab::config::Source {
+        lab::config::Source {
             path: self.config.clone(),
             run_dir: self.run_dir.clone(),
             port: self.port,
@@ -443,7 +444,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             );
         }
         Command::Peer(a) => {
-            orchestrator::procs::child_start();
+            crate::sys::procs::child_start();
             crate::util::rt::init_logging(a.log.as_deref(), "warn")?;
             let threads = a.threads;
             peer::run_standalone(a.into_config()?, threads)?;
@@ -458,39 +459,38 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             crate::tracker::run_standalone(a.config()?, &allowed, addr, a.threads)?;
         }
         Command::Start(a) if a.foreground => {
-            orchestrator::supervise(&a.config.source(), a.my_client, Mode::Start)?;
+            lab::supervise(&a.config.source(), a.my_client, Mode::Start)?;
         }
-        Command::Start(a) => orchestrator::start(&a.config.source(), &a.my_client)?,
+        Command::Start(a) => lab::start(&a.config.source(), &a.my_client)?,
         Command::Supervise(a) => {
-            orchestrator::supervise(&a.config.source(), a.my_client, Mode::Start)?;
+            lab::supervise(&a.config.source(), a.my_client, Mode::Start)?;
         }
-        Command::Stop(a) => orchestrator::stop(&a.source(), true)?,
+        Command::Stop(a) => lab::stop(&a.source(), true)?,
         Command::Status(a) => {
-            if !orchestrator::status(&a.config.source(), a.json)? {
+            if !lab::status(&a.config.source(), a.json)? {
                 return Ok(ExitCode::from(3));
             }
         }
-        Command::Run(a) => orchestrator::run(Experiment {
+        Command::Run(a) => lab::run(Experiment {
             config: a.config.source(),
             policy: a.policy,
             my_client: a.my_client,
         })?,
         Command::Compare(a) => {
-            use orchestrator::compare::{compare, entrants, parse_seeds, Comparison};
+            use experiment::{compare, entrants, parse_seeds, Comparison};
             let entrants = entrants(a.policies, a.clients, a.web_seed_clients, a.names)?;
             if !a.from.is_empty() {
-                return orchestrator::compare::pool(&a.from, entrants, &a.out)
-                    .map(|()| ExitCode::SUCCESS);
+                return experiment::pool(&a.from, entrants, &a.out).map(|()| ExitCode::SUCCESS);
             }
             compare(&Comparison {
-                config_sha1: orchestrator::compare::file_sha1(&a.config.config),
+                config_sha1: experiment::file_sha1(&a.config.config),
                 config: a.config.source(),
                 seeds: parse_seeds(&a.seeds).map_err(anyhow::Error::msg)?,
                 repeat: a.repeat.max(1),
                 entrants,
                 out: a.out,
                 jobs: a.jobs as usize,
-                slurm: a.slurm.then_some(orchestrator::slurm::Slurm {
+                slurm: a.slurm.then_some(experiment::Slurm {
                     partition: a.partition,
                     time: a.time,
                     sbatch_args: a.sbatch_args,
@@ -498,7 +498,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 pooled_from: Vec::new(),
             })?
         }
-        Command::SlurmTask(a) => orchestrator::slurm::task(&a.plan, a.index)?,
+        Command::SlurmTask(a) => experiment::exec::slurm::task(&a.plan, a.index)?,
         Command::World(a) => {
             let mut source = a.config.source();
             if source.shard.is_none() {
@@ -507,7 +507,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             // Beside another testbed on the same host: any free port unless told.
             source.port = source.port.or(Some(0));
             source.tracker_url = Some(a.tracker);
-            orchestrator::supervise(&source, Vec::new(), Mode::World)?;
+            lab::supervise(&source, Vec::new(), Mode::World)?;
         }
     }
     Ok(ExitCode::SUCCESS)

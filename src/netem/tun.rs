@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::stage::{Counts, Links, Stage, Verdict};
-use crate::util::netlink::{self, Netlink, RouteTo, Rule, TABLE_LOCAL};
+use crate::sys::netlink::{self, Netlink, RouteTo, Rule, TABLE_LOCAL};
 
 /// The device's name in the lab's namespace.
 pub const DEVICE: &str = "tun0";

@@ -1,5 +1,5 @@
 //! A peer's live status file (`testbed peer --status-file PATH`): what it has and how fast it
-//! moves, rewritten in place every second. The orchestrator gives one to every world client
+//! moves, rewritten in place every second. The lab gives one to every world client
 //! and reads them for the status page (rates, progress, the swarm's piece availability).
 //!
 //! In place, not by writing a new file and renaming it over the old: a world of 500 clients

@@ -316,7 +316,7 @@ impl Peer {
 
 /// `testbed peer`: one peer as a process, on a runtime of `threads` workers (1: a
 /// current-thread runtime, the light choice for world clients). Prints one machine-readable
-/// line for whoever started it (tests, the orchestrator): `listening ADDR peer_id ID`.
+/// line for whoever started it (tests, the lab): `listening ADDR peer_id ID`.
 pub fn run_standalone(cfg: PeerConfig, threads: usize) -> anyhow::Result<()> {
     crate::util::rt::runtime(threads)?.block_on(async {
         let p = Peer::start(cfg).await?;

@@ -62,7 +62,7 @@ pub enum Event {
 }
 
 /// A world client's peer id: `-TB0100-` then `W` or `S`, four digits, `g`, three digits, three
-/// of [a-z0-9] (see `orchestrator::world`). A random id of that form has a chance of about one
+/// of [a-z0-9] (see `lab::world`). A random id of that form has a chance of about one
 /// in 10^9.
 pub fn is_world_id(id: &[u8]) -> bool {
     let digits = |r: std::ops::Range<usize>| id[r].iter().all(u8::is_ascii_digit);

@@ -25,7 +25,7 @@ use tokio::time::{Instant, Sleep};
 pub struct Guarded {
     inner: TcpListener,
     /// A second socket serving the same routes (the lab's namespace has one beside the
-    /// host's: see `orchestrator::netns`).
+    /// host's: see `lab::netns`).
     also: Option<TcpListener>,
     permits: Arc<Semaphore>,
     idle: Duration,

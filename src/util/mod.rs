@@ -2,8 +2,6 @@
 //! part of the lab. Nothing here knows about torrents, peers or experiments.
 //!
 //! * [`fs`]: atomic file writes and JSON files read back;
-//! * [`netlink`]: the few route-netlink requests a namespace of our own needs (links, addresses,
-//!   routes, rules);
 //! * [`range`]: a number or a `{min, max}` range in a config, drawn per client;
 //! * [`html`]: escaping and human-readable figures for the status page and the SVG charts;
 //! * [`rt`]: the tokio runtime builder, the shutdown signal, logging set-up;
@@ -12,7 +10,6 @@
 
 pub mod fs;
 pub mod html;
-pub mod netlink;
 pub mod range;
 pub mod rt;
 pub mod stats;

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::api::{Phase, StartState};
-use super::config::Source;
-use super::procs;
-use super::rundir::RunDir;
+use crate::lab::api::{Phase, StartState};
+use crate::lab::config::Source;
+use crate::lab::rundir::RunDir;
+use crate::sys::procs;
 
 /// A new run id: 12 hex digits.
 pub fn new_run_id() -> String {
@@ -25,7 +25,7 @@ pub fn start(source: &Source, my_client: &[String]) -> anyhow::Result<()> {
         drop(rd.lock()?); // the error says who runs
     }
     check_my_client(my_client)?;
-    super::fresh_files(&cfg.fresh_files)?;
+    crate::lab::fresh_files(&cfg.fresh_files)?;
     std::fs::create_dir_all(&rd.root).with_context(|| format!("{}", rd.root.display()))?;
     let _ = std::fs::remove_file(rd.state_file());
     let log_path = rd.root.join("supervisor.log");
@@ -78,7 +78,7 @@ pub fn start(source: &Source, my_client: &[String]) -> anyhow::Result<()> {
             );
         }
         if Instant::now() > deadline {
-            let _ = super::stop(source, false);
+            let _ = crate::lab::commands::stop(source, false);
             anyhow::bail!(
                 "the world did not come up in time; see {}",
                 log_path.display()

@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::config::Source;
-use super::netns;
-use super::procs;
-use super::rundir::RunDir;
+use crate::lab::config::Source;
+use crate::lab::netns;
+use crate::lab::rundir::RunDir;
+use crate::sys::procs;
 
 /// `testbed stop`. With `verbose`, says what it did (or that nothing ran).
 pub fn stop(source: &Source, verbose: bool) -> anyhow::Result<()> {

@@ -1,24 +1,27 @@
-//! The runs on this machine: each a `testbed run` of its own, in its own run folder (and with
-//! `--jobs`, its own port and namespace), its row appended to `runs.csv` as it ends. Every
-//! run is of the build that began the compare ([`Live`] stamps it and checks before each
-//! run), and SIGINT or SIGTERM stops the runs under way, each of which ends its world itself.
+//! Where a compare's runs execute: [`local`] (here, `--jobs` at a time) or [`slurm`] (one
+//! job array). Both run the same thing, a `testbed run` per row ([`one_run`], placed by a
+//! [`Placement`]), of the build that began the compare ([`Live`] stamps it and checks before
+//! each run), and append its row to `runs.csv` as it ends ([`record`]).
 
-use std::collections::VecDeque;
+pub mod local;
+pub mod slurm;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
 
+use super::entrant::Entrant;
+use super::plan::Comparison;
 use super::runs::{Run, RunsFile, HEADER};
 use super::verdict::table;
-use super::{Comparison, Entrant};
 use crate::util::fs::{write_atomic, write_durable};
 use crate::util::Locked;
 
 /// Appends `run` to `runs.csv` and prints the progress line.
 /// `done` holds every row of the file: those it had, then those this compare appended.
-pub(in crate::orchestrator) fn record(
+pub(in crate::experiment) fn record(
     c: &Comparison,
     csv: &RunsFile,
     done: &mut Vec<Run>,
@@ -58,96 +61,30 @@ pub(in crate::orchestrator) fn record(
 
 /// What the progress line counts from.
 #[derive(Clone, Copy)]
-pub(in crate::orchestrator) struct Progress {
+pub(in crate::experiment) struct Progress {
     /// Rows in `runs.csv` before this command.
     pub already: usize,
     /// Runs this command has to make.
     pub todo: usize,
     pub t0: Instant,
 }
-
-/// The runs on this machine, `c.jobs` at a time: every row made, and whether the compare was
-/// stopped (a signal) before the end.
-pub(super) fn run_here(
-    c: &Comparison,
-    base: &serde_yaml::Value,
-    csv: &RunsFile,
-    runs: Vec<Run>,
-    todo: &[(Entrant, u64, u32)],
-) -> anyhow::Result<(Vec<Run>, bool)> {
-    let jobs = c.jobs.clamp(1, todo.len().max(1));
-    let queue = Mutex::new(todo.iter().cloned().collect::<VecDeque<_>>());
-    let progress = Progress {
-        already: runs.len(),
-        todo: todo.len(),
-        t0: Instant::now(),
-    };
-    let done = Mutex::new(runs);
-    let live = Arc::new(Live::new()?);
-    let _signals = live.clone().forward_signals()?;
-    let outcome: anyhow::Result<()> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..jobs)
-            .map(|slot| {
-                let (queue, done, live) = (&queue, &done, &*live);
-                scope.spawn(move || {
-                    let r = (|| -> anyhow::Result<()> {
-                        let place = Placement::here(c, slot)?;
-                        while !live.stopping() {
-                            let Some((entrant, seed, repeat)) = queue.locked().pop_front() else {
-                                break;
-                            };
-                            let Some(run) = one_run(base, &place, live, &entrant, seed, repeat)?
-                            else {
-                                break;
-                            };
-                            record(c, csv, &mut done.locked(), run, progress)?;
-                        }
-                        Ok(())
-                    })();
-                    if r.is_err() {
-                        // The other runs stop at once: a compare with a broken run is not trusted.
-                        live.stop();
-                    }
-                    r
-                })
-            })
-            .collect();
-        let mut first_error = Ok(());
-        for w in workers {
-            let r = w
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("a compare worker panicked")));
-            if let Err(e) = r {
-                live.stop();
-                if first_error.is_ok() {
-                    first_error = Err(e);
-                }
-            }
-        }
-        first_error
-    });
-    let runs = done.into_inner().unwrap_or_else(|p| p.into_inner());
-    outcome?;
-    Ok((runs, live.stopping()))
-}
-
 /// The `testbed run`s under way, told to stop when compare is.
-pub(in crate::orchestrator) struct Live {
+pub(in crate::experiment) struct Live {
     pids: Mutex<Vec<u32>>,
     stop: std::sync::atomic::AtomicBool,
     /// This program, and what its file was when the compare began: every run uses that build.
-    pub(in crate::orchestrator) exe: (PathBuf, Stamp),
+    pub(in crate::experiment) exe: (PathBuf, Stamp),
     /// `vod-client` beside it (the built-in policies), and its file, if it is there.
     vod_client: Option<(PathBuf, Stamp)>,
     /// Their build, as runs.csv records it ([`Run::build`]).
-    pub(in crate::orchestrator) build: String,
+    pub(in crate::experiment) build: String,
 }
 
 /// A file as `ls -l --time-style=full-iso -i` tells it: a binary rebuilt in place (`cp` over
 /// it keeps the inode) changes its modification time, one replaced (`cargo build` writes a new
 /// file) its inode.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(in crate::orchestrator) struct Stamp {
+pub(in crate::experiment) struct Stamp {
     inode: u64,
     len: u64,
     modified: (i64, i64),
@@ -165,7 +102,7 @@ impl Stamp {
 }
 
 impl Live {
-    pub(in crate::orchestrator) fn new() -> anyhow::Result<Live> {
+    pub(in crate::experiment) fn new() -> anyhow::Result<Live> {
         Live::of(std::env::current_exe()?)
     }
 
@@ -208,7 +145,7 @@ impl Live {
     /// The build that began the compare is still the one installed (`testbed`, and the
     /// `vod-client` the policies run): a compare that mixed two builds (rebuilt meanwhile)
     /// would compare neither.
-    pub(in crate::orchestrator) fn same_build(&self) -> anyhow::Result<()> {
+    pub(in crate::experiment) fn same_build(&self) -> anyhow::Result<()> {
         for (path, stamp) in std::iter::once(&self.exe).chain(&self.vod_client) {
             match std::fs::metadata(path) {
                 Ok(m) if Stamp::of(&m) == *stamp => {}
@@ -222,7 +159,7 @@ impl Live {
         Ok(())
     }
 
-    pub(in crate::orchestrator) fn stopping(&self) -> bool {
+    pub(in crate::experiment) fn stopping(&self) -> bool {
         self.stop.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -240,7 +177,7 @@ impl Live {
     /// SIGINT and SIGTERM stop the compare. A handler only raises a flag (all a handler may
     /// safely do); a thread watches it. Not a blocked mask and `sigwait`: a mask is inherited by
     /// the runs, which then could not be stopped; a handler is reset by `exec`.
-    pub(in crate::orchestrator) fn forward_signals(
+    pub(in crate::experiment) fn forward_signals(
         self: Arc<Self>,
     ) -> anyhow::Result<std::thread::JoinHandle<()>> {
         use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -272,7 +209,7 @@ impl Live {
 
 /// Where a run happens: its run folder (reset by each run), the config file written for it,
 /// its tracker port, and what its row says about runs side by side.
-pub(in crate::orchestrator) struct Placement {
+pub(in crate::experiment) struct Placement {
     pub run_dir: PathBuf,
     /// `{seed}` is replaced by the run's seed.
     pub config: PathBuf,
@@ -311,7 +248,7 @@ impl Placement {
 
 /// One `testbed run` of `entrant` on `seed`, placed by `place`: its row, or `None` when the
 /// compare was stopped meanwhile.
-pub(in crate::orchestrator) fn one_run(
+pub(in crate::experiment) fn one_run(
     base: &serde_yaml::Value,
     place: &Placement,
     live: &Live,

@@ -24,21 +24,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::compare::{
-    has_run, one_run, parse_run, record, Comparison, Entrant, Live, Placement, Progress, Run,
-    RunsFile,
-};
+use super::{one_run, record, Live, Placement, Progress};
+use crate::experiment::entrant::Entrant;
+use crate::experiment::plan::{Comparison, Slurm};
+use crate::experiment::runs::{has_run, parse_run, Run, RunsFile};
 use crate::util::fs::write_atomic;
-
-/// How to submit.
-#[derive(Debug, Clone, Default)]
-pub struct Slurm {
-    pub partition: Option<String>,
-    /// `--time` of each task (Slurm's formats, e.g. `10:00`).
-    pub time: Option<String>,
-    /// More `sbatch` arguments, as given.
-    pub sbatch_args: Vec<String>,
-}
 
 /// What the tasks of one array run (`OUT/slurm/plan.json`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,7 +55,7 @@ pub struct Task {
 const POLL: Duration = Duration::from_secs(2);
 
 /// Run `todo` as Slurm array tasks: every row made, and whether the compare was stopped.
-pub(super) fn run_array(
+pub(in crate::experiment) fn run_array(
     c: &Comparison,
     slurm: &Slurm,
     csv: &RunsFile,
@@ -494,7 +484,7 @@ mod tests {
         );
         // A named line keeps its name; a plan from before --name (a line as a plain string)
         // still reads.
-        let named = Entrant::Client(crate::orchestrator::compare::Line {
+        let named = Entrant::Client(crate::experiment::entrant::Line {
             cmd: "x.sh".into(),
             name: Some("x".into()),
         });

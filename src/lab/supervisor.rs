@@ -38,11 +38,12 @@ use tokio::task::JoinHandle;
 use super::api::{MyClient, MyClientState, Phase, RunInfo, StartState, TorrentInfo};
 use super::config::{Addresses, Config, Source};
 use super::netns;
-use super::procs::{self, SpawnRequest};
 use super::rundir::{PidInfo, RunDir};
+use super::web::page;
 use super::world::{SwarmFiles, World};
-use super::{page, template, Mode, Orchestrator};
+use super::{template, Mode, Orchestrator};
 use crate::metainfo::{self, Torrent};
+use crate::sys::procs::{self, SpawnRequest};
 use crate::tracker::access::AccessSink;
 use crate::tracker::{self, Tracker, TrackerConfig};
 use crate::util::{Exit, Locked};
@@ -63,7 +64,8 @@ pub fn supervise(source: &Source, my_client: Vec<String>, mode: Mode) -> anyhow:
     let _lock = rd.lock()?;
     rd.reset()?;
     crate::util::rt::init_logging(Some(&rd.logs().join("tracker.log")), "info")?;
-    let run_id = std::env::var(procs::RUN_ID_VAR).unwrap_or_else(|_| super::start::new_run_id());
+    let run_id =
+        std::env::var(procs::RUN_ID_VAR).unwrap_or_else(|_| super::commands::start::new_run_id());
     let me = std::process::id() as i32;
     let sid = (nix::unistd::getsid(None).ok().map(|s| s.as_raw()) == Some(me)).then_some(me);
     let _ = nix::sys::prctl::set_child_subreaper(true);

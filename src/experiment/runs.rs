@@ -55,7 +55,7 @@ pub struct Run {
 pub(super) const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs,first_piece_at,upload_peak_kbps,upload_over_cap,world_share,wasted_share,build";
 
 impl Run {
-    pub(in crate::orchestrator) fn csv(&self) -> String {
+    pub(in crate::experiment) fn csv(&self) -> String {
         format!(
             "{},{},{},{:.6},{},{},{},{},{:.1},{},{},{},{},{},{},{},{}\n",
             csv_field(&self.entrant),
@@ -126,7 +126,7 @@ pub fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
 }
 
 /// What a `runs.csv` holds.
-pub(in crate::orchestrator) struct Rows {
+pub(in crate::experiment) struct Rows {
     pub runs: Vec<Run>,
     /// The line of a last row cut short: its compare stopped while appending it.
     pub cut: Option<usize>,
@@ -138,7 +138,7 @@ pub(in crate::orchestrator) struct Rows {
 /// cut at a comma is told from a row of an older build; the last row, if it is cut short and
 /// has no end of line, is reported rather than refused (runs are appended one by one, and a
 /// compare stopped mid-write leaves just that).
-pub(in crate::orchestrator) fn scan_runs(path: &Path) -> anyhow::Result<Rows> {
+pub(in crate::experiment) fn scan_runs(path: &Path) -> anyhow::Result<Rows> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -215,7 +215,7 @@ pub(super) fn drop_cut_row(path: &Path) -> anyhow::Result<PathBuf> {
 pub(super) const CUT: &str = "runs.csv.cut";
 
 /// The `runs.csv` a compare appends its rows to.
-pub(in crate::orchestrator) struct RunsFile {
+pub(in crate::experiment) struct RunsFile {
     pub path: PathBuf,
     /// Whether rows can be appended to it as it is (today's header, every line ended);
     /// else the first row rewrites it, the rows it had under today's header, then that row.
@@ -232,7 +232,7 @@ pub(super) fn is_build(b: &str) -> bool {
 /// One row of `runs.csv`; ten fields is a row from before `--jobs` (one at a time), eleven
 /// one from before `first_piece_at`, twelve one from before the upload columns, fourteen one
 /// from before the build, fifteen one from before the world's and the wasted shares.
-pub(in crate::orchestrator) fn parse_run(line: &str) -> Option<Run> {
+pub(in crate::experiment) fn parse_run(line: &str) -> Option<Run> {
     parse_fields(&csv_split(line))
 }
 
@@ -278,12 +278,7 @@ fn parse_fields(f: &[String]) -> Option<Run> {
 }
 
 /// Whether `runs` has the row of `entrant` on `seed`, repeat `repeat`.
-pub(in crate::orchestrator) fn has_run(
-    runs: &[Run],
-    entrant: &str,
-    seed: u64,
-    repeat: u32,
-) -> bool {
+pub(in crate::experiment) fn has_run(runs: &[Run], entrant: &str, seed: u64, repeat: u32) -> bool {
     runs.iter()
         .any(|x| x.entrant == entrant && x.seed == seed && x.repeat == repeat)
 }

@@ -1,5 +1,9 @@
-use super::*;
-use super::{exec::*, lock::*, pool::*, report::*, runs::*, verdict::*};
+use std::path::{Path, PathBuf};
+
+use super::{
+    compare::*, entrant::*, exec::*, lock::*, plan::*, pool::*, report::*, runs::*, verdict::*,
+};
+use crate::policy::Policy;
 use crate::util::stats;
 use std::time::Instant;
 
@@ -49,7 +53,7 @@ fn deadline_vs_sequential(out: &Path) -> Comparison {
 
 fn cmp(entrants: Vec<Entrant>) -> Comparison {
     Comparison {
-        config: crate::orchestrator::config::Source::file("c.yaml"),
+        config: crate::lab::config::Source::file("c.yaml"),
         seeds: 42..=43,
         repeat: 2,
         entrants,
@@ -474,7 +478,7 @@ fn a_rebuild_under_a_compare_is_seen() {
 fn one_compare_at_a_time_holds_a_folder() {
     let d = tempfile::tempdir().unwrap();
     let c = Comparison {
-        config: crate::orchestrator::config::Source::file(
+        config: crate::lab::config::Source::file(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default.yaml"),
         ),
         ..deadline_vs_sequential(d.path())

@@ -74,7 +74,7 @@ mod tests {
         v.insert("rate", "60".to_string());
         let words = render("--saveas {saveas} --rate={rate}  x", &v);
         assert_eq!(words, vec!["--saveas", "/tmp/a b", "--rate=60", "x"]);
-        assert!(check(crate::orchestrator::config::DEFAULT_ARGS).is_ok());
+        assert!(check(crate::lab::config::DEFAULT_ARGS).is_ok());
         assert!(check("{bogus}").unwrap_err().contains("bogus"));
         assert!(check("{rate").is_err());
     }

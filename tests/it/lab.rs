@@ -1,4 +1,4 @@
-//! The orchestrator with real processes: start, the world announcing, reincarnation, stop
+//! The lab with real processes: start, the world announcing, reincarnation, stop
 //! leaving nothing (also after `kill -9` of the supervisor and with a daemonizing my client),
 //! double start, stale pid file, bad config, fresh-files untouched, `testbed run`.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common::*;
 
-/// The orchestrator tests' scenario: two files (the movie and an extra swarm), a world of three
+/// The lab tests' scenario: two files (the movie and an extra swarm), a world of three
 /// clients and a seed at 400 KB/s that reincarnate quickly, and `extra_world` keys.
 struct Lab(Scenario);
 

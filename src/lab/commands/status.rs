@@ -11,11 +11,11 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::api::WorldStatus;
-use super::config::{Addresses, Source};
-use super::netns;
-use super::procs;
-use super::rundir::{PidInfo, RunDir};
+use crate::lab::api::WorldStatus;
+use crate::lab::config::{Addresses, Source};
+use crate::lab::netns;
+use crate::lab::rundir::{PidInfo, RunDir};
+use crate::sys::procs;
 use crate::tracker::status::{PeerStatus, Status};
 
 /// `testbed status --json`.
@@ -93,7 +93,7 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
         (
             "tracker",
             // A world shard's clients announce to another testbed's tracker.
-            if run.addresses == crate::orchestrator::config::Addresses::Namespace {
+            if run.addresses == crate::lab::config::Addresses::Namespace {
                 format!("{}/announce", run.base_url)
             } else {
                 run.tracker_url.clone()

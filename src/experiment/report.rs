@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use super::plan::Comparison;
 use super::runs::Run;
 use super::verdict::{paired, pairs, startup, table, EntrantStats, PairStats, Startup};
-use super::Comparison;
 use crate::util::fs::write_atomic;
 use crate::util::html::esc;
 

@@ -30,7 +30,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::util::netlink::Netlink;
+use crate::sys::netlink::Netlink;
 
 /// Where the tracker, the status page and the VoD server listen inside the namespace.
 pub const TRACKER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use super::entrant::{Entrant, Line};
 use super::lock::{folder_in_use, hold_folder, in_use};
+use super::plan::Comparison;
 use super::report::write_outputs;
 use super::runs::{read_runs, scan_runs, Run, HEADER};
-use super::{Comparison, Entrant, Line};
 use crate::policy::Policy;
 use crate::util::fs::write_durable;
 
@@ -245,7 +246,7 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
         .collect();
     write_durable(&out.join("runs.csv"), text.as_bytes())?;
     let c = Comparison {
-        config: crate::orchestrator::config::Source::file(
+        config: crate::lab::config::Source::file(
             config
                 .as_ref()
                 .map(|(_, p, _)| p.clone())

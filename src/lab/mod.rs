@@ -1,41 +1,38 @@
-//! The orchestrator: `testbed start | stop | status | run`, the counterpart of
-//! `run_all_vod.sh start [my-client] | stop`. One file per command, plus the parts they share:
+//! One testbed: `testbed start | stop | status | run`, the counterpart of
+//! `run_all_vod.sh start [my-client] | stop`. The rooms of the lab:
 //!
-//! * [`start`]: checks the config, re-executes itself detached (`testbed supervise`, a new
-//!   session, output in `run/supervisor.log`) and waits until `run/state.json` says the world
-//!   is up ([`api::Phase::Ready`]);
+//! * [`commands`]: one file per command. `start` checks the config, re-executes itself
+//!   detached (`testbed supervise`, a new session, output in `run/supervisor.log`) and waits
+//!   until `run/state.json` says the world is up ([`api::Phase::Ready`]); `stop` signals the
+//!   supervisor (checking the pid's start time), waits for it, then sweeps the run's processes
+//!   ([`crate::sys::procs::end_all`]) within 5 seconds, also when the supervisor was SIGKILLed;
+//!   `status` reads `/api/world` and `/api/status` into their types and prints them; `run` is
+//!   the experiment end to end: a supervisor in this process until my client exits, then the
+//!   score ([`crate::vod::score`]), `run/summary.json` and the timeline;
 //! * [`supervisor`]: the process that runs the testbed, as named steps: take the run dir's lock,
 //!   make torrents, start the tracker and the VoD server, start the [`world`], start my client,
 //!   wait until every world client has announced, run the event loop (replace world clients as
 //!   they complete or crash), and shut down (end every process of the run while the tracker
 //!   still answers their `stopped` announces);
-//! * [`stop`]: signals the supervisor (checking the pid's start time), waits for it, then sweeps
-//!   the run's processes ([`procs::end_all`]) within 5 seconds, also when the supervisor was
-//!   SIGKILLed;
-//! * [`status`]: reads `/api/world` and `/api/status` into their types and prints them;
-//! * [`run`]: `testbed run`, the experiment end to end: a supervisor in this process until my
-//!   client exits, then the score ([`crate::vod::score`]), `run/summary.json` and the timeline;
-//! * [`compare`]: `testbed compare`, many `testbed run`s paired by seed, and the verdicts;
-//!   [`slurm`]: the same runs as one Slurm job array (`compare --slurm`);
-//! * [`api`]: the typed state the supervisor serves and the commands read; [`page`]: the status
-//!   page; [`config`], [`template`]: the scenario and my client's arguments; [`rundir`]: what
-//!   lives where in `run/`; [`procs`]: the process tree.
+//! * [`config`], [`template`]: the scenario and my client's arguments; [`rundir`]: what lives
+//!   where in `run/`; [`netns`]: the lab's own network namespace;
+//! * [`evidence`]: the referee's evidence (the world's records, the VoD server's log) turned
+//!   into a verdict;
+//! * [`api`]: the typed state the supervisor serves and the commands read; [`web`]: the status
+//!   page that shows it.
+//!
+//! Many runs of a testbed are the `experiment` module's, a layer above: it reaches the lab only
+//! through `testbed run` subprocesses and [`config::Source`].
 
 pub mod api;
-pub mod compare;
+pub mod commands;
 pub mod config;
+pub mod evidence;
 pub mod netns;
-pub mod page;
-pub mod procs;
-pub mod referee;
-pub mod run;
 pub mod rundir;
-pub mod slurm;
-pub mod start;
-pub mod status;
-pub mod stop;
 pub mod supervisor;
 pub mod template;
+pub mod web;
 pub mod world;
 
 use std::path::{Path, PathBuf};
@@ -49,10 +46,7 @@ use crate::util::Locked;
 use api::{MyClient, Phase, RunInfo, WorldStatus};
 use world::World;
 
-pub use run::run;
-pub use start::start;
-pub use status::status;
-pub use stop::stop;
+pub use commands::{run, start, status, stop};
 pub use supervisor::supervise;
 
 /// How the supervisor was started.
@@ -133,7 +127,7 @@ impl Orchestrator {
             config::Addresses::Loopback => Some([127, 0, 0, 1].into()),
             config::Addresses::Auto | config::Addresses::Shared => None,
         };
-        Some(referee::judge(&referee::Case {
+        Some(evidence::judge(&evidence::Case {
             dir: &self.referee,
             swarm,
             model,

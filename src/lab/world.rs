@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Addresses, WorldSection};
 use super::netns;
-use super::procs::{SpawnRequest, Spawner};
 use crate::metainfo::Torrent;
+use crate::sys::procs::{SpawnRequest, Spawner};
 use crate::util::Exit;
 use crate::util::Locked;
 

@@ -16,9 +16,9 @@ use axum::extract::{Query, State};
 use axum::response::Html;
 use serde::Deserialize;
 
-use super::api::{MyClientState, Phase};
-use super::world::{Role, Slot, SlotState};
-use super::Orchestrator;
+use crate::lab::api::{MyClientState, Phase};
+use crate::lab::world::{Role, Slot, SlotState};
+use crate::lab::Orchestrator;
 use crate::peer::live::LiveStatus;
 use crate::tracker::status::{swarm_counts, swarm_name, PeerStatus, SwarmStatus};
 use crate::util::html::{esc, human, printable_id};

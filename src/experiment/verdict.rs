@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::plan::Comparison;
 use super::runs::Run;
-use super::Comparison;
 use crate::util::stats;
 
 /// One entrant's figures.

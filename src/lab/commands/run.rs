@@ -6,9 +6,9 @@
 
 use std::path::Path;
 
-use super::config::Config;
-use super::rundir::RunDir;
-use super::Mode;
+use crate::lab::config::Config;
+use crate::lab::rundir::RunDir;
+use crate::lab::Mode;
 use crate::policy::Policy;
 use crate::util::fs::write_atomic;
 use crate::vod::{chart, score, Report};
@@ -16,7 +16,7 @@ use crate::vod::{chart, score, Report};
 /// What `testbed run` runs.
 #[derive(Debug, Clone)]
 pub struct Experiment {
-    pub config: super::config::Source,
+    pub config: crate::lab::config::Source,
     /// A policy for the default vod-client.
     pub policy: Option<Policy>,
     /// My client and its arguments; empty: vod-client.
@@ -58,7 +58,7 @@ pub fn run(e: Experiment) -> anyhow::Result<()> {
     let cfg = e.config.load()?;
     let my = my_command(&cfg, &e.my_client, e.policy)?;
     let started = std::time::Instant::now();
-    let outcome = super::supervise(&e.config, my, Mode::Run)?;
+    let outcome = crate::lab::supervise(&e.config, my, Mode::Run)?;
     let rd = RunDir::new(&cfg.run_dir);
     let report = rd.reports().join("my-client.json");
     let scored = score::score(&outcome, &report, started.elapsed().as_secs_f64());

@@ -35,7 +35,7 @@ pub struct Config {
 
 /// How world clients are addressed. Real clients keep one connection per address, and
 /// Transmission refuses loopback peers from a tracker, so by default every world client has an
-/// address of its own in a network namespace the lab makes (see `orchestrator::netns`).
+/// address of its own in a network namespace the lab makes (see `lab::netns`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Addresses {
@@ -458,8 +458,7 @@ impl Config {
         if m.rate <= 0.0 {
             return Err("my_client.rate: must be positive".into());
         }
-        crate::orchestrator::template::check(&m.args)
-            .map_err(|e| format!("my_client.args: {e}"))?;
+        crate::lab::template::check(&m.args).map_err(|e| format!("my_client.args: {e}"))?;
         if let Some(n) = &self.network {
             n.validate()?;
             if matches!(self.addresses, Addresses::Loopback | Addresses::Shared)
