@@ -19,7 +19,8 @@
 //! The parts, each using only those listed before it: [`entrant`] (who runs), [`runs`] (the
 //! `runs.csv` format), [`lock`] (one compare a folder), [`plan`] (what a compare is asked, and
 //! the order of its runs), [`verdict`] (the statistics), [`exec`] (where the runs execute:
-//! [`exec::local`] or [`exec::slurm`]), [`report`] (compare.md, summary.json, compare.svg),
+//! [`exec::local`] or [`exec::slurm`]), [`summary`] (`summary.json`, typed for writer and reader), [`report`] (compare.md,
+//! summary.json, compare.svg),
 //! [`pool`] (`--from`) and [`compare`] (the driver).
 
 pub mod compare;
@@ -30,6 +31,7 @@ pub mod plan;
 pub mod pool;
 pub mod report;
 pub mod runs;
+pub mod summary;
 #[cfg(test)]
 mod tests;
 pub mod verdict;

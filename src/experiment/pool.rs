@@ -13,6 +13,7 @@ use super::lock::{folder_in_use, hold_folder, in_use};
 use super::plan::Comparison;
 use super::report::write_outputs;
 use super::runs::{read_runs, scan_runs, Run, HEADER};
+use super::summary::Summary;
 use crate::policy::Policy;
 use crate::util::fs::write_durable;
 
@@ -109,18 +110,13 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
                 dir.clone(),
             );
         }
-        let summary: Option<serde_json::Value> = std::fs::read_to_string(dir.join("summary.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
+        let summary =
+            Summary::read(dir).map_err(|e| anyhow::anyhow!("--from {}: {e}", dir.display()))?;
         let path = summary
             .as_ref()
-            .and_then(|j| j["config"].as_str())
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from);
-        let digest = summary
-            .as_ref()
-            .and_then(|j| j["config_sha1"].as_str())
-            .map(str::to_string);
+            .map(|j| j.config.clone())
+            .filter(|p| !p.as_os_str().is_empty());
+        let digest = summary.as_ref().and_then(|j| j.config_sha1.clone());
         if let Some(path) = path {
             match &config {
                 None => config = Some((dir.clone(), path, digest)),
@@ -142,38 +138,28 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
                 }
             }
         }
-        if let Some(table) = summary.as_ref().and_then(|j| j["entrants"].as_array()) {
-            table_order.extend(
-                table
-                    .iter()
-                    .filter_map(|e| e["entrant"].as_str().map(str::to_string)),
-            );
-        }
-        if let Some(sources) = summary.as_ref().and_then(|j| j["pooled_from"].as_array()) {
-            for source in sources.iter().filter_map(|s| s["out"].as_str()) {
-                if let Some(other) = from.iter().find(|d| same(d, Path::new(source))) {
-                    anyhow::bail!(
-                        "--from {} and {}: the first is pooled from the second already, whose runs would count twice",
-                        dir.display(),
-                        other.display()
-                    );
-                }
+        let summary = summary.unwrap_or_default();
+        table_order.extend(summary.entrants.iter().map(|e| e.entrant.clone()));
+        for source in summary.pooled_from.iter().map(|s| &s.out) {
+            if let Some(other) = from.iter().find(|d| same(d, source)) {
+                anyhow::bail!(
+                    "--from {} and {}: the first is pooled from the second already, whose runs would count twice",
+                    dir.display(),
+                    other.display()
+                );
             }
         }
-        if let Some(cmds) = summary.as_ref().and_then(|j| j["commands"].as_object()) {
-            for (name, cmd) in cmds {
-                let Some(cmd) = cmd.as_str() else { continue };
-                match commands.get(name) {
-                    None => {
-                        commands.insert(name.clone(), (dir.clone(), cmd.to_string()));
-                    }
-                    Some((first, c)) if c != cmd => anyhow::bail!(
-                        "--from {} and {}: the entrant {name:?} ran {c:?} in one and {cmd:?} in the other; pool one command line under one name",
-                        first.display(),
-                        dir.display()
-                    ),
-                    Some(_) => {}
+        for (name, cmd) in &summary.commands {
+            match commands.get(name) {
+                None => {
+                    commands.insert(name.clone(), (dir.clone(), cmd.to_string()));
                 }
+                Some((first, c)) if c != cmd => anyhow::bail!(
+                    "--from {} and {}: the entrant {name:?} ran {c:?} in one and {cmd:?} in the other; pool one command line under one name",
+                    first.display(),
+                    dir.display()
+                ),
+                Some(_) => {}
             }
         }
         let offset = runs.iter().map(|r| r.repeat + 1).max().unwrap_or(0);
@@ -270,11 +256,10 @@ fn refuse_to_replace_a_compare(out: &Path) -> anyhow::Result<()> {
     if !out.join("runs.csv").exists() {
         return Ok(());
     }
-    let pooled = std::fs::read_to_string(out.join("summary.json"))
+    let pooled = Summary::read(out)
         .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|j| j["pooled_from"].as_array().map(|a| !a.is_empty()))
-        .unwrap_or(false);
+        .flatten()
+        .is_some_and(|s| !s.pooled_from.is_empty());
     if !pooled {
         anyhow::bail!(
             "--out {}: it holds a compare's own runs.csv, which pooling would replace; give --from another --out",

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use super::plan::Comparison;
 use super::runs::Run;
+use super::summary::{PooledFrom, Summary};
 use super::verdict::{paired, pairs, startup, table, EntrantStats, PairStats, Startup};
 use crate::util::fs::write_atomic;
 use crate::util::html::esc;
@@ -303,31 +304,43 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
         );
     }
     write_atomic(&c.out.join("compare.md"), md.as_bytes())?;
-    let json = serde_json::json!({
-        "config": c.config.path,
-        "config_sha1": c.config_sha1,
-        "builds": builds,
-        "runs_without_build": unknown,
-        "seeds": [c.seeds.start(), c.seeds.end()],
-        "repeat": c.repeat,
-        "jobs": c.jobs,
-        "runs_side_by_side": side_by_side,
-        "runs_on_slurm": on_slurm,
-        "pooled_from": c.pooled_from.iter().map(|(d, n)| serde_json::json!({"out": d, "runs": n})).collect::<Vec<_>>(),
-        "intervals_resample": if seed_again && seeds.len() > 1 { "seeds" } else { "runs" },
-        "entrants": t,
-        "commands": c
+    let summary = Summary {
+        config: c.config.path.clone(),
+        config_sha1: c.config_sha1.clone(),
+        builds: builds.iter().map(|(b, n)| (b.to_string(), *n)).collect(),
+        runs_without_build: unknown,
+        seeds: (*c.seeds.start(), *c.seeds.end()),
+        repeat: c.repeat,
+        jobs: c.jobs,
+        runs_side_by_side: side_by_side,
+        runs_on_slurm: on_slurm,
+        pooled_from: c
+            .pooled_from
+            .iter()
+            .map(|(out, runs)| PooledFrom {
+                out: out.clone(),
+                runs: *runs,
+            })
+            .collect(),
+        intervals_resample: if seed_again && seeds.len() > 1 {
+            "seeds"
+        } else {
+            "runs"
+        }
+        .to_string(),
+        entrants: t.clone(),
+        commands: c
             .entrants
             .iter()
             .filter_map(|e| e.line().map(|(l, _)| (e.name(), l.cmd.clone())))
-            .collect::<BTreeMap<_, _>>(),
-        "pairs": p,
-        "waste_pairs": waste_pairs,
-        "startup": start,
-    });
+            .collect(),
+        pairs: p,
+        waste_pairs,
+        startup: start,
+    };
     write_atomic(
         &c.out.join("summary.json"),
-        serde_json::to_string_pretty(&json)?.as_bytes(),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
     write_atomic(&c.out.join("compare.svg"), svg(&t, runs).as_bytes())?;
     crate::util::out!("{md}");

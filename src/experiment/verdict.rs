@@ -5,14 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::plan::Comparison;
 use super::runs::Run;
 use crate::util::stats;
 
 /// One entrant's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EntrantStats {
     pub entrant: String,
     pub runs: usize,
@@ -39,7 +40,8 @@ pub struct EntrantStats {
 
 /// How much of an entrant's spread its runs' starts explain: the pieces the world delivered
 /// in my client's first 10 s (`startup_pieces`, the referee's count) against the share.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Startup {
     pub entrant: String,
     /// Pearson's r over the entrant's runs.
@@ -91,7 +93,8 @@ pub(super) fn startup(entrant: &str, runs: &[Run]) -> Option<Startup> {
 }
 
 /// One pair's paired difference (`a` − `b`, over the runs both made).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PairStats {
     pub a: String,
     pub b: String,

@@ -363,6 +363,33 @@ impl Source {
     }
 }
 
+/// The unit of a number-or-range key, by its name.
+fn range_unit(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "upload_rate" | "seed_upload_rate" | "download_rate" => "KB/s",
+        "rtt_ms" | "jitter_ms" => "milliseconds",
+        "loss_percent" => "percent",
+        "linger" => "seconds",
+        "start_fraction" => "a fraction of the file",
+        _ => return None,
+    })
+}
+
+/// The YAML parser's error for a number-or-range key, said as the key's unit and what it got:
+/// `world.upload_rate: expected KB/s as a number or {min, max}, got "fast" at line 39 ...`.
+fn explain(msg: &str) -> String {
+    use crate::util::range::EXPECTED;
+    let parsed = msg.split_once(": invalid type: ").and_then(|(path, rest)| {
+        let (got, tail) = rest.split_once(&format!(", expected {EXPECTED}"))?;
+        let unit = range_unit(path.rsplit('.').next()?)?;
+        let got = got.strip_prefix("string ").unwrap_or(got);
+        Some(format!(
+            "{path}: expected {unit} as {EXPECTED}, got {got}{tail}"
+        ))
+    });
+    parsed.unwrap_or_else(|| msg.to_string())
+}
+
 impl Config {
     /// Read and check a config file. Relative paths in it are relative to the current folder
     /// (the project root under `make`).
@@ -372,7 +399,8 @@ impl Config {
         let cfg: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            serde_yaml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), explain(&e.to_string())))?
         };
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -520,6 +548,26 @@ mod tests {
         );
         assert_eq!(c.tracker.port, 6970);
         assert_eq!(load_str("").unwrap().world.seeds, 2);
+    }
+
+    #[test]
+    fn a_range_key_says_its_unit_and_what_it_got() {
+        let e = load_str("world:\n  upload_rate: fast\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("world.upload_rate: expected KB/s as a number or {min, max}, got \"fast\"")
+                && e.contains("line 2"),
+            "{e}"
+        );
+        let e = load_str("world:\n  linger: [1, 2]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("world.linger: expected seconds as"), "{e}");
+        let e = load_str("world:\n  upload_rate: {min: 10}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("world.upload_rate") && e.contains("max"), "{e}");
     }
 
     #[test]
