@@ -4,7 +4,7 @@
 #   testbed run examples/aria2_stream.sh [inorder|geom]       (default: inorder)
 #   testbed compare --client 'examples/aria2_stream.sh geom' --policy deadline ...
 #
-# aria2c never calls the VoD server, so the referee scores it (late bytes; README, The referee).
+# aria2c never calls the VoD server, so the referee scores it (late bytes; docs/referee.md).
 # Its settings are aria2c's defaults but for the lab's upload cap, leaving once the file is
 # complete (--seed-time=0), and the streaming piece selector. HOME and XDG_* point into the run
 # folder, where aria2c then keeps its DHT state (by default in ~/.cache/aria2). Needs: aria2

@@ -6,7 +6,7 @@
 
 Streaming mode is qBittorrent's "Download in sequential order" plus "Download first and last
 pieces first", both set when the torrent is added through the Web API (v2). qBittorrent never
-calls the VoD server, so the referee scores it (late bytes; README, The referee). Its settings
+calls the VoD server, so the referee scores it (late bytes; docs/referee.md). Its settings
 are qBittorrent's defaults but for: the global upload limit (TESTBED_MAX_UPLOAD_RATE KB/s, in
 bytes/s; qBittorrent applies it to LAN peers too, its default), the legal notice accepted in its
 config (it would otherwise wait for a key on stdin) and its Web UI on 127.0.0.1 at a free port,
@@ -16,7 +16,7 @@ qBittorrent to shut down (/api/v2/app/shutdown) and exits 0; SIGTERM or SIGINT e
 too and exit 143 or 130. Other arguments are ignored (it reads only TESTBED_*).
 Note: libtorrent (under qBittorrent) re-announces no sooner than every 300 s whatever the
 tracker's interval (its min_announce_interval): it learns of new world clients only from those
-that find it (the lab's tracker keeps it listed for 330 s; README, Tracker).
+that find it (the lab's tracker keeps it listed for 330 s; docs/running.md).
 Needs: qbittorrent-nox (Debian; written against 4.5.2), Debian's /usr/bin/python3 (stdlib only).
 """
 

@@ -11,7 +11,7 @@
 # goes in file order anyway. rate: curl starts at the startup delay and reads at the playback
 # rate (--limit-rate), a player without a cache; fast: curl starts at once and reads as fast
 # as pieces come. rqbit never calls the VoD server, so the referee scores it (late bytes;
-# README, The referee). Its settings are rqbit's defaults but for the lab's upload cap
+# docs/referee.md). Its settings are rqbit's defaults but for the lab's upload cap
 # (--ratelimit-upload, bytes/s), its API on 127.0.0.1 at a free port, and no UPnP; HOME and
 # XDG_* point into the run folder (where it keeps its DHT state). The player is
 # examples/stream_player.sh's. Needs: curl, python3, and rqbit (crates.io), installed as

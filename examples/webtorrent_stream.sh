@@ -13,8 +13,8 @@
 # (--limit-rate), a player without a cache; fast: curl starts at once and reads as fast as
 # pieces come (a player with a big cache, as mpv or VLC). webtorrent reads up to 16 pieces
 # ahead of the player in both.
-# webtorrent never calls the VoD server, so the referee scores it (late bytes; README, The
-# referee). Its settings are webtorrent's defaults but for the lab's upload cap (-u, KB of 1024
+# webtorrent never calls the VoD server, so the referee scores it (late bytes;
+# docs/referee.md). Its settings are webtorrent's defaults but for the lab's upload cap (-u, KB of 1024
 # B), --quiet (no terminal UI) and its port; HOME, XDG_* and TMPDIR point into the run folder.
 # Once a player has connected webtorrent seeds until stopped, so this wrapper stops it when
 # its --on-done script runs. Needs: curl, Node 20+, webtorrent-cli 6 (npm), installed as

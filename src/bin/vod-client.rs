@@ -1,4 +1,4 @@
-//! `vod-client`: the default "my client". See `vod-client --help` and the README.
+//! `vod-client`: the default "my client". See `vod-client --help` and docs/vod.md.
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {

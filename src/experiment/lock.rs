@@ -14,7 +14,7 @@ use anyhow::Context;
 ///
 /// The folder itself is locked too where the file system allows it: the builds of 3dd77e1 to
 /// 002597a locked only the folder, and one of them may still be running a compare in it when
-/// a user rebuilds and resumes (the flow the README gives). A lock a pool's check holds for an
+/// a user rebuilds and resumes (the flow docs/compare.md gives). A lock a pool's check holds for an
 /// instant ([`folder_in_use`]) is waited out, for at most [`LOCK_WAIT`].
 pub(super) struct Held {
     _file: nix::fcntl::Flock<std::fs::File>,

@@ -174,7 +174,7 @@ pub struct WorldSection {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MyClientSection {
-    /// Argument template; placeholders in braces (see README).
+    /// Argument template; placeholders in braces (see docs/running.md).
     pub args: String,
     /// Playback rate R, KB/s.
     pub rate: f64,

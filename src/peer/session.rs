@@ -1228,7 +1228,7 @@ pub(crate) mod tests {
     }
 
     /// A world client born with the rest of its world keeps everyone choked until its first
-    /// rechoke, then chooses among all who came (issue 17: whom a seed serves first was
+    /// rechoke, then chooses among all who came (whom a seed serves first was
     /// whoever connected first).
     #[tokio::test(start_paused = true)]
     async fn nobody_is_unchoked_before_the_first_rechoke() {

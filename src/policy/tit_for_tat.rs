@@ -7,7 +7,7 @@
 //!   The place is drawn from our seed and the newcomer's [key](ChokeCandidate::key), not from
 //!   one stream of draws: how many connections came before it and in what order is timing, and
 //!   with one stream the same newcomer in the same seeded world landed somewhere else in every
-//!   rerun (BENCHMARKS.md, issue 17: the start-up decides the score).
+//!   rerun (BENCHMARKS.md, "Tried, what it gave, kept or not").
 //! * **Rechoke** (every 5 s, and at once when a connection comes or goes, or an unchoked peer
 //!   turns interested or not): the *preferred* are the interested peers that give us the most,
 //!   at least 1000 B/s, up to `slots - 1` of them (when seeding: those we give the most). Then,
@@ -26,7 +26,7 @@
 //! * **Hysteresis** (not BitTornado's; off unless asked, `world.choke_hysteresis`): a peer
 //!   preferred at the last rechoke keeps its place until another's rate beats its own by that
 //!   fraction, so that rates a few KB/s apart, read through timing noise, stop reordering the
-//!   preferred at every rechoke (BENCHMARKS.md, issue 17: what parts reruns of one seed).
+//!   preferred at every rechoke (BENCHMARKS.md, "Reruns, and how many seeds a verdict needs").
 
 use rand::{Rng, SeedableRng};
 
@@ -104,7 +104,7 @@ impl Choker for TitForTat {
         // in every world): connections met in the same rechoke are placed in the order in that
         // sequence, and equal rates (0 B/s for everyone at a world's birth) are broken by it.
         // In a hash map's order, as before, which peers a seed served first, and so kept
-        // serving, was a new draw in every rerun of a seeded world (BENCHMARKS.md, issue 17).
+        // serving, was a new draw in every rerun of a seeded world (BENCHMARKS.md, "Tried, what it gave, kept or not").
         let mut peers: Vec<&ChokeCandidate> = peers.iter().collect();
         peers.sort_by_cached_key(|p| self.rank(p.key));
         let peers = peers.as_slice();

@@ -5,7 +5,7 @@
 //! The world's clients run BitTornado's choker: three regular slots for the interested peers
 //! that upload to them fastest (at 1000 B/s or more), one optimistic. What it takes to hold one
 //! of those slots is the third-best rate that world client receives, and that differs from
-//! client to client. In a traced scarce run (issue 17, BENCHMARKS.md) its median was 9 KB/s
+//! client to client. In a traced scarce run (BENCHMARKS.md) its median was 9 KB/s
 //! (quartiles 6 and 11), never 15, while a world slot gives 15 KB/s. The
 //! window choker pays every partner the same 20 KB/s (a third of our cap) and holds three; a
 //! price per peer can hold more with the same upload.

@@ -15,7 +15,7 @@
 //!   unchoking peers that are not interested yet; this one unchokes only the interested, and
 //!   without the eager rechoke a newcomer uploaded nothing in its first 5 s, while the world
 //!   clients that fed it then measured 0 B/s from it at their first rechoke and choked it
-//!   (issue 17, BENCHMARKS.md: the start-up decided the score). "At once" is within
+//!   (BENCHMARKS.md, "Tried, what it gave, kept or not"). "At once" is within
 //!   [`GATHER`](super::GATHER): one `have` of ours turns twenty world clients interested within
 //!   a millisecond, and the slots then go by the rules above among all of them. Filled on the
 //!   first message, they went to whichever interest came first, a new draw of process timing
@@ -35,7 +35,7 @@
 //! Measured again on the whole movie, one experiment at a time (2026-12-06): four slots did
 //! better on scarce over seeds 42..51 (12.9% against 16.6%, settled) but not on the fresh seeds
 //! 52..61 (10.0% against 9.6%), and no better on standard (7.2% against 7.8%, not settled), so
-//! three stay. BENCHMARKS.md, issue 17, "Upload slots".
+//! three stay (BENCHMARKS.md, "Tried, what it gave, kept or not").
 
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;

@@ -30,7 +30,7 @@ use super::{Model, PieceDetail, Report};
 pub const SERVER_GRACE: f64 = 2.0;
 
 /// The start-up, in seconds of my client's clock: what the world delivers in it decides most
-/// of a run (BENCHMARKS.md, "Verdicts you can trust").
+/// of a run (BENCHMARKS.md, "Supply and waste").
 pub const STARTUP: f64 = 10.0;
 
 /// Seconds over which my client's uploads are held against its cap.
