@@ -39,7 +39,7 @@ use super::api::{MyClient, MyClientState, Phase, RunInfo, StartState, TorrentInf
 use super::config::{Addresses, Config, Source};
 use super::netns;
 use super::rundir::{PidInfo, RunDir};
-use super::web::page;
+use super::web;
 use super::world::{SwarmFiles, World};
 use super::{template, Mode, Orchestrator};
 use crate::metainfo::{self, Torrent};
@@ -585,13 +585,7 @@ impl Supervisor<'_> {
             referee: self.rd.referee(),
             my_upload_cap: cfg.my_client.max_upload_rate * crate::vod::KB,
         });
-        let app = tracker::api_router(trk.clone()).merge(
-            axum::Router::new()
-                .route("/", axum::routing::get(page::handler))
-                .route("/api/world", axum::routing::get(api_world))
-                .with_state(orch.clone())
-                .merge(crate::vod::server::router(vod)),
-        );
+        let app = web::router(orch.clone(), trk.clone(), vod);
         let shutdown = Arc::new(tokio::sync::Notify::new());
         let server = {
             let shutdown = shutdown.clone();
@@ -923,14 +917,4 @@ fn handle_exit(orch: &Arc<Orchestrator>, my_pid: Option<i32>, pid: i32, exit: Ex
         });
     }
     false
-}
-
-/// `GET /api/world`: the snapshot walks the downloads folder, so it is taken off the runtime.
-async fn api_world(
-    axum::extract::State(o): axum::extract::State<Arc<Orchestrator>>,
-) -> Result<axum::Json<super::api::WorldStatus>, axum::http::StatusCode> {
-    tokio::task::spawn_blocking(move || o.snapshot())
-        .await
-        .map(axum::Json)
-        .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)
 }

@@ -9,7 +9,6 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +17,7 @@ use anyhow::Context;
 
 use super::stage::{Counts, Links, Stage, Verdict};
 use crate::sys::netlink::{self, Netlink, RouteTo, Rule, TABLE_LOCAL};
+use crate::sys::tun::{raise_this_thread, Tun};
 
 /// The device's name in the lab's namespace.
 pub const DEVICE: &str = "tun0";
@@ -46,7 +46,7 @@ impl Emulator {
         seed: u64,
         plan: Plan,
     ) -> anyhow::Result<Emulator> {
-        let dev = open_device(DEVICE)?;
+        let dev = Tun::open(DEVICE).with_context(|| format!("netem: TUN device {DEVICE}"))?;
         route_through(DEVICE, plan)?;
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new([(); 4].map(|_| AtomicU64::new(0)));
@@ -56,11 +56,7 @@ impl Emulator {
                 .name("netem".into())
                 .spawn(move || {
                     // Packets wait on this thread: ahead of the world's clients where allowed.
-                    // SAFETY: setpriority on this thread's own id; no memory is touched.
-                    unsafe {
-                        let tid = nix::libc::gettid();
-                        nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid as u32, -10);
-                    }
+                    raise_this_thread(-10);
                     if let Err(e) = pump(&dev, Stage::new(links, seed), &stop, &counts) {
                         tracing::error!("netem: the link stage stopped: {e}; lab traffic stops");
                         eprintln!("testbed: netem: the link stage stopped: {e}");
@@ -96,34 +92,6 @@ impl Drop for Emulator {
             let _ = t.join();
         }
     }
-}
-
-/// A TUN device (IPv4 packets, no header of its own), non-blocking.
-fn open_device(name: &str) -> anyhow::Result<OwnedFd> {
-    use nix::libc;
-    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-    // SAFETY: open(2) of a constant path; the fd is owned from here on.
-    let fd = unsafe {
-        libc::open(
-            c"/dev/net/tun".as_ptr(),
-            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("netem: /dev/net/tun");
-    }
-    // SAFETY: fd is a new, valid descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // struct ifreq: the name, then the flags (short) in a 24-byte union.
-    let mut ifr = [0u8; 40];
-    ifr[..name.len()].copy_from_slice(name.as_bytes());
-    let flags = (libc::IFF_TUN | libc::IFF_NO_PI) as i16;
-    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
-    // SAFETY: TUNSETIFF reads and writes a struct ifreq, which ifr is the size of.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, ifr.as_mut_ptr()) } < 0 {
-        return Err(std::io::Error::last_os_error()).context(format!("netem: TUNSETIFF {name}"));
-    }
-    Ok(fd)
 }
 
 /// The device up, and the plan's packets routed through it (the module doc of `netem`).
@@ -226,58 +194,39 @@ const MAX_PACKET: usize = 2048;
 const TICK_NS: u64 = 50_000_000;
 
 fn pump<L: Links>(
-    dev: &OwnedFd,
+    dev: &Tun,
     mut stage: Stage<L>,
     stop: &AtomicBool,
     counts: &[AtomicU64; 4],
 ) -> std::io::Result<()> {
-    use nix::libc;
-    let fd = dev.as_raw_fd();
     let clock = Instant::now();
     let now = || clock.elapsed().as_nanos() as u64;
     let mut held: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
     let mut pool: Vec<Vec<u8>> = Vec::new();
     let mut seq = 0u64;
     let mut most = 0u64;
+    // A packet the kernel refuses is lost, as on a wire.
     let write = |buf: &[u8]| {
-        // SAFETY: buf is valid for buf.len() bytes. A packet the kernel refuses is lost, as
-        // on a wire.
-        unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        let _ = dev.write(buf);
     };
     while !stop.load(Ordering::Relaxed) {
         let wait = held.peek().map_or(TICK_NS, |Reverse(h)| {
             h.at.saturating_sub(now()).min(TICK_NS)
         });
-        let ts = libc::timespec {
-            tv_sec: (wait / 1_000_000_000) as libc::time_t,
-            tv_nsec: (wait % 1_000_000_000) as libc::c_long,
-        };
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, a valid timespec, no signal mask change.
-        if unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) } < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        dev.wait_readable(wait)?;
         for _ in 0..BATCH {
             let mut buf = pool.pop().unwrap_or_else(|| vec![0u8; MAX_PACKET]);
-            // SAFETY: buf is valid for buf.len() bytes.
-            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                pool.push(buf);
-                let e = std::io::Error::last_os_error();
-                match e.kind() {
-                    std::io::ErrorKind::WouldBlock => break,
-                    std::io::ErrorKind::Interrupted => continue,
-                    _ => return Err(e),
+            let len = match dev.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    pool.push(buf);
+                    match e.kind() {
+                        std::io::ErrorKind::WouldBlock => break,
+                        std::io::ErrorKind::Interrupted => continue,
+                        _ => return Err(e),
+                    }
                 }
-            }
-            let len = n as usize;
+            };
             let t = now();
             let v = stage.admit(t, &buf[..len]);
             match v {

@@ -1,4 +1,8 @@
-//! The lab's web room: the status page a person watches (`page`) and the routes that serve it
-//! and the supervisor's JSON beside the tracker's.
+//! The lab's web room: the status page a person watches ([`page`], its style and script in
+//! `page.css` and `page.js`, included at build time) and the routes that serve it beside the
+//! supervisor's JSON and the tracker's ([`router`]).
 
 pub mod page;
+pub mod router;
+
+pub use router::router;

@@ -24,46 +24,9 @@ use crate::tracker::status::{swarm_counts, swarm_name, PeerStatus, SwarmStatus};
 use crate::util::html::{esc, human, printable_id};
 use crate::vod::{chart, Report};
 
-const CSS: &str = "body{font:14px system-ui,sans-serif;margin:1.2em 1.5em;color:#222}\
-h1{margin:0 0 .3em}h2{margin:1.2em 0 .3em}\
-table{border-collapse:collapse;margin:.4em 0 1em}table.clients{table-layout:fixed;width:1090px;margin:0}\
-div.rows{content-visibility:auto;contain-intrinsic-size:auto 1100px}td,th{padding:2px 9px;border-bottom:1px solid #e3e3e3;text-align:right;white-space:nowrap}\
-td.l,th.l{text-align:left}code{font-size:12px}\
-.bar{display:inline-block;width:80px;height:8px;background:#eee;vertical-align:middle}.bar i{display:block;height:8px;background:#3a7}\
-.role-my{background:#eef5ff}.role-seed td:first-child{color:#286}.st-waiting,.st-failed{color:#999}\
-.notice{background:#fff4d6;padding:.4em .7em;display:inline-block}#conn{color:#b30}\
-svg.timeline,svg.heat{max-width:100%;height:auto;border:1px solid #eee}.muted{color:#777}\
-.link{display:block;white-space:normal;font-size:11px;line-height:1.25;color:#777}";
-
-const JS: &str = r#"(() => {
-  const live = document.getElementById('live'), conn = document.getElementById('conn');
-  const all = new URLSearchParams(location.search).has('all');
-  let n = 0, inflight = null;
-  // One fetch at a time; a call while one is in flight gets that one's promise (the bench
-  // awaits it to time a refresh: fetch, swap and layout).
-  function refresh() {
-    if (inflight) return inflight;
-    const t = performance.now();
-    inflight = (async () => {
-      try {
-        const r = await fetch('/?part=live' + (all ? '&all=1' : ''), {cache: 'no-store'});
-        if (!r.ok) throw new Error('HTTP ' + r.status);
-        live.innerHTML = await r.text();
-        void live.offsetHeight;
-        live.dataset.updates = ++n;
-        live.dataset.renderMs = (performance.now() - t).toFixed(1);
-        conn.textContent = '';
-      } catch (e) {
-        conn.textContent = 'testbed is not answering (stopped?), retrying';
-      } finally {
-        inflight = null;
-      }
-    })();
-    return inflight;
-  }
-  window.testbedRefresh = refresh;
-  setInterval(refresh, 1000);
-})();"#;
+/// The page's style and script, kept as files of their own and included at build time.
+const CSS: &str = include_str!("page.css");
+const JS: &str = include_str!("page.js");
 
 #[derive(Deserialize)]
 pub struct PageQuery {
