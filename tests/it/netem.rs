@@ -3,7 +3,7 @@
 //! `stop` leaves the host's qdiscs, links, namespaces, rules and routes as they were, also
 //! after the supervisor was SIGKILLed. A config with `network:` where no namespace can be made
 //! is refused with one line. (The stage's RTT, loss and throughput are measured in the
-//! `lab::netns` unit tests, with sockets on the lab's addresses.)
+//! `netem::tun` unit tests, with sockets on the lab's addresses.)
 
 use std::process::Command;
 use std::time::Duration;
