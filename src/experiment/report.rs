@@ -13,11 +13,96 @@ use crate::util::fs::write_atomic;
 use crate::util::html::esc;
 
 pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
+    let summary = summarize(c, runs);
+    let md = markdown(c, runs, &summary);
+    write_atomic(&c.out.join("compare.md"), md.as_bytes())?;
+    write_atomic(
+        &c.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    write_atomic(
+        &c.out.join("compare.svg"),
+        svg(&summary.entrants, runs).as_bytes(),
+    )?;
+    crate::util::out!("{md}");
+    crate::util::outln!("compare: {}", c.out.display());
+    Ok(())
+}
+
+/// Whether some entrant has more than one run of a seed.
+fn seed_again(runs: &[Run]) -> bool {
+    let mut per_seed: BTreeMap<(&str, u64), usize> = BTreeMap::new();
+    for r in runs {
+        *per_seed.entry((r.entrant.as_str(), r.seed)).or_default() += 1;
+    }
+    per_seed.values().any(|&n| n > 1)
+}
+
+/// The figures of a compare, before any of its text: what summary.json holds and compare.md
+/// shows.
+fn summarize(c: &Comparison, runs: &[Run]) -> Summary {
     let t = table(c, runs);
-    let p = pairs(c, runs);
-    let points = |x: f64| format!("{:.1} points", x * 100.0);
-    let side_by_side = runs.iter().filter(|r| r.jobs > 1).count();
-    let on_slurm = runs.iter().filter(|r| r.jobs == 0).count();
+    let start: Vec<Startup> = t.iter().filter_map(|s| startup(&s.entrant, runs)).collect();
+    // The builds runs.csv records, and the runs from before it recorded them.
+    let mut builds: BTreeMap<String, usize> = BTreeMap::new();
+    for r in runs.iter().filter(|r| !r.build.is_empty()) {
+        *builds.entry(r.build.clone()).or_default() += 1;
+    }
+    let seeds: BTreeSet<u64> = runs.iter().map(|r| r.seed).collect();
+    Summary {
+        config: c.config.path.clone(),
+        config_sha1: c.config_sha1.clone(),
+        builds,
+        runs_without_build: runs.iter().filter(|r| r.build.is_empty()).count(),
+        seeds: (*c.seeds.start(), *c.seeds.end()),
+        repeat: c.repeat,
+        jobs: c.jobs,
+        runs_side_by_side: runs.iter().filter(|r| r.jobs > 1).count(),
+        runs_on_slurm: runs.iter().filter(|r| r.jobs == 0).count(),
+        pooled_from: c
+            .pooled_from
+            .iter()
+            .map(|(out, runs)| PooledFrom {
+                out: out.clone(),
+                runs: *runs,
+            })
+            .collect(),
+        intervals_resample: if seed_again(runs) && seeds.len() > 1 {
+            "seeds"
+        } else {
+            "runs"
+        }
+        .to_string(),
+        entrants: t,
+        commands: c
+            .entrants
+            .iter()
+            .filter_map(|e| e.line().map(|(l, _)| (e.name(), l.cmd.clone())))
+            .collect(),
+        pairs: pairs(c, runs),
+        waste_pairs: paired(c, runs, |r| r.wasted_share),
+        startup: start,
+    }
+}
+
+/// compare.md: one part after the other, each from the figures.
+fn markdown(c: &Comparison, runs: &[Run], s: &Summary) -> String {
+    [
+        header(c, runs, s),
+        entrant_table(&s.entrants),
+        reruns(&s.entrants),
+        startup_note(&s.startup),
+        supply_and_waste(&s.entrants, &s.waste_pairs),
+        over_cap(&s.entrants, runs),
+        legend(c),
+        pair_table(&s.pairs),
+    ]
+    .concat()
+}
+
+/// The title, where the runs come from (pooled folders, builds) and how they ran.
+fn header(c: &Comparison, runs: &[Run], s: &Summary) -> String {
+    let (side_by_side, on_slurm) = (s.runs_side_by_side, s.runs_on_slurm);
     let mut how = Vec::new();
     if side_by_side > 0 {
         how.push(format!(
@@ -54,12 +139,7 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
             from.join(", ")
         )
     };
-    // The builds runs.csv records, and the runs from before it recorded them.
-    let mut builds: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in runs.iter().filter(|r| !r.build.is_empty()) {
-        *builds.entry(r.build.as_str()).or_default() += 1;
-    }
-    let unknown = runs.iter().filter(|r| r.build.is_empty()).count();
+    let (builds, unknown) = (&s.builds, s.runs_without_build);
     let plural = |n: usize| format!("{n} run{}", if n == 1 { "" } else { "s" });
     let builds_line = if builds.len() > 1 || (unknown > 0 && !builds.is_empty()) {
         let each: Vec<String> = builds
@@ -88,11 +168,7 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
     } else {
         String::new()
     };
-    let mut per_seed: BTreeMap<(&str, u64), usize> = BTreeMap::new();
-    for r in runs {
-        *per_seed.entry((r.entrant.as_str(), r.seed)).or_default() += 1;
-    }
-    let seed_again = per_seed.values().any(|&n| n > 1);
+    let seed_again = seed_again(runs);
     let grouping = match (seed_again, seeds.len()) {
         (false, _) => String::new(),
         (true, 1) => " One seed: the intervals resample its runs, and speak for this one world \
@@ -103,11 +179,17 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
              with all its runs, not the runs one by one."
         ),
     };
-    let mut md = format!(
-        "# testbed compare\n\n{pooled}{builds_line}Penalty as a share of the file (lower is better), {how}.{grouping}\n\n\
-         | entrant | runs | mean | median | sd | 95 % CI of the mean |\n|---|---|---|---|---|---|\n",
+    format!(
+        "# testbed compare\n\n{pooled}{builds_line}Penalty as a share of the file (lower is better), {how}.{grouping}\n\n"
+    )
+}
+
+/// Per entrant: runs, mean, median, sd and the 95 % interval of the mean.
+fn entrant_table(t: &[EntrantStats]) -> String {
+    let mut md = String::from(
+        "| entrant | runs | mean | median | sd | 95 % CI of the mean |\n|---|---|---|---|---|---|\n",
     );
-    for s in &t {
+    for s in t {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} .. {} |",
@@ -120,6 +202,13 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
             pct(s.ci95.1)
         );
     }
+    md
+}
+
+/// The same-seed spread, where the compare has reruns.
+fn reruns(t: &[EntrantStats]) -> String {
+    let mut md = String::new();
+    let points = |x: f64| format!("{:.1} points", x * 100.0);
     let reruns: Vec<String> = t
         .iter()
         .filter_map(|s| {
@@ -139,7 +228,12 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
             reruns.join(", ")
         );
     }
-    let start: Vec<Startup> = t.iter().filter_map(|s| startup(&s.entrant, runs)).collect();
+    md
+}
+
+/// How much of the spread the runs' starts explain.
+fn startup_note(start: &[Startup]) -> String {
+    let mut md = String::new();
     if !start.is_empty() {
         let each: Vec<String> = start
             .iter()
@@ -176,7 +270,12 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
             each.join("; ")
         );
     }
-    let waste_pairs = paired(c, runs, |r| r.wasted_share);
+    md
+}
+
+/// What the world sent and what my client wasted of it, per entrant and per pair.
+fn supply_and_waste(t: &[EntrantStats], waste_pairs: &[PairStats]) -> String {
+    let mut md = String::new();
     if t.iter().any(|s| s.world_share.is_some()) {
         md.push_str(
             "\nWhere the penalty comes from (the referee's counts, as shares of the file; for a \
@@ -191,7 +290,7 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
              |\n|---|---|---|---|---|\n",
         );
         let or_dash = |x: Option<f64>| x.map_or_else(|| "–".to_string(), pct);
-        for s in &t {
+        for s in t {
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} |",
@@ -207,7 +306,7 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
                 "\n| wasted: A − B | pairs | mean difference | 95 % CI | verdict |\n\
                  |---|---|---|---|---|\n",
             );
-            for q in &waste_pairs {
+            for q in waste_pairs {
                 let verdict = q
                     .verdict
                     .strip_suffix(" better")
@@ -216,7 +315,13 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
             }
         }
     }
-    for s in &t {
+    md
+}
+
+/// A note per entrant that uploaded above its cap.
+fn over_cap(t: &[EntrantStats], runs: &[Run]) -> String {
+    let mut md = String::new();
+    for s in t {
         let over: Vec<&Run> = runs
             .iter()
             .filter(|r| r.entrant == s.entrant && r.upload_over_cap)
@@ -234,6 +339,12 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
             );
         }
     }
+    md
+}
+
+/// The command lines of the entrants named with `--name`.
+fn legend(c: &Comparison) -> String {
+    let mut md = String::new();
     let legend: Vec<String> = c
         .entrants
         .iter()
@@ -255,6 +366,12 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
     if !legend.is_empty() {
         let _ = write!(md, "\nNamed entrants:\n\n{}\n", legend.join("\n"));
     }
+    md
+}
+
+/// Per pair: the paired difference, its interval, the verdict and the pairs for 90 % power.
+fn pair_table(p: &[PairStats]) -> String {
+    let mut md = String::new();
     // With repeats, the seeds a compare at the same --repeat would need.
     let repeated = p.iter().any(|q| q.runs_per_seed.is_some());
     md.push_str(if repeated {
@@ -265,7 +382,7 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
          |---|---|---|---|---|---|\n"
     });
     let or_dash = |n: Option<usize>| n.map_or_else(|| "–".to_string(), |n| n.to_string());
-    for q in &p {
+    for q in p {
         let seeds = if repeated {
             match (q.runs_per_seed, q.seeds_for_90pct_power) {
                 (Some(k), Some(n)) => format!(" {n} × {k} runs |"),
@@ -303,49 +420,7 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
              stays.\n",
         );
     }
-    write_atomic(&c.out.join("compare.md"), md.as_bytes())?;
-    let summary = Summary {
-        config: c.config.path.clone(),
-        config_sha1: c.config_sha1.clone(),
-        builds: builds.iter().map(|(b, n)| (b.to_string(), *n)).collect(),
-        runs_without_build: unknown,
-        seeds: (*c.seeds.start(), *c.seeds.end()),
-        repeat: c.repeat,
-        jobs: c.jobs,
-        runs_side_by_side: side_by_side,
-        runs_on_slurm: on_slurm,
-        pooled_from: c
-            .pooled_from
-            .iter()
-            .map(|(out, runs)| PooledFrom {
-                out: out.clone(),
-                runs: *runs,
-            })
-            .collect(),
-        intervals_resample: if seed_again && seeds.len() > 1 {
-            "seeds"
-        } else {
-            "runs"
-        }
-        .to_string(),
-        entrants: t.clone(),
-        commands: c
-            .entrants
-            .iter()
-            .filter_map(|e| e.line().map(|(l, _)| (e.name(), l.cmd.clone())))
-            .collect(),
-        pairs: p,
-        waste_pairs,
-        startup: start,
-    };
-    write_atomic(
-        &c.out.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
-    write_atomic(&c.out.join("compare.svg"), svg(&t, runs).as_bytes())?;
-    crate::util::out!("{md}");
-    crate::util::outln!("compare: {}", c.out.display());
-    Ok(())
+    md
 }
 
 /// A share as compare.md shows it: "12.3 %".
