@@ -37,43 +37,17 @@ fn layer(m: &str) -> Option<u8> {
 }
 
 /// The top-level modules named by `crate::` paths in `src`, `use crate::{a, b::c}` groups
-/// included.
+/// included (read by [`use_tree`], as the file graph reads them).
 fn crate_refs(src: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut rest = src;
     while let Some(at) = rest.find("crate::") {
         rest = &rest[at + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            // Top-level names of the group: split at commas outside nested braces.
-            let (mut depth, mut start) = (0usize, 0usize);
-            for (i, ch) in group.char_indices() {
-                match ch {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => {
-                        out.extend(ident(&group[start..i]));
-                        break;
-                    }
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => {
-                        out.extend(ident(&group[start..i]));
-                        start = i + 1;
-                    }
-                    _ => {}
-                }
-            }
-        } else {
-            out.extend(ident(rest));
-        }
+        let mut found = Vec::new();
+        use_tree(rest, &mut Vec::new(), &mut found);
+        out.extend(found.into_iter().filter_map(|p| p.into_iter().next()));
     }
     out
-}
-
-fn ident(s: &str) -> Option<String> {
-    let s = s.trim_start();
-    let end = s
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(s.len());
-    (end > 0).then(|| s[..end].to_string())
 }
 
 fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

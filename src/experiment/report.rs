@@ -13,8 +13,9 @@ use crate::util::fs::write_atomic;
 use crate::util::html::esc;
 
 pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
-    let summary = summarize(c, runs);
-    let md = markdown(c, runs, &summary);
+    let g = Grouping::of(runs);
+    let summary = summarize(c, runs, g);
+    let md = markdown(c, runs, &summary, g);
     write_atomic(&c.out.join("compare.md"), md.as_bytes())?;
     write_atomic(
         &c.out.join("summary.json"),
@@ -29,18 +30,31 @@ pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Whether some entrant has more than one run of a seed.
-fn seed_again(runs: &[Run]) -> bool {
-    let mut per_seed: BTreeMap<(&str, u64), usize> = BTreeMap::new();
-    for r in runs {
-        *per_seed.entry((r.entrant.as_str(), r.seed)).or_default() += 1;
+/// How the runs fall on seeds: how many seeds, and whether some entrant ran a seed more than
+/// once (then the intervals resample seeds, each with all its runs).
+#[derive(Clone, Copy)]
+struct Grouping {
+    seeds: usize,
+    seed_again: bool,
+}
+
+impl Grouping {
+    fn of(runs: &[Run]) -> Grouping {
+        let mut per_seed: BTreeMap<(&str, u64), usize> = BTreeMap::new();
+        for r in runs {
+            *per_seed.entry((r.entrant.as_str(), r.seed)).or_default() += 1;
+        }
+        let seeds: BTreeSet<u64> = runs.iter().map(|r| r.seed).collect();
+        Grouping {
+            seeds: seeds.len(),
+            seed_again: per_seed.values().any(|&n| n > 1),
+        }
     }
-    per_seed.values().any(|&n| n > 1)
 }
 
 /// The figures of a compare, before any of its text: what summary.json holds and compare.md
 /// shows.
-fn summarize(c: &Comparison, runs: &[Run]) -> Summary {
+fn summarize(c: &Comparison, runs: &[Run], g: Grouping) -> Summary {
     let t = table(c, runs);
     let start: Vec<Startup> = t.iter().filter_map(|s| startup(&s.entrant, runs)).collect();
     // The builds runs.csv records, and the runs from before it recorded them.
@@ -48,7 +62,6 @@ fn summarize(c: &Comparison, runs: &[Run]) -> Summary {
     for r in runs.iter().filter(|r| !r.build.is_empty()) {
         *builds.entry(r.build.clone()).or_default() += 1;
     }
-    let seeds: BTreeSet<u64> = runs.iter().map(|r| r.seed).collect();
     Summary {
         config: c.config.path.clone(),
         config_sha1: c.config_sha1.clone(),
@@ -67,7 +80,7 @@ fn summarize(c: &Comparison, runs: &[Run]) -> Summary {
                 runs: *runs,
             })
             .collect(),
-        intervals_resample: if seed_again(runs) && seeds.len() > 1 {
+        intervals_resample: if g.seed_again && g.seeds > 1 {
             "seeds"
         } else {
             "runs"
@@ -86,9 +99,9 @@ fn summarize(c: &Comparison, runs: &[Run]) -> Summary {
 }
 
 /// compare.md: one part after the other, each from the figures.
-fn markdown(c: &Comparison, runs: &[Run], s: &Summary) -> String {
+fn markdown(c: &Comparison, runs: &[Run], s: &Summary, g: Grouping) -> String {
     [
-        header(c, runs, s),
+        header(c, runs, s, g),
         entrant_table(&s.entrants),
         reruns(&s.entrants),
         startup_note(&s.startup),
@@ -101,7 +114,7 @@ fn markdown(c: &Comparison, runs: &[Run], s: &Summary) -> String {
 }
 
 /// The title, where the runs come from (pooled folders, builds) and how they ran.
-fn header(c: &Comparison, runs: &[Run], s: &Summary) -> String {
+fn header(c: &Comparison, runs: &[Run], s: &Summary, g: Grouping) -> String {
     let (side_by_side, on_slurm) = (s.runs_side_by_side, s.runs_on_slurm);
     let mut how = Vec::new();
     if side_by_side > 0 {
@@ -124,7 +137,6 @@ fn header(c: &Comparison, runs: &[Run], s: &Summary) -> String {
     } else {
         how.join("; ")
     };
-    let seeds: BTreeSet<u64> = runs.iter().map(|r| r.seed).collect();
     let pooled = if c.pooled_from.is_empty() {
         String::new()
     } else {
@@ -168,8 +180,7 @@ fn header(c: &Comparison, runs: &[Run], s: &Summary) -> String {
     } else {
         String::new()
     };
-    let seed_again = seed_again(runs);
-    let grouping = match (seed_again, seeds.len()) {
+    let grouping = match (g.seed_again, g.seeds) {
         (false, _) => String::new(),
         (true, 1) => " One seed: the intervals resample its runs, and speak for this one world \
                       only."
