@@ -7,7 +7,7 @@ use super::exec::{local::run_here, slurm::run_array};
 use super::lock::hold_folder;
 use super::plan::{schedule, Comparison};
 use super::report::write_outputs;
-use super::runs::{drop_cut_row, has_run, scan_runs, Rows, RunsFile, HEADER};
+use super::runs::{drop_cut_row, has_run, scan_runs, whole_file, Rows, RunsFile};
 use crate::util::fs::write_durable;
 
 /// Run what is not in `OUT/runs.csv` yet, then write the verdicts.
@@ -51,7 +51,7 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
     // readable by the build that wrote it.
     let new = !csv.exists();
     if new {
-        write_durable(&csv, format!("{HEADER}\n").as_bytes())?;
+        write_durable(&csv, whole_file(&[]).as_bytes())?;
     }
     let csv = RunsFile {
         path: csv,

@@ -12,7 +12,7 @@ use super::entrant::{Entrant, Line};
 use super::lock::{folder_in_use, hold_folder, in_use};
 use super::plan::Comparison;
 use super::report::write_outputs;
-use super::runs::{read_runs, scan_runs, Run, HEADER};
+use super::runs::{read_runs, scan_runs, whole_file, Run};
 use super::summary::Summary;
 use crate::policy::Policy;
 use crate::util::fs::write_durable;
@@ -227,10 +227,7 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
     refuse_to_replace_a_compare(out)?;
     std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
     let _held = hold_folder(out)?;
-    let text: String = std::iter::once(format!("{HEADER}\n"))
-        .chain(runs.iter().map(Run::csv))
-        .collect();
-    write_durable(&out.join("runs.csv"), text.as_bytes())?;
+    write_durable(&out.join("runs.csv"), whole_file(&runs).as_bytes())?;
     let c = Comparison {
         config: crate::lab::config::Source::file(
             config

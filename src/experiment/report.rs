@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::plan::Comparison;
-use super::runs::Run;
+use super::runs::{Placement, Run};
 use super::summary::{PooledFrom, Summary};
 use super::verdict::{paired, pairs, startup, table, EntrantStats, PairStats, Startup};
 use crate::util::fs::write_atomic;
@@ -71,7 +71,10 @@ fn summarize(c: &Comparison, runs: &[Run], g: Grouping) -> Summary {
         repeat: c.repeat,
         jobs: c.jobs,
         runs_side_by_side: runs.iter().filter(|r| r.jobs > 1).count(),
-        runs_on_slurm: runs.iter().filter(|r| r.jobs == 0).count(),
+        runs_on_slurm: runs
+            .iter()
+            .filter(|r| r.placement == Placement::Slurm)
+            .count(),
         pooled_from: c
             .pooled_from
             .iter()

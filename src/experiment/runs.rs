@@ -1,18 +1,28 @@
 //! `runs.csv`: one row per run, appended as each run ends, so that the same compare command
-//! resumes where it stopped. The format has grown a column at a time (`--jobs`, the referee's
-//! figures, the build, the world's and the wasted shares), and a row of every older form is
-//! still read; under today's header a row is whole only with every column and its build, so a
-//! row cut short by a stopped compare is told from an old one and dropped, not trusted.
+//! resumes where it stopped.
+//!
+//! The file is read and written by column name through the `csv` crate ([`Record`] is its
+//! schema). Today's rows carry the format's version in their last column, `format` =
+//! [`FORMAT`]; a file from before that column (the header is then a prefix of today's, and
+//! the columns a build did not write read as empty) is format 1 and still reads. Runs are
+//! appended one by one, so a compare stopped mid-write leaves a last row cut short: a row is
+//! whole when it ends its line, or when its last field is the version (which the writer puts
+//! last), and a cut one is told from a whole one, reported, and never trusted.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::util::fs::write_durable;
 
-/// One row of `runs.csv`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The version of the `runs.csv` format this build writes; 1 is any file from before the
+/// `format` column.
+pub const FORMAT: u32 = 2;
+
+/// One run, as the compare and its report use it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     pub entrant: String,
     pub seed: u64,
@@ -28,8 +38,10 @@ pub struct Run {
     pub seconds: f64,
     /// Pieces the world completed for my client in its first 10 s (the start-up).
     pub startup_pieces: u64,
-    /// Experiments the compare ran together (`--jobs`) when this one ran; 0: a Slurm array
-    /// task (the scheduler decided what shared its node).
+    /// Which executor ran it.
+    pub placement: Placement,
+    /// Experiments the compare ran together on this machine (`--jobs`) when this one ran; 1
+    /// on Slurm, where the scheduler decided what shared its node.
     pub jobs: usize,
     /// The referee's "first byte played": seconds until piece 0 was playable (`None`: never,
     /// or a row from before the column).
@@ -52,62 +64,132 @@ pub struct Run {
     pub build: String,
 }
 
-pub(super) const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs,first_piece_at,upload_peak_kbps,upload_over_cap,world_share,wasted_share,build";
-
-impl Run {
-    pub(in crate::experiment) fn csv(&self) -> String {
-        format!(
-            "{},{},{},{:.6},{},{},{},{},{:.1},{},{},{},{},{},{},{},{}\n",
-            csv_field(&self.entrant),
-            self.seed,
-            self.repeat,
-            self.share,
-            self.penalty_bytes,
-            self.penalty_source,
-            self.late_pieces,
-            csv_field(&self.my_client_exit),
-            self.seconds,
-            self.startup_pieces,
-            self.jobs,
-            self.first_piece_at
-                .map_or(String::new(), |t| format!("{t:.2}")),
-            self.upload_peak
-                .map_or(String::new(), |r| format!("{r:.1}")),
-            self.upload_over_cap as u8,
-            self.world_share
-                .map_or(String::new(), |x| format!("{x:.6}")),
-            self.wasted_share
-                .map_or(String::new(), |x| format!("{x:.6}")),
-            csv_field(&self.build),
-        )
-    }
+/// Where a run executed: the `placement` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// On the machine of the compare ([`crate::experiment::exec::local`]).
+    #[default]
+    Local,
+    /// As a Slurm array task ([`crate::experiment::exec::slurm`]).
+    Slurm,
 }
 
-pub(super) fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+/// A row of `runs.csv` as it is on disk: its columns, by name, in the order written.
+/// Columns added after the first form are optional, so older files read.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    entrant: String,
+    seed: u64,
+    repeat: u32,
+    share: f64,
+    penalty_bytes: u64,
+    penalty_source: String,
+    late_pieces: u64,
+    my_client_exit: String,
+    seconds: f64,
+    startup_pieces: u64,
+    /// Format 1 had no placement: there `jobs` 0 meant a Slurm task.
+    #[serde(default)]
+    placement: Option<Placement>,
+    #[serde(default)]
+    jobs: Option<usize>,
+    #[serde(default)]
+    first_piece_at: Option<f64>,
+    #[serde(default)]
+    upload_peak_kbps: Option<f64>,
+    /// 0 or 1.
+    #[serde(default)]
+    upload_over_cap: Option<u8>,
+    #[serde(default)]
+    world_share: Option<f64>,
+    #[serde(default)]
+    wasted_share: Option<f64>,
+    #[serde(default)]
+    build: String,
+    /// Last, so that a row whose last field is the version is known to be whole.
+    #[serde(default)]
+    format: Option<u32>,
 }
 
-/// Split one CSV line (quotes as [`csv_field`] writes them).
-pub(super) fn csv_split(line: &str) -> Vec<String> {
-    let (mut out, mut cur, mut quoted, mut chars) =
-        (Vec::new(), String::new(), false, line.chars().peekable());
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
+/// Today's header: [`Record`]'s columns.
+pub(super) const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,placement,jobs,first_piece_at,upload_peak_kbps,upload_over_cap,world_share,wasted_share,build,format";
+
+/// The columns every form of the file has.
+const REQUIRED: usize = 10;
+
+/// `x` to `places` decimals, as the file keeps it.
+fn round(x: f64, places: i32) -> f64 {
+    let k = 10f64.powi(places);
+    (x * k).round() / k
+}
+
+impl From<&Run> for Record {
+    fn from(r: &Run) -> Record {
+        Record {
+            entrant: r.entrant.clone(),
+            seed: r.seed,
+            repeat: r.repeat,
+            share: round(r.share, 6),
+            penalty_bytes: r.penalty_bytes,
+            penalty_source: r.penalty_source.clone(),
+            late_pieces: r.late_pieces,
+            my_client_exit: r.my_client_exit.clone(),
+            seconds: round(r.seconds, 1),
+            startup_pieces: r.startup_pieces,
+            placement: Some(r.placement),
+            jobs: Some(r.jobs),
+            first_piece_at: r.first_piece_at.map(|t| round(t, 2)),
+            upload_peak_kbps: r.upload_peak.map(|x| round(x, 1)),
+            upload_over_cap: Some(r.upload_over_cap as u8),
+            world_share: r.world_share.map(|x| round(x, 6)),
+            wasted_share: r.wasted_share.map(|x| round(x, 6)),
+            build: r.build.clone(),
+            format: Some(FORMAT),
         }
     }
-    out.push(cur);
-    out
+}
+
+impl From<Record> for Run {
+    fn from(r: Record) -> Run {
+        let legacy_slurm = r.placement.is_none() && r.jobs == Some(0);
+        Run {
+            entrant: r.entrant,
+            seed: r.seed,
+            repeat: r.repeat,
+            share: r.share,
+            penalty_bytes: r.penalty_bytes,
+            penalty_source: r.penalty_source,
+            late_pieces: r.late_pieces,
+            my_client_exit: r.my_client_exit,
+            seconds: r.seconds,
+            startup_pieces: r.startup_pieces,
+            placement: match legacy_slurm {
+                true => Placement::Slurm,
+                false => r.placement.unwrap_or_default(),
+            },
+            jobs: r.jobs.filter(|&j| j > 0).unwrap_or(1),
+            first_piece_at: r.first_piece_at,
+            upload_peak: r.upload_peak_kbps,
+            upload_over_cap: r.upload_over_cap == Some(1),
+            world_share: r.world_share,
+            wasted_share: r.wasted_share,
+            build: r.build,
+        }
+    }
+}
+
+impl Run {
+    /// The row's line in today's format, with its end of line.
+    pub(in crate::experiment) fn csv(&self) -> String {
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(Vec::new());
+        w.serialize(Record::from(self))
+            .and_then(|()| w.flush().map_err(csv::Error::from))
+            .expect("a Record always serializes");
+        String::from_utf8(w.into_inner().expect("flushed")).expect("UTF-8 fields")
+    }
 }
 
 /// The rows of a `runs.csv` (none when it is missing; an error when it is there but cannot
@@ -134,10 +216,9 @@ pub(in crate::experiment) struct Rows {
     pub current: bool,
 }
 
-/// Reads a `runs.csv`. Under today's header every row has every column and a build, so a row
-/// cut at a comma is told from a row of an older build; the last row, if it is cut short and
-/// has no end of line, is reported rather than refused (runs are appended one by one, and a
-/// compare stopped mid-write leaves just that).
+/// Reads a `runs.csv` (see the module's doc). The last row, if it is cut short and has no
+/// end of line, is reported in [`Rows::cut`] rather than refused; any other row that is not
+/// a run is an error naming its line and why.
 pub(in crate::experiment) fn scan_runs(path: &Path) -> anyhow::Result<Rows> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -150,45 +231,124 @@ pub(in crate::experiment) fn scan_runs(path: &Path) -> anyhow::Result<Rows> {
         }
         Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
     };
-    let lines: Vec<&str> = text.lines().collect();
-    let today = lines.first() == Some(&HEADER);
-    let columns = HEADER.split(',').count();
-    let mut runs = Vec::new();
-    let mut cut = None;
-    for (k, line) in lines.iter().enumerate().skip(1) {
-        let f = csv_split(line);
-        let unended = k + 1 == lines.len() && !text.ends_with('\n');
-        // A row of a pool may have no build (a pooled row from before the column), but only
-        // a row with its end of line is known to end there.
-        // Under an older header a row cut at a comma may still parse (ten to fourteen
-        // fields): there only a row with its end of line is whole.
-        let whole = match today {
-            true => {
-                f.len() == columns
-                    && (is_build(&f[columns - 1]) || (f[columns - 1].is_empty() && !unended))
-            }
-            false => !unended,
+    let at = |line: u64| format!("{}: line {line}", path.display());
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let header = reader
+        .headers()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", at(1)))?
+        .clone();
+    check_header(&header).map_err(|why| anyhow::anyhow!("{}: {why}", at(1)))?;
+    let versioned = header.iter().next_back() == Some("format");
+    let mut records = reader.records().peekable();
+    let (mut runs, mut cut) = (Vec::new(), None);
+    while let Some(record) = records.next() {
+        let record = record.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let unended = records.peek().is_none() && !text.ends_with('\n');
+        let columns = match versioned {
+            true => Some(header.clone()).filter(|h| h.len() == record.len()),
+            false => format1_columns(record.len()),
         };
-        match parse_fields(&f).filter(|_| whole) {
-            Some(run) => runs.push(run),
-            None if unended => cut = Some(k + 1),
-            None => {
-                let why = if f.len() > columns {
-                    format!(
-                        " ({} fields: written by a newer testbed? this one reads 10 to {columns})",
-                        f.len()
-                    )
-                } else if today {
-                    format!(" (under a header of {columns} columns, every row has {columns} fields, the last its build)")
-                } else {
-                    String::new()
-                };
-                anyhow::bail!("{}: line {}: not a run row{why}", path.display(), k + 1)
+        // Only the version as the last field says a row with no end of line is whole.
+        let whole =
+            !unended || (versioned && record.get(header.len() - 1) == Some(&*FORMAT.to_string()));
+        let columns = match columns {
+            Some(columns) if whole => columns,
+            _ if unended => {
+                cut = Some(line as usize);
+                break;
             }
+            _ => anyhow::bail!(
+                "{}: not a run row ({} fields; {})",
+                at(line),
+                record.len(),
+                match versioned {
+                    true => format!("the header has {}", header.len()),
+                    false => "a row of format 1 has 10 to 12, 14, 15 or 17".into(),
+                }
+            ),
+        };
+        let row: Record = record
+            .deserialize(Some(&columns))
+            .map_err(|e| anyhow::anyhow!("{}: not a run row ({})", at(line), why(&e, &columns)))?;
+        if let Some(v) = row.format.filter(|&v| v > FORMAT) {
+            anyhow::bail!(
+                "{}: a row of format {v}, written by a newer testbed (this one reads 1 to {FORMAT})",
+                at(line)
+            );
         }
+        runs.push(Run::from(row));
     }
-    let current = today && text.ends_with('\n') && cut.is_none();
+    let current = header.iter().eq(HEADER.split(',')) && text.ends_with('\n') && cut.is_none();
     Ok(Rows { runs, cut, current })
+}
+
+/// The columns of a row of format 1, told by its count: that format had no version, and a
+/// compare appended rows of its own build to a file an older build had begun, so one file
+/// may hold rows of several counts (ten: before `--jobs`; eleven: before `first_piece_at`;
+/// twelve: before the upload columns; fourteen: before the build; fifteen: before the
+/// world's and the wasted shares).
+fn format1_columns(n: usize) -> Option<csv::StringRecord> {
+    const COLUMNS: [&str; 17] = [
+        "entrant",
+        "seed",
+        "repeat",
+        "share",
+        "penalty_bytes",
+        "penalty_source",
+        "late_pieces",
+        "my_client_exit",
+        "seconds",
+        "startup_pieces",
+        "jobs",
+        "first_piece_at",
+        "upload_peak_kbps",
+        "upload_over_cap",
+        "world_share",
+        "wasted_share",
+        "build",
+    ];
+    match n {
+        10..=12 | 14 | 17 => Some(COLUMNS[..n].iter().copied().collect()),
+        15 => Some(COLUMNS[..14].iter().copied().chain(["build"]).collect()),
+        _ => None,
+    }
+}
+
+/// Whether `header` is one this build reads: the first columns of every form, and no column
+/// it does not know (a newer testbed's).
+fn check_header(header: &csv::StringRecord) -> Result<(), String> {
+    let known: Vec<&str> = HEADER.split(',').collect();
+    if let Some(c) = header.iter().find(|c| !known.contains(c)) {
+        return Err(format!(
+            "column `{c}` is not one this testbed knows (written by a newer one? this one reads \
+             runs.csv format 1 to {FORMAT})"
+        ));
+    }
+    match known[..REQUIRED]
+        .iter()
+        .find(|c| !header.iter().any(|h| h == **c))
+    {
+        Some(c) => Err(format!("no `{c}` column: not a runs.csv header")),
+        None => Ok(()),
+    }
+}
+
+/// A field that does not read, in a user's words: its column and what it holds.
+fn why(e: &csv::Error, header: &csv::StringRecord) -> String {
+    match e.kind() {
+        csv::ErrorKind::Deserialize { err, .. } => match err.field() {
+            Some(k) => format!(
+                "column {}: {}",
+                header.get(k as usize).unwrap_or("?"),
+                err.kind()
+            ),
+            None => err.kind().to_string(),
+        },
+        _ => e.to_string(),
+    }
 }
 
 /// Drops the last line of `path`, cut short by a compare stopped while writing it (see
@@ -219,62 +379,38 @@ pub(in crate::experiment) struct RunsFile {
     pub path: PathBuf,
     /// Whether rows can be appended to it as it is (today's header, every line ended);
     /// else the first row rewrites it, the rows it had under today's header, then that row.
-    pub(super) ready: std::sync::atomic::AtomicBool,
+    pub(super) ready: AtomicBool,
 }
 
-/// A build as [`Live`] records it: twelve lowercase hex digits.
-pub(super) fn is_build(b: &str) -> bool {
-    b.len() == 12
-        && b.bytes()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-}
-
-/// One row of `runs.csv`; ten fields is a row from before `--jobs` (one at a time), eleven
-/// one from before `first_piece_at`, twelve one from before the upload columns, fourteen one
-/// from before the build, fifteen one from before the world's and the wasted shares.
-pub(in crate::experiment) fn parse_run(line: &str) -> Option<Run> {
-    parse_fields(&csv_split(line))
-}
-
-fn parse_fields(f: &[String]) -> Option<Run> {
-    if !matches!(f.len(), 10..=12 | 14 | 15 | 17) {
-        return None;
-    }
-    // The build is the last field from fifteen on; the two shares come before it.
-    let share = |k: usize| -> Option<Option<f64>> {
-        match (f.len() == 17).then(|| f[k].trim()) {
-            None | Some("") => Some(None),
-            Some(t) => Some(Some(t.parse().ok()?)),
+impl RunsFile {
+    /// Writes the last of `done` (every row of the file: those it had, then those this
+    /// compare made) to the file: appended, or, the first time into a file of an older
+    /// form, the whole file again in today's.
+    pub(in crate::experiment) fn append(&self, done: &[Run]) -> anyhow::Result<()> {
+        let path = &self.path;
+        let Some(run) = done.last() else {
+            return Ok(());
+        };
+        if self.ready.load(SeqCst) {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .with_context(|| format!("{}", path.display()))?;
+            std::io::Write::write_all(&mut f, run.csv().as_bytes())
+                .with_context(|| format!("{}", path.display()))?;
+        } else {
+            write_durable(path, whole_file(done).as_bytes())?;
+            self.ready.store(true, SeqCst);
         }
-    };
-    Some(Run {
-        entrant: f[0].clone(),
-        seed: f[1].parse().ok()?,
-        repeat: f[2].parse().ok()?,
-        share: f[3].parse().ok()?,
-        penalty_bytes: f[4].parse().ok()?,
-        penalty_source: f[5].clone(),
-        late_pieces: f[6].parse().ok()?,
-        my_client_exit: f[7].clone(),
-        seconds: f[8].parse().ok()?,
-        startup_pieces: f[9].parse().ok()?,
-        jobs: f.get(10).map_or(Some(1), |j| j.parse().ok())?,
-        first_piece_at: match f.get(11).map(|t| t.trim()) {
-            None | Some("") => None,
-            Some(t) => Some(t.parse().ok()?),
-        },
-        upload_peak: match f.get(12).map(|t| t.trim()) {
-            None | Some("") => None,
-            Some(t) => Some(t.parse().ok()?),
-        },
-        upload_over_cap: f.get(13).is_some_and(|t| t.trim() == "1"),
-        world_share: share(14)?,
-        wasted_share: share(15)?,
-        build: match f.len() {
-            15 | 17 => f[f.len() - 1].trim().to_string(),
-            _ => String::new(),
-        },
-    })
+        Ok(())
+    }
+}
+
+/// A `runs.csv` of `runs` in today's format.
+pub(in crate::experiment) fn whole_file(runs: &[Run]) -> String {
+    std::iter::once(format!("{HEADER}\n"))
+        .chain(runs.iter().map(Run::csv))
+        .collect()
 }
 
 /// Whether `runs` has the row of `entrant` on `seed`, repeat `repeat`.

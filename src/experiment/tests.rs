@@ -20,6 +20,7 @@ fn row(entrant: &str, seed: u64, share: f64) -> Run {
         my_client_exit: "exit code 0".into(),
         seconds: 9.5,
         startup_pieces: 3,
+        placement: Placement::Local,
         jobs: 1,
         first_piece_at: None,
         upload_peak: None,
@@ -30,8 +31,44 @@ fn row(entrant: &str, seed: u64, share: f64) -> Run {
     }
 }
 
-/// The first `n` fields of a row of today's `runs.csv`: a row of an older build (ten to
-/// fourteen fields), or one cut short.
+/// The header of `runs.csv` format 1, before its `placement` and `format` columns.
+const FORMAT1_HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,jobs,first_piece_at,upload_peak_kbps,upload_over_cap,world_share,wasted_share,build";
+
+/// The first `n` columns of [`FORMAT1_HEADER`]: the header of an older build.
+fn format1_header(n: usize) -> String {
+    first_fields(FORMAT1_HEADER, n)
+}
+
+/// `r` as the last build of format 1 wrote it: seventeen fields, 0 jobs for a Slurm task.
+fn format1(r: &Run) -> String {
+    let opt = |x: Option<f64>, places: usize| x.map_or(String::new(), |x| format!("{x:.places$}"));
+    format!(
+        "{},{},{},{:.6},{},{},{},{},{:.1},{},{},{},{},{},{},{},{}\n",
+        r.entrant,
+        r.seed,
+        r.repeat,
+        r.share,
+        r.penalty_bytes,
+        r.penalty_source,
+        r.late_pieces,
+        r.my_client_exit,
+        r.seconds,
+        r.startup_pieces,
+        if r.placement == Placement::Slurm {
+            0
+        } else {
+            r.jobs
+        },
+        opt(r.first_piece_at, 2),
+        opt(r.upload_peak, 1),
+        r.upload_over_cap as u8,
+        opt(r.world_share, 6),
+        opt(r.wasted_share, 6),
+        r.build,
+    )
+}
+
+/// The first `n` fields of a row: a row of an older build, or one cut short.
 fn first_fields(row: &str, n: usize) -> String {
     row.trim_end()
         .split(',')
@@ -290,9 +327,11 @@ fn pooling_refuses_to_lose_or_double_count_runs() {
     assert!(e.contains("named like a built-in policy"), "{e}");
 }
 
-/// Under today's header a row cut at a comma is told from a row of an older build: the
-/// last one, with no end of line, is a run to do again (and refused by a pool); one in the
-/// middle, or one with a column too many, is refused with the line and the reason.
+/// Under today's header a row cut short is told from a whole one by its last field, the
+/// format's version: the last row, with no end of line, is a run to do again (and refused by
+/// a pool); a short row in the middle, a column too many, a column this build does not know
+/// or a row of a newer format is refused with the line and the reason. Under a header of
+/// format 1 only a row that ends its line is whole.
 #[test]
 fn a_row_cut_short_is_told_from_an_older_row() {
     let d = tempfile::tempdir().unwrap();
@@ -302,12 +341,22 @@ fn a_row_cut_short_is_told_from_an_older_row() {
         row("sequential", 42, 0.1).csv(),
     ];
     let head_cut = |n: usize| first_fields(&whole[1], n);
-    for n in [14, 12, 10] {
-        std::fs::write(&csv, format!("{HEADER}\n{}{}", whole[0], head_cut(n))).unwrap();
+    // Cut at a comma, in the build, or just before the version.
+    let in_build = whole[1].trim_end().replace("0123456789ab,2", "0123");
+    let no_version = whole[1].trim_end().trim_end_matches('2').to_string();
+    for cut in [
+        head_cut(18),
+        head_cut(14),
+        head_cut(10),
+        in_build,
+        no_version,
+    ] {
+        std::fs::write(&csv, format!("{HEADER}\n{}{cut}", whole[0])).unwrap();
         let rows = scan_runs(&csv).unwrap();
         assert_eq!(
             (rows.runs.len(), rows.cut, rows.current),
-            (1, Some(3), false)
+            (1, Some(3), false),
+            "{cut}"
         );
         let e = read_runs(&csv).unwrap_err().to_string();
         assert!(e.contains("line 3: a row cut short"), "{e}");
@@ -326,24 +375,22 @@ fn a_row_cut_short_is_told_from_an_older_row() {
     std::fs::write(&csv, format!("{HEADER}\n{}\n{}", head_cut(12), whole[0])).unwrap();
     let e = scan_runs(&csv).err().unwrap().to_string();
     assert!(
-        e.contains("line 2: not a run row (under a header of 17 columns"),
+        e.contains("line 2: not a run row (12 fields; the header has 19)"),
         "{e}"
     );
-    // A build cut short is a row cut short; so is a row cut just before its build, but a
-    // row that ends its line with no build is a pooled row from before the column.
-    let short_build = whole[1].trim_end().trim_end_matches("89ab");
-    std::fs::write(&csv, format!("{HEADER}\n{}{short_build}", whole[0])).unwrap();
-    assert_eq!(scan_runs(&csv).unwrap().cut, Some(3));
-    let no_build = whole[1].trim_end().trim_end_matches("0123456789ab");
-    std::fs::write(&csv, format!("{HEADER}\n{}{no_build}", whole[0])).unwrap();
-    assert_eq!(scan_runs(&csv).unwrap().cut, Some(3));
-    std::fs::write(&csv, format!("{HEADER}\n{no_build}\n{}", whole[0])).unwrap();
+    // A row that ends its line with no build is a pooled row from before the column.
+    let no_build = Run {
+        build: String::new(),
+        ..row("deadline", 43, 0.05)
+    };
+    std::fs::write(&csv, format!("{HEADER}\n{}{}", no_build.csv(), whole[0])).unwrap();
     let rows = scan_runs(&csv).unwrap();
     assert_eq!(
         (rows.runs[0].build.as_str(), rows.cut, rows.current),
         ("", None, true)
     );
-    // A row of a newer build, with a column this one does not know.
+    // A row of a newer build: a field too many, a column this one does not know, or a
+    // newer format.
     std::fs::write(
         &csv,
         format!("{HEADER}\n{},new\n{}", whole[0].trim_end(), whole[1]),
@@ -351,36 +398,54 @@ fn a_row_cut_short_is_told_from_an_older_row() {
     .unwrap();
     let e = scan_runs(&csv).err().unwrap().to_string();
     assert!(
-        e.contains("line 2: not a run row (18 fields: written by a newer testbed?"),
+        e.contains("line 2: not a run row (20 fields; the header has 19)"),
         "{e}"
     );
-    // Under an older header, the same twelve fields are a row of an older build.
-    let old_header: Vec<&str> = HEADER.split(',').take(12).collect();
-    std::fs::write(
-        &csv,
-        format!("{}\n{}\n", old_header.join(","), head_cut(12)),
-    )
-    .unwrap();
+    std::fs::write(&csv, format!("{HEADER},new\n{}", whole[0])).unwrap();
+    let e = scan_runs(&csv).err().unwrap().to_string();
+    assert!(
+        e.contains("runs.csv: line 1: column `new` is not one this testbed knows"),
+        "{e}"
+    );
+    let newer = format!("{}3\n", whole[1].trim_end().trim_end_matches('2'));
+    std::fs::write(&csv, format!("{HEADER}\n{}{newer}", whole[0])).unwrap();
+    let e = scan_runs(&csv).err().unwrap().to_string();
+    assert!(
+        e.contains("line 3: a row of format 3, written by a newer testbed"),
+        "{e}"
+    );
+    // A field that does not read names its column.
+    let bad = whole[1].replace(",0.1,", ",lots,");
+    std::fs::write(&csv, format!("{HEADER}\n{bad}")).unwrap();
+    let e = scan_runs(&csv).err().unwrap().to_string();
+    assert!(e.contains("line 2: not a run row (column share:"), "{e}");
+    // Under a header of format 1, twelve fields are a row of an older build.
+    let old = first_fields(&format1(&row("sequential", 42, 0.1)), 12);
+    std::fs::write(&csv, format!("{}\n{old}\n", format1_header(12))).unwrap();
     let rows = scan_runs(&csv).unwrap();
     assert_eq!((rows.runs.len(), rows.cut, rows.current), (1, None, false));
     // ... but with no end of line they may be a longer row cut at a comma: cut short.
-    std::fs::write(&csv, format!("{}\n{}", old_header.join(","), head_cut(12))).unwrap();
+    std::fs::write(&csv, format!("{}\n{old}", format1_header(12))).unwrap();
     let rows = scan_runs(&csv).unwrap();
     assert_eq!((rows.runs.len(), rows.cut), (0, Some(2)));
     let kept = drop_cut_row(&csv).unwrap();
     assert_eq!(
         std::fs::read_to_string(&csv).unwrap(),
-        format!("{}\n", old_header.join(",")),
+        format!("{}\n", format1_header(12)),
         "only the cut row dropped, the header as it was"
     );
     // The dropped line is kept beside it (it may be a whole row an editor left unended),
     // each drop after the one before.
     assert_eq!(kept, d.path().join(CUT));
-    std::fs::write(&csv, format!("{}\n{}", old_header.join(","), head_cut(3))).unwrap();
+    std::fs::write(
+        &csv,
+        format!("{}\n{}", format1_header(12), first_fields(&old, 3)),
+    )
+    .unwrap();
     drop_cut_row(&csv).unwrap();
     assert_eq!(
         std::fs::read_to_string(&kept).unwrap(),
-        format!("{}\n{}\n", head_cut(12), head_cut(3))
+        format!("{old}\n{}\n", first_fields(&old, 3))
     );
 }
 
@@ -391,9 +456,11 @@ fn the_first_row_recorded_upgrades_an_old_file() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("runs.csv");
     let c = deadline_vs_sequential(d.path());
-    let old = format!("{}\n", first_fields(&row("deadline", 42, 0.05).csv(), 14));
-    let old_header: Vec<&str> = HEADER.split(',').take(14).collect();
-    std::fs::write(&path, format!("{}\n{old}", old_header.join(","))).unwrap();
+    let old = format!(
+        "{}\n",
+        first_fields(&format1(&row("deadline", 42, 0.05)), 14)
+    );
+    std::fs::write(&path, format!("{}\n{old}", format1_header(14))).unwrap();
     let Rows {
         mut runs, current, ..
     } = scan_runs(&path).unwrap();
@@ -415,11 +482,15 @@ fn the_first_row_recorded_upgrades_an_old_file() {
         record(&c, &csv, &mut runs, new, progress).unwrap();
     }
     let text = std::fs::read_to_string(&path).unwrap();
+    let upgraded = Run {
+        build: String::new(),
+        ..row("deadline", 42, 0.05)
+    };
     assert_eq!(
         text,
         format!(
-            "{HEADER}\n{},,,\n{}{}",
-            old.trim_end(),
+            "{HEADER}\n{}{}{}",
+            upgraded.csv(),
             row("sequential", 43, 0.1).csv(),
             row("deadline", 43, 0.06).csv()
         )
@@ -505,16 +576,14 @@ fn one_compare_at_a_time_holds_a_folder() {
     drop(older);
     assert!(!folder_in_use(d.path()));
     // Free: a compare with every run done takes it, and writes only its tables.
-    let old_header: Vec<&str> = HEADER.split(',').take(14).collect();
-    let mut text = format!("{}\n", old_header.join(","));
+    let mut text = format!("{}\n", format1_header(14));
     for seed in 42..=43 {
         for r in 0..2 {
             for (e, share) in [("deadline", 0.05), ("sequential", 0.1)] {
-                let row = Run {
+                let row = format1(&Run {
                     repeat: r,
                     ..row(e, seed, share)
-                }
-                .csv();
+                });
                 text.push_str(&format!("{}\n", first_fields(&row, 14)));
             }
         }
@@ -865,7 +934,12 @@ fn rows_round_trip_and_verdicts_need_an_interval_apart_from_zero() {
     assert_eq!(back[2].wasted_share, None, "an empty field");
     // Rows written before the byte counts, the build column, the upload columns, and
     // first_piece_at still read.
-    let old_row = runs[0].csv();
+    let old_row = format1(&runs[0]);
+    let old_file = d.path().join("old.csv");
+    let parse_run = |line: &str| {
+        std::fs::write(&old_file, format!("{FORMAT1_HEADER}\n{line}\n")).unwrap();
+        read_runs(&old_file).ok().map(|mut rows| rows.remove(0))
+    };
     let fifteen = parse_run(&format!("{},0123456789ab", first_fields(&old_row, 14))).unwrap();
     assert_eq!(
         (
@@ -897,6 +971,17 @@ fn rows_round_trip_and_verdicts_need_an_interval_apart_from_zero() {
             "{torn} fields: torn"
         );
     }
+    // Format 1 told a Slurm task by its 0 jobs.
+    let slurm = Run {
+        placement: Placement::Slurm,
+        ..runs[0].clone()
+    };
+    let task = parse_run(format1(&slurm).trim_end()).unwrap();
+    assert_eq!((task.placement, task.jobs), (Placement::Slurm, 1));
+    assert_eq!(
+        parse_run(old_row.trim_end()).unwrap().placement,
+        Placement::Local
+    );
     let p = pairs(&c, &back);
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].pairs, 6);
@@ -941,10 +1026,9 @@ fn rows_round_trip_and_verdicts_need_an_interval_apart_from_zero() {
     );
     // A row from before --jobs (ten fields) reads as one at a time; with a row beside
     // another the tables say so.
-    let old_header: Vec<&str> = HEADER.split(',').take(11).collect();
     std::fs::write(
         &csv,
-        format!("{}\nsequential,42,0,0.05,10,server,1,exit code 0,9.5,3\nsequential,43,0,0.05,10,server,1,exit code 0,9.5,3,2\n", old_header.join(",")),
+        format!("{}\nsequential,42,0,0.05,10,server,1,exit code 0,9.5,3\nsequential,43,0,0.05,10,server,1,exit code 0,9.5,3,2\n", format1_header(11)),
     )
     .unwrap();
     let mixed = read_runs(&csv).unwrap();
@@ -956,6 +1040,9 @@ fn rows_round_trip_and_verdicts_need_an_interval_apart_from_zero() {
         "{md}"
     );
     std::fs::write(&csv, "head\nnot,a,row\n").unwrap();
+    let e = read_runs(&csv).unwrap_err().to_string();
+    assert!(e.contains("line 1: column `head` is not one"), "{e}");
+    std::fs::write(&csv, format!("{HEADER}\nnot,a,row\n")).unwrap();
     assert!(read_runs(&csv).unwrap_err().to_string().contains("line 2"));
 }
 

@@ -55,6 +55,33 @@ impl BuildCopy {
     }
 }
 
+/// The rows of a `runs.csv`, each a map from column name to field: read by name, as a
+/// script should.
+pub fn runs_csv(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    csv::Reader::from_path(path)
+        .and_then(|mut r| r.deserialize().collect())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The columns of `runs.csv` format 1 (before `placement` and `format`) that a build from
+/// before the referee's split and the build wrote: fourteen.
+pub const FORMAT1_BEFORE_BUILD: [&str; 14] = [
+    "entrant",
+    "seed",
+    "repeat",
+    "share",
+    "penalty_bytes",
+    "penalty_source",
+    "late_pieces",
+    "my_client_exit",
+    "seconds",
+    "startup_pieces",
+    "jobs",
+    "first_piece_at",
+    "upload_peak_kbps",
+    "upload_over_cap",
+];
+
 /// The rows in a compare's `out/runs.csv` (0 before it has any).
 pub fn runs_csv_rows(out: &Path) -> usize {
     std::fs::read_to_string(out.join("runs.csv"))

@@ -120,16 +120,15 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
     assert!(o.status.success(), "{text}{}", why(&o, &out));
     assert!(text.contains("Slurm job"), "{text}");
     let csv = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
-    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    let rows = runs_csv(&out.join("runs.csv"));
     assert_eq!(rows.len(), 4, "{csv}");
     for r in &rows {
-        let f: Vec<&str> = r.split(',').collect();
-        assert_eq!(f.get(10), Some(&"0"), "a Slurm row says jobs 0: {r}");
+        assert_eq!(r["placement"], "slurm", "a Slurm row says so: {r:?}");
         assert!(
-            f.get(11).is_some_and(|t| t.parse::<f64>().is_ok()),
-            "first_piece_at: {r}"
+            r["first_piece_at"].parse::<f64>().is_ok(),
+            "first_piece_at: {r:?}"
         );
-        assert!(r.contains("exit code 0"), "{r}");
+        assert_eq!(r["my_client_exit"], "exit code 0", "{r:?}");
     }
     let md = String::from_utf8(read(&out.join("compare.md"))).unwrap();
     assert!(md.contains("4 of the 4 runs as Slurm array tasks"), "{md}");

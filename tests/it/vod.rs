@@ -533,7 +533,7 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
     let first = compare("3..4", "1");
     assert!(first.contains("2 of 4 runs already in"), "{first}");
     let csv = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
-    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    let rows = runs_csv(&out.join("runs.csv"));
     assert_eq!(rows.len(), 4, "{csv}");
     // Each row names the build that ran it: the first 12 hex digits of the SHA-1 of testbed
     // followed by vod-client.
@@ -553,20 +553,21 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
         csv.lines()
             .next()
             .unwrap()
-            .ends_with(",world_share,wasted_share,build"),
+            .ends_with(",world_share,wasted_share,build,format"),
         "{csv}"
     );
     // The referee's split of each run: the world's supply and what my client wasted of it.
     for r in &rows {
-        let f: Vec<&str> = r.split(',').collect();
-        let share = |k: usize| f[k].parse::<f64>().unwrap_or_else(|e| panic!("{e}: {r}"));
+        let share = |k: &str| r[k].parse::<f64>().unwrap_or_else(|e| panic!("{e}: {r:?}"));
         assert!(
-            share(14) > 0.0 && (0.0..=share(14)).contains(&share(15)),
-            "{r}"
+            share("world_share") > 0.0
+                && (0.0..=share("world_share")).contains(&share("wasted_share")),
+            "{r:?}"
         );
     }
     assert!(
-        rows.iter().all(|r| r.ends_with(&format!(",{build}"))),
+        rows.iter()
+            .all(|r| r["build"] == build && r["format"] == "2" && r["placement"] == "local"),
         "{csv}"
     );
     for (policy, seed, jobs) in [
@@ -576,9 +577,10 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
         ("deadline", 4, 1),
     ] {
         assert!(
-            rows.iter()
-                .any(|r| r.starts_with(&format!("{policy},{seed},0,"))
-                    && r.split(',').nth(10) == Some(&jobs.to_string())),
+            rows.iter().any(|r| r["entrant"] == policy
+                && r["seed"] == seed.to_string()
+                && r["repeat"] == "0"
+                && r["jobs"] == jobs.to_string()),
             "{policy} on seed {seed} with --jobs {jobs}: {csv}"
         );
     }
@@ -614,9 +616,15 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
     // A runs.csv from before the build column: a compare with nothing to run leaves it as it
     // was (the build that wrote it still reads it); one whose last row a stopped compare cut
     // short runs that run again and puts every row under today's header.
-    let before_build: String = csv
-        .lines()
-        .map(|l| format!("{}\n", l.split(',').take(14).collect::<Vec<_>>().join(",")))
+    let line = |r: &std::collections::BTreeMap<String, String>| {
+        let f: Vec<&str> = FORMAT1_BEFORE_BUILD
+            .iter()
+            .map(|k| r[*k].as_str())
+            .collect();
+        format!("{}\n", f.join(","))
+    };
+    let before_build: String = std::iter::once(format!("{}\n", FORMAT1_BEFORE_BUILD.join(",")))
+        .chain(rows.iter().map(line))
         .collect();
     std::fs::write(out.join("runs.csv"), &before_build).unwrap();
     let again = compare("3..4", "1");
@@ -645,17 +653,18 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
     );
     let upgraded = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
     assert_eq!(upgraded.lines().next(), csv.lines().next(), "{upgraded}");
-    let old_rows: Vec<String> = kept.lines().skip(1).map(|l| format!("{l},,,")).collect();
-    let new_rows: Vec<&str> = upgraded.lines().skip(1).collect();
+    let new_rows = runs_csv(&out.join("runs.csv"));
     assert_eq!(new_rows.len(), 4, "{upgraded}");
-    assert_eq!(
-        new_rows[..3],
-        old_rows[..],
-        "the rows as they were, with no referee split and no build"
-    );
+    for (old, new) in rows.iter().zip(&new_rows[..3]) {
+        assert_eq!(line(old), line(new), "the rows as they were: {upgraded}");
+        assert!(
+            new["world_share"].is_empty() && new["build"].is_empty() && new["format"] == "2",
+            "with no referee split and no build: {upgraded}"
+        );
+    }
     assert!(
-        new_rows[3].starts_with(&format!("{},", cut_short[..3].join(",")))
-            && new_rows[3].ends_with(&format!(",{build}")),
+        line(&new_rows[3]).starts_with(&format!("{},", cut_short[..3].join(",")))
+            && new_rows[3]["build"] == build,
         "the cut run again, by this build: {upgraded}"
     );
     std::fs::write(out.join("runs.csv"), &csv).unwrap();
@@ -870,23 +879,25 @@ fn compare_runs_a_client_with_the_vod_server_as_its_web_seed() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    let runs = String::from_utf8(read(&out.join("runs.csv"))).unwrap();
+    let runs = runs_csv(&out.join("runs.csv"));
     let row = runs
-        .lines()
-        .find(|l| l.starts_with("aria2 ws,5,0,"))
-        .unwrap_or_else(|| panic!("no web-seed row: {runs}"));
+        .iter()
+        .find(|r| r["entrant"] == "aria2 ws" && r["seed"] == "5" && r["repeat"] == "0")
+        .unwrap_or_else(|| panic!("no web-seed row: {runs:?}"));
     let md = String::from_utf8(read(&out.join("compare.md"))).unwrap();
     assert!(
         md.contains(&format!("- **aria2 ws**: `{line}`")),
         "the legend names the line: {md}"
     );
-    let f: Vec<&str> = row.split(',').collect();
-    assert_eq!(f[5], "server", "scored by the server's count: {row}");
-    assert!(
-        f[4].parse::<u64>().unwrap() > 0,
-        "it used the web seed: {row}"
+    assert_eq!(
+        row["penalty_source"], "server",
+        "scored by the server's count: {row:?}"
     );
-    assert_eq!(f[7], "exit code 0", "{row}");
+    assert!(
+        row["penalty_bytes"].parse::<u64>().unwrap() > 0,
+        "it used the web seed: {row:?}"
+    );
+    assert_eq!(row["my_client_exit"], "exit code 0", "{row:?}");
     let cfg = String::from_utf8(read(&out.join("config-seed-5-web-seed.yaml"))).unwrap();
     assert!(cfg.contains("web_seed: true"), "{cfg}");
     // The torrent my client got lists the server (url-list); the world's does not.

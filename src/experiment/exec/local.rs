@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::util::Locked;
 
-use super::{one_run, record, Live, Placement, Progress};
+use super::{one_run, record, Live, Progress, Slot};
 use crate::experiment::entrant::Entrant;
 use crate::experiment::plan::Comparison;
 use crate::experiment::runs::{Run, RunsFile};
@@ -38,7 +38,7 @@ pub(in crate::experiment) fn run_here(
                 let (queue, done, live) = (&queue, &done, &*live);
                 scope.spawn(move || {
                     let r = (|| -> anyhow::Result<()> {
-                        let place = Placement::here(c, slot)?;
+                        let place = Slot::here(c, slot)?;
                         while !live.stopping() {
                             let Some((entrant, seed, repeat)) = queue.locked().pop_front() else {
                                 break;

@@ -1,6 +1,6 @@
 //! Where a compare's runs execute: [`local`] (here, `--jobs` at a time) or [`slurm`] (one
 //! job array). Both run the same thing, a `testbed run` per row ([`one_run`], placed by a
-//! [`Placement`]), of the build that began the compare ([`Live`] stamps it and checks before
+//! [`Slot`]), of the build that began the compare ([`Live`] stamps it and checks before
 //! each run), and append its row to `runs.csv` as it ends ([`record`]).
 
 pub mod local;
@@ -14,9 +14,9 @@ use anyhow::Context;
 
 use super::entrant::Entrant;
 use super::plan::Comparison;
-use super::runs::{Run, RunsFile, HEADER};
+use super::runs::{Placement, Run, RunsFile};
 use super::verdict::table;
-use crate::util::fs::{write_atomic, write_durable};
+use crate::util::fs::write_atomic;
 use crate::util::Locked;
 
 /// Appends `run` to `runs.csv` and prints the progress line.
@@ -28,23 +28,8 @@ pub(in crate::experiment) fn record(
     run: Run,
     progress: Progress,
 ) -> anyhow::Result<()> {
-    use std::sync::atomic::Ordering::SeqCst;
-    let path = &csv.path;
     done.push(run);
-    if csv.ready.load(SeqCst) {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .with_context(|| format!("{}", path.display()))?;
-        std::io::Write::write_all(&mut f, done[done.len() - 1].csv().as_bytes())
-            .with_context(|| format!("{}", path.display()))?;
-    } else {
-        let text: String = std::iter::once(format!("{HEADER}\n"))
-            .chain(done.iter().map(Run::csv))
-            .collect();
-        write_durable(path, text.as_bytes())?;
-        csv.ready.store(true, SeqCst);
-    }
+    csv.append(done)?;
     let n = done.len() - progress.already;
     let eta = progress.t0.elapsed().as_secs_f64() / n as f64 * (progress.todo - n) as f64;
     let leader = table(c, done)
@@ -209,18 +194,19 @@ impl Live {
 
 /// Where a run happens: its run folder (reset by each run), the config file written for it,
 /// its tracker port, and what its row says about runs side by side.
-pub(in crate::experiment) struct Placement {
+pub(in crate::experiment) struct Slot {
     pub run_dir: PathBuf,
     /// `{seed}` is replaced by the run's seed.
     pub config: PathBuf,
     pub port: Option<u16>,
+    pub placement: Placement,
     pub jobs: usize,
 }
 
-impl Placement {
+impl Slot {
     /// Job `slot` of a compare on this machine: `OUT/run` (or the `--run-dir`), and with
     /// `--jobs` `OUT/run-K` and any free port.
-    fn here(c: &Comparison, slot: usize) -> anyhow::Result<Placement> {
+    fn here(c: &Comparison, slot: usize) -> anyhow::Result<Slot> {
         let run_base = c
             .config
             .run_dir
@@ -229,17 +215,19 @@ impl Placement {
         Ok(if c.jobs > 1 {
             let mut dir = run_base.into_os_string();
             dir.push(format!("-{slot}"));
-            Placement {
+            Slot {
                 run_dir: std::path::absolute(PathBuf::from(dir))?,
                 config: c.out.join(format!("config-seed-{{seed}}-job-{slot}.yaml")),
                 port: Some(0),
+                placement: Placement::Local,
                 jobs: c.jobs,
             }
         } else {
-            Placement {
+            Slot {
                 run_dir: std::path::absolute(run_base)?,
                 config: c.out.join("config-seed-{seed}.yaml"),
                 port: c.config.port,
+                placement: Placement::Local,
                 jobs: 1,
             }
         })
@@ -250,7 +238,7 @@ impl Placement {
 /// compare was stopped meanwhile.
 pub(in crate::experiment) fn one_run(
     base: &serde_yaml::Value,
-    place: &Placement,
+    place: &Slot,
     live: &Live,
     entrant: &Entrant,
     seed: u64,
@@ -350,6 +338,7 @@ pub(in crate::experiment) fn one_run(
             .and_then(|r| Some(r.wasted_bytes? as f64 / size)),
         my_client_exit: summary.my_client_exit.unwrap_or_else(|| "none".into()),
         seconds,
+        placement: place.placement,
         jobs: place.jobs,
         build: live.build.clone(),
     }))

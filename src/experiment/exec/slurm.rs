@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::{one_run, record, Live, Placement, Progress};
+use super::{one_run, record, Live, Progress, Slot};
 use crate::experiment::entrant::Entrant;
 use crate::experiment::plan::{Comparison, Slurm};
-use crate::experiment::runs::{has_run, parse_run, Run, RunsFile};
+use crate::experiment::runs::{has_run, read_runs, whole_file, Placement, Run, RunsFile};
 use crate::util::fs::write_atomic;
 
 /// What the tasks of one array run (`OUT/slurm/plan.json`).
@@ -353,9 +353,8 @@ fn gather(
         .collect();
     files.sort();
     for f in files {
-        let text = std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?;
-        let run = parse_run(text.trim_end())
-            .with_context(|| format!("{}: not a run row", f.display()))?;
+        let [run] = <[Run; 1]>::try_from(read_runs(&f)?)
+            .map_err(|rows| anyhow::anyhow!("{}: {} rows, not one", f.display(), rows.len()))?;
         if !has_run(runs, &run.entrant, run.seed, run.repeat) {
             record(c, csv, runs, run, progress)?;
         }
@@ -397,11 +396,12 @@ pub fn task(plan_path: &Path, index: Option<usize>) -> anyhow::Result<()> {
         }
         None => plan.dir.join(format!("run-{index}")),
     };
-    let place = Placement {
+    let place = Slot {
         run_dir,
         config: plan.dir.join(format!("config-{index}.yaml")),
         port: Some(0),
-        jobs: 0,
+        placement: Placement::Slurm,
+        jobs: 1,
     };
     crate::util::outln!(
         "slurm-task {index}: {} on seed {} (repeat {}) in {}",
@@ -415,7 +415,7 @@ pub fn task(plan_path: &Path, index: Option<usize>) -> anyhow::Result<()> {
     };
     write_atomic(
         &plan.dir.join("rows").join(format!("{index}.csv")),
-        run.csv().as_bytes(),
+        whole_file(std::slice::from_ref(&run)).as_bytes(),
     )?;
     crate::util::outln!("slurm-task {index}: share {:.1} %", run.share * 100.0);
     Ok(())
