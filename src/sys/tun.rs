@@ -28,7 +28,14 @@ impl Tun {
             )
         };
         if fd < 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            let why = match e.kind() {
+                io::ErrorKind::PermissionDenied => {
+                    " (this user may not open it: Linux distributions ship it as mode 0666)"
+                }
+                _ => "",
+            };
+            return Err(io::Error::new(e.kind(), format!("/dev/net/tun: {e}{why}")));
         }
         // SAFETY: fd is a new, valid descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };

@@ -242,12 +242,13 @@ fn interop_transmission_downloads_from_our_world_and_scrapes_our_tracker() {
     assert_eq!(code, 200);
     assert!(page.contains("seen by the referee"), "{page:.2000}");
     assert!(
-        page.contains("data-source=referee"),
+        page.contains("data-source=\"referee\""),
         "the penalty is the referee's: {page:.2000}"
     );
     // Each world client's own address, and my client's, in the table.
     assert!(
-        page.contains("<td class=l>10.77.1.1</td>") && page.contains("<td class=l>10.77.0.2</td>"),
+        page.contains("<td class=\"l\">10.77.1.1</td>")
+            && page.contains("<td class=\"l\">10.77.0.2</td>"),
         "addresses on the page: {page:.3000}"
     );
     assert!(

@@ -86,7 +86,7 @@ fn a_run_with_a_network_shows_every_link_and_stop_leaves_the_host_as_it_was() {
     let (_, page) = http_get(lab.port, "/").unwrap();
     let page = String::from_utf8_lossy(&page);
     assert!(
-        page.contains(&format!("<span class=link>rtt {first} ms")),
+        page.contains(&format!("<span class=\"link\">rtt {first} ms")),
         "the page shows the links"
     );
     // The world trades through the stage: a client completes and a new generation starts.
@@ -187,6 +187,12 @@ fn a_network_without_root_runs_in_a_user_namespace() {
     let reach = as_nobody(&["test", "-x", testbed_bin()]).status().unwrap();
     if !reach.success() {
         eprintln!("SKIPPED: {} is not executable by uid 65534", testbed_bin());
+        return;
+    }
+    // So must the TUN device (mode 0666 as distributions ship it; 0600 on some machines).
+    let mut tun = as_nobody(&["test", "-r", "/dev/net/tun", "-a", "-w", "/dev/net/tun"]);
+    if !tun.status().unwrap().success() {
+        eprintln!("SKIPPED: /dev/net/tun is not open to uid 65534 on this machine");
         return;
     }
     let lab = lab();

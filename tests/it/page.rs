@@ -46,7 +46,7 @@ fn status_page_lists_the_world_and_draws_the_timeline_in_chromium() {
     let html = String::from_utf8_lossy(&body);
     assert_eq!(code, 200);
     assert!(
-        html.contains("<noscript><meta http-equiv=refresh"),
+        html.contains("<noscript><meta http-equiv=\"refresh\""),
         "reloads without JS"
     );
     assert!(
@@ -141,11 +141,11 @@ fn idle_page_says_no_my_client_and_no_swarm_yet() {
     let (code, body) = http_get(tb.port, "/?part=live").unwrap();
     let html = String::from_utf8_lossy(&body);
     assert_eq!(code, 200);
-    assert!(html.contains("data-state=none"), "{html}");
-    assert!(html.contains("id=no-report"), "{html}");
+    assert!(html.contains("data-state=\"none\""), "{html}");
+    assert!(html.contains("id=\"no-report\""), "{html}");
     // The torrent is known to the tracker, but nobody announced: an empty swarm or "no swarms".
     assert!(
-        html.contains("id=idle") || html.contains("0 clients"),
+        html.contains("id=\"idle\"") || html.contains("0 clients"),
         "{html}"
     );
 }
