@@ -36,7 +36,8 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --lib --quiet layers
 
-# Every speed and scale figure beside its anchor (BENCHMARKS.md, run/bench.json). QUICK=1 for a
+# Every speed and scale figure beside its anchor (run/bench.json, benches/results.json and the
+# table in BENCHMARKS.md made from it). QUICK=1 for a
 # short pass; BENCH=tracker,wire,cap,scale,vod to pick sections.
 bench: bench-deps
 	QUICK=$(QUICK) BENCH=$(BENCH) $(CARGO) bench --bench lab

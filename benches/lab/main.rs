@@ -1,5 +1,6 @@
 //! `make bench`: the lab's speed and scale figures beside their anchors, measured in one run on
-//! this machine, written to `run/bench.json` and to the generated table in BENCHMARKS.md.
+//! this machine, written to `run/bench.json`, recorded by section in `benches/results.json`, and
+//! tabled in BENCHMARKS.md from that record.
 //!
 //! Sections, each bounded in time and on loopback only:
 //! * `sha1`: piece hashing, the sha1 crate against the machine's openssl.
@@ -28,8 +29,8 @@
 //! `QUICK=1` shortens every section (under 3 minutes); `BENCH=tracker,cap` runs only those.
 //!
 //! One file a section (`hash` is the `sha1` section), beside `procs` (processes, waiting,
-//! /proc figures), `page` (the status page's timings, for `scale`) and `results` (bench.json
-//! and the generated table); this file holds the figures, the sections' order and `main`.
+//! /proc figures), `page` (the status page's timings, for `scale`) and `results` (bench.json,
+//! the record and the table made from it); this file holds the figures, the sections' order and `main`.
 //! Run through `make bench`, which installs the anchors first.
 
 use std::collections::BTreeMap;
@@ -173,11 +174,30 @@ impl Bench {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--table") {
+        // The table again from the record, measuring nothing (after editing the record).
+        let none = Bench {
+            quick: false,
+            partial: true,
+            named: true,
+            sections_run: Vec::new(),
+            failed: Vec::new(),
+            dir: PathBuf::new(),
+            figures: Vec::new(),
+            errors: Vec::new(),
+        };
+        if let Err(e) = write_table(&none) {
+            eprintln!("lab bench: {e:#}");
+            std::process::exit(1);
+        }
+        println!("lab bench: BENCHMARKS.md's table made from benches/results.json");
+        return;
+    }
     if !std::env::args().any(|a| a == "--bench") {
         // `cargo test --all-targets` builds and runs bench targets too: there it checks how a
-        // run's rows are merged into BENCHMARKS.md, and measures nothing.
-        check_merge();
-        println!("lab bench: table merge checked; run the bench with `make bench`");
+        // run's figures are recorded and tabled, and measures nothing.
+        check_results();
+        println!("lab bench: results record checked; run the bench with `make bench`");
         return;
     }
     let quick = std::env::var("QUICK").is_ok_and(|v| !v.is_empty() && v != "0");

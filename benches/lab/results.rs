@@ -1,7 +1,167 @@
-//! Results: `run/bench.json`, and the generated table in BENCHMARKS.md (a partial run keeps the
-//! rows of the sections it did not run).
+//! Results: `run/bench.json` (this run, as measured), `benches/results.json` (the committed
+//! record: each section's figures from its last complete run, with when, where and by which
+//! command), and BENCHMARKS.md's table between its bench markers, generated from that record
+//! alone. A run replaces the sections it measured; a partial run (`BENCH=...`), a long section
+//! left out, or a section that failed keeps its record from its last complete run.
 
 use super::*;
+use serde::Deserialize;
+
+/// `benches/results.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Results {
+    /// The file's format.
+    pub format: u32,
+    /// By section.
+    pub sections: BTreeMap<String, Measured>,
+}
+
+/// One section's figures, and the run that measured them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Measured {
+    pub date: String,
+    pub machine: String,
+    pub command: String,
+    /// How long the whole run took (a plain `make bench`; not for a named section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    pub figures: Vec<Row>,
+}
+
+/// One figure as recorded: a row of the table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Row {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<bool>,
+}
+
+impl From<&Figure> for Row {
+    fn from(f: &Figure) -> Row {
+        Row {
+            name: f.name.clone(),
+            value: f.value,
+            unit: f.unit.to_string(),
+            anchor_name: f.anchor_name.map(str::to_string),
+            anchor: f.anchor,
+            ratio: f.ratio,
+            target: f.target.clone(),
+            pass: f.pass,
+        }
+    }
+}
+
+/// The committed record.
+const RESULTS: &str = "benches/results.json";
+/// The record's format.
+const FORMAT: u32 = 1;
+
+impl Results {
+    fn read(path: &Path) -> Result<Results> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| format!("{}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Results {
+                format: FORMAT,
+                ..Results::default()
+            }),
+            Err(e) => Err(e).with_context(|| format!("{}", path.display())),
+        }
+    }
+
+    /// The sections `b` measured whole replace theirs; the others stay as they were.
+    fn record(&mut self, b: &Bench, run: &Measured) {
+        for &sec in b.sections_run.iter().filter(|s| !b.failed.contains(s)) {
+            let figures = b.figures.iter().filter(|f| f.section == sec).map(Row::from);
+            let measured = Measured {
+                figures: figures.collect(),
+                ..run.clone()
+            };
+            self.sections.insert(sec.to_string(), measured);
+        }
+    }
+
+    /// BENCHMARKS.md's table: which run measured which sections, then every row in the
+    /// sections' order, then what failed in the run `b` (if any).
+    fn table(&self, b: &Bench) -> String {
+        let mut t = format!(
+            "Generated from `{RESULTS}`: each section's rows are from its last complete run.\n\n"
+        );
+        let mut runs: Vec<(&Measured, Vec<&str>)> = Vec::new();
+        for sec in SECTIONS {
+            let Some(m) = self.sections.get(sec) else {
+                continue;
+            };
+            let same = |r: &Measured| {
+                (&r.command, &r.date, &r.machine) == (&m.command, &m.date, &m.machine)
+            };
+            match runs.iter_mut().find(|(r, _)| same(r)) {
+                Some((_, secs)) => secs.push(sec),
+                None => runs.push((m, vec![sec])),
+            }
+        }
+        for (m, secs) in &runs {
+            let took = m
+                .seconds
+                .map(|s| format!(", in {s:.0} s"))
+                .unwrap_or_default();
+            t.push_str(&format!(
+                "- {}: `{}` on {}, {}{took}.\n",
+                secs.join(", "),
+                m.command,
+                m.date,
+                m.machine
+            ));
+        }
+        t.push_str("\n| section | figure | value | anchor | ratio | target | result |\n");
+        t.push_str("|---|---|---|---|---|---|---|\n");
+        for sec in SECTIONS {
+            for f in self.sections.get(sec).iter().flat_map(|m| &m.figures) {
+                t.push_str(&row(sec, f));
+            }
+        }
+        for e in &b.errors {
+            t.push_str(&format!("\nFailed: {e}\n"));
+        }
+        if !b.failed.is_empty() {
+            t.push_str(&format!(
+                "\nThe rows of {} are from their last complete run.\n",
+                b.failed.join(", ")
+            ));
+        }
+        t
+    }
+}
+
+/// A figure's row of the table.
+fn row(section: &str, f: &Row) -> String {
+    let anchor = match (f.anchor, &f.anchor_name) {
+        (Some(a), Some(n)) => format!("{n}: {} {}", num(a), f.unit),
+        _ => String::new(),
+    };
+    format!(
+        "| {section} | {} | {} {} | {anchor} | {} | {} | {} |\n",
+        f.name,
+        num(f.value),
+        f.unit,
+        f.ratio.map(|r| format!("{r:.2}")).unwrap_or_default(),
+        f.target.clone().unwrap_or_default(),
+        match f.pass {
+            Some(true) => "pass",
+            Some(false) => "**miss**",
+            None => "",
+        }
+    )
+}
 
 pub(crate) fn write_results(b: &Bench, total_secs: f64) -> Result<()> {
     let machine = machine();
@@ -10,10 +170,10 @@ pub(crate) fn write_results(b: &Bench, total_secs: f64) -> Result<()> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let command = if b.quick {
-        "make bench QUICK=1"
-    } else {
-        "make bench"
+    let command = match (b.quick, b.named) {
+        (true, _) => "make bench QUICK=1".to_string(),
+        (false, true) => format!("make bench BENCH={}", b.sections_run.join(",")),
+        (false, false) => "make bench".to_string(),
     };
     let json = serde_json::json!({
         "date": date,
@@ -26,29 +186,69 @@ pub(crate) fn write_results(b: &Bench, total_secs: f64) -> Result<()> {
     });
     let run = Path::new(ROOT).join("run");
     std::fs::write(run.join("bench.json"), serde_json::to_string_pretty(&json)?)?;
-
     if b.quick {
-        // Short measurements are for a quick look; the committed table is full runs only.
-        println!("QUICK: BENCHMARKS.md left as it is");
+        // Short measurements are for a quick look; the record is of full runs only.
+        println!("QUICK: {RESULTS} and BENCHMARKS.md left as they are");
         return Ok(());
     }
-    let md = Path::new(ROOT).join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&md).unwrap_or_default();
-    let new = merge_table(b, &old, &date, &machine, command, total_secs);
-    std::fs::write(&md, new)?;
-    Ok(())
+    let path = Path::new(ROOT).join(RESULTS);
+    let mut results = Results::read(&path)?;
+    results.record(
+        b,
+        &Measured {
+            date,
+            machine,
+            command,
+            seconds: (!b.named).then_some(total_secs),
+            figures: Vec::new(),
+        },
+    );
+    std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+    write_table(b)
+}
+
+/// BENCHMARKS.md's table from the record, with what failed in `b`.
+pub(crate) fn write_table(b: &Bench) -> Result<()> {
+    let results = Results::read(&Path::new(ROOT).join(RESULTS))?;
+    replace_between(
+        &Path::new(ROOT).join("BENCHMARKS.md"),
+        "<!-- bench:begin -->",
+        "<!-- bench:end -->",
+        &results.table(b),
+    )
 }
 
 /// Which rows a run keeps: a partial run keeps the sections it did not run, a failed section
-/// keeps its rows from its last complete run, and a section that ran replaces its rows.
-pub(crate) fn check_merge() {
-    let old = "intro\n<!-- bench:begin -->\nGenerated by `make bench` on d0, m, in 1 s.\n\n\
-               | section | figure | value | anchor | ratio | target | result |\n\
-               |---|---|---|---|---|---|---|\n\
-               | wire | old wire | 1 x | | | | |\n\
-               | vod | old vod | 2 % | | | | |\n\
-               | clients | old clients | 3 % | | | | |\n\
-               <!-- bench:end -->\nrest\n";
+/// keeps its rows from its last complete run, and a section that ran replaces its rows; the
+/// table is the record's, whatever BENCHMARKS.md held.
+pub(crate) fn check_results() {
+    let old_run = |figure: &str| Measured {
+        date: "d0".into(),
+        machine: "m".into(),
+        command: "make bench".into(),
+        seconds: Some(1.0),
+        figures: vec![Row {
+            name: figure.into(),
+            value: 1.0,
+            unit: "x".into(),
+            anchor_name: None,
+            anchor: None,
+            ratio: None,
+            target: None,
+            pass: None,
+        }],
+    };
+    let old = Results {
+        format: FORMAT,
+        sections: [
+            ("wire", "old wire"),
+            ("vod", "old vod"),
+            ("clients", "old clients"),
+        ]
+        .into_iter()
+        .map(|(s, f)| (s.to_string(), old_run(f)))
+        .collect(),
+    };
     let figure = Figure {
         section: "vod",
         name: "new vod".into(),
@@ -70,162 +270,59 @@ pub(crate) fn check_merge() {
         figures: vec![figure],
         errors: vec!["vod: compare stopped by a signal".into()],
     };
-    let new = merge_table(&stopped, old, "d1", "m", "make bench", 5.0);
+    let run = Measured {
+        date: "d1".into(),
+        machine: "m".into(),
+        command: "make bench BENCH=vod".into(),
+        seconds: None,
+        figures: Vec::new(),
+    };
+    let mut results = old.clone();
+    results.record(&stopped, &run);
+    assert_eq!(results, old, "a stopped section keeps its record");
+    let table = results.table(&stopped);
     for kept in [
         "| wire | old wire |",
         "| vod | old vod |",
         "| clients | old clients |",
     ] {
         assert!(
-            new.contains(kept),
-            "a stopped vod section lost {kept:?}:\n{new}"
+            table.contains(kept),
+            "a stopped vod section lost {kept:?}:\n{table}"
         );
     }
     assert!(
-        !new.contains("new vod"),
-        "a stopped section's figures were tabled:\n{new}"
+        !table.contains("new vod"),
+        "a stopped section's figures were tabled:\n{table}"
     );
     assert!(
-        new.contains("Failed: vod: compare stopped by a signal"),
-        "{new}"
+        table.contains("Failed: vod: compare stopped by a signal"),
+        "{table}"
     );
     assert!(
-        new.contains("The rows of vod are from their last complete run."),
-        "{new}"
+        table.contains("The rows of vod are from their last complete run."),
+        "{table}"
     );
-    assert!(new.starts_with("intro\n<!-- bench:begin -->\n"), "{new}");
-    assert!(new.ends_with("<!-- bench:end -->\nrest\n"), "{new}");
     let measured = Bench {
         failed: Vec::new(),
         errors: Vec::new(),
         ..stopped
     };
-    let new = merge_table(&measured, old, "d1", "m", "make bench", 5.0);
-    assert!(new.contains("| vod | new vod | 9.00 % |"), "{new}");
-    assert!(!new.contains("old vod") && !new.contains("Failed"), "{new}");
-    assert!(new.contains("| wire | old wire |") && new.contains("| clients | old clients |"));
+    results.record(&measured, &run);
+    let table = results.table(&measured);
+    assert!(table.contains("| vod | new vod | 9.00 % |"), "{table}");
     assert!(
-        new.contains("Re-measured: vod by `make bench BENCH=vod` on d1, m."),
-        "{new}"
+        !table.contains("old vod") && !table.contains("Failed"),
+        "{table}"
     );
-}
-
-/// BENCHMARKS.md with its generated table (between the bench markers) rewritten for this run.
-pub(crate) fn merge_table(
-    b: &Bench,
-    old: &str,
-    date: &str,
-    machine: &str,
-    command: &str,
-    total_secs: f64,
-) -> String {
-    let (begin, end) = ("<!-- bench:begin -->", "<!-- bench:end -->");
-    let old_table = match (old.find(begin), old.find(end)) {
-        (Some(a), Some(z)) if a < z => &old[a + begin.len()..z],
-        _ => "",
-    };
-    // Rows by section: this run's sections replace theirs; a partial run (BENCH=...) keeps
-    // the other sections' rows from the table as it was, and a section that failed keeps its
-    // rows from its last complete run (its figures from this run are in run/bench.json only),
-    // so a stopped or broken run never turns measured rows into nothing.
-    let mut rows: Vec<(String, String)> = Vec::new();
-    let ran: Vec<&str> = b
-        .sections_run
-        .iter()
-        .copied()
-        .filter(|s| !b.failed.contains(s))
-        .collect();
-    for f in b.figures.iter().filter(|f| ran.contains(&f.section)) {
-        let anchor = match (f.anchor, f.anchor_name) {
-            (Some(a), Some(n)) => format!("{n}: {} {}", num(a), f.unit),
-            _ => String::new(),
-        };
-        rows.push((
-            f.section.to_string(),
-            format!(
-                "| {} | {} | {} {} | {} | {} | {} | {} |\n",
-                f.section,
-                f.name,
-                num(f.value),
-                f.unit,
-                anchor,
-                f.ratio.map(|r| format!("{r:.2}")).unwrap_or_default(),
-                f.target.clone().unwrap_or_default(),
-                match f.pass {
-                    Some(true) => "pass",
-                    Some(false) => "**miss**",
-                    None => "",
-                }
-            ),
-        ));
-    }
-    let mut notes: Vec<String> = Vec::new();
-    let kept = |sec: &str| (b.partial && !ran.contains(&sec)) || b.failed.contains(&sec);
-    for line in old_table.lines() {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cells.len() > 2 && SECTIONS.contains(&cells[1]) && kept(cells[1]) {
-            rows.push((cells[1].to_string(), format!("{line}\n")));
-        }
-    }
-    if b.partial {
-        for line in old_table.lines() {
-            if line.starts_with("Generated by") && b.named {
-                notes.push(line.to_string());
-            } else if let Some(rest) = line.strip_prefix("Re-measured: ") {
-                // An earlier partial run's note stays only for sections it alone still stands
-                // for (a note names its sections before " by ").
-                let secs = rest.split(" by ").next().unwrap_or("");
-                if secs.split(", ").any(|s| !ran.contains(&s)) {
-                    notes.push(line.to_string());
-                }
-            }
-        }
-        if b.named {
-            // A run that measured nothing (its sections failed) re-measured nothing.
-            if !ran.is_empty() {
-                notes.push(format!(
-                    "Re-measured: {} by `make bench BENCH={}` on {date}, {machine}.",
-                    ran.join(", "),
-                    ran.join(",")
-                ));
-            }
-        } else {
-            notes.push(format!(
-                "Generated by `{command}` on {date}, {machine}, in {total_secs:.0} s \
-                 (every section but the long ones, whose rows are from their last run)."
-            ));
-        }
-    } else {
-        notes.push(format!(
-            "Generated by `{command}` on {date}, {machine}, in {total_secs:.0} s."
-        ));
-    }
-    rows.sort_by_key(|(sec, _)| SECTIONS.iter().position(|s| s == sec));
-    let mut t = String::new();
-    for n in &notes {
-        t.push_str(n);
-        t.push_str("\n\n");
-    }
-    t.push_str("| section | figure | value | anchor | ratio | target | result |\n");
-    t.push_str("|---|---|---|---|---|---|---|\n");
-    for (_, r) in &rows {
-        t.push_str(r);
-    }
-    for e in &b.errors {
-        t.push_str(&format!("\nFailed: {e}\n"));
-    }
-    if !b.failed.is_empty() {
-        t.push_str(&format!(
-            "\nThe rows of {} are from their last complete run.\n",
-            b.failed.join(", ")
-        ));
-    }
-    match (old.find(begin), old.find(end)) {
-        (Some(a), Some(z)) if a < z => {
-            format!("{}{begin}\n{t}{}", &old[..a], &old[z..])
-        }
-        _ => format!("# Benchmarks\n\n{begin}\n{t}{end}\n{old}"),
-    }
+    assert!(table.contains("| wire | old wire |") && table.contains("| clients | old clients |"));
+    assert!(
+        table.contains("- wire, clients: `make bench` on d0, m, in 1 s.\n")
+            && table.contains("- vod: `make bench BENCH=vod` on d1, m.\n"),
+        "{table}"
+    );
+    let back: Results = serde_json::from_str(&serde_json::to_string(&results).unwrap()).unwrap();
+    assert_eq!(back, results, "the record reads back as written");
 }
 
 pub(crate) fn num(x: f64) -> String {
