@@ -133,90 +133,18 @@ impl Torrent {
             .to_string();
         check_component("info.name", &name)?;
 
-        let piece_length = info
-            .get("piece length")
-            .and_then(Value::as_int)
-            .ok_or(MetainfoError::Field("info.piece length"))?;
-        if piece_length <= 0 || piece_length as u64 > MAX_PIECE_LENGTH {
-            return Err(MetainfoError::Invalid {
-                field: "info.piece length",
-                why: format!("{piece_length} is not in 1..={MAX_PIECE_LENGTH}"),
-            });
-        }
-        let piece_length = piece_length as u32;
-
-        let pieces_raw = info
-            .get("pieces")
-            .and_then(Value::as_bytes)
-            .ok_or(MetainfoError::Field("info.pieces"))?;
-        if pieces_raw.len() % 20 != 0 {
-            return Err(MetainfoError::Invalid {
-                field: "info.pieces",
-                why: format!("length {} is not a multiple of 20", pieces_raw.len()),
-            });
-        }
-        let pieces: Vec<Sha1Hash> = pieces_raw
-            .chunks_exact(20)
-            .map(|c| Sha1Hash(c.try_into().expect("chunk of 20")))
-            .collect();
-        if pieces.len() > MAX_PIECES {
-            return Err(MetainfoError::Invalid {
-                field: "info.pieces",
-                why: format!("{} pieces, more than the limit {MAX_PIECES}", pieces.len()),
-            });
-        }
-
-        let (files, multi_file) = if let Some(len) = info.get("length") {
-            let length = non_negative("info.length", len)?;
-            (
+        let piece_length = piece_length(info)?;
+        let pieces = piece_hashes(info)?;
+        let (files, multi_file) = match info.get("length") {
+            Some(len) => (
                 vec![FileEntry {
                     path: PathBuf::from(&name),
-                    length,
+                    length: non_negative("info.length", len)?,
                     offset: 0,
                 }],
                 false,
-            )
-        } else {
-            let list = info
-                .get("files")
-                .and_then(Value::as_list)
-                .ok_or(MetainfoError::Field("info.length or info.files"))?;
-            if list.is_empty() {
-                return Err(MetainfoError::Invalid {
-                    field: "info.files",
-                    why: "empty list".into(),
-                });
-            }
-            let mut files = Vec::with_capacity(list.len());
-            let mut offset = 0u64;
-            for f in list {
-                let length = non_negative(
-                    "info.files.length",
-                    f.get("length")
-                        .ok_or(MetainfoError::Field("info.files.length"))?,
-                )?;
-                let parts = f
-                    .get("path")
-                    .and_then(Value::as_list)
-                    .filter(|p| !p.is_empty())
-                    .ok_or(MetainfoError::Field("info.files.path"))?;
-                let mut path = PathBuf::new();
-                for p in parts {
-                    let s = p.as_str().ok_or(MetainfoError::Field("info.files.path"))?;
-                    check_component("info.files.path", s)?;
-                    path.push(s);
-                }
-                files.push(FileEntry {
-                    path,
-                    length,
-                    offset,
-                });
-                offset = offset.checked_add(length).ok_or(MetainfoError::Invalid {
-                    field: "info.files.length",
-                    why: "total overflows".into(),
-                })?;
-            }
-            (files, true)
+            ),
+            None => (file_list(info)?, true),
         };
         let total_length: u64 = files.iter().map(|f| f.length).sum();
         let expected = total_length.div_ceil(piece_length as u64);
@@ -265,6 +193,93 @@ fn non_negative(field: &'static str, v: &Value) -> Result<u64, MetainfoError> {
             why: format!("{v:?} is not a non-negative integer"),
         }),
     }
+}
+
+/// `info.piece length`, within 1..=[`MAX_PIECE_LENGTH`].
+fn piece_length(info: &Value) -> Result<u32, MetainfoError> {
+    let piece_length = info
+        .get("piece length")
+        .and_then(Value::as_int)
+        .ok_or(MetainfoError::Field("info.piece length"))?;
+    if piece_length <= 0 || piece_length as u64 > MAX_PIECE_LENGTH {
+        return Err(MetainfoError::Invalid {
+            field: "info.piece length",
+            why: format!("{piece_length} is not in 1..={MAX_PIECE_LENGTH}"),
+        });
+    }
+    Ok(piece_length as u32)
+}
+
+/// `info.pieces`: 20 bytes a piece, at most [`MAX_PIECES`] of them.
+fn piece_hashes(info: &Value) -> Result<Vec<Sha1Hash>, MetainfoError> {
+    let raw = info
+        .get("pieces")
+        .and_then(Value::as_bytes)
+        .ok_or(MetainfoError::Field("info.pieces"))?;
+    if raw.len() % 20 != 0 {
+        return Err(MetainfoError::Invalid {
+            field: "info.pieces",
+            why: format!("length {} is not a multiple of 20", raw.len()),
+        });
+    }
+    if raw.len() / 20 > MAX_PIECES {
+        return Err(MetainfoError::Invalid {
+            field: "info.pieces",
+            why: format!(
+                "{} pieces, more than the limit {MAX_PIECES}",
+                raw.len() / 20
+            ),
+        });
+    }
+    Ok(raw
+        .chunks_exact(20)
+        .map(|c| Sha1Hash(c.try_into().expect("chunk of 20")))
+        .collect())
+}
+
+/// `info.files` of a multi-file torrent: each file's path (every component checked) and
+/// length, at its offset in the torrent's bytes.
+fn file_list(info: &Value) -> Result<Vec<FileEntry>, MetainfoError> {
+    let list = info
+        .get("files")
+        .and_then(Value::as_list)
+        .ok_or(MetainfoError::Field("info.length or info.files"))?;
+    if list.is_empty() {
+        return Err(MetainfoError::Invalid {
+            field: "info.files",
+            why: "empty list".into(),
+        });
+    }
+    let mut files = Vec::with_capacity(list.len());
+    let mut offset = 0u64;
+    for f in list {
+        let length = non_negative(
+            "info.files.length",
+            f.get("length")
+                .ok_or(MetainfoError::Field("info.files.length"))?,
+        )?;
+        let parts = f
+            .get("path")
+            .and_then(Value::as_list)
+            .filter(|p| !p.is_empty())
+            .ok_or(MetainfoError::Field("info.files.path"))?;
+        let mut path = PathBuf::new();
+        for p in parts {
+            let s = p.as_str().ok_or(MetainfoError::Field("info.files.path"))?;
+            check_component("info.files.path", s)?;
+            path.push(s);
+        }
+        files.push(FileEntry {
+            path,
+            length,
+            offset,
+        });
+        offset = offset.checked_add(length).ok_or(MetainfoError::Invalid {
+            field: "info.files.length",
+            why: "total overflows".into(),
+        })?;
+    }
+    Ok(files)
 }
 
 /// A single path component must be a plain name: no separators, no `.`/`..`, not empty.

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::referee::Verdict;
 use super::server::Served;
 use super::Report;
 use crate::util::Exit;
@@ -79,124 +80,61 @@ pub struct Scored {
 /// Score a finished run against my client's report file (which may be missing or unreadable).
 pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
     let server: u64 = o.served.values().map(|s| s.bytes).sum();
-    let share = if o.my_size > 0 {
-        server as f64 / o.my_size as f64
-    } else {
-        0.0
-    };
-    // A report that is there but unreadable is said so (with serde's reason), not ignored.
-    let (rep, unreadable): (Option<Report>, Option<String>) = match std::fs::read(report) {
-        Err(_) => (None, None),
-        Ok(b) => match serde_json::from_slice(&b) {
-            Ok(r) => (Some(r), None),
-            Err(e) => (None, Some(format!("{}: {e}", report.display()))),
-        },
-    };
+    let (rep, unreadable) = read_report(report);
     let agree = rep.as_ref().map(|r| r.bytes_from_server == server);
-    let pct = |b: u64| {
-        if o.my_size > 0 {
-            b as f64 * 100.0 / o.my_size as f64
-        } else {
-            0.0
-        }
-    };
     let by_referee = server == 0 && o.referee.is_some();
     let penalty = match &o.referee {
         Some(v) if by_referee => v.late_bytes,
         _ => server,
     };
-    let late = |n: u32| match n {
-        1 => "1 piece".to_string(),
-        n => format!("{n} pieces"),
+    let pct = |b: u64| match o.my_size {
+        0 => 0.0,
+        size => b as f64 * 100.0 / size as f64,
     };
     let mut text = match &o.referee {
         Some(v) if by_referee => format!(
             "score: -{penalty}  (referee: {} = {penalty} bytes late at their deadline, \
              {:.1}% of the {} byte file; my client never called the VoD server)",
-            late(v.late_pieces),
+            pieces(v.late_pieces),
             pct(penalty),
             o.my_size
         ),
         _ => format!(
             "score: -{server}  ({server} bytes from the VoD server = {:.1}% of the {} byte file)",
-            share * 100.0,
+            pct(server),
             o.my_size
         ),
     };
     if let Some(v) = &o.referee {
-        if !by_referee {
-            text.push_str(&format!(
-                "\nreferee: {} ({} bytes) late at their deadline",
-                late(v.late_pieces),
-                v.late_bytes
-            ));
-        }
-        text.push_str(&format!(
-            "\nreferee: {} world clients met my client, {:.1}% of the file sent by the world{}{}",
-            v.world_peers_connected,
-            pct(v.bytes_from_world),
-            match (v.wasted_bytes, v.duplicate_bytes) {
-                (Some(w), Some(d)) => format!(
-                    " ({:.1}% wasted: {:.1}% sent twice, {:.1}% sent by the server too)",
-                    pct(w),
-                    pct(d),
-                    pct(w.saturating_sub(d))
-                ),
-                _ => String::new(),
-            },
-            v.first_block_at
-                .map(|t| format!(", first block at {t:.1} s"))
-                .unwrap_or_default()
-        ));
-        text.push_str(&format!(
-            "\nreferee: my client uploaded {:.0} KiB to the world, {:.1} KB/s over its busiest {:.0} s",
-            v.bytes_to_world as f64 / 1024.0,
-            v.upload_peak / 1024.0,
-            super::referee::UPLOAD_WINDOW
-        ));
-        for n in &v.notes {
-            text.push_str(&format!("\nreferee: note: {n}"));
-        }
+        text.push_str(&referee_lines(v, by_referee, pct));
     }
-    match (&rep, &unreadable) {
-        (Some(r), _) => text.push_str(&format!(
+    text.push_str(&match (&rep, &unreadable) {
+        (Some(r), _) => format!(
             "\nmy client's report: {} bytes from the server ({} pieces), {} from peers, policy {}; {}",
             r.bytes_from_server,
             r.pieces_from_server,
             r.bytes_from_peers,
             r.policy,
             if agree == Some(true) { "agrees with the server's count" } else { "DISAGREES with the server's count" }
-        )),
-        (None, Some(e)) => text.push_str(&format!(
-            "\nmy client's report is unreadable ({e}); the server's count is the score"
-        )),
-        (None, None) if by_referee => text.push_str("\nmy client wrote no report"),
-        (None, None) => text.push_str("\nmy client wrote no report (the server's count is the score)"),
-    }
-    let problem = match (o.my_exit, agree) {
-        (Some(e), Some(false)) if e.is_clean() => {
-            Some("the client's report disagrees with the server's count".to_string())
+        ),
+        (None, Some(e)) => {
+            format!("\nmy client's report is unreadable ({e}); the server's count is the score")
         }
-        (Some(e), _) if e.is_clean() => None,
-        (Some(e), _) => Some(format!("my client ended with {e}")),
-        (None, _) => Some("stopped before my client ended".to_string()),
-    };
+        (None, None) if by_referee => "\nmy client wrote no report".into(),
+        (None, None) => "\nmy client wrote no report (the server's count is the score)".into(),
+    });
     let summary = Summary {
         score: -(penalty as i64),
         penalty,
         penalty_source: if by_referee { "referee" } else { "server" }.into(),
         server_bytes: server,
-        server_share: share,
+        server_share: match o.my_size {
+            0 => 0.0,
+            size => server as f64 / size as f64,
+        },
         server_by_client: o.served.clone(),
         size: o.my_size,
-        client_report: rep.as_ref().map(|r| ClientReport {
-            bytes_from_server: r.bytes_from_server,
-            bytes_from_peers: r.bytes_from_peers,
-            pieces_from_server: r.pieces_from_server,
-            penalty: r.penalty,
-            finished_at: r.finished_at,
-            policy: r.policy.clone(),
-        }),
+        client_report: rep.as_ref().map(ClientReport::from),
         agree,
         my_client_exit: o.my_exit.map(|e| e.to_string()),
         seconds,
@@ -206,7 +144,92 @@ pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
     Scored {
         summary,
         text,
-        problem,
+        problem: problem(o.my_exit, agree),
+    }
+}
+
+/// My client's report: none when there is no file; one that is there but unreadable is said
+/// so (with serde's reason), not ignored.
+fn read_report(path: &Path) -> (Option<Report>, Option<String>) {
+    match std::fs::read(path) {
+        Err(_) => (None, None),
+        Ok(b) => match serde_json::from_slice(&b) {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(format!("{}: {e}", path.display()))),
+        },
+    }
+}
+
+fn pieces(n: u32) -> String {
+    match n {
+        1 => "1 piece".to_string(),
+        n => format!("{n} pieces"),
+    }
+}
+
+/// The referee's lines: the late pieces (when the server's count is the score), the world's
+/// supply and its waste, my client's upload, the notes. `pct`: bytes as a share of the file.
+fn referee_lines(v: &Verdict, by_referee: bool, pct: impl Fn(u64) -> f64) -> String {
+    let mut text = String::new();
+    if !by_referee {
+        text.push_str(&format!(
+            "\nreferee: {} ({} bytes) late at their deadline",
+            pieces(v.late_pieces),
+            v.late_bytes
+        ));
+    }
+    let waste = match (v.wasted_bytes, v.duplicate_bytes) {
+        (Some(w), Some(d)) => format!(
+            " ({:.1}% wasted: {:.1}% sent twice, {:.1}% sent by the server too)",
+            pct(w),
+            pct(d),
+            pct(w.saturating_sub(d))
+        ),
+        _ => String::new(),
+    };
+    text.push_str(&format!(
+        "\nreferee: {} world clients met my client, {:.1}% of the file sent by the world{waste}{}",
+        v.world_peers_connected,
+        pct(v.bytes_from_world),
+        v.first_block_at
+            .map(|t| format!(", first block at {t:.1} s"))
+            .unwrap_or_default()
+    ));
+    text.push_str(&format!(
+        "\nreferee: my client uploaded {:.0} KiB to the world, {:.1} KB/s over its busiest {:.0} s",
+        v.bytes_to_world as f64 / 1024.0,
+        v.upload_peak / 1024.0,
+        super::referee::UPLOAD_WINDOW
+    ));
+    for n in &v.notes {
+        text.push_str(&format!("\nreferee: note: {n}"));
+    }
+    text
+}
+
+/// What went wrong, if anything: my client did not end cleanly, or its report disagrees with
+/// the server's count.
+fn problem(exit: Option<Exit>, agree: Option<bool>) -> Option<String> {
+    match (exit, agree) {
+        (Some(e), Some(false)) if e.is_clean() => {
+            Some("the client's report disagrees with the server's count".to_string())
+        }
+        (Some(e), _) if e.is_clean() => None,
+        (Some(e), _) => Some(format!("my client ended with {e}")),
+        (None, _) => Some("stopped before my client ended".to_string()),
+    }
+}
+
+impl From<&Report> for ClientReport {
+    fn from(r: &Report) -> ClientReport {
+        ClientReport {
+            bytes_from_server: r.bytes_from_server,
+            bytes_from_peers: r.bytes_from_peers,
+            pieces_from_server: r.pieces_from_server,
+            penalty: r.penalty,
+            finished_at: r.finished_at,
+            policy: r.policy.clone(),
+        }
     }
 }
 
