@@ -334,9 +334,7 @@ fn pooling_refuses_to_lose_or_double_count_runs() {
 
 /// Under today's header a row cut short is told from a whole one by its last field, the
 /// format's version: the last row, with no end of line, is a run to do again (and refused by
-/// a pool); a short row in the middle, a column too many, a column this build does not know
-/// or a row of a newer format is refused with the line and the reason. Under a header of
-/// format 1 only a row that ends its line is whole.
+/// a pool); a short row in the middle is refused with the line and the reason.
 #[test]
 fn a_row_cut_short_is_told_from_an_older_row() {
     let d = tempfile::tempdir().unwrap();
@@ -394,6 +392,18 @@ fn a_row_cut_short_is_told_from_an_older_row() {
         (rows.runs[0].build.as_str(), rows.cut, rows.current),
         ("", None, true)
     );
+}
+
+/// A column too many, a column this build does not know, a row of a newer format or a field
+/// that does not read is refused with the line and the reason.
+#[test]
+fn rows_of_a_newer_testbed_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let csv = d.path().join("runs.csv");
+    let whole = [
+        row("deadline", 42, 0.05).csv(),
+        row("sequential", 42, 0.1).csv(),
+    ];
     // A row of a newer build: a field too many, a column this one does not know, or a
     // newer format.
     std::fs::write(
@@ -424,6 +434,14 @@ fn a_row_cut_short_is_told_from_an_older_row() {
     std::fs::write(&csv, format!("{HEADER}\n{bad}")).unwrap();
     let e = scan_runs(&csv).err().unwrap().to_string();
     assert!(e.contains("line 2: not a run row (column share:"), "{e}");
+}
+
+/// Under a header of format 1 only a row that ends its line is whole; a cut one is dropped,
+/// and kept beside the file.
+#[test]
+fn under_format_1_only_a_row_that_ends_its_line_is_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let csv = d.path().join("runs.csv");
     // Under a header of format 1, twelve fields are a row of an older build.
     let old = first_fields(&format1(&row("sequential", 42, 0.1)), 12);
     std::fs::write(&csv, format!("{}\n{old}\n", format1_header(12))).unwrap();
@@ -855,11 +873,11 @@ fn the_runs_of_a_seed_are_resampled_together() {
     insta::assert_snapshot!(md);
 }
 
-#[test]
-fn rows_round_trip_and_verdicts_need_an_interval_apart_from_zero() {
-    let d = tempfile::tempdir().unwrap();
+/// sequential against a client line with a comma and quotes in it, on six seeds, every
+/// column filled (some fields empty), written to `out`: sequential 25 points better.
+fn sequential_vs_a_quoted_line(out: &Path) -> (Comparison, Vec<Run>) {
     let c = Comparison {
-        out: d.path().into(),
+        out: out.into(),
         ..cmp(vec![
             Entrant::Policy(Policy::Sequential),
             Entrant::Client("my client, \"v2\"".into()),
@@ -878,6 +896,15 @@ fn rows_round_trip_and_verdicts_need_an_interval_apart_from_zero() {
             });
         }
     }
+    (c, runs)
+}
+
+/// Rows read back as written, quotes and empty fields too; every older form of the file
+/// still reads; a file that is not a runs.csv is refused with its line.
+#[test]
+fn rows_round_trip_in_every_format() {
+    let d = tempfile::tempdir().unwrap();
+    let (_, runs) = sequential_vs_a_quoted_line(d.path());
     let csv = d.path().join("runs.csv");
     let text: String = std::iter::once(format!("{HEADER}\n"))
         .chain(runs.iter().map(Run::csv))
@@ -947,6 +974,22 @@ fn rows_round_trip_and_verdicts_need_an_interval_apart_from_zero() {
         parse_run(old_row.trim_end()).unwrap().placement,
         Placement::Local
     );
+    std::fs::write(&csv, "head\nnot,a,row\n").unwrap();
+    let e = read_runs(&csv).unwrap_err().to_string();
+    assert!(e.contains("line 1: column `head` is not one"), "{e}");
+    std::fs::write(&csv, format!("{HEADER}\nnot,a,row\n")).unwrap();
+    assert!(read_runs(&csv).unwrap_err().to_string().contains("line 2"));
+}
+
+/// A verdict needs the paired interval apart from zero; the tables say so, and which runs
+/// ran side by side.
+#[test]
+fn verdicts_need_an_interval_apart_from_zero() {
+    let d = tempfile::tempdir().unwrap();
+    let (c, runs) = sequential_vs_a_quoted_line(d.path());
+    let csv = d.path().join("runs.csv");
+    std::fs::write(&csv, whole_file(&runs)).unwrap();
+    let back = read_runs(&csv).unwrap();
     let p = pairs(&c, &back);
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].pairs, 6);
@@ -992,11 +1035,6 @@ fn rows_round_trip_and_verdicts_need_an_interval_apart_from_zero() {
     write_outputs(&c, &mixed).unwrap();
     let md = compare_md(d.path());
     insta::assert_snapshot!(md);
-    std::fs::write(&csv, "head\nnot,a,row\n").unwrap();
-    let e = read_runs(&csv).unwrap_err().to_string();
-    assert!(e.contains("line 1: column `head` is not one"), "{e}");
-    std::fs::write(&csv, format!("{HEADER}\nnot,a,row\n")).unwrap();
-    assert!(read_runs(&csv).unwrap_err().to_string().contains("line 2"));
 }
 
 /// A client line is shown in the tables as typed: Markdown in it neither splits a cell

@@ -137,14 +137,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn my_client_by_address_others_noted() {
-        let d = tempfile::tempdir().unwrap();
-        let me = "10.77.0.2:6881";
-        let start = 1000.0;
-        let near = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+    /// The records of a swarm where two world clients met my client at `me` (and it
+    /// uploaded ten blocks within a second), a stranger came by, another swarm's record
+    /// names it too, and one record is torn.
+    fn records_of_two_clients_and_a_stranger(dir: &Path, me: &str) {
         write(
-            d.path(),
+            dir,
             "0-2-g0.jsonl",
             &[
                 line(1001.0, "-TR3000-aaaaaaaaaaaa", me, Event::Connect),
@@ -168,7 +166,7 @@ mod tests {
             ],
         );
         write(
-            d.path(),
+            dir,
             "0-3-g0.jsonl",
             &[
                 line(1001.5, "-TR3000-bbbbbbbbbbbb", me, Event::Connect),
@@ -192,7 +190,7 @@ mod tests {
             ],
         );
         write(
-            d.path(),
+            dir,
             "0-5-g0.jsonl",
             &(0..9)
                 .map(|k| {
@@ -207,11 +205,20 @@ mod tests {
         );
         // Another swarm's record is not read.
         write(
-            d.path(),
+            dir,
             "1-0-g0.jsonl",
             &[line(1001.0, "-TR3000-aaaaaaaaaaaa", me, Event::Connect)],
         );
-        std::fs::write(d.path().join("0-4-g0.jsonl"), "{\"t\": 1, torn").unwrap();
+        std::fs::write(dir.join("0-4-g0.jsonl"), "{\"t\": 1, torn").unwrap();
+    }
+
+    #[test]
+    fn my_client_by_address_others_noted() {
+        let d = tempfile::tempdir().unwrap();
+        let me = "10.77.0.2:6881";
+        let start = 1000.0;
+        let near = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+        records_of_two_clients_and_a_stranger(d.path(), me);
         let model = Model::new(16.0, 2.0, 0.0, 2 * 16384, 16384);
         let v = judge(&Case {
             dir: d.path(),

@@ -44,14 +44,30 @@ pub fn contiguous(r: &Report) -> Vec<(f64, u64)> {
     out
 }
 
+/// The chart's scales: seconds to x and bytes to y.
+struct Frame {
+    t_max: f64,
+    b_max: f64,
+}
+
+impl Frame {
+    fn x(&self, t: f64) -> f64 {
+        ML + (t / self.t_max).clamp(0.0, 1.0) * (W - ML - MR)
+    }
+
+    fn y(&self, b: f64) -> f64 {
+        H - MB - (b / self.b_max).clamp(0.0, 1.0) * (H - MT - MB)
+    }
+}
+
 /// The timeline as a standalone SVG document. `now`: seconds since the client started, for a
 /// run in progress (draws a "now" line); `None` for a finished run.
 pub fn svg(r: &Report, now: Option<f64>) -> String {
     let model = Model::new(r.rate, r.delay, r.prefetch, r.size, r.piece_length);
-    let t_max = model.end().max(r.elapsed).max(now.unwrap_or(0.0)).max(1.0) * 1.02;
-    let b_max = r.size.max(1) as f64;
-    let x = |t: f64| ML + (t / t_max).clamp(0.0, 1.0) * (W - ML - MR);
-    let y = |b: f64| H - MB - (b / b_max).clamp(0.0, 1.0) * (H - MT - MB);
+    let f = Frame {
+        t_max: model.end().max(r.elapsed).max(now.unwrap_or(0.0)).max(1.0) * 1.02,
+        b_max: r.size.max(1) as f64,
+    };
     let mut s = String::with_capacity(16 * 1024);
     let _ = write!(
         s,
@@ -59,90 +75,29 @@ pub fn svg(r: &Report, now: Option<f64>) -> String {
          width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"11\">\
          <rect width=\"{W}\" height=\"{H}\" fill=\"#fff\"/>"
     );
-    // Axes with a few ticks.
-    let _ = write!(
-        s,
-        "<g stroke=\"#999\"><line x1=\"{ML}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>\
-         <line x1=\"{ML}\" y1=\"{MT}\" x2=\"{ML}\" y2=\"{}\"/></g>",
-        H - MB,
-        W - MR,
-        H - MB,
-        H - MB
-    );
-    let step = nice_step(t_max / 6.0);
-    let mut t = 0.0;
-    while t <= t_max {
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#555\">{t:.0} s</text>",
-            x(t),
-            H - MB + 16.0
-        );
-        t += step;
-    }
-    for k in 0..=4 {
-        let b = b_max * k as f64 / 4.0;
-        let _ = write!(
-            s,
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#555\">{}</text>",
-            ML - 6.0,
-            y(b) + 4.0,
-            crate::util::html::human(b as u64)
-        );
-    }
+    axes(&mut s, &f);
     // The deadline curve B(t) = R(P + t - D), clamped to the file.
     let t0 = (r.delay - r.prefetch).max(0.0);
     let _ = write!(
         s,
         "<polyline class=\"deadline\" fill=\"none\" stroke=\"#d33\" stroke-dasharray=\"5 3\" \
          points=\"{:.1},{:.1} {:.1},{:.1} {:.1},{:.1} {:.1},{:.1}\"/>",
-        x(0.0),
-        y(0.0),
-        x(t0),
-        y(0.0),
-        x(model.end()),
-        y(b_max),
-        x(t_max),
-        y(b_max)
+        f.x(0.0),
+        f.y(0.0),
+        f.x(t0),
+        f.y(0.0),
+        f.x(model.end()),
+        f.y(f.b_max),
+        f.x(f.t_max),
+        f.y(f.b_max)
     );
-    // Contiguous bytes held, as a step line.
-    let steps = contiguous(r);
-    let end_t = now.or(r.finished_at).unwrap_or(r.elapsed);
-    s.push_str(
-        "<polyline class=\"held\" fill=\"none\" stroke=\"#27a\" stroke-width=\"2\" points=\"",
-    );
-    let mut last = 0.0;
-    for &(t, b) in &steps {
-        let _ = write!(
-            s,
-            "{:.1},{:.1} {:.1},{:.1} ",
-            x(t),
-            y(last),
-            x(t),
-            y(b as f64)
-        );
-        last = b as f64;
-    }
-    let _ = write!(s, "{:.1},{:.1}\"/>", x(end_t), y(last));
-    // Every arrival: a dot at (arrival, the piece's first byte).
-    for p in &r.pieces_detail {
-        let Some(t) = p.arrived else { continue };
-        let (class, color, rad) = match p.source {
-            Some(Source::Server) => ("server", "#d33", 2.6),
-            _ => ("peer", "#888", 1.6),
-        };
-        let _ = write!(
-            s,
-            "<circle class=\"pt {class}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"{rad}\" fill=\"{color}\"/>",
-            x(t),
-            y(p.index as f64 * r.piece_length as f64)
-        );
-    }
+    held(&mut s, &f, r, now.or(r.finished_at).unwrap_or(r.elapsed));
+    arrivals(&mut s, &f, r);
     if let Some(n) = now {
         let _ = write!(
             s,
             "<line class=\"now\" x1=\"{0:.1}\" y1=\"{MT}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"#aaa\"/>",
-            x(n),
+            f.x(n),
             H - MB
         );
     }
@@ -158,6 +113,77 @@ pub fn svg(r: &Report, now: Option<f64>) -> String {
         r.penalty
     );
     s
+}
+
+/// Axes with a few ticks.
+fn axes(s: &mut String, f: &Frame) {
+    let _ = write!(
+        s,
+        "<g stroke=\"#999\"><line x1=\"{ML}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>\
+         <line x1=\"{ML}\" y1=\"{MT}\" x2=\"{ML}\" y2=\"{}\"/></g>",
+        H - MB,
+        W - MR,
+        H - MB,
+        H - MB
+    );
+    let step = nice_step(f.t_max / 6.0);
+    let mut t = 0.0;
+    while t <= f.t_max {
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#555\">{t:.0} s</text>",
+            f.x(t),
+            H - MB + 16.0
+        );
+        t += step;
+    }
+    for k in 0..=4 {
+        let b = f.b_max * k as f64 / 4.0;
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#555\">{}</text>",
+            ML - 6.0,
+            f.y(b) + 4.0,
+            crate::util::html::human(b as u64)
+        );
+    }
+}
+
+/// Contiguous bytes held, as a step line up to `end_t`.
+fn held(s: &mut String, f: &Frame, r: &Report, end_t: f64) {
+    s.push_str(
+        "<polyline class=\"held\" fill=\"none\" stroke=\"#27a\" stroke-width=\"2\" points=\"",
+    );
+    let mut last = 0.0;
+    for (t, b) in contiguous(r) {
+        let _ = write!(
+            s,
+            "{:.1},{:.1} {:.1},{:.1} ",
+            f.x(t),
+            f.y(last),
+            f.x(t),
+            f.y(b as f64)
+        );
+        last = b as f64;
+    }
+    let _ = write!(s, "{:.1},{:.1}\"/>", f.x(end_t), f.y(last));
+}
+
+/// Every arrival: a dot at (arrival, the piece's first byte), red from the server.
+fn arrivals(s: &mut String, f: &Frame, r: &Report) {
+    for p in &r.pieces_detail {
+        let Some(t) = p.arrived else { continue };
+        let (class, color, rad) = match p.source {
+            Some(Source::Server) => ("server", "#d33", 2.6),
+            _ => ("peer", "#888", 1.6),
+        };
+        let _ = write!(
+            s,
+            "<circle class=\"pt {class}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"{rad}\" fill=\"{color}\"/>",
+            f.x(t),
+            f.y(p.index as f64 * r.piece_length as f64)
+        );
+    }
 }
 
 /// Round a step up to 1, 2 or 5 times a power of ten.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::lab::api::WorldStatus;
+use crate::lab::api::{RunInfo, WorldStatus};
 use crate::lab::config::{Addresses, Source};
 use crate::lab::netns;
 use crate::lab::rundir::{PidInfo, RunDir};
@@ -81,12 +81,22 @@ pub fn status(source: &Source, json: bool) -> anyhow::Result<bool> {
 /// The text table.
 pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
     let mut s = String::new();
-    let run = &w.run;
     let _ = writeln!(
         s,
         "testbed running: supervisor pid {}, run {}, up {:.0} s, {}",
         info.pid, info.run_id, w.uptime_secs, w.phase
     );
+    where_things_are(&mut s, info, &w.run);
+    clients(&mut s, w, t);
+    let _ = writeln!(s, "\n  downloads on disk:");
+    for (path, size) in &w.downloads {
+        let _ = writeln!(s, "  {size:>12}  {path}");
+    }
+    s
+}
+
+/// The URLs and paths a client needs, the addresses, the emulated network.
+fn where_things_are(s: &mut String, info: &PidInfo, run: &RunInfo) {
     let hash = &run.my_info_hash;
     for (k, v) in [
         ("status page", run.status_url.clone()),
@@ -124,7 +134,10 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
             l.describe()
         );
     }
-    // Peer figures from the tracker, by peer id.
+}
+
+/// A row per world client, with the tracker's figures by peer id, then my client's.
+fn clients(s: &mut String, w: &WorldStatus, t: &Status) {
     let peers: BTreeMap<&str, &PeerStatus> = t
         .swarms
         .iter()
@@ -144,7 +157,11 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
         "PROGRESS",
         "UP KB/s",
         "DOWN KB/s",
-        if run.my_link.is_some() { "  LINK" } else { "" }
+        if w.run.my_link.is_some() {
+            "  LINK"
+        } else {
+            ""
+        }
     );
     for slot in &w.world {
         let id = String::from_utf8_lossy(&slot.peer_id);
@@ -178,11 +195,6 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
         my.state.as_str(),
         my.exit.as_deref().unwrap_or("")
     );
-    let _ = writeln!(s, "\n  downloads on disk:");
-    for (path, size) in &w.downloads {
-        let _ = writeln!(s, "  {size:>12}  {path}");
-    }
-    s
 }
 
 #[cfg(test)]
