@@ -306,7 +306,6 @@ impl World {
     /// Start the slot's client on its prepared copy. Blocking.
     pub fn spawn_slot(&self, k: usize) -> anyhow::Result<i32> {
         let slot = self.slots.locked()[k].clone();
-        let sw = &self.swarms[slot.swarm];
         let mut linger_rng = rng_for(self.seed ^ 0x11, slot.swarm, slot.index, slot.generation);
         let linger = self.cfg.linger.draw(&mut linger_rng);
         let log = self.logs.join(format!(
@@ -319,78 +318,7 @@ impl World {
             slot.swarm,
             slot.index
         ));
-        let mut args: Vec<OsString> = vec![
-            "peer".into(),
-            sw.torrent_path.clone().into(),
-            "--data".into(),
-            slot.data.clone().into(),
-        ];
-        // `--key=value`: a value may start with '-' (peer ids do).
-        let flag = |a: &mut Vec<OsString>, k: &str, v: String| a.push(format!("{k}={v}").into());
-        flag(&mut args, "--tracker", self.tracker_url.clone());
-        flag(&mut args, "--bind", slot.addr.to_string());
-        flag(
-            &mut args,
-            "--referee",
-            self.referee
-                .join(format!(
-                    "{}-{}-g{}.jsonl",
-                    slot.swarm, slot.index, slot.generation
-                ))
-                .display()
-                .to_string(),
-        );
-        flag(
-            &mut args,
-            "--peer-id",
-            String::from_utf8_lossy(&slot.peer_id).into_owned(),
-        );
-        flag(&mut args, "--max-upload-rate", slot.upload_rate.to_string());
-        flag(
-            &mut args,
-            "--max-connections",
-            self.cfg.max_connections.to_string(),
-        );
-        flag(
-            &mut args,
-            "--upload-slots",
-            self.cfg.upload_slots.to_string(),
-        );
-        flag(
-            &mut args,
-            "--first-rechoke",
-            self.cfg.first_rechoke.to_string(),
-        );
-        if self.cfg.choke_hysteresis > 0.0 {
-            flag(
-                &mut args,
-                "--choke-hysteresis",
-                self.cfg.choke_hysteresis.to_string(),
-            );
-        }
-        flag(&mut args, "--policy", self.cfg.policy.to_string());
-        flag(
-            &mut args,
-            "--rng-seed",
-            linger_rng.random::<u64>().to_string(),
-        );
-        flag(
-            &mut args,
-            "--max-announce-interval",
-            self.interval.to_string(),
-        );
-        flag(
-            &mut args,
-            "--status-file",
-            self.status_file(slot.swarm, slot.index)
-                .display()
-                .to_string(),
-        );
-        if slot.role == Role::Seed {
-            args.push("--seed".into());
-        } else {
-            flag(&mut args, "--linger", format!("{linger:.1}"));
-        }
+        let args = self.peer_args(&slot, linger, linger_rng.random::<u64>());
         let pid = self.spawner.spawn(SpawnRequest {
             program: self.testbed_exe.clone(),
             args,
@@ -408,6 +336,59 @@ impl World {
         slots[k].state = SlotState::Running;
         slots[k].started = Some(Instant::now());
         Ok(pid)
+    }
+
+    /// The command line of a slot's `testbed peer`: `linger` seconds after it completes (a
+    /// world client), `rng_seed` for its own draws.
+    fn peer_args(&self, slot: &Slot, linger: f64, rng_seed: u64) -> Vec<OsString> {
+        let sw = &self.swarms[slot.swarm];
+        let mut args: Vec<OsString> = vec![
+            "peer".into(),
+            sw.torrent_path.clone().into(),
+            "--data".into(),
+            slot.data.clone().into(),
+        ];
+        let referee = self.referee.join(format!(
+            "{}-{}-g{}.jsonl",
+            slot.swarm, slot.index, slot.generation
+        ));
+        let cfg = &self.cfg;
+        let mut flags: Vec<(&str, String)> = vec![
+            ("--tracker", self.tracker_url.clone()),
+            ("--bind", slot.addr.to_string()),
+            ("--referee", referee.display().to_string()),
+            (
+                "--peer-id",
+                String::from_utf8_lossy(&slot.peer_id).into_owned(),
+            ),
+            ("--max-upload-rate", slot.upload_rate.to_string()),
+            ("--max-connections", cfg.max_connections.to_string()),
+            ("--upload-slots", cfg.upload_slots.to_string()),
+            ("--first-rechoke", cfg.first_rechoke.to_string()),
+        ];
+        if cfg.choke_hysteresis > 0.0 {
+            flags.push(("--choke-hysteresis", cfg.choke_hysteresis.to_string()));
+        }
+        flags.extend([
+            ("--policy", cfg.policy.to_string()),
+            ("--rng-seed", rng_seed.to_string()),
+            ("--max-announce-interval", self.interval.to_string()),
+            (
+                "--status-file",
+                self.status_file(slot.swarm, slot.index)
+                    .display()
+                    .to_string(),
+            ),
+        ]);
+        if slot.role == Role::World {
+            flags.push(("--linger", format!("{linger:.1}")));
+        }
+        // `--key=value`: a value may start with '-' (peer ids do).
+        args.extend(flags.into_iter().map(|(k, v)| format!("{k}={v}").into()));
+        if slot.role == Role::Seed {
+            args.push("--seed".into());
+        }
+        args
     }
 
     /// A child exited. Returns what to do: start a slot again after a delay, or nothing. Does

@@ -18,6 +18,7 @@ use super::runs::{Placement, Run, RunsFile};
 use super::verdict::table;
 use crate::util::fs::write_atomic;
 use crate::util::Locked;
+use crate::vod::score::Summary;
 
 /// Appends `run` to `runs.csv` and prints the progress line.
 /// `done` holds every row of the file: those it had, then those this compare appended.
@@ -244,32 +245,7 @@ pub(in crate::experiment) fn one_run(
     seed: u64,
     repeat: u32,
 ) -> anyhow::Result<Option<Run>> {
-    let mut cfg = base.clone();
-    cfg["seed"] = seed.into();
-    let web_seed = matches!(entrant, Entrant::WebSeedClient(_));
-    if web_seed {
-        if !cfg["my_client"].is_mapping() {
-            cfg["my_client"] = serde_yaml::Mapping::new().into();
-        }
-        cfg["my_client"]["web_seed"] = true.into();
-    }
-    if !cfg["tracker"].is_mapping() {
-        cfg["tracker"] = serde_yaml::Mapping::new().into();
-    }
-    if let Some(p) = place.port {
-        cfg["tracker"]["port"] = p.into();
-    }
-    let run_dir = &place.run_dir;
-    let path = PathBuf::from(place.config.to_string_lossy().replace(
-        "{seed}",
-        &format!("{seed}{}", if web_seed { "-web-seed" } else { "" }),
-    ));
-    cfg["run_dir"] = run_dir.display().to_string().into();
-    if let Some(ff) = cfg.get("fresh_files").and_then(|v| v.as_str()) {
-        // Relative to where the command runs, as in the user's config.
-        cfg["fresh_files"] = std::path::absolute(ff)?.display().to_string().into();
-    }
-    write_atomic(&path, serde_yaml::to_string(&cfg)?.as_bytes())?;
+    let path = write_config(base, place, entrant, seed)?;
     let mut cmd = std::process::Command::new(&live.exe.0);
     cmd.arg("run").arg("--config").arg(&path);
     match entrant {
@@ -302,8 +278,8 @@ pub(in crate::experiment) fn one_run(
         return Ok(None);
     }
     let seconds = t.elapsed().as_secs_f64();
-    let summary: crate::vod::score::Summary =
-        crate::util::fs::read_json(&run_dir.join("summary.json")).with_context(|| {
+    let summary: Summary = crate::util::fs::read_json(&place.run_dir.join("summary.json"))
+        .with_context(|| {
             format!(
                 "{} on seed {seed}: testbed run left no summary ({}): {}",
                 entrant.name(),
@@ -311,35 +287,74 @@ pub(in crate::experiment) fn one_run(
                 String::from_utf8_lossy(&out.stderr).trim()
             )
         })?;
-    let size = summary.size.max(1) as f64;
-    let share = summary.penalty as f64 / size;
     Ok(Some(Run {
-        entrant: entrant.name(),
-        seed,
-        repeat,
-        share,
-        penalty_bytes: summary.penalty,
-        penalty_source: summary.penalty_source,
-        late_pieces: summary.referee.as_ref().map_or(0, |r| r.late_pieces as u64),
-        startup_pieces: summary
-            .referee
-            .as_ref()
-            .map_or(0, |r| r.startup_pieces as u64),
-        first_piece_at: summary.referee.as_ref().and_then(|r| r.first_piece_at),
-        upload_peak: summary.referee.as_ref().map(|r| r.upload_peak / 1024.0),
-        upload_over_cap: summary.referee.as_ref().is_some_and(|r| r.upload_over_cap),
-        world_share: summary
-            .referee
-            .as_ref()
-            .map(|r| r.bytes_from_world as f64 / size),
-        wasted_share: summary
-            .referee
-            .as_ref()
-            .and_then(|r| Some(r.wasted_bytes? as f64 / size)),
-        my_client_exit: summary.my_client_exit.unwrap_or_else(|| "none".into()),
         seconds,
         placement: place.placement,
         jobs: place.jobs,
         build: live.build.clone(),
+        ..row(entrant.name(), seed, repeat, summary)
     }))
+}
+
+/// The config of one run: `base` with its seed, its port, its run folder, and for a web-seed
+/// entrant the web seed; written where `place` says, its path returned.
+fn write_config(
+    base: &serde_yaml::Value,
+    place: &Slot,
+    entrant: &Entrant,
+    seed: u64,
+) -> anyhow::Result<PathBuf> {
+    let mut cfg = base.clone();
+    cfg["seed"] = seed.into();
+    let web_seed = matches!(entrant, Entrant::WebSeedClient(_));
+    if web_seed {
+        if !cfg["my_client"].is_mapping() {
+            cfg["my_client"] = serde_yaml::Mapping::new().into();
+        }
+        cfg["my_client"]["web_seed"] = true.into();
+    }
+    if !cfg["tracker"].is_mapping() {
+        cfg["tracker"] = serde_yaml::Mapping::new().into();
+    }
+    if let Some(p) = place.port {
+        cfg["tracker"]["port"] = p.into();
+    }
+    let path = PathBuf::from(place.config.to_string_lossy().replace(
+        "{seed}",
+        &format!("{seed}{}", if web_seed { "-web-seed" } else { "" }),
+    ));
+    cfg["run_dir"] = place.run_dir.display().to_string().into();
+    if let Some(ff) = cfg.get("fresh_files").and_then(|v| v.as_str()) {
+        // Relative to where the command runs, as in the user's config.
+        cfg["fresh_files"] = std::path::absolute(ff)?.display().to_string().into();
+    }
+    write_atomic(&path, serde_yaml::to_string(&cfg)?.as_bytes())?;
+    Ok(path)
+}
+
+/// A run's row from its `summary.json` (the fields of where and by what build it ran are
+/// the caller's).
+fn row(entrant: String, seed: u64, repeat: u32, summary: Summary) -> Run {
+    let size = summary.size.max(1) as f64;
+    let referee = summary.referee.as_ref();
+    Run {
+        entrant,
+        seed,
+        repeat,
+        share: summary.penalty as f64 / size,
+        penalty_bytes: summary.penalty,
+        penalty_source: summary.penalty_source,
+        late_pieces: referee.map_or(0, |r| r.late_pieces as u64),
+        startup_pieces: referee.map_or(0, |r| r.startup_pieces as u64),
+        first_piece_at: referee.and_then(|r| r.first_piece_at),
+        upload_peak: referee.map(|r| r.upload_peak / 1024.0),
+        upload_over_cap: referee.is_some_and(|r| r.upload_over_cap),
+        world_share: referee.map(|r| r.bytes_from_world as f64 / size),
+        wasted_share: referee.and_then(|r| Some(r.wasted_bytes? as f64 / size)),
+        my_client_exit: summary.my_client_exit.unwrap_or_else(|| "none".into()),
+        seconds: 0.0,
+        placement: Placement::Local,
+        jobs: 1,
+        build: String::new(),
+    }
 }

@@ -123,11 +123,24 @@ pub(in crate::experiment) fn run_array(
     if stopped {
         return Ok((runs, true));
     }
-    let failed: Vec<String> = plan
-        .tasks
+    let failed = tasks_without_a_row(&plan, &dir, &runs);
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "compare --slurm: {} of {} runs left no row: {}",
+            failed.len(),
+            plan.tasks.len(),
+            failed.join("; ")
+        );
+    }
+    Ok((runs, false))
+}
+
+/// Each task of `plan` that left no row in `runs`, with the last line of its log.
+fn tasks_without_a_row(plan: &Plan, dir: &Path, runs: &[Run]) -> Vec<String> {
+    plan.tasks
         .iter()
         .enumerate()
-        .filter(|(_, t)| !has_run(&runs, &t.entrant.name(), t.seed, t.repeat))
+        .filter(|(_, t)| !has_run(runs, &t.entrant.name(), t.seed, t.repeat))
         .map(|(k, t)| {
             let log = dir.join("logs").join(format!("{k}.log"));
             let last = std::fs::read_to_string(&log)
@@ -146,16 +159,7 @@ pub(in crate::experiment) fn run_array(
                 log.display()
             )
         })
-        .collect();
-    if !failed.is_empty() {
-        anyhow::bail!(
-            "compare --slurm: {} of {} runs left no row: {}",
-            failed.len(),
-            plan.tasks.len(),
-            failed.join("; ")
-        );
-    }
-    Ok((runs, false))
+        .collect()
 }
 
 /// Writes the plan and the batch script, submits the array; its job id.
