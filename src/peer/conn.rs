@@ -246,15 +246,7 @@ impl Conn {
             self.shared.clone(),
         ));
 
-        // Our pieces first.
-        let have = self.session.have();
-        if self.fast && have.is_complete() {
-            self.send(Message::HaveAll);
-        } else if self.fast && have.count() == 0 {
-            self.send(Message::HaveNone);
-        } else if have.count() > 0 {
-            self.send(Message::Bitfield(have.as_bytes().to_vec().into()));
-        }
+        self.send_our_pieces();
 
         let decoder = Decoder::for_pieces(self.session.torrent.num_pieces());
         // A VoD client's deadlines move with time, so it re-picks four times a second; others
@@ -269,16 +261,8 @@ impl Conn {
         let mut last_sent = Instant::now();
         let reason: Reason = 'conn: loop {
             // Act on every complete message buffered (the handshake may have brought some).
-            loop {
-                match decoder.decode(&mut inbuf) {
-                    Ok(Some(m)) => {
-                        if let Err(r) = self.handle(m) {
-                            break 'conn r;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => break 'conn format!("protocol error: {e}"),
-                }
+            if let Err(r) = self.handle_buffered(&decoder, &mut inbuf) {
+                break 'conn r;
             }
             if !self.out.is_empty() {
                 last_sent = Instant::now();
@@ -307,25 +291,9 @@ impl Conn {
                     None => break "session ended".into(),
                 },
                 _ = tick.tick() => {
-                    let now = Instant::now();
-                    if now - last_recv > t.idle { break "idle timeout".into(); }
-                    // Two seeds have nothing to give each other: free both slots (as BitTornado
-                    // and libtorrent do), so that an idle world of seeds costs nothing.
-                    if self.peer_has.is_complete() && self.session.is_complete() {
-                        break "both seeds".into();
+                    if let Err(r) = self.on_tick(&t, last_recv, last_sent) {
+                        break r;
                     }
-                    if !self.outstanding.is_empty() && now - self.last_block > t.request {
-                        // Snubbed: let other peers have these blocks.
-                        let blocks: Vec<BlockRef> = self.outstanding.drain().collect();
-                        self.session.release(self.id, blocks.into_iter());
-                        self.last_block = now;
-                    }
-                    if now - last_sent > Duration::from_secs(90) {
-                        self.send(Message::KeepAlive);
-                    }
-                    // Time moves deadlines: a policy that declined to pick a second ago may
-                    // pick now, with no message from the peer to prompt it.
-                    self.fill();
                 }
             }
         };
@@ -342,6 +310,62 @@ impl Conn {
             writer.abort();
         }
         reason
+    }
+
+    /// Our pieces, first on the connection: have-all or have-none where the fast extension
+    /// allows, else a bitfield (none for no piece).
+    fn send_our_pieces(&mut self) {
+        let have = self.session.have();
+        if self.fast && have.is_complete() {
+            self.send(Message::HaveAll);
+        } else if self.fast && have.count() == 0 {
+            self.send(Message::HaveNone);
+        } else if have.count() > 0 {
+            self.send(Message::Bitfield(have.as_bytes().to_vec().into()));
+        }
+    }
+
+    /// Acts on every complete message in `inbuf`. `Err`: close the connection for that reason.
+    fn handle_buffered(&mut self, decoder: &Decoder, inbuf: &mut BytesMut) -> Result<(), Reason> {
+        while let Some(m) = decoder
+            .decode(inbuf)
+            .map_err(|e| format!("protocol error: {e}"))?
+        {
+            self.handle(m)?;
+        }
+        Ok(())
+    }
+
+    /// The connection's clock: timeouts, a snubbing peer, keep-alives, and a new pick (time
+    /// moves deadlines). `Err`: close the connection for that reason.
+    fn on_tick(
+        &mut self,
+        t: &Timeouts,
+        last_recv: Instant,
+        last_sent: Instant,
+    ) -> Result<(), Reason> {
+        let now = Instant::now();
+        if now - last_recv > t.idle {
+            return Err("idle timeout".into());
+        }
+        // Two seeds have nothing to give each other: free both slots (as BitTornado and
+        // libtorrent do), so that an idle world of seeds costs nothing.
+        if self.peer_has.is_complete() && self.session.is_complete() {
+            return Err("both seeds".into());
+        }
+        if !self.outstanding.is_empty() && now - self.last_block > t.request {
+            // Snubbed: let other peers have these blocks.
+            let blocks: Vec<BlockRef> = self.outstanding.drain().collect();
+            self.session.release(self.id, blocks.into_iter());
+            self.last_block = now;
+        }
+        if now - last_sent > Duration::from_secs(90) {
+            self.send(Message::KeepAlive);
+        }
+        // Time moves deadlines: a policy that declined to pick a second ago may pick now,
+        // with no message from the peer to prompt it.
+        self.fill();
+        Ok(())
     }
 
     /// Act on one message from the peer. `Err`: close the connection for that reason.
@@ -403,53 +427,59 @@ impl Conn {
                 });
             }
             Message::Request(b) => self.on_request(b)?,
-            Message::Cancel(b) => {
-                // Still queued: dropped, and refused. One the writer has already taken is
-                // answered by its piece. Without the reject, a peer that waits for it (as
-                // BEP 6 allows) holds the block until its request times out.
-                let mut q = self.shared.uploads.locked();
-                let queued = q.len();
-                q.retain(|q| *q != b);
-                let dropped = q.len() < queued;
-                drop(q);
-                if dropped {
-                    self.refuse(b);
-                }
-            }
+            Message::Cancel(b) => self.on_cancel(b),
             Message::Reject(b) => {
                 if self.outstanding.remove(&b) {
                     self.session.release(self.id, std::iter::once(b));
                 }
             }
-            Message::Piece { index, begin, data } => {
-                self.record(referee::Event::Got {
-                    piece: index,
-                    begin,
-                    len: data.len() as u32,
-                });
-                let r = BlockRef {
-                    index,
-                    begin,
-                    length: data.len() as u32,
-                };
-                self.outstanding.remove(&r);
-                self.last_block = Instant::now();
-                match self
-                    .session
-                    .on_block(self.id, self.peer_id, index, begin, &data)
-                {
-                    BlockOutcome::PieceFailed(i) => {
-                        tracing::debug!(piece = i, "piece failed its hash")
-                    }
-                    BlockOutcome::PieceVerified(_)
-                    | BlockOutcome::Checking(_)
-                    | BlockOutcome::Stored
-                    | BlockOutcome::Unwanted => {}
-                }
-                self.fill();
-            }
+            Message::Piece { index, begin, data } => self.on_piece(index, begin, &data),
         }
         Ok(())
+    }
+
+    /// A cancel: a request still queued is dropped, and refused. One the writer has already
+    /// taken is answered by its piece. Without the reject, a peer that waits for it (as BEP 6
+    /// allows) holds the block until its request times out.
+    fn on_cancel(&mut self, b: BlockRef) {
+        let mut q = self.shared.uploads.locked();
+        let queued = q.len();
+        q.retain(|q| *q != b);
+        let dropped = q.len() < queued;
+        drop(q);
+        if dropped {
+            self.refuse(b);
+        }
+    }
+
+    /// A block arrived: recorded, stored (and its piece checked when whole), and the next
+    /// requests picked.
+    fn on_piece(&mut self, index: u32, begin: u32, data: &[u8]) {
+        self.record(referee::Event::Got {
+            piece: index,
+            begin,
+            len: data.len() as u32,
+        });
+        let r = BlockRef {
+            index,
+            begin,
+            length: data.len() as u32,
+        };
+        self.outstanding.remove(&r);
+        self.last_block = Instant::now();
+        match self
+            .session
+            .on_block(self.id, self.peer_id, index, begin, data)
+        {
+            BlockOutcome::PieceFailed(i) => {
+                tracing::debug!(piece = i, "piece failed its hash")
+            }
+            BlockOutcome::PieceVerified(_)
+            | BlockOutcome::Checking(_)
+            | BlockOutcome::Stored
+            | BlockOutcome::Unwanted => {}
+        }
+        self.fill();
     }
 
     fn set_all(&mut self, bf: Bitfield) {
@@ -594,18 +624,79 @@ impl Conn {
 async fn writer(
     session: Arc<Session>,
     id: ConnId,
-    mut wr: OwnedWriteHalf,
-    mut ctl: mpsc::Receiver<BytesMut>,
+    wr: OwnedWriteHalf,
+    ctl: mpsc::Receiver<BytesMut>,
     shared: Arc<Shared>,
 ) {
-    let mut buf = BytesMut::with_capacity(512 * 1024);
-    let max_batch = 256 * 1024;
-    let mut open = true;
-    // Blocks in `buf` for the referee: recorded once written to the socket, not before.
-    let mut sent: Vec<BlockRef> = Vec::new();
-    let record = |sent: &mut Vec<BlockRef>| {
-        if let Some(t) = shared.tap(&session) {
-            for b in sent.iter() {
+    let mut w = Writer {
+        session,
+        id,
+        wr,
+        ctl,
+        shared,
+        buf: BytesMut::with_capacity(512 * 1024),
+        open: true,
+        sent: Vec::new(),
+    };
+    // Each step returns `None` once the connection is done with (a write or a read failed, or
+    // the control channel closed with nothing left to send).
+    while w.step().await.is_some() {}
+}
+
+/// Bytes in a batch of blocks written at once when nothing paces the upload.
+const MAX_BATCH: usize = 256 * 1024;
+
+/// A connection's writing half: control messages from the connection, then the blocks of its
+/// upload queue, each paced by the caps and read from storage.
+struct Writer {
+    session: Arc<Session>,
+    id: ConnId,
+    wr: OwnedWriteHalf,
+    ctl: mpsc::Receiver<BytesMut>,
+    shared: Arc<Shared>,
+    buf: BytesMut,
+    /// The control channel is open.
+    open: bool,
+    /// Blocks in `buf` for the referee: recorded once written to the socket, not before.
+    sent: Vec<BlockRef>,
+}
+
+impl Writer {
+    /// Writes what is queued: control messages first (they are small and some, have and
+    /// choke, are urgent), then the next block, or waits for either.
+    async fn step(&mut self) -> Option<()> {
+        while let Ok(m) = self.ctl.try_recv() {
+            self.buf.extend_from_slice(&m);
+        }
+        let next = self.shared.uploads.locked().pop_front();
+        match next {
+            Some(b) => {
+                let cap = self.shared.cap.locked().clone();
+                let paced = cap.is_some() || self.session.up_limit.is_some();
+                if paced {
+                    self.flush().await?;
+                    self.pace(cap.as_deref(), b.length + 13).await?;
+                }
+                self.append(b)?;
+                if !paced && self.buf.len() < MAX_BATCH {
+                    return Some(());
+                }
+            }
+            None if self.buf.is_empty() => return self.wait().await,
+            None => {}
+        }
+        self.flush().await
+    }
+
+    /// Writes `buf` to the socket, then records its blocks.
+    async fn flush(&mut self) -> Option<()> {
+        if self.buf.is_empty() {
+            return Some(());
+        }
+        self.wr.write_all(&self.buf).await.ok()?;
+        self.buf.clear();
+        if let Some(t) = self.shared.tap(&self.session) {
+            for b in &self.sent {
                 t.record(referee::Event::Block {
                     piece: b.index,
                     begin: b.begin,
@@ -613,100 +704,76 @@ async fn writer(
                 });
             }
         }
-        sent.clear();
-    };
-    loop {
-        // Control messages first: they are small and some (have, choke) are urgent.
-        while let Ok(m) = ctl.try_recv() {
-            buf.extend_from_slice(&m);
-        }
-        let next = shared.uploads.locked().pop_front();
-        match next {
-            Some(b) => {
-                let cap = shared.cap.locked().clone();
-                if cap.is_some() || session.up_limit.is_some() {
-                    if !buf.is_empty() {
-                        if wr.write_all(&buf).await.is_err() {
-                            return;
-                        }
-                        buf.clear();
-                        record(&mut sent);
+        self.sent.clear();
+        Some(())
+    }
+
+    /// Waits for `len` bytes of the caps, letting control messages through meanwhile: they
+    /// are not paced (BitTornado writes a choke at once), and a choke or unchoke held behind a
+    /// block the cap delays (up to a second with four slots) left the peer asking one that had
+    /// choked it, or idle at one that had unchoked it.
+    async fn pace(&mut self, cap: Option<&Limiter>, len: u32) -> Option<()> {
+        let session = self.session.clone();
+        let take = async {
+            if let Some(c) = cap {
+                c.take(len).await;
+            }
+            if let Some(l) = &session.up_limit {
+                l.take(len).await;
+            }
+        };
+        tokio::pin!(take);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut take => return Some(()),
+                m = self.ctl.recv(), if self.open => match m {
+                    Some(m) => self.wr.write_all(&m).await.ok()?,
+                    None => {
+                        self.open = false;
+                        self.shared.uploads.locked().clear();
                     }
-                    // Wait for the cap, letting control messages through meanwhile: they are
-                    // not paced (BitTornado writes a choke at once), and a choke or unchoke held
-                    // behind a block the cap delays (up to a second with four slots) left the
-                    // peer asking one that had choked it, or idle at one that had unchoked it.
-                    let take = async {
-                        if let Some(c) = &cap {
-                            c.take(b.length + 13).await;
-                        }
-                        if let Some(l) = &session.up_limit {
-                            l.take(b.length + 13).await;
-                        }
-                    };
-                    tokio::pin!(take);
-                    loop {
-                        tokio::select! {
-                            biased;
-                            () = &mut take => break,
-                            m = ctl.recv(), if open => match m {
-                                Some(m) => {
-                                    if wr.write_all(&m).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                None => {
-                                    open = false;
-                                    shared.uploads.locked().clear();
-                                }
-                            },
-                        }
-                    }
-                }
-                Message::piece_header(b.index, b.begin, b.length, &mut buf);
-                let start = buf.len();
-                buf.resize(start + b.length as usize, 0);
-                let at = session.torrent.piece_offset(b.index) + b.begin as u64;
-                if let Err(e) = session.storage.read(at, &mut buf[start..]) {
-                    tracing::error!(piece = b.index, "read failed: {e}");
-                    return;
-                }
-                shared
-                    .uploaded
-                    .fetch_add(b.length as u64, Ordering::Relaxed);
-                session.note_upload(id, b.length as u64);
-                if shared.foreign.is_some() {
-                    sent.push(b);
-                }
-                if buf.len() < max_batch && session.up_limit.is_none() && cap.is_none() {
-                    continue;
-                }
+                },
             }
-            None if buf.is_empty() => {
-                if !open {
-                    return;
-                }
-                tokio::select! {
-                    m = ctl.recv() => match m {
-                        Some(m) => buf.extend_from_slice(&m),
-                        None => {
-                            open = false;
-                            shared.uploads.locked().clear();
-                        }
-                    },
-                    _ = shared.upload_ready.notified() => {}
-                }
-                continue;
-            }
-            None => {}
         }
-        if !buf.is_empty() {
-            if wr.write_all(&buf).await.is_err() {
-                return;
-            }
-            buf.clear();
-            record(&mut sent);
+    }
+
+    /// Appends block `b`, read from storage, to `buf`.
+    fn append(&mut self, b: BlockRef) -> Option<()> {
+        Message::piece_header(b.index, b.begin, b.length, &mut self.buf);
+        let start = self.buf.len();
+        self.buf.resize(start + b.length as usize, 0);
+        let at = self.session.torrent.piece_offset(b.index) + b.begin as u64;
+        if let Err(e) = self.session.storage.read(at, &mut self.buf[start..]) {
+            tracing::error!(piece = b.index, "read failed: {e}");
+            return None;
         }
+        self.shared
+            .uploaded
+            .fetch_add(b.length as u64, Ordering::Relaxed);
+        self.session.note_upload(self.id, b.length as u64);
+        if self.shared.foreign.is_some() {
+            self.sent.push(b);
+        }
+        Some(())
+    }
+
+    /// Nothing to write: waits for a control message or a block to upload.
+    async fn wait(&mut self) -> Option<()> {
+        if !self.open {
+            return None;
+        }
+        tokio::select! {
+            m = self.ctl.recv() => match m {
+                Some(m) => self.buf.extend_from_slice(&m),
+                None => {
+                    self.open = false;
+                    self.shared.uploads.locked().clear();
+                }
+            },
+            _ = self.shared.upload_ready.notified() => {}
+        }
+        Some(())
     }
 }
 

@@ -38,6 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::announce::{Announce, Event};
 use crate::metainfo::Torrent;
 use crate::policy::{Choker, PiecePicker};
+use crate::wire::Bitfield;
 use conn::Timeouts;
 use rate::Limiter;
 pub use session::Session;
@@ -115,25 +116,47 @@ pub struct Peer {
     completed_told: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The torrent's storage and the pieces already in it, checked; a `--seed` must have every
+/// piece.
+async fn open_storage(cfg: &PeerConfig) -> anyhow::Result<(storage::Storage, Bitfield)> {
+    let (torrent, data, seed) = (cfg.torrent.clone(), cfg.data.clone(), cfg.seed);
+    let (storage, have) =
+        tokio::task::spawn_blocking(move || storage::Storage::open(&torrent, &data, !seed))
+            .await
+            .context("storage check")??;
+    if cfg.seed && !have.is_complete() {
+        anyhow::bail!(
+            "{}: --seed, but only {} of {} pieces match the torrent",
+            cfg.data.display(),
+            have.count(),
+            have.len()
+        );
+    }
+    Ok((storage, have))
+}
+
+/// Peers given by address are dialled at once (a seed too), and again every 5 s while we
+/// lack pieces and are not connected to them: a client still checking its copy (as
+/// Transmission does at start) turns connections away.
+async fn dial_loop(s: Arc<Session>, peers: Vec<SocketAddr>, t: Timeouts) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut first = true;
+    loop {
+        tick.tick().await;
+        if first || !s.is_complete() {
+            for &p in &peers {
+                connect(&s, p, t);
+            }
+        }
+        first = false;
+    }
+}
+
 impl Peer {
     /// Open storage (checking what is there), bind, and start announcing, accepting, connecting
     /// and choking.
     pub async fn start(cfg: PeerConfig) -> anyhow::Result<Peer> {
-        let torrent = cfg.torrent.clone();
-        let data = cfg.data.clone();
-        let seed = cfg.seed;
-        let (storage, have) =
-            tokio::task::spawn_blocking(move || storage::Storage::open(&torrent, &data, !seed))
-                .await
-                .context("storage check")??;
-        if cfg.seed && !have.is_complete() {
-            anyhow::bail!(
-                "{}: --seed, but only {} of {} pieces match the torrent",
-                cfg.data.display(),
-                have.count(),
-                have.len()
-            );
-        }
+        let (storage, have) = open_storage(&cfg).await?;
         let listener = TcpListener::bind((cfg.bind, cfg.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.bind, cfg.port))?;
@@ -195,23 +218,11 @@ impl Peer {
             tasks.push(tokio::spawn(live::writer(session.clone(), path)));
         }
         if !cfg.peers.is_empty() {
-            // Peers given by address are dialled at once (a seed too), and again every 5 s
-            // while we lack pieces and are not connected to them: a client still checking its
-            // copy (as Transmission does at start) turns connections away.
-            let (s, peers, t) = (session.clone(), cfg.peers, cfg.timeouts);
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
-                let mut first = true;
-                loop {
-                    tick.tick().await;
-                    if first || !s.is_complete() {
-                        for &p in &peers {
-                            connect(&s, p, t);
-                        }
-                    }
-                    first = false;
-                }
-            }));
+            tasks.push(tokio::spawn(dial_loop(
+                session.clone(),
+                cfg.peers,
+                cfg.timeouts,
+            )));
         }
         let completed_told = Arc::new(std::sync::atomic::AtomicBool::new(session.is_complete()));
         if let Some(url) = tracker.clone() {

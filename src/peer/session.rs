@@ -451,21 +451,7 @@ impl Session {
             }
             let len = self.torrent.piece_len(i);
             let partial = st.partials.entry(i).or_insert_with(|| Partial::new(len));
-            for (b, block) in partial.blocks.iter_mut().enumerate() {
-                if out.len() >= want {
-                    break;
-                }
-                if block.done || !block.requesters.is_empty() {
-                    continue;
-                }
-                block.requesters.push(id);
-                let begin = b as u32 * BLOCK_SIZE;
-                out.push(BlockRef {
-                    index: i,
-                    begin,
-                    length: BLOCK_SIZE.min(len - begin),
-                });
-            }
+            claim_free_blocks(partial, i, len, id, want, &mut out);
             st.status[i as usize] = if partial.has_free() {
                 PieceStatus::Partial
             } else {
@@ -951,6 +937,33 @@ fn poke_others(st: &State, except: ConnId) {
         if c != except {
             let _ = conn.tx.send(Cmd::Fill);
         }
+    }
+}
+
+/// Claims for connection `id` the blocks of piece `index` (of `len` bytes) that nobody was
+/// asked for, until `out` has `want`.
+fn claim_free_blocks(
+    partial: &mut Partial,
+    index: u32,
+    len: u32,
+    id: ConnId,
+    want: usize,
+    out: &mut Vec<BlockRef>,
+) {
+    for (b, block) in partial.blocks.iter_mut().enumerate() {
+        if out.len() >= want {
+            break;
+        }
+        if block.done || !block.requesters.is_empty() {
+            continue;
+        }
+        block.requesters.push(id);
+        let begin = b as u32 * BLOCK_SIZE;
+        out.push(BlockRef {
+            index,
+            begin,
+            length: BLOCK_SIZE.min(len - begin),
+        });
     }
 }
 
