@@ -285,34 +285,42 @@ pub(in crate::experiment) fn scan_runs(path: &Path) -> anyhow::Result<Rows> {
     Ok(Rows { runs, cut, current })
 }
 
+/// The columns of format 1, in the order it wrote them (before `placement` and `format`).
+pub const FORMAT1_COLUMNS: [&str; 17] = [
+    "entrant",
+    "seed",
+    "repeat",
+    "share",
+    "penalty_bytes",
+    "penalty_source",
+    "late_pieces",
+    "my_client_exit",
+    "seconds",
+    "startup_pieces",
+    "jobs",
+    "first_piece_at",
+    "upload_peak_kbps",
+    "upload_over_cap",
+    "world_share",
+    "wasted_share",
+    "build",
+];
+
 /// The columns of a row of format 1, told by its count: that format had no version, and a
 /// compare appended rows of its own build to a file an older build had begun, so one file
 /// may hold rows of several counts (ten: before `--jobs`; eleven: before `first_piece_at`;
 /// twelve: before the upload columns; fourteen: before the build; fifteen: before the
 /// world's and the wasted shares).
 fn format1_columns(n: usize) -> Option<csv::StringRecord> {
-    const COLUMNS: [&str; 17] = [
-        "entrant",
-        "seed",
-        "repeat",
-        "share",
-        "penalty_bytes",
-        "penalty_source",
-        "late_pieces",
-        "my_client_exit",
-        "seconds",
-        "startup_pieces",
-        "jobs",
-        "first_piece_at",
-        "upload_peak_kbps",
-        "upload_over_cap",
-        "world_share",
-        "wasted_share",
-        "build",
-    ];
     match n {
-        10..=12 | 14 | 17 => Some(COLUMNS[..n].iter().copied().collect()),
-        15 => Some(COLUMNS[..14].iter().copied().chain(["build"]).collect()),
+        10..=12 | 14 | 17 => Some(FORMAT1_COLUMNS[..n].iter().copied().collect()),
+        15 => Some(
+            FORMAT1_COLUMNS[..14]
+                .iter()
+                .copied()
+                .chain(["build"])
+                .collect(),
+        ),
         _ => None,
     }
 }

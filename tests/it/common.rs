@@ -63,8 +63,8 @@ pub fn runs_csv(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> 
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The columns of `runs.csv` format 1 (before `placement` and `format`) that a build from
-/// before the referee's split and the build wrote: fourteen.
+/// The columns of `runs.csv` format 1 that a build from before the referee's split and the
+/// build wrote, stated here as that build wrote them (not taken from the reader under test).
 pub const FORMAT1_BEFORE_BUILD: [&str; 14] = [
     "entrant",
     "seed",
