@@ -177,9 +177,12 @@ const COLUMNS: [(u32, &str, bool); 10] = [
 fn swarm(sw: &Swarm) -> Markup {
     html! {
         section.swarm data-hash=(sw.info_hash) {
-            h2 { (sw.name) }
+            h2 { (sw.name.as_deref().unwrap_or("(unknown torrent)")) }
             p {
-                (sw.counts) " · " (sw.rows.len()) " clients · " (human(sw.uploaded))
+                code { (sw.info_hash) }
+                @if let Some(size) = sw.size { " · " (human(size)) }
+                " · " (sw.seeds) " seeds · " (sw.leechers) " leechers · " (sw.completed) " completed · "
+                (sw.rows.len()) " clients · " (human(sw.uploaded))
                 " uploaded · " (human(sw.up_rate as u64)) "/s up in all"
             }
             @if !sw.holders.is_empty() { (heat(&sw.holders)) }
@@ -301,11 +304,11 @@ mod tests {
         assert!(h.contains("data-pieces=\"1000\""));
     }
 
-    /// Text from a peer (its id, its address, my client's command line) is escaped: a peer
-    /// cannot write markup into the page.
+    /// Text from a peer (its id, its address, a torrent's name) is escaped once: a peer cannot
+    /// write markup into the page, and a name shows as it is.
     #[test]
     fn what_peers_send_is_escaped() {
-        let r = Row {
+        let r = || Row {
             role: "other",
             class: "role-other",
             peer_id: "<script>alert(1)</script>".into(),
@@ -319,7 +322,7 @@ mod tests {
             last_seen: None,
             reincarnations: None,
         };
-        let h = row(&r).into_string();
+        let h = row(&r()).into_string();
         assert!(!h.contains("<script>") && !h.contains("<b>"), "{h}");
         assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{h}");
         assert_eq!(
@@ -328,5 +331,27 @@ mod tests {
             "{h}"
         );
         assert!(h.contains("<i style=\"width:50%\"></i></span> 50%"), "{h}");
+        let sw = Swarm {
+            info_hash: "ab".repeat(20),
+            name: Some("Tom & Jerry <1>.mkv".into()),
+            size: Some(2048),
+            seeds: 1,
+            leechers: 2,
+            completed: 3,
+            uploaded: 0,
+            up_rate: 0.0,
+            holders: Vec::new(),
+            rows: vec![r()],
+            shown: 1,
+        };
+        let h = swarm(&sw).into_string();
+        assert!(h.contains("<h2>Tom &amp; Jerry &lt;1&gt;.mkv</h2>"), "{h}");
+        assert!(
+            h.contains(&format!(
+                "<p><code>{}</code> · 2.0 KiB · 1 seeds · 2 leechers · 3 completed · 1 clients",
+                "ab".repeat(20)
+            )),
+            "{h}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use crate::lab::api::{MyClient, MyClientState, Phase, WorldStatus};
 use crate::lab::world::{Role, Slot, SlotState};
 use crate::lab::Orchestrator;
 use crate::peer::live::LiveStatus;
-use crate::tracker::status::{swarm_counts, swarm_name, PeerStatus, SwarmStatus};
+use crate::tracker::status::{PeerStatus, SwarmStatus};
 use crate::util::html::printable_id;
 use crate::vod::server::Served;
 use crate::vod::Report;
@@ -55,8 +55,13 @@ pub enum Penalty {
 /// One swarm: its counts, its heat strip and its clients' rows.
 pub struct Swarm {
     pub info_hash: String,
-    pub name: String,
-    pub counts: String,
+    /// The torrent's name, as the tracker knows it.
+    pub name: Option<String>,
+    /// The torrent's size in bytes, as the tracker knows it.
+    pub size: Option<u64>,
+    pub seeds: usize,
+    pub leechers: usize,
+    pub completed: u64,
     pub uploaded: u64,
     /// Bytes a second, every client's upload together.
     pub up_rate: f64,
@@ -250,8 +255,11 @@ impl Swarm {
         });
         Swarm {
             info_hash: sw.info_hash.clone(),
-            name: swarm_name(sw),
-            counts: swarm_counts(sw),
+            name: sw.name.clone(),
+            size: sw.size,
+            seeds: sw.seeds,
+            leechers: sw.leechers,
+            completed: sw.completed,
             uploaded: rows.iter().filter_map(|r| r.uploaded).sum(),
             up_rate: rows.iter().filter_map(|r| r.up_rate).sum(),
             holders,
