@@ -74,16 +74,28 @@ pub(crate) fn clock_ticks() -> f64 {
     100.0
 }
 
-/// Resident memory of a live process in bytes.
+/// Resident memory of a live process in bytes: every page mapped, its own and those of files
+/// it shares with other processes (the `testbed` binary: one copy for the whole world).
 pub(crate) fn proc_rss(pid: i32) -> u64 {
+    proc_status_kb(pid, "VmRSS:") * 1024
+}
+
+/// A live process's own resident memory in bytes (RssAnon: heap, stacks, pages it wrote),
+/// what each more client costs.
+pub(crate) fn proc_rss_private(pid: i32) -> u64 {
+    proc_status_kb(pid, "RssAnon:") * 1024
+}
+
+/// A figure in kB from /proc/PID/status (0 when the process is gone).
+fn proc_status_kb(pid: i32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
-        .map_or(0, |kb| kb * 1024)
+        .unwrap_or(0)
 }
 
 /// Alive and not a zombie.

@@ -84,6 +84,7 @@ pub(crate) fn scale_one(b: &mut Bench, n: usize) -> Result<()> {
     std::thread::sleep(Duration::from_secs_f64(idle_span));
     let c1: f64 = all.iter().map(|&p| proc_cpu(p)).sum();
     let rss: u64 = pids.iter().map(|&p| proc_rss(p)).sum::<u64>() / n as u64;
+    let private: u64 = pids.iter().map(|&p| proc_rss_private(p)).sum::<u64>() / n as u64;
     if let Err(e) = page(b, n, port, &dir) {
         b.errors
             .push(format!("scale: page with {n} clients: {e:#}"));
@@ -118,6 +119,12 @@ pub(crate) fn scale_one(b: &mut Bench, n: usize) -> Result<()> {
         "MiB",
     );
     b.target(i, "< 8 MiB", (rss as f64) < 8.0 * MIB as f64);
+    b.add(
+        "scale",
+        &format!("{n} clients: private memory per client (RssAnon)"),
+        private as f64 / MIB as f64,
+        "MiB",
+    );
     b.add(
         "scale",
         &format!("{n} clients: idle CPU, all processes"),
