@@ -444,7 +444,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             );
         }
         Command::Peer(a) => {
-            crate::sys::procs::child_start();
+            crate::sys::spawn::child_start();
             crate::util::rt::init_logging(a.log.as_deref(), "warn")?;
             let threads = a.threads;
             peer::run_standalone(a.into_config()?, threads)?;

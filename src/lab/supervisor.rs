@@ -43,7 +43,9 @@ use super::web;
 use super::world::{SwarmFiles, World};
 use super::{template, Mode, Orchestrator};
 use crate::metainfo::{self, Torrent};
-use crate::sys::procs::{self, SpawnRequest};
+use crate::sys::cgroup::Cgroup;
+use crate::sys::procs;
+use crate::sys::spawn::{self, SpawnRequest};
 use crate::tracker::access::AccessSink;
 use crate::tracker::{self, Tracker, TrackerConfig};
 use crate::util::{Exit, Locked};
@@ -69,7 +71,7 @@ pub fn supervise(source: &Source, my_client: Vec<String>, mode: Mode) -> anyhow:
     let me = std::process::id() as i32;
     let sid = (nix::unistd::getsid(None).ok().map(|s| s.as_raw()) == Some(me)).then_some(me);
     let _ = nix::sys::prctl::set_child_subreaper(true);
-    let cgroup = match procs::Cgroup::create(&run_id, me) {
+    let cgroup = match Cgroup::create(&run_id, me) {
         Ok(cg) => Some(cg),
         Err(e) => {
             eprintln!(
@@ -487,7 +489,7 @@ impl Supervisor<'_> {
             seed: self.cfg.seed.unwrap_or_else(rand::random),
             swarms,
             slots: Mutex::new(Vec::new()),
-            spawner: procs::Spawner::new(&self.run_id),
+            spawner: spawn::Spawner::new(&self.run_id),
             testbed_exe: match &self.cfg.world.command {
                 Some(c) => c.clone(),
                 None => std::env::current_exe()?,
@@ -606,8 +608,8 @@ impl Supervisor<'_> {
 
     /// Step 3: every world client, started on the blocking pool (partial copies and forks).
     async fn start_world(&self, orch: &Orchestrator) -> anyhow::Result<Exits> {
-        let (exit_tx, exits) = mpsc::channel(procs::REAPER_QUEUE);
-        procs::reaper(exit_tx);
+        let (exit_tx, exits) = mpsc::channel(spawn::REAPER_QUEUE);
+        spawn::reaper(exit_tx);
         let world = orch.world.clone();
         let n = world.slots.locked().len();
         let t0 = Instant::now();

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{Addresses, WorldSection};
 use super::netns;
 use crate::metainfo::Torrent;
-use crate::sys::procs::{SpawnRequest, Spawner};
+use crate::sys::spawn::{SpawnRequest, Spawner};
 use crate::util::Exit;
 use crate::util::Locked;
 

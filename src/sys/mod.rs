@@ -4,7 +4,9 @@
 //! and writes packets through ([`tun`]). Nothing here knows about torrents or
 //! experiments; the layers above ask for a link, an address or a process group.
 
+pub mod cgroup;
 pub mod netlink;
 pub mod netns;
 pub mod procs;
+pub mod spawn;
 pub mod tun;

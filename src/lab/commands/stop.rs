@@ -34,7 +34,10 @@ pub fn stop(source: &Source, verbose: bool) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let cgroup = info.cgroup.clone().map(|path| procs::Cgroup { path });
+    let cgroup = info
+        .cgroup
+        .clone()
+        .map(|path| crate::sys::cgroup::Cgroup { path });
     let left = procs::end_all(
         &info.run_id,
         info.sid,
