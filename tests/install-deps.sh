@@ -5,6 +5,8 @@
 #                                 Chromium + ChromeDriver for the status-page test, and iproute2
 #                                 for the two-host test's namespaces, Slurm and munge for the
 #                                 single-node cluster of the Slurm test (make test)
+#                                 and Shadow 3.3.0, built from tests/shadow/ into /opt/shadow
+#                                 for the Shadow engine's tests
 #   tests/install-deps.sh bench   also the benchmark anchors: opentracker, wrk (make bench), and
 #                                 aquatic_http (cargo, into /opt/aquatic)
 set -euo pipefail
@@ -20,6 +22,15 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v slurmctld >/dev/null 2>&1 || need+=(slurm-wlm)
 command -v munged >/dev/null 2>&1 || need+=(munge)
+# Shadow's build needs (its source is tests/shadow/shadow-3.3.0.tar.gz: no git host needed).
+shadow_missing=false
+if ! [ -x /opt/shadow/bin/shadow ]; then
+  shadow_missing=true
+  for p in cmake libclang-dev libglib2.0-dev python3-networkx pkg-config xz-utils util-linux \
+    libc-dbg netbase g++; do
+    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+  done
+fi
 if [ "${1:-}" = bench ]; then
   command -v opentracker >/dev/null 2>&1 || need+=(opentracker)
   command -v wrk >/dev/null 2>&1 || need+=(wrk)
@@ -61,4 +72,15 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Shadow 3.3.0 (a discrete-event network simulator; not packaged) from the vendored source:
+# about 11 minutes on 2 cores. `setup build` and `setup install` must see the same environment,
+# or install builds again.
+if $shadow_missing && command -v cargo >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || [ -w /opt ]; }; then
+  echo "install-deps: building Shadow 3.3.0 into /opt/shadow (about 11 minutes)"
+  src=$(mktemp -d)
+  tar xzf "$(dirname "$0")/shadow/shadow-3.3.0.tar.gz" -C "$src"
+  (cd "$src"/shadow-3.3.0 && ./setup build --prefix /opt/shadow -j 2 >/dev/null &&
+    ./setup install >/dev/null)
+  rm -rf "$src"
 fi

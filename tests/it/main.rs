@@ -9,6 +9,7 @@ mod interop;
 mod lab;
 mod netem;
 mod page;
+mod shadow;
 mod slurm;
 mod support;
 mod tracker;
