@@ -31,7 +31,7 @@ fn have_shadow() -> bool {
 /// A Shadow config: the tracker, one seed of `data` and `leechers` empty leechers of
 /// `torrent`, each capped at 100 KB/s up, each leecher leaving 2 s after it completes.
 /// System calls take no simulated time (`model_unblocked_syscall_latency: false`): with it on,
-/// the two simulations of this config differed in 3 of 11 tries, by 13 to 32 µs at a
+/// the two simulations of this config differed in 4 of 17 tries, by 13 to 32 µs at a
 /// leecher's announce (that leecher made more or fewer system calls from run to run); with it
 /// off, 17 of 17 pairs were byte-identical.
 fn world(torrent: &Path, data: &Path, leechers: usize) -> String {
