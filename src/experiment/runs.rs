@@ -241,6 +241,7 @@ pub(in crate::experiment) fn scan_runs(path: &Path) -> anyhow::Result<Rows> {
         .clone();
     check_header(&header).map_err(|why| anyhow::anyhow!("{}: {why}", at(1)))?;
     let versioned = header.iter().next_back() == Some("format");
+    let version = FORMAT.to_string();
     let mut records = reader.records().peekable();
     let (mut runs, mut cut) = (Vec::new(), None);
     while let Some(record) = records.next() {
@@ -253,7 +254,7 @@ pub(in crate::experiment) fn scan_runs(path: &Path) -> anyhow::Result<Rows> {
         };
         // Only the version as the last field says a row with no end of line is whole.
         let whole =
-            !unended || (versioned && record.get(header.len() - 1) == Some(&*FORMAT.to_string()));
+            !unended || (versioned && record.get(header.len() - 1) == Some(version.as_str()));
         let columns = match columns {
             Some(columns) if whole => columns,
             _ if unended => {
