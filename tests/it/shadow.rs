@@ -142,3 +142,38 @@ fn a_world_under_shadow_completes_and_runs_again_the_same() {
         "two simulations of one config differ, first at:\n{first_difference:?}"
     );
 }
+
+/// aria2c, unmodified and with its defaults but for the network features a lab has no use for
+/// (DHT, local discovery), downloads the file from our seed through our tracker under Shadow.
+#[test]
+fn aria2c_downloads_from_our_seed_under_shadow() {
+    if !have_shadow() || !have_tool("aria2c") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let movie = content(1 << 20, 49);
+    let (data, torrent) = make_swarm_file(
+        d.path(),
+        "movie.bin",
+        &movie,
+        &format!("http://{TRACKER_IP}:6970/announce"),
+        32 * 1024,
+    );
+    let mut yaml = world(&torrent, &data, 0);
+    yaml.push_str(&format!(
+        "  aria2:\n    network_node_id: 0\n    processes:\n    - path: /usr/bin/aria2c\n      \
+         args: --seed-time=0 --enable-dht=false --bt-enable-lpd=false --dir=. {}\n      \
+         start_time: 2s\n      expected_final_state: {{exited: 0}}\n",
+        torrent.display()
+    ));
+    let config = d.path().join("shadow.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let (status, log) = simulate(d.path(), &config);
+    assert!(status.success(), "shadow: {status}\n{log}");
+    let copy = host(d.path(), "aria2").join("movie.bin");
+    assert!(
+        std::fs::read(&copy).is_ok_and(|c| c == movie),
+        "{}: not the movie",
+        copy.display()
+    );
+}
