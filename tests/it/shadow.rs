@@ -143,11 +143,12 @@ fn a_world_under_shadow_completes_and_runs_again_the_same() {
     );
 }
 
-/// aria2c, unmodified and with its defaults but for the network features a lab has no use for
-/// (DHT, local discovery), downloads the file from our seed through our tracker under Shadow.
+/// aria2c and Transmission, unmodified (aria2c with its defaults but for the network features
+/// a lab has no use for: DHT, local discovery), download the file from our seed through our
+/// tracker under Shadow. Transmission keeps seeding, as it does outside.
 #[test]
-fn aria2c_downloads_from_our_seed_under_shadow() {
-    if !have_shadow() || !have_tool("aria2c") {
+fn real_clients_download_from_our_seed_under_shadow() {
+    if !have_shadow() || !have_tool("aria2c") || !have_tool("transmission-cli") {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -162,18 +163,23 @@ fn aria2c_downloads_from_our_seed_under_shadow() {
     let mut yaml = world(&torrent, &data, 0);
     yaml.push_str(&format!(
         "  aria2:\n    network_node_id: 0\n    processes:\n    - path: /usr/bin/aria2c\n      \
-         args: --seed-time=0 --enable-dht=false --bt-enable-lpd=false --dir=. {}\n      \
-         start_time: 2s\n      expected_final_state: {{exited: 0}}\n",
+         args: --seed-time=0 --enable-dht=false --bt-enable-lpd=false --dir=. {0}\n      \
+         start_time: 2s\n      expected_final_state: {{exited: 0}}\n\
+         \x20 transmission:\n    network_node_id: 0\n    processes:\n    - path: /usr/bin/transmission-cli\n      \
+         args: -w . {0}\n      environment: {{HOME: .}}\n      start_time: 2s\n      \
+         expected_final_state: running\n",
         torrent.display()
     ));
     let config = d.path().join("shadow.yaml");
     std::fs::write(&config, yaml).unwrap();
     let (status, log) = simulate(d.path(), &config);
     assert!(status.success(), "shadow: {status}\n{log}");
-    let copy = host(d.path(), "aria2").join("movie.bin");
-    assert!(
-        std::fs::read(&copy).is_ok_and(|c| c == movie),
-        "{}: not the movie",
-        copy.display()
-    );
+    for client in ["aria2", "transmission"] {
+        let copy = host(d.path(), client).join("movie.bin");
+        assert!(
+            std::fs::read(&copy).is_ok_and(|c| c == movie),
+            "{}: not the movie",
+            copy.display()
+        );
+    }
 }
