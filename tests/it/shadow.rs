@@ -183,3 +183,55 @@ fn real_clients_download_from_our_seed_under_shadow() {
         );
     }
 }
+
+/// libtorrent (python3-libtorrent) under Shadow: it picks its interface from the routing table,
+/// which Shadow's netlink does not answer (RTM_GETROUTE), so it is told its address
+/// (`listen_interfaces`, `outgoing_interfaces`, `announce_ip`); then it downloads the file from
+/// our seed through our tracker.
+#[test]
+fn libtorrent_told_its_address_downloads_under_shadow() {
+    if !have_shadow() || !crate::interop::have_libtorrent() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let movie = content(1 << 20, 50);
+    let (data, torrent) = make_swarm_file(
+        d.path(),
+        "movie.bin",
+        &movie,
+        &format!("http://{TRACKER_IP}:6970/announce"),
+        32 * 1024,
+    );
+    let ip = "11.0.0.9";
+    let script = d.path().join("lt.py");
+    std::fs::write(
+        &script,
+        format!(
+            "import time, libtorrent as lt\n\
+             s = lt.session({{'listen_interfaces': '{ip}:6881', 'outgoing_interfaces': '{ip}',\n\
+             \x20   'announce_ip': '{ip}', 'enable_dht': False, 'enable_lsd': False,\n\
+             \x20   'enable_upnp': False, 'enable_natpmp': False}})\n\
+             h = s.add_torrent({{'ti': lt.torrent_info('{}'), 'save_path': '.'}})\n\
+             while not h.status().is_seeding:\n    time.sleep(0.5)\n",
+            torrent.display()
+        ),
+    )
+    .unwrap();
+    let mut yaml = world(&torrent, &data, 0);
+    yaml.push_str(&format!(
+        "  libtorrent:\n    network_node_id: 0\n    ip_addr: {ip}\n    processes:\n    \
+         - path: /usr/bin/python3\n      args: {}\n      start_time: 2s\n      \
+         expected_final_state: {{exited: 0}}\n",
+        script.display()
+    ));
+    let config = d.path().join("shadow.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let (status, log) = simulate(d.path(), &config);
+    assert!(status.success(), "shadow: {status}\n{log}");
+    let copy = host(d.path(), "libtorrent").join("movie.bin");
+    assert!(
+        std::fs::read(&copy).is_ok_and(|c| c == movie),
+        "{}: not the movie",
+        copy.display()
+    );
+}
