@@ -15,6 +15,8 @@
 //! * `netem`: the cost of network emulation: a world of 500 clients downloading through the
 //!   link stage (configs/network.yaml's profile) against the same world without it: time until
 //!   every client completes, the CPU of all processes, and the stage thread's own.
+//! * `shadow`: the standard experiment's world (tracker, 2 seeds, 20 leechers) under Shadow:
+//!   wall time for 130 s simulated, and whether two simulations are byte-identical.
 //! * `vod`: `testbed compare` of the three policies on `configs/default.yaml`,
 //!   `configs/scarce.yaml` and `configs/network.yaml`, five seeds each, one experiment at a time: mean server share with its
 //!   95 % interval, and the paired verdict of deadline against sequential. About an hour, so it
@@ -64,6 +66,7 @@ mod page;
 mod procs;
 mod results;
 mod scale;
+mod shadow;
 mod tracker;
 mod vod;
 mod wire;
@@ -76,6 +79,7 @@ use page::*;
 use procs::*;
 use results::*;
 use scale::*;
+use shadow::*;
 use tracker::*;
 use vod::*;
 use wire::*;
@@ -103,8 +107,8 @@ struct Figure {
 }
 
 /// The sections, in the order they run and are tabled.
-const SECTIONS: [&str; 8] = [
-    "sha1", "tracker", "wire", "cap", "scale", "netem", "vod", "clients",
+const SECTIONS: [&str; 9] = [
+    "sha1", "tracker", "wire", "cap", "scale", "netem", "shadow", "vod", "clients",
 ];
 
 struct Bench {
@@ -224,13 +228,14 @@ fn main() {
     /// comparison and the league table are hours of experiments one at a time; `make bench
     /// BENCH=vod` (or `clients`) runs them.
     const LONG: [&str; 2] = ["vod", "clients"];
-    let sections: [(&str, Section); 8] = [
+    let sections: [(&str, Section); 9] = [
         ("sha1", sha1),
         ("tracker", tracker),
         ("wire", wire),
         ("cap", cap),
         ("scale", scale),
         ("netem", netem),
+        ("shadow", shadow),
         ("vod", vod),
         ("clients", clients),
     ];
