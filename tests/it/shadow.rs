@@ -87,6 +87,31 @@ fn simulate(dir: &Path, config: &Path) -> (ExitStatus, String) {
     }
 }
 
+/// `movie` as `dir/movie.bin`, and its torrent (32 KiB pieces) announcing to the simulation's
+/// tracker.
+fn movie_file(dir: &Path, movie: &[u8]) -> (PathBuf, PathBuf) {
+    let announce = format!("http://{TRACKER_IP}:6970/announce");
+    make_swarm_file(dir, "movie.bin", movie, &announce, 32 * 1024)
+}
+
+/// Simulates `yaml` in `dir`, which must end with every process as it expects.
+fn simulate_to_the_end(dir: &Path, yaml: &str) {
+    let config = dir.join("shadow.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let (status, log) = simulate(dir, &config);
+    assert!(status.success(), "shadow: {status}\n{log}");
+}
+
+/// Host `name` of the simulation in `dir` ended with the movie.
+fn assert_has_movie(dir: &Path, name: &str, movie: &[u8]) {
+    let copy = host(dir, name).join("movie.bin");
+    assert!(
+        std::fs::read(&copy).is_ok_and(|c| c == movie),
+        "{}: not the movie",
+        copy.display()
+    );
+}
+
 /// A host's folder in a finished simulation.
 fn host(dir: &Path, name: &str) -> PathBuf {
     dir.join("shadow.data/hosts").join(name)
@@ -101,13 +126,7 @@ fn a_world_under_shadow_completes_and_runs_again_the_same() {
     }
     let d = tempfile::tempdir().unwrap();
     let movie = content(1 << 20, 48);
-    let (data, torrent) = make_swarm_file(
-        d.path(),
-        "movie.bin",
-        &movie,
-        &format!("http://{TRACKER_IP}:6970/announce"),
-        32 * 1024,
-    );
+    let (data, torrent) = movie_file(d.path(), &movie);
     let config = d.path().join("shadow.yaml");
     std::fs::write(&config, world(&torrent, &data, 4)).unwrap();
     let mut logs = Vec::new();
@@ -117,12 +136,7 @@ fn a_world_under_shadow_completes_and_runs_again_the_same() {
         let (status, log) = simulate(&dir, &config);
         assert!(status.success(), "shadow ({run}): {status}\n{log}");
         for k in 0..4 {
-            let copy = host(&dir, &format!("leecher{k}")).join("movie.bin");
-            assert!(
-                std::fs::read(&copy).is_ok_and(|c| c == movie),
-                "{}: not the movie",
-                copy.display()
-            );
+            assert_has_movie(&dir, &format!("leecher{k}"), &movie);
         }
         let log = std::fs::read_to_string(host(&dir, "tracker").join("tracker.log")).unwrap();
         assert!(
@@ -153,13 +167,7 @@ fn real_clients_download_from_our_seed_under_shadow() {
     }
     let d = tempfile::tempdir().unwrap();
     let movie = content(1 << 20, 49);
-    let (data, torrent) = make_swarm_file(
-        d.path(),
-        "movie.bin",
-        &movie,
-        &format!("http://{TRACKER_IP}:6970/announce"),
-        32 * 1024,
-    );
+    let (data, torrent) = movie_file(d.path(), &movie);
     let mut yaml = world(&torrent, &data, 0);
     yaml.push_str(&format!(
         "  aria2:\n    network_node_id: 0\n    processes:\n    - path: /usr/bin/aria2c\n      \
@@ -170,17 +178,9 @@ fn real_clients_download_from_our_seed_under_shadow() {
          expected_final_state: running\n",
         torrent.display()
     ));
-    let config = d.path().join("shadow.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let (status, log) = simulate(d.path(), &config);
-    assert!(status.success(), "shadow: {status}\n{log}");
+    simulate_to_the_end(d.path(), &yaml);
     for client in ["aria2", "transmission"] {
-        let copy = host(d.path(), client).join("movie.bin");
-        assert!(
-            std::fs::read(&copy).is_ok_and(|c| c == movie),
-            "{}: not the movie",
-            copy.display()
-        );
+        assert_has_movie(d.path(), client, &movie);
     }
 }
 
@@ -195,13 +195,7 @@ fn libtorrent_told_its_address_downloads_under_shadow() {
     }
     let d = tempfile::tempdir().unwrap();
     let movie = content(1 << 20, 50);
-    let (data, torrent) = make_swarm_file(
-        d.path(),
-        "movie.bin",
-        &movie,
-        &format!("http://{TRACKER_IP}:6970/announce"),
-        32 * 1024,
-    );
+    let (data, torrent) = movie_file(d.path(), &movie);
     let ip = "11.0.0.9";
     let script = d.path().join("lt.py");
     std::fs::write(
@@ -224,14 +218,6 @@ fn libtorrent_told_its_address_downloads_under_shadow() {
          expected_final_state: {{exited: 0}}\n",
         script.display()
     ));
-    let config = d.path().join("shadow.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let (status, log) = simulate(d.path(), &config);
-    assert!(status.success(), "shadow: {status}\n{log}");
-    let copy = host(d.path(), "libtorrent").join("movie.bin");
-    assert!(
-        std::fs::read(&copy).is_ok_and(|c| c == movie),
-        "{}: not the movie",
-        copy.display()
-    );
+    simulate_to_the_end(d.path(), &yaml);
+    assert_has_movie(d.path(), "libtorrent", &movie);
 }
