@@ -88,6 +88,12 @@ fn compare_md(out: &Path) -> String {
     redacted
 }
 
+/// The `compare.md` that `c` writes of `runs`, as [`compare_md`] gives it.
+fn report(c: &Comparison, runs: &[Run]) -> String {
+    write_outputs(c, runs).unwrap();
+    compare_md(&c.out)
+}
+
 /// deadline against sequential, written to `out`.
 fn deadline_vs_sequential(out: &Path) -> Comparison {
     Comparison {
@@ -646,10 +652,6 @@ fn one_compare_at_a_time_holds_a_folder() {
 fn the_tables_say_how_much_reruns_and_starts_spread_the_runs() {
     let d = tempfile::tempdir().unwrap();
     let c = deadline_vs_sequential(d.path());
-    let md = |runs: &[Run]| {
-        write_outputs(&c, runs).unwrap();
-        compare_md(d.path())
-    };
     // Seed 42 far from seed 43; a bad start (4 pieces) costs 10 points.
     let mut runs = Vec::new();
     for (seed, base) in [(42, 0.02), (43, 0.2), (44, 0.08)] {
@@ -666,8 +668,7 @@ fn the_tables_say_how_much_reruns_and_starts_spread_the_runs() {
     // Each seed's two runs are 0.1 apart: sd 0.0707 about their mean, pooled the same
     // (7.1 points). The sequential runs are the deadline runs': the second entrant's r is
     // the same, -0.56 (-1.00 within seeds).
-    let text = md(&runs);
-    insta::assert_snapshot!(text);
+    insta::assert_snapshot!(report(&c, &runs));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
             .unwrap();
@@ -688,8 +689,7 @@ fn the_tables_say_how_much_reruns_and_starts_spread_the_runs() {
             ..row("deadline", s, 0.1)
         }))
         .collect();
-    let text = md(&firsts);
-    insta::assert_snapshot!(text);
+    insta::assert_snapshot!(report(&c, &firsts));
 }
 
 /// The world's supply and my client's waste: a table of their means (a dash for an
@@ -713,9 +713,7 @@ fn the_tables_split_the_penalty_into_supply_and_waste() {
             });
         }
     }
-    write_outputs(&c, &runs).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &runs));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
             .unwrap();
@@ -750,15 +748,11 @@ fn the_tables_split_the_penalty_into_supply_and_waste() {
     for r in runs.iter_mut().filter(|r| r.entrant == "sequential") {
         (r.world_share, r.wasted_share) = (None, None);
     }
-    write_outputs(&c, &runs).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &runs));
     for r in &mut runs {
         (r.world_share, r.wasted_share) = (None, None);
     }
-    write_outputs(&c, &runs).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &runs));
 }
 
 /// Runs of two builds are named in compare.md and summary.json (rows from before the
@@ -773,14 +767,10 @@ fn runs_of_two_builds_are_named_in_the_tables() {
         runs.push(row("deadline", seed, 0.05));
         runs.push(row("sequential", seed, 0.15));
     }
-    write_outputs(&c, &runs).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &runs));
     runs[3].build = "fedcba987654".into();
     runs[2].build = String::new();
-    write_outputs(&c, &runs).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &runs));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
             .unwrap();
@@ -792,16 +782,12 @@ fn runs_of_two_builds_are_named_in_the_tables() {
     for r in &mut runs {
         r.build.clear();
     }
-    write_outputs(&c, &runs).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &runs));
     let pooled = Comparison {
         pooled_from: vec![(d.path().join("a"), 2), (d.path().join("b"), 2)],
         ..c
     };
-    write_outputs(&pooled, &runs).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&pooled, &runs));
 }
 
 /// Three runs of each of four seeds, where the runs of a seed agree and the seeds do not:
@@ -835,9 +821,7 @@ fn the_runs_of_a_seed_are_resampled_together() {
     assert_eq!(p[0].pairs, 12);
     assert!(p[0].ci95.1 >= 0.0, "by seed: {:?}", p[0].ci95);
     assert_eq!(p[0].verdict, "not settled");
-    write_outputs(&c, &runs).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &runs));
     let json = |d: &std::path::Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap()
     };
@@ -858,16 +842,12 @@ fn the_runs_of_a_seed_are_resampled_together() {
     assert_eq!(pairs(&c, &uneven)[0].seeds_for_90pct_power, None);
     // One run a seed: the plain bootstrap, and nothing to say about it.
     let firsts: Vec<Run> = runs.iter().filter(|r| r.repeat == 0).cloned().collect();
-    write_outputs(&c, &firsts).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &firsts));
     assert_eq!(json(d.path())["intervals_resample"], "runs");
     // One seed run again: its runs are all there is to resample, and it says so.
     let one: Vec<Run> = runs.iter().filter(|r| r.seed == 42).cloned().collect();
     assert_eq!(pairs(&c, &one)[0].verdict, "deadline better");
-    write_outputs(&c, &one).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &one));
 }
 
 /// sequential against a client line with a comma and quotes in it, on six seeds, every
@@ -1003,9 +983,7 @@ fn verdicts_need_an_interval_apart_from_zero() {
         })
         .collect();
     assert_eq!(pairs(&c, &mixed)[0].verdict, "not settled");
-    write_outputs(&c, &back).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &back));
     // The pairs differ by the same 25 points every seed: no spread, two pairs would do.
     assert_eq!(p[0].pairs_for_90pct_power, Some(2));
     let json: serde_json::Value =
@@ -1029,9 +1007,7 @@ fn verdicts_need_an_interval_apart_from_zero() {
     .unwrap();
     let mixed = read_runs(&csv).unwrap();
     assert_eq!((mixed[0].jobs, mixed[1].jobs), (1, 2));
-    write_outputs(&c, &mixed).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &mixed));
 }
 
 /// A client line is shown in the tables as typed: Markdown in it neither splits a cell
@@ -1052,9 +1028,7 @@ fn table_cells_show_lines_as_typed() {
         .zip(42..)
         .flat_map(|(&(a, b), seed)| [row("deadline", seed, a), row(line, seed, b)])
         .collect();
-    write_outputs(&c, &runs).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &runs));
     // Differences −2, −4, 0 and −6 points: mean −3, sd 2.58, so ((1.96 + 1.28) · 2.58 /
     // 3)² = 7.8: eight pairs for a verdict nine times in ten.
     let p = pairs(&c, &runs);
@@ -1100,9 +1074,7 @@ fn names_go_to_the_lines_in_order_and_must_be_apart() {
         row("tyrant", 42, 0.05),
         row("ws", 42, 0.2),
     ];
-    write_outputs(&c, &runs).unwrap();
-    let md = compare_md(d.path());
-    insta::assert_snapshot!(md);
+    insta::assert_snapshot!(report(&c, &runs));
     let json = std::fs::read_to_string(d.path().join("summary.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(
