@@ -7,7 +7,7 @@
 
 use super::*;
 
-const SHADOW: &str = "/opt/shadow/bin/shadow";
+use support::SHADOW;
 
 /// Simulated seconds.
 const SIMULATED: f64 = 130.0;
@@ -42,18 +42,8 @@ pub(crate) fn shadow(b: &mut Bench) -> Result<()> {
     for k in 0..runs {
         let run = dir.join(format!("run-{k}"));
         std::fs::create_dir_all(&run)?;
-        let log = std::fs::File::create(run.join("shadow.log"))?;
         let t = Instant::now();
-        let mut p = Proc::start(
-            "shadow",
-            Command::new(SHADOW)
-                .args(["--parallelism", "2", "--progress", "false"])
-                .arg(&config)
-                .current_dir(&run)
-                .stdout(log.try_clone()?)
-                .stderr(log),
-        )?;
-        let Some(status) = p.wait_timeout(Duration::from_secs(300)) else {
+        let Some(status) = support::run_shadow(&run, &config, 2, Duration::from_secs(300))? else {
             bail!("shadow did not end within 300 s ({})", run.display());
         };
         walls.push(t.elapsed().as_secs_f64());

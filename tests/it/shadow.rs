@@ -4,12 +4,10 @@
 //! every line of the tracker's access log.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::common::*;
-
-const SHADOW: &str = "/opt/shadow/bin/shadow";
 
 /// The tracker's address in the simulation (the torrent's announce URL names it).
 const TRACKER_IP: &str = "11.0.0.1";
@@ -67,19 +65,8 @@ fn world(torrent: &Path, data: &Path, leechers: usize) -> String {
 /// log in `dir/shadow.log`), ended by the test if it has not ended in 120 s of wall time.
 /// Returns its exit status and its log.
 fn simulate(dir: &Path, config: &Path) -> (ExitStatus, String) {
-    let log = dir.join("shadow.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let mut shadow = Proc::spawn(
-        "shadow",
-        Command::new(SHADOW)
-            .args(["--parallelism", "1", "--progress", "false"])
-            .arg(config)
-            .current_dir(dir)
-            .stdout(out.try_clone().unwrap())
-            .stderr(out),
-    );
-    let status = shadow.wait_timeout(Duration::from_secs(120));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let status = run_shadow(dir, config, 1, Duration::from_secs(120)).unwrap();
+    let text = std::fs::read_to_string(dir.join("shadow.log")).unwrap_or_default();
     let tail: String = text.lines().rev().take(40).collect::<Vec<_>>().join("\n");
     match status {
         Some(s) => (s, tail),

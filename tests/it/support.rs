@@ -329,3 +329,33 @@ pub fn in_cmdline(needle: &str) -> Vec<(i32, String)> {
         })
         .collect()
 }
+
+/// Shadow as `make deps` installs it.
+pub const SHADOW: &str = "/opt/shadow/bin/shadow";
+
+/// Runs Shadow on `config` in `dir` with `parallelism` threads: its hosts' folders land in
+/// `dir/shadow.data`, its own log in `dir/shadow.log`. `Ok(None)` if it has not ended within
+/// `timeout` (it is then killed).
+pub fn run_shadow(
+    dir: &Path,
+    config: &Path,
+    parallelism: u32,
+    timeout: Duration,
+) -> std::io::Result<Option<ExitStatus>> {
+    let log = std::fs::File::create(dir.join("shadow.log"))?;
+    let mut shadow = Proc::start(
+        "shadow",
+        Command::new(SHADOW)
+            .args([
+                "--parallelism",
+                &parallelism.to_string(),
+                "--progress",
+                "false",
+            ])
+            .arg(config)
+            .current_dir(dir)
+            .stdout(log.try_clone()?)
+            .stderr(log),
+    )?;
+    Ok(shadow.wait_timeout(timeout))
+}
