@@ -4,6 +4,7 @@
 //! [`crate::tracker`]; `make-torrent`: [`crate::metainfo`]). Errors come back as one line on
 //! stderr and a non-zero exit.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,6 +58,19 @@ pub enum Command {
     /// (internal) One run of a `compare --slurm`, as a Slurm array task.
     #[command(hide = true)]
     SlurmTask(SlurmTaskArgs),
+    /// (internal) A process inside a Shadow simulation of a run: `services`, `my-client`, or a
+    /// world slot's number.
+    #[command(hide = true)]
+    Sim(SimArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// The simulation's plan (run/shadow/plan.json)
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// services, my-client, or a world slot's number
+    pub role: String,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +115,7 @@ impl ConfigArg {
             shard: self.shard,
             public_host: self.public_host.clone(),
             tracker_url: None,
+            engine: None,
         }
     }
 }
@@ -139,6 +154,10 @@ pub struct StatusArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// What runs the experiment, instead of the config's `engine:` (real processes, or the
+    /// same binaries under Shadow)
+    #[arg(long, value_enum)]
+    pub engine: Option<lab::config::Engine>,
     /// Policy of the default vod-client
     #[arg(long, value_enum)]
     pub policy: Option<Policy>,
@@ -151,6 +170,10 @@ pub struct RunArgs {
 pub struct CompareArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// What runs every run, instead of the config's `engine:` (real processes, or the same
+    /// binaries under Shadow)
+    #[arg(long, value_enum)]
+    pub engine: Option<lab::config::Engine>,
     /// World seeds, A..B (inclusive) or one number
     #[arg(long, default_value = "42..51")]
     pub seeds: String,
@@ -471,8 +494,35 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 return Ok(ExitCode::from(3));
             }
         }
+        Command::Sim(a) => {
+            let plan = lab::shadow::Plan::read(&a.plan)?;
+            match a.role.as_str() {
+                "services" => lab::shadow::inside::services(&plan)?,
+                "my-client" => lab::shadow::inside::my_client(&plan)?,
+                k => {
+                    let k: usize = k.parse().map_err(|_| {
+                        anyhow::anyhow!("sim: {k}: not services, my-client or a slot number")
+                    })?;
+                    lab::shadow::inside::slot(&plan, k, |args| {
+                        let cli = Cli::try_parse_from(
+                            std::iter::once(OsString::from("testbed")).chain(args),
+                        )?;
+                        match cli.command {
+                            Command::Peer(a) => {
+                                let threads = a.threads;
+                                peer::run_standalone(a.into_config()?, threads)
+                            }
+                            _ => anyhow::bail!("a world slot runs `testbed peer`"),
+                        }
+                    })?
+                }
+            }
+        }
         Command::Run(a) => lab::run(Experiment {
-            config: a.config.source(),
+            config: lab::config::Source {
+                engine: a.engine,
+                ..a.config.source()
+            },
             policy: a.policy,
             my_client: a.my_client,
         })?,
@@ -484,7 +534,10 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             }
             compare(&Comparison {
                 config_sha1: experiment::file_sha1(&a.config.config),
-                config: a.config.source(),
+                config: lab::config::Source {
+                    engine: a.engine,
+                    ..a.config.source()
+                },
                 seeds: parse_seeds(&a.seeds).map_err(anyhow::Error::msg)?,
                 repeat: a.repeat.max(1),
                 entrants,

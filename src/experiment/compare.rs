@@ -16,11 +16,15 @@ pub fn compare(c: &Comparison) -> anyhow::Result<()> {
         anyhow::bail!("compare needs at least two entrants (--policy P, --client 'CMD' or --web-seed-client 'CMD')");
     }
     let path = &c.config.path;
-    let base: serde_yaml::Value = serde_yaml::from_str(
+    let mut base: serde_yaml::Value = serde_yaml::from_str(
         &std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?,
     )
     .with_context(|| format!("{}", path.display()))?;
     c.config.load()?;
+    if let Some(e) = c.config.engine {
+        // In every run's config: each run folder says what ran it.
+        base["engine"] = e.to_string().into();
+    }
     if c.jobs > 1 && c.config.port.is_some_and(|p| p != 0) {
         anyhow::bail!(
             "--port {}: one port cannot serve {} testbeds side by side; leave it out or give 0",

@@ -27,10 +27,34 @@ pub struct Config {
     pub my_client: MyClientSection,
     /// Per-link round-trip time, jitter, loss and download caps (none: loopback speed).
     pub network: Option<crate::netem::NetworkSection>,
+    /// What runs the experiment: real processes on this machine's network, or the same
+    /// binaries under Shadow's simulated network and clock (see [`Engine`]).
+    pub engine: Engine,
     /// `testbed world --tracker URL`: the tracker this world shard announces to, another
     /// testbed's (not a key of the file).
     #[serde(skip)]
     pub remote_tracker: Option<String>,
+}
+
+/// What runs an experiment (`engine:`, or `--engine` on `run` and `compare`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Real processes, real sockets, real time: faithful, and noisy.
+    #[default]
+    Real,
+    /// The same binaries under Shadow: a simulated network and clock, deterministic, faster
+    /// than real time (`lab::shadow`).
+    Shadow,
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Real => "real",
+            Engine::Shadow => "shadow",
+        })
+    }
 }
 
 /// How world clients are addressed. Real clients keep one connection per address, and
@@ -208,6 +232,7 @@ impl Default for Config {
             world: WorldSection::default(),
             my_client: MyClientSection::default(),
             network: None,
+            engine: Engine::Real,
             remote_tracker: None,
         }
     }
@@ -298,6 +323,8 @@ pub struct Source {
     pub public_host: Option<String>,
     /// (`testbed world`) The announce URL of the testbed whose world this shard joins.
     pub tracker_url: Option<String>,
+    /// `engine`, instead of the file's.
+    pub engine: Option<Engine>,
 }
 
 impl Source {
@@ -320,6 +347,9 @@ impl Source {
         }
         if let Some(s) = self.shard {
             cfg.world.shard = s;
+        }
+        if let Some(e) = self.engine {
+            cfg.engine = e;
         }
         if let Some(u) = &self.tracker_url {
             if matches!(cfg.addresses, Addresses::Namespace) {

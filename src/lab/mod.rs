@@ -19,7 +19,9 @@
 //! * [`evidence`]: the referee's evidence (the world's records, the VoD server's log) turned
 //!   into a verdict;
 //! * [`api`]: the typed state the supervisor serves and the commands read; [`web`]: the status
-//!   page that shows it.
+//!   page that shows it;
+//! * [`shadow`]: the other engine (`engine: shadow`): the same run as one Shadow simulation,
+//!   the supervisor's work done by processes inside it.
 //!
 //! Many runs of a testbed are the `experiment` module's, a layer above: it reaches the lab only
 //! through `testbed run` subprocesses and [`config::Source`].
@@ -30,6 +32,7 @@ pub mod config;
 pub mod evidence;
 pub mod netns;
 pub mod rundir;
+pub mod shadow;
 pub mod supervisor;
 pub mod template;
 pub mod web;

@@ -300,7 +300,7 @@ impl Supervisor<'_> {
     async fn run(self, my_client: Vec<String>) -> anyhow::Result<Outcome> {
         StartState::write(self.rd, Phase::Starting, None, 0, 0);
         let swarms = self.make_torrents()?;
-        let mine = self.my_swarm(&swarms)?;
+        let mine = my_swarm(self.cfg, &swarms)?;
         let info = self.run_info(&swarms, mine)?;
         let world = self.new_world(swarms)?;
         let services = self.start_services(info, world, &my_client).await?;
@@ -355,23 +355,7 @@ impl Supervisor<'_> {
 
     /// Step 1: a torrent for every file of fresh-files, in `run/torrents/`.
     fn make_torrents(&self) -> anyhow::Result<Vec<SwarmFiles>> {
-        let announce = self.announce_url();
-        let mut swarms = Vec::new();
-        for f in super::fresh_files(&self.cfg.fresh_files)? {
-            let bytes = metainfo::make_torrent(&f, &announce, self.cfg.torrents.piece_length)?;
-            let name = f
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let path = self.rd.torrents().join(format!("{name}.torrent"));
-            std::fs::write(&path, &bytes).with_context(|| format!("{}", path.display()))?;
-            swarms.push(SwarmFiles {
-                torrent: Arc::new(Torrent::from_bytes(&bytes)?),
-                torrent_path: path,
-                fresh: f,
-            });
-        }
-        Ok(swarms)
+        make_torrents(self.cfg, self.rd, &self.announce_url())
     }
 
     /// Where clients of the lab announce: inside the namespace when there is one.
@@ -402,109 +386,32 @@ impl Supervisor<'_> {
             .map_or(Addresses::Shared, |n| n.addresses)
     }
 
-    /// The swarm my client joins: the config's `torrents.my_torrent`, else the largest file.
-    fn my_swarm(&self, swarms: &[SwarmFiles]) -> anyhow::Result<usize> {
-        match &self.cfg.torrents.my_torrent {
-            Some(n) => swarms
-                .iter()
-                .position(|s| &s.torrent.name == n)
-                .with_context(|| {
-                    format!(
-                        "torrents.my_torrent: {n} is not in {}",
-                        self.cfg.fresh_files.display()
-                    )
-                }),
-            None => Ok((0..swarms.len())
-                .max_by_key(|&i| swarms[i].torrent.total_length)
-                .unwrap_or(0)),
-        }
-    }
-
     fn run_info(&self, swarms: &[SwarmFiles], mine: usize) -> anyhow::Result<RunInfo> {
-        let my = &swarms[mine];
-        let base = &self.base_url;
-        let lab = self.lab_url();
-        let vod_url = format!("{lab}/vod/{}", my.torrent.info_hash);
-        // With a web seed, my client gets its own copy of the torrent listing the VoD server.
-        let torrent = if self.cfg.my_client.web_seed {
-            let path = self
-                .rd
-                .torrents()
-                .join("my-client")
-                .join(my.torrent_path.file_name().unwrap_or_default());
-            std::fs::create_dir_all(self.rd.torrents().join("my-client"))?;
-            let bytes = metainfo::with_web_seed(&std::fs::read(&my.torrent_path)?, &vod_url)?;
-            std::fs::write(&path, bytes).with_context(|| format!("{}", path.display()))?;
-            path
-        } else {
-            my.torrent_path.clone()
-        };
-        Ok(RunInfo {
-            run_id: self.run_id.clone(),
-            pid: std::process::id() as i32,
-            base_url: base.clone(),
-            tracker_url: self.announce_url(),
-            status_url: format!("{base}/"),
-            vod_url,
-            addresses: self.addresses(),
-            my_link: self.network().map(|(n, _)| n.my_client),
-            my_info_hash: my.torrent.info_hash.hex(),
-            torrent: std::path::absolute(&torrent)?,
-            saveas: std::path::absolute(
-                self.rd.downloads().join("my-client").join(&my.torrent.name),
-            )?,
-            report: std::path::absolute(self.rd.reports().join("my-client.json"))?,
-            torrents: swarms
-                .iter()
-                .map(|s| TorrentInfo {
-                    name: s.torrent.name.clone(),
-                    // Absolute, as `torrent` is, so that a user can open it from anywhere.
-                    path: std::path::absolute(&s.torrent_path)
-                        .unwrap_or_else(|_| s.torrent_path.clone()),
-                    info_hash: s.torrent.info_hash.hex(),
-                    size: s.torrent.total_length,
-                    pieces: s.torrent.num_pieces(),
-                    piece_length: s.torrent.piece_length,
-                })
-                .collect(),
-        })
+        run_info(
+            self.cfg,
+            self.rd,
+            &Urls {
+                run_id: self.run_id.clone(),
+                base: self.base_url.clone(),
+                lab: self.lab_url(),
+                announce: self.announce_url(),
+            },
+            (self.addresses(), self.network().map(|(n, _)| n.my_client)),
+            swarms,
+            mine,
+        )
     }
 
     /// The world's slots, laid out but not started.
     fn new_world(&self, swarms: Vec<SwarmFiles>) -> anyhow::Result<Arc<World>> {
-        let rd = self.rd;
-        let addresses = self.addresses();
-        let per_swarm = self.cfg.world.seeds + self.cfg.world.clients;
-        if addresses != Addresses::Shared && swarms.len() * per_swarm > netns::MAX_CLIENTS {
-            anyhow::bail!(
-                "world: {} swarms of {per_swarm} clients need more than {} addresses",
-                swarms.len(),
-                netns::MAX_CLIENTS
-            );
-        }
-        let world = World {
-            cfg: self.cfg.world.clone(),
-            addresses,
-            shared_addr: self.cfg.tracker.bind,
-            seed: self.cfg.seed.unwrap_or_else(rand::random),
+        let world = new_world(
+            self.cfg,
+            self.rd,
+            &self.run_id,
+            (self.addresses(), self.network()),
             swarms,
-            slots: Mutex::new(Vec::new()),
-            spawner: spawn::Spawner::new(&self.run_id),
-            testbed_exe: match &self.cfg.world.command {
-                Some(c) => c.clone(),
-                None => std::env::current_exe()?,
-            },
-            exe_is_ours: self.cfg.world.command.is_none(),
-            downloads: rd.downloads(),
-            logs: rd.logs(),
-            status: rd.status(),
-            referee: rd.referee(),
-            network: self.network(),
-            tracker_url: self.announce_url(),
-            interval: self.cfg.tracker.interval,
-            stopping: Default::default(),
-        };
-        world.layout();
+            self.announce_url(),
+        )?;
         Ok(Arc::new(world))
     }
 
@@ -516,20 +423,7 @@ impl Supervisor<'_> {
         my_client: &[String],
     ) -> anyhow::Result<Services> {
         let cfg = self.cfg;
-        let trk = Tracker::new(TrackerConfig {
-            interval: Duration::from_secs(cfg.tracker.interval),
-            min_interval: Duration::from_secs(cfg.tracker.interval.div_ceil(2)),
-            peer_timeout: TrackerConfig::peer_timeout_for(Duration::from_secs(
-                cfg.tracker.interval,
-            )),
-            public_ip: cfg
-                .tracker
-                .public_host
-                .as_ref()
-                .and_then(|h| h.parse().ok()),
-            access_log: Some(AccessSink::File(self.rd.logs().join("tracker.log"))),
-            ..Default::default()
-        })?;
+        let trk = Tracker::new(tracker_config(cfg, self.rd.logs().join("tracker.log")))?;
         for s in &world.swarms {
             trk.register(&s.torrent);
         }
@@ -544,16 +438,7 @@ impl Supervisor<'_> {
             .inside
             .map(tokio::net::TcpListener::from_std)
             .transpose()?;
-        let vod = VodServer::new(
-            world.swarms.iter().map(|s| {
-                (
-                    s.torrent.info_hash.hex(),
-                    s.fresh.clone(),
-                    s.torrent.total_length,
-                )
-            }),
-            cfg.my_client.web_seed,
-        );
+        let vod = VodServer::new(vod_files(&world.swarms), cfg.my_client.web_seed);
         {
             let vod = vod.clone();
             trk.add_status_section(
@@ -636,37 +521,10 @@ impl Supervisor<'_> {
         my_client: &[String],
     ) -> anyhow::Result<i32> {
         let info = &orch.info;
-        let m = &self.cfg.my_client;
         if let Some(dir) = info.saveas.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        let mut values: BTreeMap<&str, String> = BTreeMap::new();
-        values.insert("torrent", info.torrent.display().to_string());
-        values.insert("saveas", info.saveas.display().to_string());
-        values.insert("tracker", info.tracker_url.clone());
-        values.insert("vod_url", info.vod_url.clone());
-        values.insert("rate", m.rate.to_string());
-        values.insert("delay", m.delay.to_string());
-        values.insert("prefetch", m.prefetch.to_string());
-        values.insert("max_upload_rate", m.max_upload_rate.to_string());
-        values.insert("report", info.report.display().to_string());
-        let args: Vec<String> = if my_client.len() > 1 {
-            my_client[1..]
-                .iter()
-                .map(|a| template::fill(a, &values))
-                .collect()
-        } else {
-            template::render(&m.args, &values)
-        };
-        let mut env: Vec<(String, String)> = values
-            .iter()
-            .map(|(k, v)| (format!("TESTBED_{}", k.to_uppercase()), v.clone()))
-            .collect();
-        // Not a placeholder (a config may have no seed): the default client seeds its own
-        // random choices from it, so that a rerun of a seeded world is a rerun of my client too.
-        if let Some(seed) = self.cfg.seed {
-            env.push(("TESTBED_SEED".into(), seed.to_string()));
-        }
+        let (args, env) = my_invocation(self.cfg, info, my_client);
         let log = self.rd.logs().join("my-client.log");
         let started_unix = crate::util::unix_now();
         let pid = orch
@@ -919,4 +777,224 @@ fn handle_exit(orch: &Arc<Orchestrator>, my_pid: Option<i32>, pid: i32, exit: Ex
         });
     }
     false
+}
+
+/// Makes a torrent for every file of fresh-files, announcing to `announce`, in
+/// `run/torrents/`.
+pub(super) fn make_torrents(
+    cfg: &Config,
+    rd: &RunDir,
+    announce: &str,
+) -> anyhow::Result<Vec<SwarmFiles>> {
+    let mut swarms = Vec::new();
+    for f in super::fresh_files(&cfg.fresh_files)? {
+        let bytes = metainfo::make_torrent(&f, announce, cfg.torrents.piece_length)?;
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = rd.torrents().join(format!("{name}.torrent"));
+        std::fs::write(&path, &bytes).with_context(|| format!("{}", path.display()))?;
+        swarms.push(SwarmFiles {
+            torrent: Arc::new(Torrent::from_bytes(&bytes)?),
+            torrent_path: path,
+            fresh: f,
+        });
+    }
+    Ok(swarms)
+}
+
+/// The swarm my client joins: the config's `torrents.my_torrent`, else the largest file.
+pub(super) fn my_swarm(cfg: &Config, swarms: &[SwarmFiles]) -> anyhow::Result<usize> {
+    match &cfg.torrents.my_torrent {
+        Some(n) => swarms
+            .iter()
+            .position(|s| &s.torrent.name == n)
+            .with_context(|| {
+                format!(
+                    "torrents.my_torrent: {n} is not in {}",
+                    cfg.fresh_files.display()
+                )
+            }),
+        None => Ok((0..swarms.len())
+            .max_by_key(|&i| swarms[i].torrent.total_length)
+            .unwrap_or(0)),
+    }
+}
+
+/// Where a run is reached: by people (`base`), by the lab's clients (`lab`, and the
+/// `announce` URL).
+pub(super) struct Urls {
+    pub run_id: String,
+    pub base: String,
+    pub lab: String,
+    pub announce: String,
+}
+
+/// What my client is given, and what the page and `status` show of the run. `net`: how the
+/// world is addressed, and my client's emulated link.
+pub(super) fn run_info(
+    cfg: &Config,
+    rd: &RunDir,
+    urls: &Urls,
+    net: (Addresses, Option<crate::netem::Link>),
+    swarms: &[SwarmFiles],
+    mine: usize,
+) -> anyhow::Result<RunInfo> {
+    let my = &swarms[mine];
+    let base = &urls.base;
+    let vod_url = format!("{}/vod/{}", urls.lab, my.torrent.info_hash);
+    // With a web seed, my client gets its own copy of the torrent listing the VoD server.
+    let torrent = if cfg.my_client.web_seed {
+        let path = rd
+            .torrents()
+            .join("my-client")
+            .join(my.torrent_path.file_name().unwrap_or_default());
+        std::fs::create_dir_all(rd.torrents().join("my-client"))?;
+        let bytes = metainfo::with_web_seed(&std::fs::read(&my.torrent_path)?, &vod_url)?;
+        std::fs::write(&path, bytes).with_context(|| format!("{}", path.display()))?;
+        path
+    } else {
+        my.torrent_path.clone()
+    };
+    Ok(RunInfo {
+        run_id: urls.run_id.clone(),
+        pid: std::process::id() as i32,
+        base_url: base.clone(),
+        tracker_url: urls.announce.clone(),
+        status_url: format!("{base}/"),
+        vod_url,
+        addresses: net.0,
+        my_link: net.1,
+        my_info_hash: my.torrent.info_hash.hex(),
+        torrent: std::path::absolute(&torrent)?,
+        saveas: std::path::absolute(rd.downloads().join("my-client").join(&my.torrent.name))?,
+        report: std::path::absolute(rd.reports().join("my-client.json"))?,
+        torrents: swarms
+            .iter()
+            .map(|s| TorrentInfo {
+                name: s.torrent.name.clone(),
+                // Absolute, as `torrent` is, so that a user can open it from anywhere.
+                path: std::path::absolute(&s.torrent_path)
+                    .unwrap_or_else(|_| s.torrent_path.clone()),
+                info_hash: s.torrent.info_hash.hex(),
+                size: s.torrent.total_length,
+                pieces: s.torrent.num_pieces(),
+                piece_length: s.torrent.piece_length,
+            })
+            .collect(),
+    })
+}
+
+/// My client's arguments (the command line's, else the config's template, placeholders
+/// filled in) and its `TESTBED_*` variables.
+pub(super) fn my_invocation(
+    cfg: &Config,
+    info: &RunInfo,
+    my_client: &[String],
+) -> (Vec<String>, Vec<(String, String)>) {
+    let m = &cfg.my_client;
+    let mut values: BTreeMap<&str, String> = BTreeMap::new();
+    values.insert("torrent", info.torrent.display().to_string());
+    values.insert("saveas", info.saveas.display().to_string());
+    values.insert("tracker", info.tracker_url.clone());
+    values.insert("vod_url", info.vod_url.clone());
+    values.insert("rate", m.rate.to_string());
+    values.insert("delay", m.delay.to_string());
+    values.insert("prefetch", m.prefetch.to_string());
+    values.insert("max_upload_rate", m.max_upload_rate.to_string());
+    values.insert("report", info.report.display().to_string());
+    let args: Vec<String> = if my_client.len() > 1 {
+        my_client[1..]
+            .iter()
+            .map(|a| template::fill(a, &values))
+            .collect()
+    } else {
+        template::render(&m.args, &values)
+    };
+    let mut env: Vec<(String, String)> = values
+        .iter()
+        .map(|(k, v)| (format!("TESTBED_{}", k.to_uppercase()), v.clone()))
+        .collect();
+    // Not a placeholder (a config may have no seed): the default client seeds its own
+    // random choices from it, so that a rerun of a seeded world is a rerun of my client too.
+    if let Some(seed) = cfg.seed {
+        env.push(("TESTBED_SEED".into(), seed.to_string()));
+    }
+    (args, env)
+}
+
+/// The world of `swarms`, laid out but not started: its clients addressed as `net` says (with
+/// their emulated links, under `network:`), announcing to `tracker_url`.
+pub(super) fn new_world(
+    cfg: &Config,
+    rd: &RunDir,
+    run_id: &str,
+    net: (Addresses, Option<(crate::netem::NetworkSection, u64)>),
+    swarms: Vec<SwarmFiles>,
+    tracker_url: String,
+) -> anyhow::Result<World> {
+    let (addresses, network) = net;
+    let per_swarm = cfg.world.seeds + cfg.world.clients;
+    if addresses != Addresses::Shared && swarms.len() * per_swarm > netns::MAX_CLIENTS {
+        anyhow::bail!(
+            "world: {} swarms of {per_swarm} clients need more than {} addresses",
+            swarms.len(),
+            netns::MAX_CLIENTS
+        );
+    }
+    let world = World {
+        cfg: cfg.world.clone(),
+        addresses,
+        shared_addr: cfg.tracker.bind,
+        seed: cfg.seed.unwrap_or_else(rand::random),
+        swarms,
+        slots: Mutex::new(Vec::new()),
+        spawner: spawn::Spawner::new(run_id),
+        testbed_exe: match &cfg.world.command {
+            Some(c) => c.clone(),
+            None => std::env::current_exe()?,
+        },
+        exe_is_ours: cfg.world.command.is_none(),
+        downloads: rd.downloads(),
+        logs: rd.logs(),
+        status: rd.status(),
+        referee: rd.referee(),
+        network,
+        tracker_url,
+        interval: cfg.tracker.interval,
+        stopping: Default::default(),
+    };
+    world.layout();
+    Ok(world)
+}
+
+/// The run's tracker: the config's interval, its access log in `log`.
+pub(super) fn tracker_config(cfg: &Config, log: PathBuf) -> TrackerConfig {
+    TrackerConfig {
+        interval: Duration::from_secs(cfg.tracker.interval),
+        min_interval: Duration::from_secs(cfg.tracker.interval.div_ceil(2)),
+        peer_timeout: TrackerConfig::peer_timeout_for(Duration::from_secs(cfg.tracker.interval)),
+        public_ip: cfg
+            .tracker
+            .public_host
+            .as_ref()
+            .and_then(|h| h.parse().ok()),
+        access_log: Some(AccessSink::File(log)),
+        ..Default::default()
+    }
+}
+
+/// What the VoD server serves: every swarm's file, by its info hash.
+pub(super) fn vod_files(swarms: &[SwarmFiles]) -> Vec<(String, PathBuf, u64)> {
+    swarms
+        .iter()
+        .map(|s| {
+            (
+                s.torrent.info_hash.hex(),
+                s.fresh.clone(),
+                s.torrent.total_length,
+            )
+        })
+        .collect()
 }

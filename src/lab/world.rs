@@ -305,20 +305,7 @@ impl World {
 
     /// Start the slot's client on its prepared copy. Blocking.
     pub fn spawn_slot(&self, k: usize) -> anyhow::Result<i32> {
-        let slot = self.slots.locked()[k].clone();
-        let mut linger_rng = rng_for(self.seed ^ 0x11, slot.swarm, slot.index, slot.generation);
-        let linger = self.cfg.linger.draw(&mut linger_rng);
-        let log = self.logs.join(format!(
-            "{}-{}-{}.log",
-            if slot.role == Role::Seed {
-                "seed"
-            } else {
-                "world"
-            },
-            slot.swarm,
-            slot.index
-        ));
-        let args = self.peer_args(&slot, linger, linger_rng.random::<u64>());
+        let (args, log) = self.slot_command(k);
         let pid = self.spawner.spawn(SpawnRequest {
             program: self.testbed_exe.clone(),
             args,
@@ -331,11 +318,33 @@ impl World {
             cwd: None,
             arms_itself: self.exe_is_ours,
         })?;
+        self.mark_running(k, pid);
+        Ok(pid)
+    }
+
+    /// Slot `k`'s client runs, as `pid`.
+    pub fn mark_running(&self, k: usize, pid: i32) {
         let mut slots = self.slots.locked();
         slots[k].pid = Some(pid);
         slots[k].state = SlotState::Running;
         slots[k].started = Some(Instant::now());
-        Ok(pid)
+    }
+
+    /// The arguments of slot `k`'s `testbed peer` (after the program's name) and its log.
+    pub fn slot_command(&self, k: usize) -> (Vec<OsString>, PathBuf) {
+        let slot = self.slots.locked()[k].clone();
+        let mut linger_rng = rng_for(self.seed ^ 0x11, slot.swarm, slot.index, slot.generation);
+        let linger = self.cfg.linger.draw(&mut linger_rng);
+        let log = self.logs.join(format!(
+            "{}-{}-{}.log",
+            slot.role.as_str(),
+            slot.swarm,
+            slot.index
+        ));
+        (
+            self.peer_args(&slot, linger, linger_rng.random::<u64>()),
+            log,
+        )
     }
 
     /// The command line of a slot's `testbed peer`: `linger` seconds after it completes (a

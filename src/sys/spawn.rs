@@ -96,10 +96,12 @@ type SpawnJob = (SpawnRequest, oneshot::Sender<std::io::Result<i32>>);
 
 /// Starts children from long-lived threads, so that their PR_SET_PDEATHSIG stays armed as long
 /// as the supervisor lives. Two of them: a child is started when the one before it is still
-/// being exec'd.
+/// being exec'd. They start with the first child: a process that only lays out a world (a
+/// world slot under Shadow) starts none.
 #[derive(Clone)]
 pub struct Spawner {
-    tx: mpsc::Sender<SpawnJob>,
+    run_id: String,
+    tx: std::sync::Arc<std::sync::OnceLock<mpsc::Sender<SpawnJob>>>,
 }
 
 /// Threads that start children.
@@ -107,6 +109,18 @@ const SPAWNER_THREADS: usize = 2;
 
 impl Spawner {
     pub fn new(run_id: &str) -> Spawner {
+        Spawner {
+            run_id: run_id.to_string(),
+            tx: Default::default(),
+        }
+    }
+
+    /// The threads, started on first use.
+    fn threads(&self) -> &mpsc::Sender<SpawnJob> {
+        self.tx.get_or_init(|| Self::start_threads(&self.run_id))
+    }
+
+    fn start_threads(run_id: &str) -> mpsc::Sender<SpawnJob> {
         let (tx, rx) = mpsc::channel::<SpawnJob>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         for i in 0..SPAWNER_THREADS {
@@ -134,7 +148,7 @@ impl Spawner {
                 })
                 .expect("spawner thread");
         }
-        Spawner { tx }
+        tx
     }
 
     fn submit(
@@ -142,7 +156,7 @@ impl Spawner {
         req: SpawnRequest,
     ) -> std::io::Result<oneshot::Receiver<std::io::Result<i32>>> {
         let (tx, rx) = oneshot::channel();
-        self.tx
+        self.threads()
             .send((req, tx))
             .map_err(|_| std::io::Error::other("spawner thread gone"))?;
         Ok(rx)
@@ -208,6 +222,21 @@ fn spawn_now(req: &SpawnRequest, run_id: &str) -> std::io::Result<i32> {
     // Not waited on here: the reaper thread reaps every child and grandchild.
     std::mem::forget(child);
     Ok(pid)
+}
+
+/// `cmd`'s process is killed when this thread ends (or this process dies).
+pub fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as i32;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid().as_raw() != parent {
+                nix::libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Exits the reaper may queue before it waits for the supervisor to take them: more than the

@@ -16,7 +16,7 @@ use super::Tracker;
 use crate::util::hex;
 use crate::util::html::{esc, human, printable_id};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Status {
     pub uptime_secs: f64,
     pub interval_secs: u64,

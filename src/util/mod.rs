@@ -8,10 +8,12 @@
 //! * [`stats`]: mean, median, sd and bootstrap intervals for comparisons;
 //! * [`hex`], [`Locked`] (a mutex whose poisoning is survived), [`Exit`] (how a process ended).
 
+pub mod elf;
 pub mod fs;
 pub mod html;
 pub mod range;
 pub mod rt;
+pub mod signal;
 pub mod stats;
 
 use std::sync::{Mutex, MutexGuard};
@@ -105,6 +107,22 @@ impl std::fmt::Display for Exit {
             Exit::Signal(s) => write!(f, "killed by signal {s}"),
         }
     }
+}
+
+/// `program` as `exec` would find it: a path with a slash as it is, else the first executable
+/// file of that name on the PATH.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        return runnable(&p).then_some(p);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| runnable(p))
 }
 
 #[cfg(test)]

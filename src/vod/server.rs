@@ -33,10 +33,13 @@ pub struct VodServer {
     /// Requests that name no client are counted under their source address (a BEP 19 web
     /// seed request names none) instead of being refused.
     by_address: bool,
+    /// Where every range sent is also appended, one JSON line each, as it is sent (see
+    /// [`VodServer::log_to`]).
+    log: Mutex<Option<std::fs::File>>,
 }
 
 /// One range the server sent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sent {
     /// Unix time, seconds (the clock the world's referee records use).
     pub t: f64,
@@ -62,7 +65,37 @@ impl VodServer {
             counts: Mutex::new(BTreeMap::new()),
             sent: Mutex::new(Vec::new()),
             by_address,
+            log: Mutex::new(None),
         })
+    }
+
+    /// Append every range sent from now on to `path`, one JSON [`Sent`] a line, written before
+    /// the bytes go out: a server that is killed (as Shadow ends a simulation) leaves its
+    /// count on disk. [`read_log`] reads it back.
+    pub fn log_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        *self.log.locked() = Some(f);
+        Ok(())
+    }
+
+    /// Count a range sent to `client`.
+    fn record(&self, sent: Sent) {
+        let mut c = self.counts.locked();
+        let e = c.entry(sent.client.clone()).or_default();
+        e.bytes += sent.len;
+        e.requests += 1;
+        drop(c);
+        if let Some(f) = self.log.locked().as_mut() {
+            use std::io::Write;
+            let line = serde_json::to_string(&sent).unwrap_or_default() + "\n";
+            if let Err(e) = f.write_all(line.as_bytes()) {
+                tracing::error!("the VoD server's log: {e}");
+            }
+        }
+        self.sent.locked().push(sent);
     }
 
     /// Bytes served so far, per client.
@@ -83,6 +116,24 @@ impl VodServer {
     pub fn total_bytes(&self) -> u64 {
         self.served().values().map(|s| s.bytes).sum()
     }
+}
+
+/// What a server's log ([`VodServer::log_to`]) says it sent: the count per client and every
+/// range, as [`VodServer::served`] and [`VodServer::sent`] would have. A missing log is a
+/// server that sent nothing; a line cut short by a kill is left out.
+pub fn read_log(path: &std::path::Path) -> (BTreeMap<String, Served>, Vec<Sent>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let sent: Vec<Sent> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mut served: BTreeMap<String, Served> = BTreeMap::new();
+    for s in &sent {
+        let e = served.entry(s.client.clone()).or_default();
+        e.bytes += s.len;
+        e.requests += 1;
+    }
+    (served, sent)
 }
 
 /// A `Range` header that cannot be served (answered 416).
@@ -194,13 +245,7 @@ async fn serve(
         Ok(Ok(d)) => d,
         _ => return (StatusCode::INTERNAL_SERVER_ERROR, "read failed\n").into_response(),
     };
-    {
-        let mut c = s.counts.locked();
-        let e = c.entry(client.clone()).or_default();
-        e.bytes += len;
-        e.requests += 1;
-    }
-    s.sent.locked().push(Sent {
+    s.record(Sent {
         t: crate::util::unix_now(),
         client: client.clone(),
         hash: hash.to_ascii_lowercase(),
@@ -251,5 +296,42 @@ mod tests {
         ] {
             assert_eq!(parse_range(Some(bad), 100), Err(BadRange), "{bad}");
         }
+    }
+
+    /// What the log says is what the server counted, also when its last line was cut.
+    #[test]
+    fn the_log_reads_back_as_the_count() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("vod.jsonl");
+        let s = VodServer::new([("ab".to_string(), d.path().join("f"), 10)], false);
+        s.log_to(&log).unwrap();
+        for (client, start, len) in [("me", 0, 4), ("other", 2, 3), ("me", 4, 6)] {
+            s.record(Sent {
+                t: 1.5,
+                client: client.into(),
+                hash: "ab".into(),
+                start,
+                len,
+            });
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"t\":2.0,\"cli"))
+            .unwrap();
+        let (served, sent) = read_log(&log);
+        assert_eq!(served, s.served());
+        assert_eq!(
+            served["me"],
+            Served {
+                bytes: 10,
+                requests: 2
+            }
+        );
+        assert_eq!(sent, s.sent("ab"));
+        assert_eq!(
+            read_log(&d.path().join("none")),
+            (BTreeMap::new(), Vec::new())
+        );
     }
 }

@@ -160,30 +160,14 @@ impl Live {
         }
     }
 
-    /// SIGINT and SIGTERM stop the compare. A handler only raises a flag (all a handler may
-    /// safely do); a thread watches it. Not a blocked mask and `sigwait`: a mask is inherited by
-    /// the runs, which then could not be stopped; a handler is reset by `exec`.
+    /// SIGINT and SIGTERM stop the compare (see [`crate::util::signal::StopFlag`]): a thread
+    /// watches the flag.
     pub(in crate::experiment) fn forward_signals(
         self: Arc<Self>,
     ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-        static SIGNALLED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-        extern "C" fn raise_flag(sig: i32) {
-            SIGNALLED.store(sig, std::sync::atomic::Ordering::SeqCst);
-        }
-        let action = SigAction::new(
-            SigHandler::Handler(raise_flag),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        for sig in [Signal::SIGINT, Signal::SIGTERM] {
-            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-            unsafe { sigaction(sig, &action) }?;
-        }
+        let flag = crate::util::signal::StopFlag::install()?;
         Ok(std::thread::spawn(move || loop {
-            let sig = SIGNALLED.load(std::sync::atomic::Ordering::SeqCst);
-            if sig != 0 {
-                let name = Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+            if let Some(name) = flag.get() {
                 eprintln!("compare: {name}: stopping the runs under way");
                 self.stop();
                 return;

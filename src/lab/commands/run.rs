@@ -2,11 +2,12 @@
 //! `vod-client` beside this binary with the config's argument template (`--policy P` picks
 //! its policy); a supervisor runs until my client exits; then the run is scored
 //! ([`crate::vod::score`]), the score printed, and `run/summary.json`, `run/report.svg` and
-//! `run/report.csv` written.
+//! `run/report.csv` written. Under `engine: shadow` the run is one simulation
+//! ([`crate::lab::shadow`]), scored the same way.
 
 use std::path::Path;
 
-use crate::lab::config::Config;
+use crate::lab::config::{Config, Engine};
 use crate::lab::rundir::RunDir;
 use crate::lab::Mode;
 use crate::policy::Policy;
@@ -58,7 +59,10 @@ pub fn run(e: Experiment) -> anyhow::Result<()> {
     let cfg = e.config.load()?;
     let my = my_command(&cfg, &e.my_client, e.policy)?;
     let started = std::time::Instant::now();
-    let outcome = crate::lab::supervise(&e.config, my, Mode::Run)?;
+    let outcome = match cfg.engine {
+        Engine::Real => crate::lab::supervise(&e.config, my, Mode::Run)?,
+        Engine::Shadow => crate::lab::shadow::run(&e.config, my)?,
+    };
     let rd = RunDir::new(&cfg.run_dir);
     let report = rd.reports().join("my-client.json");
     let scored = score::score(&outcome, &report, started.elapsed().as_secs_f64());

@@ -1,0 +1,542 @@
+//! The Shadow engine (`engine: shadow`, `--engine shadow`): the lab's own binaries and my
+//! client, unmodified, under Shadow 3.3 (a discrete-event network simulator: a simulated
+//! network and clock, every host its own address, computation taking no time). The same config
+//! and seed give the same run, byte for byte, faster than real time.
+//!
+//! [`run`] does what the real engine's supervisor does, as one simulation:
+//!
+//! 1. the run folder, the torrents, the world's layout and my client's command line, made by
+//!    the same functions as the real engine's ([`super::supervisor`]);
+//! 2. `run/shadow/plan.json` (a [`Plan`]: what the processes inside need to know) and
+//!    `run/shadow/shadow.yaml` ([`hosts`]): a host for the services (the tracker and the VoD
+//!    server, 10.77.0.1), one for my client (10.77.0.2), one per world slot (its namespace
+//!    address, 10.77.x.y), on a graph made from `network:` (without it, a LAN);
+//! 3. Shadow, watched: a simulation whose clock stops moving (a busy loop), or that runs slower
+//!    than real time, is ended and reported; Ctrl-C and `testbed stop` end it with everything
+//!    it runs;
+//! 4. the outcome, from what the processes left in `run/`: the VoD server's log of every range
+//!    it sent, my client's record (start, end, exit), the world's referee records. The caller
+//!    scores it as the real engine's.
+//!
+//! Inside the simulation ([`inside`]) the parts that the supervisor does outside in the real
+//! engine run as processes of `testbed sim`: the services, a world slot that reincarnates its
+//! client, my client's launcher.
+//!
+//! Every process runs on simulated time: the clock starts at 2000-01-01 00:00:00 UTC, and the
+//! records and the VoD server's log carry that clock.
+
+pub mod hosts;
+pub mod inside;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::api::{Phase, RunInfo, StartState};
+use super::config::{Addresses, Config, Source};
+use super::netns;
+use super::rundir::{PidInfo, RunDir};
+use super::supervisor::{self, Urls};
+use super::world::{SwarmFiles, World};
+use crate::metainfo::Torrent;
+use crate::sys::procs;
+use crate::util::Exit;
+use crate::vod::score::Outcome;
+
+/// Where `make deps` installs Shadow.
+pub const DEFAULT_SHADOW: &str = "/opt/shadow/bin/shadow";
+
+/// When the world's clients start, simulated seconds: the services are up at 0.
+const WORLD_AT: f64 = 1.0;
+/// When my client starts (plus `my_client.start_after`): the world has announced.
+const MY_CLIENT_AT: f64 = 2.0;
+/// How long my client may run past the last deadline of its movie before it is ended.
+const GRACE: f64 = 10.0;
+/// A simulation whose clock has not moved for this long is stalled.
+const STALL: Duration = Duration::from_secs(30);
+
+/// What the processes inside the simulation need to know: `run/shadow/plan.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    /// The run's config, its seed drawn if it had none.
+    pub config: Config,
+    pub run_id: String,
+    /// The services' port.
+    pub port: u16,
+    /// Each swarm's torrent and file.
+    pub swarms: Vec<(PathBuf, PathBuf)>,
+    pub my: MyPlan,
+}
+
+/// My client in the simulation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MyPlan {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// The environment it would have in the real engine: the caller's and `TESTBED_*`.
+    pub env: Vec<(String, String)>,
+    /// Its output.
+    pub log: PathBuf,
+    /// Where its launcher writes a [`MyRecord`].
+    pub record: PathBuf,
+    /// Simulated seconds it may run before it is ended.
+    pub run_for: f64,
+}
+
+/// How my client went, written by its launcher inside the simulation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MyRecord {
+    /// Unix time (simulated) when it was started: its clock's zero for the referee.
+    pub started_unix: f64,
+    pub ended_unix: Option<f64>,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Still running at the movie's end and the grace after it: ended by its launcher.
+    #[serde(default)]
+    pub ended_by_lab: bool,
+    /// Why it could not start.
+    pub error: Option<String>,
+}
+
+impl MyRecord {
+    pub fn exit(&self) -> Option<Exit> {
+        match (self.code, self.signal) {
+            (Some(c), _) => Some(Exit::Code(c)),
+            (None, Some(s)) => Some(Exit::Signal(s)),
+            _ => None,
+        }
+    }
+}
+
+impl Plan {
+    pub fn read(path: &Path) -> anyhow::Result<Plan> {
+        crate::util::fs::read_json(path)
+            .with_context(|| format!("{}: not a plan of a Shadow run", path.display()))
+    }
+
+    /// The run folder.
+    pub fn run_dir(&self) -> RunDir {
+        RunDir::new(&self.config.run_dir)
+    }
+
+    /// Where the VoD server logs every range it sends.
+    pub fn vod_log(&self) -> PathBuf {
+        self.run_dir().root.join("shadow").join("vod.jsonl")
+    }
+
+    /// Where a slot writes its state as it changes.
+    pub fn slot_file(&self, k: usize) -> PathBuf {
+        self.run_dir()
+            .root
+            .join("shadow")
+            .join("slots")
+            .join(format!("{k}.json"))
+    }
+
+    /// Where the services write the tracker's status when they stop.
+    pub fn tracker_status(&self) -> PathBuf {
+        self.run_dir().root.join("shadow").join("tracker.json")
+    }
+
+    /// The swarms, their torrents read back.
+    pub fn swarm_files(&self) -> anyhow::Result<Vec<SwarmFiles>> {
+        self.swarms
+            .iter()
+            .map(|(t, f)| {
+                Ok(SwarmFiles {
+                    torrent: Arc::new(Torrent::from_file(t)?),
+                    torrent_path: t.clone(),
+                    fresh: f.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The announce URL (the services' host).
+    pub fn tracker_url(&self) -> String {
+        format!("http://{}:{}/announce", netns::TRACKER, self.port)
+    }
+
+    /// The world, laid out as the outside laid it out (the same seed, the same draws).
+    pub fn world(&self) -> anyhow::Result<World> {
+        let network = self
+            .config
+            .network
+            .clone()
+            .map(|n| (n.clone(), n.seed.or(self.config.seed).unwrap_or(0)));
+        supervisor::new_world(
+            &self.config,
+            &self.run_dir(),
+            &self.run_id,
+            (Addresses::Namespace, network),
+            self.swarm_files()?,
+            self.tracker_url(),
+        )
+    }
+
+    /// Simulated seconds from my client's start to the end of the simulation.
+    pub fn stop_time(&self) -> f64 {
+        MY_CLIENT_AT + self.config.my_client.start_after + self.my.run_for + 1.0
+    }
+}
+
+/// The Shadow to run: `$TESTBED_SHADOW`, else [`DEFAULT_SHADOW`], else `shadow` on the PATH.
+pub fn shadow_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TESTBED_SHADOW") {
+        let p = PathBuf::from(p);
+        return match p.is_file() {
+            true => Ok(p),
+            false => anyhow::bail!(
+                "engine: shadow: TESTBED_SHADOW={} is not a file",
+                p.display()
+            ),
+        };
+    }
+    let default = PathBuf::from(DEFAULT_SHADOW);
+    if default.is_file() {
+        return Ok(default);
+    }
+    crate::util::which("shadow").ok_or_else(|| {
+        anyhow::anyhow!(
+            "engine: shadow needs Shadow 3.3, which is not installed (not at {DEFAULT_SHADOW}, \
+             $TESTBED_SHADOW or on the PATH): `make deps` builds it (see docs/shadow.md)"
+        )
+    })
+}
+
+/// `testbed run` under Shadow: the whole experiment as one simulation. Returns what the run
+/// ended with, as the real engine's supervisor does.
+pub fn run(source: &Source, my_client: Vec<String>) -> anyhow::Result<Outcome> {
+    let mut cfg = source.load()?;
+    let shadow = shadow_binary()?;
+    inside::check_runnable(&my_client[0])?;
+    let rd = RunDir::new(&cfg.run_dir);
+    let _lock = rd.lock()?;
+    rd.reset()?;
+    let dir = rd.root.join("shadow");
+    std::fs::create_dir_all(dir.join("slots"))?;
+    crate::util::rt::init_logging(Some(&rd.logs().join("engine.log")), "info")?;
+    let run_id =
+        std::env::var(procs::RUN_ID_VAR).unwrap_or_else(|_| super::commands::start::new_run_id());
+    cfg.seed = Some(cfg.seed.unwrap_or_else(rand::random));
+    let port = match cfg.tracker.port {
+        0 => 6970,
+        p => p,
+    };
+    let lab = format!("http://{}:{port}", netns::TRACKER);
+    let urls = Urls {
+        run_id: run_id.clone(),
+        base: lab.clone(),
+        announce: format!("{lab}/announce"),
+        lab,
+    };
+    let swarms = supervisor::make_torrents(&cfg, &rd, &urls.announce)?;
+    let mine = supervisor::my_swarm(&cfg, &swarms)?;
+    let my_link = cfg.network.as_ref().map(|n| n.my_client);
+    let info = supervisor::run_info(
+        &cfg,
+        &rd,
+        &urls,
+        (Addresses::Namespace, my_link),
+        &swarms,
+        mine,
+    )?;
+    if let Some(dir) = info.saveas.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let plan = make_plan(&cfg, &rd, &run_id, port, &swarms, &info, &my_client)?;
+    let plan_path = dir.join("plan.json");
+    crate::util::fs::write_atomic(&plan_path, &serde_json::to_vec_pretty(&plan)?)?;
+    let world = plan.world()?;
+    let yaml = hosts::shadow_config(&plan, &plan_path, &world)?;
+    let config_path = dir.join("shadow.yaml");
+    crate::util::fs::write_atomic(&config_path, yaml.as_bytes())?;
+    let me = std::process::id() as i32;
+    rd.write_pid(&PidInfo {
+        pid: me,
+        start_time: procs::start_time(me).unwrap_or(0),
+        run_id: run_id.clone(),
+        sid: None,
+        cgroup: None,
+        url: urls.base.clone(),
+        port,
+        netns: None,
+    })?;
+    StartState::write(&rd, Phase::Starting, None, 0, 0);
+    let simulated = plan.stop_time();
+    tracing::info!(
+        "simulating {simulated:.0} s: {} world clients, my client {}",
+        world.slots.lock().map(|s| s.len()).unwrap_or(0),
+        my_client.join(" ")
+    );
+    let ended = simulate(&shadow, &dir, &config_path, &run_id, simulated);
+    let _ = std::fs::remove_file(rd.pid_file());
+    let phase = if ended.is_ok() {
+        Phase::Stopped
+    } else {
+        Phase::Failed
+    };
+    StartState::write(
+        &rd,
+        phase,
+        ended.as_ref().err().map(|e| format!("{e:#}")),
+        0,
+        0,
+    );
+    ended?;
+    let outcome = outcome(&plan, &info, &swarms, mine);
+    let finished = inside::finished(&plan, &info, &world);
+    crate::util::fs::write_atomic(
+        &rd.root.join("finished.json"),
+        &serde_json::to_vec_pretty(&finished)?,
+    )?;
+    Ok(outcome)
+}
+
+/// The plan of a run: its config, where my client's launcher finds its command and writes
+/// its record, and how long it may run (the movie's last deadline and a grace).
+fn make_plan(
+    cfg: &Config,
+    rd: &RunDir,
+    run_id: &str,
+    port: u16,
+    swarms: &[SwarmFiles],
+    info: &RunInfo,
+    my_client: &[String],
+) -> anyhow::Result<Plan> {
+    let (args, testbed_env) = supervisor::my_invocation(cfg, info, my_client);
+    // The caller's environment, as a real run's my client inherits it.
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k != "LD_PRELOAD" && !k.starts_with("TESTBED_"))
+        .collect();
+    env.extend(testbed_env);
+    env.push((procs::RUN_ID_VAR.into(), run_id.into()));
+    let size = info.my_torrent().map_or(0, |t| t.size) as f64;
+    let m = &cfg.my_client;
+    let movie = m.delay - m.prefetch + size / (m.rate * crate::vod::KB);
+    Ok(Plan {
+        config: cfg.clone(),
+        run_id: run_id.to_string(),
+        port,
+        swarms: swarms
+            .iter()
+            .map(|s| {
+                Ok((
+                    std::path::absolute(&s.torrent_path)?,
+                    std::path::absolute(&s.fresh)?,
+                ))
+            })
+            .collect::<std::io::Result<_>>()?,
+        my: MyPlan {
+            program: crate::util::which(&my_client[0])
+                .unwrap_or_else(|| PathBuf::from(&my_client[0])),
+            args,
+            env,
+            log: std::path::absolute(rd.logs().join("my-client.log"))?,
+            record: std::path::absolute(rd.root.join("shadow").join("my-client.json"))?,
+            run_for: (movie + GRACE).ceil(),
+        },
+    })
+}
+
+/// Runs Shadow on `config` in `dir` until it ends, the simulation stalls or runs slower than
+/// real time, or a signal comes (Ctrl-C, `testbed stop`). Its log is `dir/shadow.log`.
+fn simulate(
+    shadow: &Path,
+    dir: &Path,
+    config: &Path,
+    run_id: &str,
+    simulated: f64,
+) -> anyhow::Result<()> {
+    let log_path = dir.join("shadow.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut cmd = std::process::Command::new(shadow);
+    cmd.arg("--parallelism")
+        .arg(parallelism().to_string())
+        .arg("--progress")
+        .arg("false")
+        .arg(config)
+        .current_dir(dir)
+        .env(procs::RUN_ID_VAR, run_id)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    crate::sys::spawn::die_with_parent(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", shadow.display()))?;
+    let pid = child.id() as i32;
+    let limit = Instant::now() + Duration::from_secs_f64(simulated) + Duration::from_secs(60);
+    let stop = crate::util::signal::StopFlag::install()?;
+    let mut clock = Clock::default();
+    let why = loop {
+        if let Some(status) = child.try_wait()? {
+            break match status.success() {
+                true => None,
+                false => Some(format!(
+                    "Shadow ended with {status}: {}",
+                    last_errors(&log_path)
+                )),
+            };
+        }
+        if let Some(s) = stop.get() {
+            break Some(format!("{s}: the simulation was stopped"));
+        }
+        let at = clock.read(&log_path);
+        if clock.still_for() > STALL {
+            break Some(format!(
+                "the simulation stalled at {at:.0} s of simulated time: its clock has not moved \
+                 for {} s of wall time (a process that loops without waiting, such as a busy \
+                 loop, never lets simulated time pass; see docs/shadow.md)",
+                STALL.as_secs()
+            ));
+        }
+        if Instant::now() > limit {
+            break Some(format!(
+                "the simulation ran slower than real time ({at:.0} of {simulated:.0} simulated \
+                 seconds in {:.0} s) and was ended",
+                limit.elapsed().as_secs_f64() + simulated + 60.0
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if why.is_some() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+    }
+    // Shadow's processes die with it; sweep whatever did not.
+    let left = procs::end_all(
+        run_id,
+        None,
+        None,
+        Duration::from_millis(500),
+        Instant::now() + Duration::from_secs(3),
+    );
+    if !left.is_empty() {
+        eprintln!("testbed: processes {left:?} survived the simulation");
+    }
+    match why {
+        None => Ok(()),
+        Some(w) => anyhow::bail!("{w}; Shadow's log: {}", log_path.display()),
+    }
+}
+
+/// Shadow's threads: `$TESTBED_SHADOW_THREADS`, else this machine's cores (at most 4).
+fn parallelism() -> usize {
+    std::env::var("TESTBED_SHADOW_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(4)
+        })
+}
+
+/// The simulation's clock as Shadow's log tells it (its heartbeat lines name the simulated
+/// time), and since when it has not moved.
+#[derive(Default)]
+struct Clock {
+    /// Bytes of the log read.
+    read: u64,
+    /// Simulated seconds.
+    at: f64,
+    moved: Option<Instant>,
+}
+
+impl Clock {
+    /// Reads what the log added; returns the simulated time.
+    fn read(&mut self, log: &Path) -> f64 {
+        use std::io::{Read, Seek};
+        let moved = self.moved.get_or_insert_with(Instant::now);
+        let Ok(mut f) = std::fs::File::open(log) else {
+            return self.at;
+        };
+        let mut text = String::new();
+        if f.seek(std::io::SeekFrom::Start(self.read)).is_ok()
+            && f.read_to_string(&mut text).is_ok()
+        {
+            // Only whole lines.
+            let whole = text.rfind('\n').map_or(0, |i| i + 1);
+            self.read += whole as u64;
+            for line in text[..whole].lines() {
+                if let Some(ns) = line
+                    .split("at simtime ")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    let at = ns as f64 / 1e9;
+                    if at > self.at {
+                        self.at = at;
+                        *moved = Instant::now();
+                    }
+                }
+            }
+        }
+        self.at
+    }
+
+    fn still_for(&self) -> Duration {
+        self.moved.map_or(Duration::ZERO, |m| m.elapsed())
+    }
+}
+
+/// The first error of Shadow's log, with its causes, on one line.
+fn last_errors(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("[ERROR]"))
+        .map(|l| l.split("] ").last().unwrap_or(l).trim())
+        .take_while(|m| *m != "Stack backtrace:")
+        .filter(|m| !m.is_empty() && *m != "Caused by:")
+        .take(4)
+        .collect();
+    match errors.is_empty() {
+        true => "no error in its log".into(),
+        false => errors.join(": "),
+    }
+}
+
+/// The run's outcome from what the simulation left: my client's record, the VoD server's log
+/// and the referee's verdict on the world's records.
+fn outcome(plan: &Plan, info: &RunInfo, swarms: &[SwarmFiles], mine: usize) -> Outcome {
+    let rd = plan.run_dir();
+    let record: Option<MyRecord> = crate::util::fs::read_json(&plan.my.record);
+    let (served, sent) = crate::vod::server::read_log(&plan.vod_log());
+    let t = &swarms[mine].torrent;
+    let hash = t.info_hash.hex();
+    let mine_sent: Vec<_> = sent.into_iter().filter(|s| s.hash == hash).collect();
+    let m = &plan.config.my_client;
+    let referee = record.as_ref().map(|r| {
+        super::evidence::judge(&super::evidence::Case {
+            dir: &rd.referee(),
+            swarm: mine,
+            model: crate::vod::Model {
+                size: t.total_length,
+                piece_length: t.piece_length,
+                ..crate::vod::Model::new(m.rate, m.delay, m.prefetch, 0, 0)
+            },
+            my_start: r.started_unix,
+            my_ip: Some(netns::MY_CLIENT.into()),
+            sent: &mine_sent,
+            upload_cap: m.max_upload_rate * crate::vod::KB,
+        })
+    });
+    Outcome {
+        my_exit: record.as_ref().and_then(MyRecord::exit),
+        served,
+        my_size: info.my_torrent().map_or(0, |t| t.size),
+        run_id: plan.run_id.clone(),
+        referee,
+    }
+}
