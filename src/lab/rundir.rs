@@ -126,12 +126,20 @@ impl RunDir {
             }
             std::fs::create_dir_all(&d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
         }
+        // A Shadow run's folder (lab::shadow), made again by the next.
+        let shadow = self.root.join("shadow");
+        if shadow.exists() {
+            std::fs::remove_dir_all(&shadow)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", shadow.display()))?;
+        }
         for f in [
             "summary.json",
             "state.json",
             "report.svg",
             "report.csv",
             "referee.csv",
+            "finished.json",
+            "status.html",
         ] {
             let _ = std::fs::remove_file(self.root.join(f));
         }

@@ -81,6 +81,13 @@ impl VodServer {
         Ok(())
     }
 
+    /// Count what another server sent (its [`read_log`]), as if this one had sent it.
+    pub fn replay(&self, sent: impl IntoIterator<Item = Sent>) {
+        for s in sent {
+            self.record(s);
+        }
+    }
+
     /// Count a range sent to `client`.
     fn record(&self, sent: Sent) {
         let mut c = self.counts.locked();

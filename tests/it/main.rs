@@ -10,6 +10,7 @@ mod lab;
 mod netem;
 mod page;
 mod shadow;
+mod shadow_run;
 mod slurm;
 mod support;
 mod tracker;

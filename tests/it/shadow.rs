@@ -13,7 +13,7 @@ use crate::common::*;
 const TRACKER_IP: &str = "11.0.0.1";
 
 /// Whether Shadow is installed; under `CI=true` a missing one fails the test.
-fn have_shadow() -> bool {
+pub fn have_shadow() -> bool {
     let there = Path::new(SHADOW).is_file();
     if !there {
         assert_ne!(

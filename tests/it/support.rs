@@ -57,6 +57,26 @@ impl Proc {
         self.child.id() as i32
     }
 
+    /// Its exit status and what it wrote to its piped stdout and stderr, once it has exited
+    /// (see [`Proc::wait_timeout`]).
+    pub fn output(&mut self) -> std::process::Output {
+        use std::io::Read;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        if let Some(o) = self.child.stdout.as_mut() {
+            let _ = o.read_to_end(&mut stdout);
+        }
+        if let Some(e) = self.child.stderr.as_mut() {
+            let _ = e.read_to_end(&mut stderr);
+        }
+        let status = self.child.wait().expect("a child to wait for");
+        std::process::Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+
     /// Send `sig` to the process (it must still be there).
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig)

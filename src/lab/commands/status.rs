@@ -35,12 +35,7 @@ pub fn status(source: &Source, json: bool) -> anyhow::Result<bool> {
         .read_pid()
         .filter(|i| procs::is_same_process(i.pid, i.start_time));
     let Some(info) = info else {
-        if json {
-            crate::util::outln!("{{\"running\":false}}");
-        } else {
-            crate::util::outln!("not running ({})", rd.root.display());
-        }
-        return Ok(false);
+        return not_running(&rd, json);
     };
     let rt = crate::util::rt::runtime(1)?;
     let url = format!("{}/api/world", info.url);
@@ -78,6 +73,33 @@ pub fn status(source: &Source, json: bool) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// Nothing runs: say so, or show the run that a Shadow simulation finished here (its
+/// `finished.json`; see `lab::shadow::finished`).
+fn not_running(rd: &RunDir, json: bool) -> anyhow::Result<bool> {
+    use crate::lab::shadow::finished::{FINISHED, PAGE};
+    let finished: Option<Running> = crate::util::fs::read_json(&rd.root.join(FINISHED));
+    match (finished, json) {
+        (Some(f), true) => crate::util::outln!("{}", serde_json::to_string(&f)?),
+        (Some(f), false) => {
+            let mut s = format!(
+                "not running; the Shadow simulation of run {} finished here ({:.0} s simulated)\n",
+                f.world.run.run_id, f.world.uptime_secs
+            );
+            let _ = writeln!(
+                s,
+                "  page         {} (the run's end; open it as a file)",
+                rd.root.join(PAGE).display()
+            );
+            where_things_are(&mut s, None, &f.world.run);
+            clients(&mut s, &f.world, &f.tracker);
+            crate::util::out!("{s}");
+        }
+        (None, true) => crate::util::outln!("{{\"running\":false}}"),
+        (None, false) => crate::util::outln!("not running ({})", rd.root.display()),
+    }
+    Ok(false)
+}
+
 /// The text table.
 pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
     let mut s = String::new();
@@ -86,7 +108,7 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
         "testbed running: supervisor pid {}, run {}, up {:.0} s, {}",
         info.pid, info.run_id, w.uptime_secs, w.phase
     );
-    where_things_are(&mut s, info, &w.run);
+    where_things_are(&mut s, Some(info.pid), &w.run);
     clients(&mut s, w, t);
     let _ = writeln!(s, "\n  downloads on disk:");
     for (path, size) in &w.downloads {
@@ -95,11 +117,13 @@ pub fn render(info: &PidInfo, w: &WorldStatus, t: &Status) -> String {
     s
 }
 
-/// The URLs and paths a client needs, the addresses, the emulated network.
-fn where_things_are(s: &mut String, info: &PidInfo, run: &RunInfo) {
+/// The URLs and paths a client needs, the addresses, the emulated network. `pid`: the
+/// supervisor's, whose network namespace holds the lab (none: a simulation's).
+fn where_things_are(s: &mut String, pid: Option<i32>, run: &RunInfo) {
     let hash = &run.my_info_hash;
-    for (k, v) in [
-        ("status page", run.status_url.clone()),
+    // A simulation's page was served to nobody: its end is a file (see `not_running`).
+    let page = pid.map(|_| ("status page", run.status_url.clone()));
+    for (k, v) in page.into_iter().chain([
         (
             "tracker",
             // A world shard's clients announce to another testbed's tracker.
@@ -112,20 +136,26 @@ fn where_things_are(s: &mut String, info: &PidInfo, run: &RunInfo) {
         ("VoD server", format!("{}/vod/{hash}", run.base_url)),
         ("my torrent", run.torrent.display().to_string()),
         ("my saveas", run.saveas.display().to_string()),
-    ] {
+    ]) {
         let _ = writeln!(s, "  {k:<12} {v}");
     }
-    let _ = match run.addresses {
-        Addresses::Namespace => writeln!(
+    let _ = match (run.addresses, pid) {
+        (Addresses::Namespace, None) => writeln!(
+            s,
+            "  addresses    simulated: world 10.77.x.y, my client {}, tracker and VoD server {}",
+            netns::MY_CLIENT,
+            netns::TRACKER
+        ),
+        (Addresses::Namespace, Some(pid)) => writeln!(
             s,
             "  addresses    namespace: world 10.77.x.y, my client {}, tracker and VoD server for\n               \
              them at {} and {} (nsenter --net=/proc/{}/ns/net to look inside)",
             netns::MY_CLIENT,
             run.tracker_url,
             run.vod_url,
-            info.pid
+            pid
         ),
-        a => writeln!(s, "  addresses    {a}"),
+        (a, _) => writeln!(s, "  addresses    {a}"),
     };
     if let Some(l) = &run.my_link {
         let _ = writeln!(

@@ -21,9 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{MyRecord, Plan};
-use crate::lab::api::{MyClient, MyClientState, Phase, RunInfo, WorldStatus};
-use crate::lab::commands::status::Running;
-use crate::lab::world::{SlotState, World};
+use crate::lab::world::World;
 use crate::util::{Exit, Locked};
 use crate::vod::server::VodServer;
 
@@ -164,64 +162,6 @@ pub fn my_client(plan: &Plan) -> anyhow::Result<()> {
 fn write_record(path: &Path, r: &MyRecord) -> anyhow::Result<()> {
     crate::util::fs::write_atomic(path, &serde_json::to_vec_pretty(r)?)?;
     Ok(())
-}
-
-/// What `testbed status` and the page show of a finished simulation: the world's slots as
-/// they ended, my client's record, what the server sent, the tracker's last status.
-pub fn finished(plan: &Plan, info: &RunInfo, world: &World) -> Running {
-    let slots: Vec<_> = (0..world.slots.locked().len())
-        .map(|k| {
-            crate::util::fs::read_json(&plan.slot_file(k))
-                .unwrap_or_else(|| world.slots.locked()[k].clone())
-        })
-        .collect();
-    let record: Option<MyRecord> = crate::util::fs::read_json(&plan.my.record);
-    let start = super::MY_CLIENT_AT + plan.config.my_client.start_after;
-    let my_client = MyClient {
-        command: std::iter::once(plan.my.program.display().to_string())
-            .chain(plan.my.args.iter().cloned())
-            .collect(),
-        pid: None,
-        state: match &record {
-            Some(_) => MyClientState::Exited,
-            None => MyClientState::NotStarted,
-        },
-        exit: record.as_ref().map(|r| match (&r.error, r.exit()) {
-            (Some(e), _) => e.clone(),
-            (None, Some(e)) if r.ended_by_lab => format!("{e}, ended at the movie's end"),
-            (None, Some(e)) => e.to_string(),
-            (None, None) => "still running when the simulation ended".into(),
-        }),
-        started_secs: Some(start),
-        started_unix: record.as_ref().map(|r| r.started_unix),
-        ended_secs: record
-            .as_ref()
-            .and_then(|r| Some(start + r.ended_unix? - r.started_unix)),
-        log: plan.my.log.clone(),
-    };
-    let world_status = WorldStatus {
-        phase: Phase::Stopped,
-        uptime_secs: plan.stop_time(),
-        run: info.clone(),
-        world: slots
-            .into_iter()
-            .map(|mut s: crate::lab::world::Slot| {
-                if s.state == SlotState::Running {
-                    s.last_exit = Some("running when the simulation ended".into());
-                }
-                s
-            })
-            .collect(),
-        my_client,
-        downloads: Vec::new(),
-        vod_served: crate::vod::server::read_log(&plan.vod_log()).0,
-    };
-    Running {
-        running: false,
-        pid: 0,
-        world: world_status,
-        tracker: crate::util::fs::read_json(&plan.tracker_status()).unwrap_or_default(),
-    }
 }
 
 /// Whether Shadow can run `program` (a name on the PATH, or a path): an ELF that is

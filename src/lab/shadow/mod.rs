@@ -25,6 +25,7 @@
 //! Every process runs on simulated time: the clock starts at 2000-01-01 00:00:00 UTC, and the
 //! records and the VoD server's log carry that clock.
 
+pub mod finished;
 pub mod hosts;
 pub mod inside;
 
@@ -55,8 +56,14 @@ const WORLD_AT: f64 = 1.0;
 const MY_CLIENT_AT: f64 = 2.0;
 /// How long my client may run past the last deadline of its movie before it is ended.
 const GRACE: f64 = 10.0;
-/// A simulation whose clock has not moved for this long is stalled.
-const STALL: Duration = Duration::from_secs(30);
+/// A simulation whose clock has not moved for this long is stalled (`$TESTBED_SHADOW_STALL`
+/// seconds, to wait more or less).
+fn stall_limit() -> Duration {
+    std::env::var("TESTBED_SHADOW_STALL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
+}
 
 /// What the processes inside the simulation need to know: `run/shadow/plan.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,7 +197,8 @@ pub fn shadow_binary() -> anyhow::Result<PathBuf> {
         return match p.is_file() {
             true => Ok(p),
             false => anyhow::bail!(
-                "engine: shadow: TESTBED_SHADOW={} is not a file",
+                "engine: shadow: TESTBED_SHADOW={} is not a file (`make deps` builds Shadow \
+                 into {DEFAULT_SHADOW})",
                 p.display()
             ),
         };
@@ -288,11 +296,7 @@ pub fn run(source: &Source, my_client: Vec<String>) -> anyhow::Result<Outcome> {
     );
     ended?;
     let outcome = outcome(&plan, &info, &swarms, mine);
-    let finished = inside::finished(&plan, &info, &world);
-    crate::util::fs::write_atomic(
-        &rd.root.join("finished.json"),
-        &serde_json::to_vec_pretty(&finished)?,
-    )?;
+    finished::write(&plan, &info, world)?;
     Ok(outcome)
 }
 
@@ -372,6 +376,7 @@ fn simulate(
     let limit = Instant::now() + Duration::from_secs_f64(simulated) + Duration::from_secs(60);
     let stop = crate::util::signal::StopFlag::install()?;
     let mut clock = Clock::default();
+    let stall = stall_limit();
     let why = loop {
         if let Some(status) = child.try_wait()? {
             break match status.success() {
@@ -386,12 +391,12 @@ fn simulate(
             break Some(format!("{s}: the simulation was stopped"));
         }
         let at = clock.read(&log_path);
-        if clock.still_for() > STALL {
+        if clock.still_for() > stall {
             break Some(format!(
                 "the simulation stalled at {at:.0} s of simulated time: its clock has not moved \
                  for {} s of wall time (a process that loops without waiting, such as a busy \
                  loop, never lets simulated time pass; see docs/shadow.md)",
-                STALL.as_secs()
+                stall.as_secs_f64()
             ));
         }
         if Instant::now() > limit {

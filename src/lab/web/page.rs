@@ -46,11 +46,18 @@ pub async fn handler(
     if q.part.as_deref() == Some("live") {
         return Html(live.into_string());
     }
-    Html(whole(live).into_string())
+    Html(whole(live, true).into_string())
 }
 
-/// The whole page around its live part.
-fn whole(live: Markup) -> Markup {
+/// The page of a run that has ended (a Shadow simulation's), every client's row, as a file
+/// that opens with no server: no script, no reload.
+pub fn finished(o: &Orchestrator) -> String {
+    whole(live(&Live::gather(o, true)), false).into_string()
+}
+
+/// The whole page around its live part; `live_updates`: the script that refreshes it (and,
+/// without JavaScript, a reload every 5 s).
+fn whole(live: Markup, live_updates: bool) -> Markup {
     html! {
         (DOCTYPE)
         html {
@@ -59,13 +66,17 @@ fn whole(live: Markup) -> Markup {
                 title { "testbed" }
                 meta name="viewport" content="width=device-width";
                 style { (PreEscaped(CSS)) }
-                noscript { meta http-equiv="refresh" content="5"; }
+                @if live_updates {
+                    noscript { meta http-equiv="refresh" content="5"; }
+                }
             }
             body {
                 h1 { "testbed" }
                 span #conn {}
                 div #live data-updates="0" { (live) }
-                script { (PreEscaped(JS)) }
+                @if live_updates {
+                    script { (PreEscaped(JS)) }
+                }
             }
         }
     }
