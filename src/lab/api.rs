@@ -144,6 +144,16 @@ pub struct WorldStatus {
     pub vod_served: BTreeMap<String, Served>,
 }
 
+/// `testbed status --json`: the supervisor's state and the tracker's, while a testbed runs;
+/// after a Shadow simulation, its end (`running: false`, in `run/finished.json`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Running {
+    pub running: bool,
+    pub pid: i32,
+    pub world: WorldStatus,
+    pub tracker: crate::tracker::status::Status,
+}
+
 /// `run/state.json`: what `testbed start` waits on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartState {

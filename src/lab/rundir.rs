@@ -65,6 +65,16 @@ impl RunDir {
     pub fn lock_file(&self) -> PathBuf {
         self.root.join("testbed.lock")
     }
+    /// A finished Shadow simulation's state ([`super::api::Running`]), for `testbed status`.
+    pub fn finished(&self) -> PathBuf {
+        self.root.join("finished.json")
+    }
+
+    /// A finished Shadow simulation's status page, a file.
+    pub fn finished_page(&self) -> PathBuf {
+        self.root.join("status.html")
+    }
+
     pub fn state_file(&self) -> PathBuf {
         self.root.join("state.json")
     }

@@ -9,23 +9,14 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 
+pub use crate::lab::api::Running;
 use crate::lab::api::{RunInfo, WorldStatus};
 use crate::lab::config::{Addresses, Source};
 use crate::lab::netns;
 use crate::lab::rundir::{PidInfo, RunDir};
 use crate::sys::procs;
 use crate::tracker::status::{PeerStatus, Status};
-
-/// `testbed status --json`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Running {
-    pub running: bool,
-    pub pid: i32,
-    pub world: WorldStatus,
-    pub tracker: Status,
-}
 
 /// `testbed status`: returns false when nothing runs.
 pub fn status(source: &Source, json: bool) -> anyhow::Result<bool> {
@@ -76,8 +67,7 @@ pub fn status(source: &Source, json: bool) -> anyhow::Result<bool> {
 /// Nothing runs: say so, or show the run that a Shadow simulation finished here (its
 /// `finished.json`; see `lab::shadow::finished`).
 fn not_running(rd: &RunDir, json: bool) -> anyhow::Result<bool> {
-    use crate::lab::shadow::finished::{FINISHED, PAGE};
-    let finished: Option<Running> = crate::util::fs::read_json(&rd.root.join(FINISHED));
+    let finished: Option<Running> = crate::util::fs::read_json(&rd.finished());
     match (finished, json) {
         (Some(f), true) => crate::util::outln!("{}", serde_json::to_string(&f)?),
         (Some(f), false) => {
@@ -88,7 +78,7 @@ fn not_running(rd: &RunDir, json: bool) -> anyhow::Result<bool> {
             let _ = writeln!(
                 s,
                 "  page         {} (the run's end; open it as a file)",
-                rd.root.join(PAGE).display()
+                rd.finished_page().display()
             );
             where_things_are(&mut s, None, &f.world.run);
             clients(&mut s, &f.world, &f.tracker);

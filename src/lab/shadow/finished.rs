@@ -7,22 +7,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{MyRecord, Plan};
-use crate::lab::api::{MyClient, MyClientState, Phase, RunInfo};
-use crate::lab::commands::status::Running;
+use super::plan::{MyRecord, Plan, MY_CLIENT_AT};
+use crate::lab::api::{MyClient, MyClientState, Phase, RunInfo, Running};
 use crate::lab::world::{Slot, SlotState, World};
 use crate::lab::Orchestrator;
 use crate::util::Locked;
 use crate::vod::server::VodServer;
 
-/// Where `testbed status` finds a finished simulation.
-pub const FINISHED: &str = "finished.json";
-/// Its page.
-pub const PAGE: &str = "status.html";
-
 /// Writes `run/finished.json` and `run/status.html` for the simulation of `plan`.
 pub fn write(plan: &Plan, info: &RunInfo, world: World) -> anyhow::Result<()> {
-    let root = plan.run_dir().root;
+    let rd = plan.run_dir();
     let lab = orchestrator(plan, info, world)?;
     let finished = Running {
         running: false,
@@ -30,9 +24,9 @@ pub fn write(plan: &Plan, info: &RunInfo, world: World) -> anyhow::Result<()> {
         world: lab.snapshot(),
         tracker: crate::util::fs::read_json(&plan.tracker_status()).unwrap_or_default(),
     };
-    crate::util::fs::write_atomic(&root.join(FINISHED), &serde_json::to_vec_pretty(&finished)?)?;
+    crate::util::fs::write_atomic(&rd.finished(), &serde_json::to_vec_pretty(&finished)?)?;
     crate::util::fs::write_atomic(
-        &root.join(PAGE),
+        &rd.finished_page(),
         crate::lab::web::page::finished(&lab).as_bytes(),
     )?;
     Ok(())
@@ -82,7 +76,7 @@ fn orchestrator(plan: &Plan, info: &RunInfo, world: World) -> anyhow::Result<Orc
 /// My client as its launcher recorded it; times in simulated seconds since the start.
 fn my_client(plan: &Plan) -> MyClient {
     let record: Option<MyRecord> = crate::util::fs::read_json(&plan.my.record);
-    let start = super::MY_CLIENT_AT + plan.config.my_client.start_after;
+    let start = MY_CLIENT_AT + plan.config.my_client.start_after;
     MyClient {
         command: std::iter::once(plan.my.program.display().to_string())
             .chain(plan.my.args.iter().cloned())

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{MyRecord, Plan};
+use super::plan::{MyRecord, Plan};
 use crate::lab::world::World;
 use crate::util::{Exit, Locked};
 use crate::vod::server::VodServer;
