@@ -232,6 +232,14 @@ pub(in crate::experiment) fn one_run(
     let path = write_config(base, place, entrant, seed)?;
     let mut cmd = std::process::Command::new(&live.exe.0);
     cmd.arg("run").arg("--config").arg(&path);
+    if place.jobs > 1 && std::env::var_os("TESTBED_SHADOW_THREADS").is_none() {
+        // Runs side by side share the cores: a Shadow run takes its part of them.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cmd.env(
+            "TESTBED_SHADOW_THREADS",
+            (cores / place.jobs).max(1).to_string(),
+        );
+    }
     match entrant {
         Entrant::Policy(p) => cmd.args(["--policy", p.name()]),
         Entrant::Client(line) | Entrant::WebSeedClient(line) => cmd.args(["sh", "-c", &line.cmd]),
