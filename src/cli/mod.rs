@@ -216,6 +216,17 @@ pub struct CompareArgs {
     /// be on a filesystem the nodes share
     #[arg(long, conflicts_with = "jobs")]
     pub slurm: bool,
+    /// Plan instead of running: per pair, the seeds a compare needs for 80 % power to find a
+    /// difference of --effect points, from the runs of --from (else of --out)
+    #[arg(long, requires = "effect")]
+    pub plan: bool,
+    /// (--plan) The difference to find, points of the file
+    #[arg(long)]
+    pub effect: Option<f64>,
+    /// The equivalence margin δ, points of the file: a pair whose 90 % interval lies inside
+    /// ±δ is "equivalent" (two one-sided tests)
+    #[arg(long, default_value_t = experiment::plan::DEFAULT_MARGIN * 100.0, value_parser = margin_points)]
+    pub margin: f64,
     /// Slurm partition for the array
     #[arg(long, requires = "slurm")]
     pub partition: Option<String>,
@@ -529,11 +540,22 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Compare(a) => {
             use experiment::{compare, entrants, parse_seeds, Comparison};
             let entrants = entrants(a.policies, a.clients, a.web_seed_clients, a.names)?;
+            if a.plan {
+                let from = match a.from.is_empty() {
+                    true => vec![a.out.clone()],
+                    false => a.from.clone(),
+                };
+                let text = experiment::power::plan(&from, &entrants, a.effect.unwrap_or(0.0))?;
+                crate::util::out!("{text}");
+                return Ok(ExitCode::SUCCESS);
+            }
             if !a.from.is_empty() {
-                return experiment::pool(&a.from, entrants, &a.out).map(|()| ExitCode::SUCCESS);
+                return experiment::pool(&a.from, entrants, &a.out, a.margin / 100.0)
+                    .map(|()| ExitCode::SUCCESS);
             }
             compare(&Comparison {
                 config_sha1: experiment::file_sha1(&a.config.config),
+                margin: a.margin / 100.0,
                 config: lab::config::Source {
                     engine: a.engine,
                     ..a.config.source()
@@ -574,5 +596,13 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("testbed: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `--margin`: points of the file, from 0 (no equivalence verdict) to 50.
+fn margin_points(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=50.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s}: a margin in points of the file, 0 to 50")),
     }
 }

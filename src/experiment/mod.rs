@@ -10,8 +10,8 @@
 //! ends its world itself before `compare` exits.
 //!
 //! Then, in `OUT`: `compare.md` (per entrant: mean, median, sd and a 95 % bootstrap interval of
-//! the penalty's share of the file; per pair: the paired difference with its interval, a
-//! verdict only where the interval excludes 0, and how many pairs would settle that
+//! the penalty's share of the file; per pair: the paired difference with its interval, one of
+//! three verdicts ("A better", "equivalent within ±δ", "inconclusive"), and how many pairs would settle that
 //! difference nine times in ten, so that a user can tell a close call from a level one and
 //! plan the next compare), `summary.json`, and `compare.svg` (each run a dot, each interval a
 //! bar).
@@ -21,7 +21,8 @@
 //! the order of its runs), [`verdict`] (the statistics), [`exec`] (where the runs execute:
 //! [`exec::local`] or [`exec::slurm`]), [`summary`] (`summary.json`, typed for writer and reader), [`report`] (compare.md,
 //! summary.json, compare.svg),
-//! [`pool`] (`--from`) and [`compare`] (the driver).
+//! [`pool`] (`--from`), [`power`] (`--plan`: seeds for a planned power) and [`compare`] (the
+//! driver).
 
 pub mod compare;
 pub mod entrant;
@@ -29,6 +30,7 @@ pub mod exec;
 pub mod lock;
 pub mod plan;
 pub mod pool;
+pub mod power;
 pub mod report;
 pub mod runs;
 pub mod summary;

@@ -28,7 +28,13 @@ pub struct Comparison {
     /// runs of one scenario (by content: the same path may have been edited between two
     /// compares). `None`: unknown.
     pub config_sha1: Option<String>,
+    /// The equivalence margin δ, a share of the file (`--margin` points / 100).
+    pub margin: f64,
 }
+
+/// `--margin`'s default: 2 points. Reruns of one world spread by 2 to 4 points (sd) on the
+/// standard experiment: two policies within 2 points differ by less than the lab's own noise.
+pub const DEFAULT_MARGIN: f64 = 0.02;
 
 /// How to submit a compare as a Slurm job array (`compare --slurm`).
 #[derive(Debug, Clone, Default)]

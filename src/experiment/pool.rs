@@ -25,7 +25,12 @@ use crate::util::fs::write_durable;
 /// entrant the folders name, in the order they first appear.
 /// Folders whose compares ran different configs are refused: their runs are not of one
 /// world. Runs of several builds are named in the tables (runs.csv records each run's build).
-pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Result<()> {
+pub fn pool(
+    from: &[PathBuf],
+    entrants: Vec<Entrant>,
+    out: &Path,
+    margin: f64,
+) -> anyhow::Result<()> {
     if folder_in_use(out) {
         return Err(in_use(out));
     }
@@ -67,6 +72,7 @@ pub fn pool(from: &[PathBuf], entrants: Vec<Entrant>, out: &Path) -> anyhow::Res
         slurm: None,
         pooled_from: counts,
         config_sha1: config.and_then(|(_, _, d)| d),
+        margin,
     };
     write_outputs(&c, &runs)
 }

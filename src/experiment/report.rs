@@ -70,7 +70,12 @@ fn summarize(c: &Comparison, runs: &[Run], g: Grouping) -> Summary {
         seeds: (*c.seeds.start(), *c.seeds.end()),
         repeat: c.repeat,
         jobs: c.jobs,
-        runs_side_by_side: runs.iter().filter(|r| r.jobs > 1).count(),
+        // A simulation has no CPU to share: side by side changes nothing in it.
+        runs_side_by_side: runs
+            .iter()
+            .filter(|r| r.jobs > 1 && r.engine != "shadow")
+            .count(),
+        runs_simulated: runs.iter().filter(|r| r.engine == "shadow").count(),
         runs_on_slurm: runs
             .iter()
             .filter(|r| r.placement == Placement::Slurm)
@@ -126,6 +131,14 @@ fn header(c: &Comparison, runs: &[Run], s: &Summary, g: Grouping) -> String {
              the CPU are noisier than one at a time",
             runs.len(),
             runs.iter().map(|r| r.jobs).max().unwrap_or(1)
+        ));
+    }
+    if s.runs_simulated > 0 {
+        how.push(format!(
+            "{} of the {} runs simulated by the Shadow engine (deterministic: a seed run again \
+             is the same run; no CPU contention)",
+            s.runs_simulated,
+            runs.len()
         ));
     }
     if on_slurm > 0 {
@@ -414,6 +427,14 @@ fn pair_table(p: &[PairStats]) -> String {
         );
     }
     if !p.is_empty() {
+        let margin = p[0].margin * 100.0;
+        let _ = write!(
+            md,
+            "\nA verdict is one of three: *A better* where the 95 % interval of A − B excludes \
+             0; *equivalent within ±{margin:.1} points* where the 90 % interval lies inside \
+             ±{margin:.1} (two one-sided tests at 5 %, `--margin`); *inconclusive* where \
+             neither holds: the pairs run cannot tell.\n"
+        );
         md.push_str(
             "\nPairs for 90 % power: how many pairs (seeds, at --repeat 1) a compare needs to \
              settle that pair nine times in ten, if the difference and its spread are what \

@@ -62,6 +62,8 @@ pub struct Run {
     /// followed by the `vod-client` beside it (empty: a row from before the column). Pooled
     /// runs of two builds are two worlds.
     pub build: String,
+    /// The engine that ran it: `real` or `shadow` (`real` in a row from before the column).
+    pub engine: String,
 }
 
 /// Where a run executed: the `placement` column.
@@ -107,13 +109,15 @@ struct Record {
     wasted_share: Option<f64>,
     #[serde(default)]
     build: String,
+    #[serde(default)]
+    engine: Option<String>,
     /// Last, so that a row whose last field is the version is known to be whole.
     #[serde(default)]
     format: Option<u32>,
 }
 
 /// Today's header: [`Record`]'s columns.
-pub(super) const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,placement,jobs,first_piece_at,upload_peak_kbps,upload_over_cap,world_share,wasted_share,build,format";
+pub(super) const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,placement,jobs,first_piece_at,upload_peak_kbps,upload_over_cap,world_share,wasted_share,build,engine,format";
 
 /// The columns every form of the file has.
 const REQUIRED: usize = 10;
@@ -145,6 +149,7 @@ impl From<&Run> for Record {
             world_share: r.world_share.map(|x| round(x, 6)),
             wasted_share: r.wasted_share.map(|x| round(x, 6)),
             build: r.build.clone(),
+            engine: Some(r.engine.clone()),
             format: Some(FORMAT),
         }
     }
@@ -175,6 +180,7 @@ impl From<Record> for Run {
             world_share: r.world_share,
             wasted_share: r.wasted_share,
             build: r.build,
+            engine: r.engine.unwrap_or_else(|| "real".into()),
         }
     }
 }

@@ -28,8 +28,12 @@ pub struct Summary {
     pub seeds: (u64, u64),
     pub repeat: u32,
     pub jobs: usize,
+    /// Runs of the real engine with others on the machine (`--jobs`).
     pub runs_side_by_side: usize,
     pub runs_on_slurm: usize,
+    /// Runs of the Shadow engine.
+    #[serde(default)]
+    pub runs_simulated: usize,
     /// The finished compares these runs were pooled from (`--from`), with their runs.
     pub pooled_from: Vec<PooledFrom>,
     /// What the intervals resample: "seeds" (each with all its runs) or "runs".

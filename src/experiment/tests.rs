@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 
+use super::plan::DEFAULT_MARGIN;
 use super::{
     compare::*, entrant::*, exec::*, lock::*, plan::*, pool::*, report::*, runs::*, verdict::*,
 };
@@ -8,7 +9,7 @@ use crate::util::stats;
 use std::time::Instant;
 
 /// A run's row, one at a time, without the referee's columns.
-fn row(entrant: &str, seed: u64, share: f64) -> Run {
+pub(super) fn row(entrant: &str, seed: u64, share: f64) -> Run {
     Run {
         entrant: entrant.into(),
         seed,
@@ -28,6 +29,7 @@ fn row(entrant: &str, seed: u64, share: f64) -> Run {
         world_share: None,
         wasted_share: None,
         build: "0123456789ab".into(),
+        engine: "real".into(),
     }
 }
 
@@ -116,6 +118,7 @@ fn cmp(entrants: Vec<Entrant>) -> Comparison {
         slurm: None,
         pooled_from: Vec::new(),
         config_sha1: None,
+        margin: super::plan::DEFAULT_MARGIN,
     }
 }
 
@@ -202,7 +205,7 @@ fn pooled_folders_count_a_seed_twice_and_refuse_what_does_not_pool() {
     };
     let (a, b) = (folder("a", "x.yaml", 0.0), folder("b", "x.yaml", 0.01));
     let out = d.path().join("pooled");
-    pool(&[a.clone(), b.clone()], Vec::new(), &out).unwrap();
+    pool(&[a.clone(), b.clone()], Vec::new(), &out, DEFAULT_MARGIN).unwrap();
     let runs = read_runs(&out.join("runs.csv")).unwrap();
     assert_eq!(runs.len(), 12);
     assert_eq!(
@@ -221,13 +224,16 @@ fn pooled_folders_count_a_seed_twice_and_refuse_what_does_not_pool() {
         Entrant::Policy(Policy::Sequential),
         Entrant::Client("mine".into()),
     ];
-    pool(&[a.clone(), b.clone()], two, &out).unwrap();
+    pool(&[a.clone(), b.clone()], two, &out, DEFAULT_MARGIN).unwrap();
     let runs = read_runs(&out.join("runs.csv")).unwrap();
     assert_eq!(runs.len(), 8);
     assert!(runs.iter().all(|r| r.entrant != "deadline"));
     // What does not pool.
     let err = |from: &[PathBuf], out: &Path, entrants: Vec<Entrant>| {
-        format!("{:#}", pool(from, entrants, out).unwrap_err())
+        format!(
+            "{:#}",
+            pool(from, entrants, out, DEFAULT_MARGIN).unwrap_err()
+        )
     };
     let other = folder("c", "y.yaml", 0.02);
     let e = err(&[a.clone(), other], &out, Vec::new());
@@ -273,8 +279,12 @@ fn pooling_refuses_to_lose_or_double_count_runs() {
     let summary = |sha: &str, cmd: &str| serde_json::json!({"config": "x.yaml", "config_sha1": sha, "commands": {"mine": cmd}});
     let a = folder("a", summary("1111", "mine-client"), 0.0);
     let b = folder("b", summary("1111", "mine-client"), 0.01);
-    let err =
-        |from: &[PathBuf], out: &Path| format!("{:#}", pool(from, Vec::new(), out).unwrap_err());
+    let err = |from: &[PathBuf], out: &Path| {
+        format!(
+            "{:#}",
+            pool(from, Vec::new(), out, DEFAULT_MARGIN).unwrap_err()
+        )
+    };
     // A compare's own folder as --out (the default run/compare often is one).
     let own = folder("own", summary("1111", "mine-client"), 0.02);
     let before = std::fs::read(own.join("runs.csv")).unwrap();
@@ -287,8 +297,8 @@ fn pooling_refuses_to_lose_or_double_count_runs() {
     );
     // A pooled folder as --out is made again.
     let pooled = d.path().join("pooled");
-    pool(&[a.clone(), b.clone()], Vec::new(), &pooled).unwrap();
-    pool(&[a.clone(), b.clone()], Vec::new(), &pooled).unwrap();
+    pool(&[a.clone(), b.clone()], Vec::new(), &pooled, DEFAULT_MARGIN).unwrap();
+    pool(&[a.clone(), b.clone()], Vec::new(), &pooled, DEFAULT_MARGIN).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pooled.join("summary.json")).unwrap())
             .unwrap();
@@ -347,11 +357,14 @@ fn a_row_cut_short_is_told_from_an_older_row() {
         row("sequential", 42, 0.1).csv(),
     ];
     let head_cut = |n: usize| first_fields(&whole[1], n);
-    // Cut at a comma, in the build, or just before the version.
-    let in_build = whole[1].trim_end().replace("0123456789ab,2", "0123");
+    // Cut at a comma, in the build, in the engine, or just before the version.
+    let in_build = whole[1].trim_end().replace("0123456789ab,real,2", "0123");
+    let in_engine = whole[1].trim_end().replace("real,2", "re");
     let no_version = whole[1].trim_end().trim_end_matches('2').to_string();
     for cut in [
+        head_cut(19),
         head_cut(18),
+        in_engine,
         head_cut(14),
         head_cut(10),
         in_build,
@@ -381,7 +394,7 @@ fn a_row_cut_short_is_told_from_an_older_row() {
     std::fs::write(&csv, format!("{HEADER}\n{}\n{}", head_cut(12), whole[0])).unwrap();
     let e = scan_runs(&csv).err().unwrap().to_string();
     assert!(
-        e.contains("line 2: not a run row (12 fields; the header has 19)"),
+        e.contains("line 2: not a run row (12 fields; the header has 20)"),
         "{e}"
     );
     // A row that ends its line with no build is a pooled row from before the column.
@@ -416,7 +429,7 @@ fn rows_of_a_newer_testbed_are_refused() {
     .unwrap();
     let e = scan_runs(&csv).err().unwrap().to_string();
     assert!(
-        e.contains("line 2: not a run row (20 fields; the header has 19)"),
+        e.contains("line 2: not a run row (21 fields; the header has 20)"),
         "{e}"
     );
     std::fs::write(&csv, format!("{HEADER},new\n{}", whole[0])).unwrap();
@@ -586,7 +599,9 @@ fn one_compare_at_a_time_holds_a_folder() {
     let e = compare(&c).unwrap_err().to_string();
     assert!(e.contains("another compare is using this folder"), "{e}");
     assert!(!d.path().join("runs.csv").exists(), "nothing written");
-    let e = pool(&[], vec![], d.path()).unwrap_err().to_string();
+    let e = pool(&[], vec![], d.path(), DEFAULT_MARGIN)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("another compare is using this folder"), "{e}");
     drop(held);
     assert!(!folder_in_use(d.path()));
@@ -629,20 +644,20 @@ fn one_compare_at_a_time_holds_a_folder() {
     std::fs::write(d.path().join("runs.csv"), format!("{text}{cut}")).unwrap();
     let pooled = tempfile::tempdir().unwrap();
     let held = hold_folder(d.path()).unwrap();
-    pool(&[d.path().into()], vec![], pooled.path()).unwrap();
+    pool(&[d.path().into()], vec![], pooled.path(), DEFAULT_MARGIN).unwrap();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pooled.path().join("summary.json")).unwrap())
             .unwrap();
     assert_eq!(summary["pooled_from"][0]["runs"], 8);
     drop(held);
-    let e = pool(&[d.path().into()], vec![], pooled.path()).unwrap_err();
+    let e = pool(&[d.path().into()], vec![], pooled.path(), DEFAULT_MARGIN).unwrap_err();
     assert!(e.to_string().contains("line 10: a row cut short"), "{e}");
     compare(&c).unwrap();
     assert_eq!(
         std::fs::read_to_string(d.path().join("runs.csv")).unwrap(),
         text
     );
-    pool(&[d.path().into()], vec![], pooled.path()).unwrap();
+    pool(&[d.path().into()], vec![], pooled.path(), DEFAULT_MARGIN).unwrap();
 }
 
 /// With reruns, compare.md gives each entrant's same-seed spread; from six runs on, how
@@ -820,7 +835,7 @@ fn the_runs_of_a_seed_are_resampled_together() {
     let p = pairs(&c, &runs);
     assert_eq!(p[0].pairs, 12);
     assert!(p[0].ci95.1 >= 0.0, "by seed: {:?}", p[0].ci95);
-    assert_eq!(p[0].verdict, "not settled");
+    assert_eq!(p[0].verdict, "inconclusive");
     insta::assert_snapshot!(report(&c, &runs));
     let json = |d: &std::path::Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap()
@@ -958,6 +973,25 @@ fn rows_round_trip_in_every_format() {
     assert!(read_runs(&csv).unwrap_err().to_string().contains("line 2"));
 }
 
+/// Three verdicts: better where the 95 % interval excludes 0 (a small settled difference is
+/// still "better"), equivalent where the 90 % interval lies inside ±δ, inconclusive where
+/// neither holds or from one pair; a margin of 0 never says equivalent.
+#[test]
+fn a_pair_is_better_equivalent_or_inconclusive() {
+    let v = |ci95, ci90, margin| super::verdict::verdict("a", "b", 10, (ci95, ci90), margin);
+    assert_eq!(v((-0.05, -0.01), (-0.04, -0.02), 0.02), "a better");
+    assert_eq!(v((0.01, 0.05), (0.02, 0.04), 0.02), "b better");
+    assert_eq!(v((-0.015, -0.001), (-0.012, -0.003), 0.02), "a better");
+    let within = "equivalent within ±2.0 points";
+    assert_eq!(v((-0.019, 0.018), (-0.015, 0.012), 0.02), within);
+    // The 90 % interval decides, not the 95 %: a wider 95 % interval is no obstacle.
+    assert_eq!(v((-0.025, 0.022), (-0.018, 0.015), 0.02), within);
+    assert_eq!(v((-0.025, 0.01), (-0.021, 0.008), 0.02), "inconclusive");
+    assert_eq!(v((-0.019, 0.018), (-0.015, 0.012), 0.0), "inconclusive");
+    let one = super::verdict::verdict("a", "b", 1, ((-0.001, 0.001), (-0.001, 0.001)), 0.02);
+    assert_eq!(one, "inconclusive");
+}
+
 /// A verdict needs the paired interval apart from zero; the tables say so, and which runs
 /// ran side by side.
 #[test]
@@ -971,7 +1005,7 @@ fn verdicts_need_an_interval_apart_from_zero() {
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].pairs, 6);
     assert_eq!(p[0].verdict, "sequential better");
-    // Two runs each that overlap: not settled.
+    // Two runs each that overlap by far more than the margin: inconclusive.
     let mixed: Vec<Run> = back
         .iter()
         .take(4)
@@ -982,7 +1016,7 @@ fn verdicts_need_an_interval_apart_from_zero() {
             r
         })
         .collect();
-    assert_eq!(pairs(&c, &mixed)[0].verdict, "not settled");
+    assert_eq!(pairs(&c, &mixed)[0].verdict, "inconclusive");
     insta::assert_snapshot!(report(&c, &back));
     // The pairs differ by the same 25 points every seed: no spread, two pairs would do.
     assert_eq!(p[0].pairs_for_90pct_power, Some(2));

@@ -101,7 +101,11 @@ pub struct PairStats {
     pub pairs: usize,
     pub mean_difference: f64,
     pub ci95: (f64, f64),
-    /// Which is better (lower penalty), or "not settled" when the interval holds 0.
+    /// The 90 % interval: inside ±`margin`, the two are equivalent.
+    pub ci90: (f64, f64),
+    /// The equivalence margin δ (a share of the file: 0.02 is 2 points).
+    pub margin: f64,
+    /// One of three ([`verdict`]): "A better", "equivalent within ±δ points", "inconclusive".
     pub verdict: String,
     /// The sd of the paired differences.
     pub sd_difference: f64,
@@ -119,6 +123,29 @@ pub struct PairStats {
 }
 
 pub(super) const RESAMPLES: usize = 10_000;
+
+/// What no interval decides.
+pub const INCONCLUSIVE: &str = "inconclusive";
+
+/// A pair's verdict from its two intervals of A − B, `(95 %, 90 %)`, over `n` pairs (at
+/// least two): "A better" (or B) where the 95 % interval excludes 0; "equivalent within ±δ
+/// points" where the 90 % interval lies inside ±`margin` (two one-sided tests at 5 % each, the
+/// TOST); else inconclusive. A difference that is settled and small is "better": the sign is
+/// the stronger finding.
+pub fn verdict(a: &str, b: &str, n: usize, ci: ((f64, f64), (f64, f64)), margin: f64) -> String {
+    let (ci95, ci90) = ci;
+    if n < 2 {
+        INCONCLUSIVE.into()
+    } else if ci95.1 < 0.0 {
+        format!("{a} better")
+    } else if ci95.0 > 0.0 {
+        format!("{b} better")
+    } else if margin > 0.0 && ci90.0 > -margin && ci90.1 < margin {
+        format!("equivalent within ±{:.1} points", margin * 100.0)
+    } else {
+        INCONCLUSIVE.into()
+    }
+}
 
 pub(super) fn table(c: &Comparison, runs: &[Run]) -> Vec<EntrantStats> {
     c.entrants
@@ -200,19 +227,16 @@ pub(super) fn paired(
             let runs_per_seed = (k > 1 && groups.iter().all(|g| g.len() == k)).then_some(k);
             let seed_means: Vec<f64> = groups.iter().map(|g| stats::mean(g)).collect();
             let ci = stats::bootstrap_ci_by_group(&groups, RESAMPLES, 2);
-            let verdict = if d.len() >= 2 && ci.1 < 0.0 {
-                format!("{} better", a.name())
-            } else if d.len() >= 2 && ci.0 > 0.0 {
-                format!("{} better", b.name())
-            } else {
-                "not settled".to_string()
-            };
+            let ci90 = stats::bootstrap_interval_by_group(&groups, RESAMPLES, 2, 0.90);
+            let verdict = verdict(&a.name(), &b.name(), d.len(), (ci, ci90), c.margin);
             out.push(PairStats {
                 a: a.name(),
                 b: b.name(),
                 pairs: d.len(),
                 mean_difference: stats::mean(&d),
                 ci95: ci,
+                ci90,
+                margin: c.margin,
                 verdict,
                 sd_difference: stats::sd(&d),
                 pairs_for_90pct_power: stats::pairs_for_90pct_power(&d),

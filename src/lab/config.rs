@@ -437,6 +437,18 @@ impl Config {
         Ok(cfg)
     }
 
+    /// A testbed that runs until stopped (`start`, `world`, `supervise`) is the real engine's:
+    /// a simulation is a whole run at once.
+    pub fn refuse_live(&self) -> anyhow::Result<()> {
+        if self.engine == Engine::Shadow {
+            anyhow::bail!(
+                "engine: shadow runs a whole experiment at once, with nothing live to start, \
+                 watch or join: use `testbed run` or `testbed compare`, or engine: real"
+            );
+        }
+        Ok(())
+    }
+
     /// My client may be on another host: the tracker listens on every address, or other
     /// hosts are told a public host name.
     pub fn for_other_hosts(&self) -> bool {

@@ -62,6 +62,7 @@ type Exits = mpsc::Receiver<(i32, Exit)>;
 /// exits); returns what the run ended with.
 pub fn supervise(source: &Source, my_client: Vec<String>, mode: Mode) -> anyhow::Result<Outcome> {
     let cfg = source.load()?;
+    cfg.refuse_live()?;
     let rd = RunDir::new(&cfg.run_dir);
     let _lock = rd.lock()?;
     rd.reset()?;
@@ -702,6 +703,7 @@ impl Supervisor<'_> {
         }
         let referee = self.judge(orch).await;
         Ok(Outcome {
+            engine: "real",
             my_exit,
             served: orch.vod.served(),
             my_size: orch.info.my_torrent().map_or(0, |t| t.size),

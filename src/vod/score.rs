@@ -28,6 +28,8 @@ pub struct Outcome {
     pub run_id: String,
     /// The referee's verdict on my client (when there was one).
     pub referee: Option<super::referee::Verdict>,
+    /// What ran it: `real` or `shadow`.
+    pub engine: &'static str,
 }
 
 /// `run/summary.json`.
@@ -56,6 +58,14 @@ pub struct Summary {
     pub run_id: String,
     /// The referee's verdict (late pieces from the supply side), for any client.
     pub referee: Option<super::referee::Verdict>,
+    /// What ran it: `real` (processes in real time) or `shadow` (a simulation); `real` in a
+    /// summary from before the field.
+    #[serde(default = "real_engine")]
+    pub engine: String,
+}
+
+fn real_engine() -> String {
+    "real".into()
 }
 
 /// The figures of my client's report that the summary keeps.
@@ -140,6 +150,7 @@ pub fn score(o: &Outcome, report: &Path, seconds: f64) -> Scored {
         seconds,
         run_id: o.run_id.clone(),
         referee: o.referee.clone(),
+        engine: o.engine.to_string(),
     };
     Scored {
         summary,
@@ -246,6 +257,7 @@ mod tests {
             my_size: 1000,
             run_id: "r".into(),
             referee: None,
+            engine: "real",
         }
     }
 

@@ -136,6 +136,30 @@ fn what_shadow_cannot_run_is_refused_in_one_line() {
         err.contains("/nonexistent/shadow") && err.contains("make deps"),
         "{err}"
     );
+    // A simulation is a whole run: nothing live to start; and no world.command in it.
+    let live = Scenario::new(
+        &[("movie.bin", content(1 << 16, 62))],
+        "",
+        "engine: shadow\n",
+    );
+    let out = live.testbed("start", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("testbed run"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let own = Scenario::new(
+        &[("movie.bin", content(1 << 16, 63))],
+        "",
+        "world: {command: /bin/true}\n",
+    );
+    let out = own.testbed("run", &["--engine", "shadow"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("world.command"),
+        "{err}"
+    );
     if !have_shadow() {
         return;
     }

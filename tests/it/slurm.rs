@@ -135,6 +135,35 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
     let job = String::from_utf8(read(&out.join("slurm/job"))).unwrap();
     assert!(job.trim().parse::<u64>().is_ok(), "{job}");
 
+    // The same array under the Shadow engine: each task a simulation.
+    if crate::shadow::have_shadow() {
+        let sim = s.root().join("out-shadow");
+        let mut c = cluster.cmd(testbed_bin());
+        c.current_dir(s.root())
+            .args(["compare", "--config"])
+            .arg(&s.config)
+            .args(["--seeds", "1", "--policy", "deadline", "--policy", "rarest"])
+            .arg("--out")
+            .arg(&sim)
+            .args(["--slurm", "--time", "5:00", "--engine", "shadow"]);
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", why(&o, &sim));
+        let rows = runs_csv(&sim.join("runs.csv"));
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        for r in &rows {
+            assert_eq!(
+                (r["engine"].as_str(), r["placement"].as_str()),
+                ("shadow", "slurm")
+            );
+            assert_eq!(r["my_client_exit"], "exit code 0", "{r:?}");
+        }
+        let md = String::from_utf8(read(&sim.join("compare.md"))).unwrap();
+        assert!(
+            md.contains("2 of the 2 runs simulated by the Shadow engine"),
+            "{md}"
+        );
+    }
+
     // The same command with one more seed submits only that seed's two runs; `--run-dir`
     // puts task K's run folder at DIR-K (a node-local disk on a real cluster).
     let local = s.root().join("local");

@@ -553,8 +553,12 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
         csv.lines()
             .next()
             .unwrap()
-            .ends_with(",world_share,wasted_share,build,format"),
+            .ends_with(",world_share,wasted_share,build,engine,format"),
         "{csv}"
+    );
+    assert!(
+        rows.iter().all(|r| r["engine"] == "real"),
+        "each row names the engine that ran it"
     );
     // The referee's split of each run: the world's supply and what my client wasted of it.
     for r in &rows {

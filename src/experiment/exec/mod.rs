@@ -348,5 +348,6 @@ fn row(entrant: String, seed: u64, repeat: u32, summary: Summary) -> Run {
         placement: Placement::Local,
         jobs: 1,
         build: String::new(),
+        engine: summary.engine.clone(),
     }
 }

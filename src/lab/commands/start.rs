@@ -20,6 +20,7 @@ pub fn new_run_id() -> String {
 /// `testbed start`: detach a supervisor and wait for it to report ready.
 pub fn start(source: &Source, my_client: &[String]) -> anyhow::Result<()> {
     let cfg = source.load()?;
+    cfg.refuse_live()?;
     let rd = RunDir::new(&cfg.run_dir);
     if rd.is_locked() {
         drop(rd.lock()?); // the error says who runs

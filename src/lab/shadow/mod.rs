@@ -85,10 +85,46 @@ pub fn shadow_binary() -> anyhow::Result<PathBuf> {
     })
 }
 
+/// What the Shadow engine cannot do of a config (an error naming the key), and what it does
+/// differently (warnings, one line each).
+pub fn check_config(cfg: &Config) -> anyhow::Result<Vec<String>> {
+    if cfg.world.command.is_some() {
+        anyhow::bail!(
+            "world.command: the Shadow engine runs the world's clients in its own slot \
+             processes; leave out world.command, or use engine: real"
+        );
+    }
+    if cfg.world.shard.count > 1 {
+        anyhow::bail!(
+            "--shard: a simulation holds the whole world on one machine; leave out --shard, or \
+             use engine: real"
+        );
+    }
+    if !matches!(cfg.addresses, Addresses::Auto | Addresses::Namespace) {
+        anyhow::bail!(
+            "addresses: {}: under the Shadow engine every host has a simulated address of its \
+             own (10.77.x.y); leave out addresses",
+            cfg.addresses
+        );
+    }
+    let mut warnings = Vec::new();
+    if let Some(n) = &cfg.network {
+        if n.jitter_ms != crate::util::range::Range::Fixed(0.0) {
+            warnings.push(
+                "network.jitter_ms: Shadow has no jitter; the simulated links have none".into(),
+            );
+        }
+    }
+    Ok(warnings)
+}
+
 /// `testbed run` under Shadow: the whole experiment as one simulation. Returns what the run
 /// ended with, as the real engine's supervisor does.
 pub fn run(source: &Source, my_client: Vec<String>) -> anyhow::Result<Outcome> {
     let mut cfg = source.load()?;
+    for w in check_config(&cfg)? {
+        eprintln!("testbed: warning: {w}");
+    }
     let shadow = shadow_binary()?;
     inside::check_runnable(&my_client[0])?;
     let rd = RunDir::new(&cfg.run_dir);
@@ -408,6 +444,7 @@ fn outcome(plan: &Plan, info: &RunInfo, swarms: &[SwarmFiles], mine: usize) -> O
         })
     });
     Outcome {
+        engine: "shadow",
         my_exit: record.as_ref().and_then(MyRecord::exit),
         served,
         my_size: info.my_torrent().map_or(0, |t| t.size),
