@@ -223,6 +223,16 @@ pub struct CompareArgs {
     /// (--plan) The difference to find, points of the file
     #[arg(long)]
     pub effect: Option<f64>,
+    /// Run seeds in batches from the first of --seeds until every pair has a verdict by an
+    /// anytime-valid confidence sequence, or --max-seeds have run
+    #[arg(long, conflicts_with_all = ["plan", "from"])]
+    pub until_settled: bool,
+    /// (--until-settled) Seeds at most
+    #[arg(long, default_value_t = 100, requires = "until_settled")]
+    pub max_seeds: u64,
+    /// (--until-settled) Seeds a batch
+    #[arg(long, default_value_t = 5, requires = "until_settled")]
+    pub batch: u64,
     /// The equivalence margin δ, points of the file: a pair whose 90 % interval lies inside
     /// ±δ is "equivalent" (two one-sided tests)
     #[arg(long, default_value_t = experiment::plan::DEFAULT_MARGIN * 100.0, value_parser = margin_points)]
@@ -553,7 +563,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 return experiment::pool(&a.from, entrants, &a.out, a.margin / 100.0)
                     .map(|()| ExitCode::SUCCESS);
             }
-            compare(&Comparison {
+            let c = Comparison {
                 config_sha1: experiment::file_sha1(&a.config.config),
                 margin: a.margin / 100.0,
                 config: lab::config::Source {
@@ -571,7 +581,14 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                     sbatch_args: a.sbatch_args,
                 }),
                 pooled_from: Vec::new(),
-            })?
+            };
+            match a.until_settled {
+                true => {
+                    let text = experiment::sequential::until_settled(&c, a.batch, a.max_seeds)?;
+                    crate::util::out!("{text}");
+                }
+                false => compare(&c)?,
+            }
         }
         Command::SlurmTask(a) => experiment::exec::slurm::task(&a.plan, a.index)?,
         Command::World(a) => {

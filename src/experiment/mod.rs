@@ -21,8 +21,8 @@
 //! the order of its runs), [`verdict`] (the statistics), [`exec`] (where the runs execute:
 //! [`exec::local`] or [`exec::slurm`]), [`summary`] (`summary.json`, typed for writer and reader), [`report`] (compare.md,
 //! summary.json, compare.svg),
-//! [`pool`] (`--from`), [`power`] (`--plan`: seeds for a planned power) and [`compare`] (the
-//! driver).
+//! [`pool`] (`--from`), [`power`] (`--plan`: seeds for a planned power), [`compare`] (the
+//! driver) and [`sequential`] (`--until-settled`: batches of seeds, anytime-valid verdicts).
 
 pub mod compare;
 pub mod entrant;
@@ -33,6 +33,7 @@ pub mod pool;
 pub mod power;
 pub mod report;
 pub mod runs;
+pub mod sequential;
 pub mod summary;
 #[cfg(test)]
 mod tests;
