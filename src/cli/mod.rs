@@ -227,6 +227,9 @@ pub struct CompareArgs {
     /// anytime-valid confidence sequence, or --max-seeds have run
     #[arg(long, conflicts_with_all = ["plan", "from"])]
     pub until_settled: bool,
+    /// Keep in the tables the runs whose machine was over 90 % busy (left out by default)
+    #[arg(long)]
+    pub keep_busy: bool,
     /// (--until-settled) Seeds at most
     #[arg(long, default_value_t = 100, requires = "until_settled")]
     pub max_seeds: u64,
@@ -566,6 +569,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             let c = Comparison {
                 config_sha1: experiment::file_sha1(&a.config.config),
                 margin: a.margin / 100.0,
+                keep_busy: a.keep_busy,
                 config: lab::config::Source {
                     engine: a.engine,
                     ..a.config.source()

@@ -30,6 +30,9 @@ pub struct Comparison {
     pub config_sha1: Option<String>,
     /// The equivalence margin δ, a share of the file (`--margin` points / 100).
     pub margin: f64,
+    /// Keep the real-engine runs whose machine was over [`super::runs::BUSY`] busy (left out
+    /// by default).
+    pub keep_busy: bool,
 }
 
 /// `--margin`'s default: 2 points. Reruns of one world spread by 2 to 4 points (sd) on the

@@ -73,6 +73,7 @@ pub fn pool(
         pooled_from: counts,
         config_sha1: config.and_then(|(_, _, d)| d),
         margin,
+        keep_busy: false,
     };
     write_outputs(&c, &runs)
 }

@@ -12,9 +12,21 @@ use super::verdict::{paired, pairs, startup, table, EntrantStats, PairStats, Sta
 use crate::util::fs::write_atomic;
 use crate::util::html::esc;
 
-pub(super) fn write_outputs(c: &Comparison, runs: &[Run]) -> anyhow::Result<()> {
+pub(super) fn write_outputs(c: &Comparison, all: &[Run]) -> anyhow::Result<()> {
+    // Runs on a machine too busy to trust their timing are left out, unless asked for.
+    let busy = all.iter().filter(|r| r.busy()).count();
+    let kept: Vec<Run> = all
+        .iter()
+        .filter(|r| c.keep_busy || !r.busy())
+        .cloned()
+        .collect();
+    let runs = &kept[..];
     let g = Grouping::of(runs);
-    let summary = summarize(c, runs, g);
+    let summary = Summary {
+        runs_busy: busy,
+        busy_left_out: busy > 0 && !c.keep_busy,
+        ..summarize(c, runs, g)
+    };
     let md = markdown(c, runs, &summary, g);
     write_atomic(&c.out.join("compare.md"), md.as_bytes())?;
     write_atomic(
@@ -76,6 +88,8 @@ fn summarize(c: &Comparison, runs: &[Run], g: Grouping) -> Summary {
             .filter(|r| r.jobs > 1 && r.engine != "shadow")
             .count(),
         runs_simulated: runs.iter().filter(|r| r.engine == "shadow").count(),
+        runs_busy: 0,
+        busy_left_out: false,
         runs_on_slurm: runs
             .iter()
             .filter(|r| r.placement == Placement::Slurm)
@@ -132,6 +146,21 @@ fn header(c: &Comparison, runs: &[Run], s: &Summary, g: Grouping) -> String {
             runs.len(),
             runs.iter().map(|r| r.jobs).max().unwrap_or(1)
         ));
+    }
+    if s.runs_busy > 0 {
+        how.push(match s.busy_left_out {
+            true => format!(
+                "{} runs left out of every figure: their machine was over {:.0} % busy \
+                 (threshold fixed in advance; --keep-busy keeps them)",
+                s.runs_busy,
+                super::runs::BUSY * 100.0
+            ),
+            false => format!(
+                "{} runs on a machine over {:.0} % busy, kept (--keep-busy)",
+                s.runs_busy,
+                super::runs::BUSY * 100.0
+            ),
+        });
     }
     if s.runs_simulated > 0 {
         how.push(format!(
@@ -402,11 +431,11 @@ fn pair_table(p: &[PairStats]) -> String {
     // With repeats, the seeds a compare at the same --repeat would need.
     let repeated = p.iter().any(|q| q.runs_per_seed.is_some());
     md.push_str(if repeated {
-        "\n| A − B | pairs | mean difference | 95 % CI | verdict | pairs for 90 % power | seeds for 90 % power at its repeats |\n\
-         |---|---|---|---|---|---|---|\n"
+        "\n| A − B | pairs | mean difference | 95 % CI | σ_d | verdict | pairs for 90 % power | seeds for 90 % power at its repeats |\n\
+         |---|---|---|---|---|---|---|---|\n"
     } else {
-        "\n| A − B | pairs | mean difference | 95 % CI | verdict | pairs for 90 % power |\n\
-         |---|---|---|---|---|---|\n"
+        "\n| A − B | pairs | mean difference | 95 % CI | σ_d | verdict | pairs for 90 % power |\n\
+         |---|---|---|---|---|---|---|\n"
     });
     let or_dash = |n: Option<usize>| n.map_or_else(|| "–".to_string(), |n| n.to_string());
     for q in p {
@@ -418,9 +447,13 @@ fn pair_table(p: &[PairStats]) -> String {
         } else {
             String::new()
         };
+        let sd = match q.pairs > 1 {
+            true => pct(q.sd_difference),
+            false => "–".into(),
+        };
         let _ = writeln!(
             md,
-            "{} {} | {} |{seeds}",
+            "{} {sd} | {} | {} |{seeds}",
             pair_cells(q),
             md_text(&q.verdict),
             or_dash(q.pairs_for_90pct_power)
@@ -433,7 +466,8 @@ fn pair_table(p: &[PairStats]) -> String {
             "\nA verdict is one of three: *A better* where the 95 % interval of A − B excludes \
              0; *equivalent within ±{margin:.1} points* where the 90 % interval lies inside \
              ±{margin:.1} (two one-sided tests at 5 %, `--margin`); *inconclusive* where \
-             neither holds: the pairs run cannot tell.\n"
+             neither holds: the pairs run cannot tell. σ_d is the sd of the paired \
+             differences: what the pair's verdict must see through.\n"
         );
         md.push_str(
             "\nPairs for 90 % power: how many pairs (seeds, at --repeat 1) a compare needs to \

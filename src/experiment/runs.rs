@@ -64,6 +64,22 @@ pub struct Run {
     pub build: String,
     /// The engine that ran it: `real` or `shadow` (`real` in a row from before the column).
     pub engine: String,
+    /// How busy the machine that ran it was, over the run: the share of all its cores' time
+    /// not idle, the lab's own processes included (`None`: not measured).
+    pub cpu_busy: Option<f64>,
+}
+
+/// A run of the real engine whose machine was busier than this ([`Run::cpu_busy`]) is
+/// flagged, and left out of the tables unless `--keep-busy`. Declared before any compare
+/// looked at it: the standard experiment keeps a 2-core machine 30 to 60 % busy one at a time.
+pub const BUSY: f64 = 0.9;
+
+impl Run {
+    /// Flagged busy: a real-engine run on a machine over [`BUSY`] (a simulation's timing is
+    /// the simulator's, whatever the machine does).
+    pub fn busy(&self) -> bool {
+        self.engine != "shadow" && self.cpu_busy.is_some_and(|b| b > BUSY)
+    }
 }
 
 /// Where a run executed: the `placement` column.
@@ -111,13 +127,15 @@ struct Record {
     build: String,
     #[serde(default)]
     engine: Option<String>,
+    #[serde(default)]
+    cpu_busy: Option<f64>,
     /// Last, so that a row whose last field is the version is known to be whole.
     #[serde(default)]
     format: Option<u32>,
 }
 
 /// Today's header: [`Record`]'s columns.
-pub(super) const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,placement,jobs,first_piece_at,upload_peak_kbps,upload_over_cap,world_share,wasted_share,build,engine,format";
+pub(super) const HEADER: &str = "entrant,seed,repeat,share,penalty_bytes,penalty_source,late_pieces,my_client_exit,seconds,startup_pieces,placement,jobs,first_piece_at,upload_peak_kbps,upload_over_cap,world_share,wasted_share,build,engine,cpu_busy,format";
 
 /// The columns every form of the file has.
 const REQUIRED: usize = 10;
@@ -150,6 +168,7 @@ impl From<&Run> for Record {
             wasted_share: r.wasted_share.map(|x| round(x, 6)),
             build: r.build.clone(),
             engine: Some(r.engine.clone()),
+            cpu_busy: r.cpu_busy.map(|x| round(x, 3)),
             format: Some(FORMAT),
         }
     }
@@ -181,6 +200,7 @@ impl From<Record> for Run {
             wasted_share: r.wasted_share,
             build: r.build,
             engine: r.engine.unwrap_or_else(|| "real".into()),
+            cpu_busy: r.cpu_busy,
         }
     }
 }

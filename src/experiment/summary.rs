@@ -34,6 +34,12 @@ pub struct Summary {
     /// Runs of the Shadow engine.
     #[serde(default)]
     pub runs_simulated: usize,
+    /// Real-engine runs on a machine over 90 % busy: left out of every figure (unless
+    /// `--keep-busy`, then counted here and kept).
+    #[serde(default)]
+    pub runs_busy: usize,
+    #[serde(default)]
+    pub busy_left_out: bool,
     /// The finished compares these runs were pooled from (`--from`), with their runs.
     pub pooled_from: Vec<PooledFrom>,
     /// What the intervals resample: "seeds" (each with all its runs) or "runs".

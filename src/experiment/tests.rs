@@ -30,7 +30,56 @@ pub(super) fn row(entrant: &str, seed: u64, share: f64) -> Run {
         wasted_share: None,
         build: "0123456789ab".into(),
         engine: "real".into(),
+        cpu_busy: None,
     }
+}
+
+/// A real run on a machine over 90 % busy is left out of every figure and counted; with
+/// `--keep-busy` it stays; a simulation is never flagged, however busy its machine.
+#[test]
+fn runs_on_a_busy_machine_are_left_out_and_counted() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Comparison {
+        repeat: 1,
+        ..deadline_vs_sequential(d.path())
+    };
+    let mut runs = Vec::new();
+    for seed in 42..46 {
+        runs.push(row("deadline", seed, 0.1));
+        runs.push(row("sequential", seed, 0.2));
+    }
+    runs[0].cpu_busy = Some(0.95);
+    runs[1].cpu_busy = Some(0.5);
+    for (e, share) in [("deadline", 0.1), ("sequential", 0.2)] {
+        runs.push(Run {
+            engine: "shadow".into(),
+            cpu_busy: Some(1.0),
+            ..row(e, 46, share)
+        });
+    }
+    assert!(runs[0].busy() && !runs[1].busy() && !runs[8].busy());
+    let runs_of = |entrant: &str| -> u64 {
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.path().join("summary.json")).unwrap())
+                .unwrap();
+        let e = json["entrants"].as_array().unwrap();
+        e.iter().find(|x| x["entrant"] == entrant).unwrap()["runs"]
+            .as_u64()
+            .unwrap()
+    };
+    let md = report(&c, &runs);
+    assert!(md.contains("1 runs left out of every figure"), "{md}");
+    assert_eq!((runs_of("deadline"), runs_of("sequential")), (4, 5));
+    let keep = Comparison {
+        keep_busy: true,
+        ..c
+    };
+    let md = report(&keep, &runs);
+    assert!(
+        md.contains("1 runs on a machine over 90 % busy, kept"),
+        "{md}"
+    );
+    assert_eq!(runs_of("deadline"), 5);
 }
 
 /// The first `n` columns of [`FORMAT1_COLUMNS`]: the header of an older build.
@@ -119,6 +168,7 @@ fn cmp(entrants: Vec<Entrant>) -> Comparison {
         pooled_from: Vec::new(),
         config_sha1: None,
         margin: super::plan::DEFAULT_MARGIN,
+        keep_busy: false,
     }
 }
 
@@ -358,10 +408,11 @@ fn a_row_cut_short_is_told_from_an_older_row() {
     ];
     let head_cut = |n: usize| first_fields(&whole[1], n);
     // Cut at a comma, in the build, in the engine, or just before the version.
-    let in_build = whole[1].trim_end().replace("0123456789ab,real,2", "0123");
-    let in_engine = whole[1].trim_end().replace("real,2", "re");
+    let in_build = whole[1].trim_end().replace("0123456789ab,real,,2", "0123");
+    let in_engine = whole[1].trim_end().replace("real,,2", "re");
     let no_version = whole[1].trim_end().trim_end_matches('2').to_string();
     for cut in [
+        head_cut(20),
         head_cut(19),
         head_cut(18),
         in_engine,
@@ -394,7 +445,7 @@ fn a_row_cut_short_is_told_from_an_older_row() {
     std::fs::write(&csv, format!("{HEADER}\n{}\n{}", head_cut(12), whole[0])).unwrap();
     let e = scan_runs(&csv).err().unwrap().to_string();
     assert!(
-        e.contains("line 2: not a run row (12 fields; the header has 20)"),
+        e.contains("line 2: not a run row (12 fields; the header has 21)"),
         "{e}"
     );
     // A row that ends its line with no build is a pooled row from before the column.
@@ -429,7 +480,7 @@ fn rows_of_a_newer_testbed_are_refused() {
     .unwrap();
     let e = scan_runs(&csv).err().unwrap().to_string();
     assert!(
-        e.contains("line 2: not a run row (21 fields; the header has 20)"),
+        e.contains("line 2: not a run row (22 fields; the header has 21)"),
         "{e}"
     );
     std::fs::write(&csv, format!("{HEADER},new\n{}", whole[0])).unwrap();

@@ -131,6 +131,29 @@ pub fn end_all(
     }
 }
 
+/// The machine's CPU time so far, all cores, in clock ticks: `(idle, total)` from
+/// `/proc/stat` (idle counts iowait too). Two readings give how busy the machine was between.
+pub fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    // guest time is counted in user already.
+    let total = v.iter().take(8).sum();
+    Some((idle, total))
+}
+
+/// The share of the machine's CPU time that was busy between two [`cpu_times`] readings.
+pub fn busy_between(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let total = after.1.checked_sub(before.1)?;
+    let idle = after.0.checked_sub(before.0)?;
+    (total > 0).then(|| 1.0 - idle as f64 / total as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

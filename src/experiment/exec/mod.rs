@@ -245,6 +245,7 @@ pub(in crate::experiment) fn one_run(
         Entrant::Client(line) | Entrant::WebSeedClient(line) => cmd.args(["sh", "-c", &line.cmd]),
     };
     let t = Instant::now();
+    let cpu_before = crate::sys::procs::cpu_times();
     let child = {
         // Registered under the lock that `stop` takes: a run started after the signal is told
         // at once.
@@ -270,6 +271,9 @@ pub(in crate::experiment) fn one_run(
         return Ok(None);
     }
     let seconds = t.elapsed().as_secs_f64();
+    let cpu_busy = cpu_before
+        .zip(crate::sys::procs::cpu_times())
+        .and_then(|(b, a)| crate::sys::procs::busy_between(b, a));
     let summary: Summary = crate::util::fs::read_json(&place.run_dir.join("summary.json"))
         .with_context(|| {
             format!(
@@ -281,6 +285,7 @@ pub(in crate::experiment) fn one_run(
         })?;
     Ok(Some(Run {
         seconds,
+        cpu_busy,
         placement: place.placement,
         jobs: place.jobs,
         build: live.build.clone(),
@@ -349,5 +354,6 @@ fn row(entrant: String, seed: u64, repeat: u32, summary: Summary) -> Run {
         jobs: 1,
         build: String::new(),
         engine: summary.engine.clone(),
+        cpu_busy: None,
     }
 }
