@@ -115,6 +115,49 @@ fn a_run_under_shadow_is_the_same_run_twice() {
     );
 }
 
+/// `network:` becomes the simulated links: my client's round trip of 300 ms and the world's
+/// of 100 ms are edges of 150 and 50 ms to the centre, and my client's first piece comes later
+/// than on the LAN. Jitter, which Shadow has not, is named in a warning.
+#[test]
+fn a_network_section_becomes_the_simulated_links() {
+    if !have_shadow() {
+        return;
+    }
+    let lan = small_world(7, 60);
+    let net = Scenario::new(
+        &[("movie.bin", content(1 << 20, 61))],
+        "interval: 5",
+        "seed: 7\nworld: {clients: 8, seeds: 1, upload_rate: 50, linger: {min: 2, max: 4}}\n\
+         my_client: {rate: 60, max_upload_rate: 50}\n\
+         network: {rtt_ms: 100, jitter_ms: 2, my_client: {rtt_ms: 300, download_rate: 400}}\n",
+    );
+    // When the first block from the world reached my client, seconds after it started.
+    let first_piece = |lab: &Scenario| {
+        let dir = lab.root().join("r");
+        let out = run_in(lab, &dir, &[]);
+        ok(&out);
+        let s = summary_sans_wall_clock(&dir);
+        let at = s["referee"]["first_block_at"].as_f64().unwrap();
+        (at, dir, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (on_lan, _, _) = first_piece(&lan);
+    let (on_net, dir, err) = first_piece(&net);
+    assert!(err.contains("jitter"), "{err}");
+    let yaml = std::fs::read_to_string(dir.join("shadow/shadow.yaml")).unwrap();
+    assert!(
+        yaml.contains("latency \"150000 us\"") && yaml.contains("latency \"50000 us\""),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("host_bandwidth_down \"3200 Kibit\""),
+        "{yaml}"
+    );
+    assert!(
+        on_net > on_lan + 0.3,
+        "first piece at {on_net} s with the network, {on_lan} s without"
+    );
+}
+
 /// Shadow missing, and a my client that Shadow cannot run: one line each, naming what and
 /// why, and no simulation.
 #[test]

@@ -110,6 +110,8 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
                 "--seeds", seeds, "--policy", "deadline", "--policy", "rarest",
             ])
             .args(["--out", &out_s, "--slurm", "--time", "5:00"])
+            // Four testbeds on two cores: busy, and kept (the flag is tested elsewhere).
+            .arg("--keep-busy")
             .args(extra);
         c.output().unwrap()
     };
@@ -195,7 +197,13 @@ fn slurm_runs_a_compare_array_a_testbed_in_a_job_and_a_sharded_world() {
             ])
             .arg("--out")
             .arg(&out2)
-            .args(["--slurm", "--time", "5:00", "--sbatch-arg=--exclusive"])
+            .args([
+                "--slurm",
+                "--time",
+                "5:00",
+                "--sbatch-arg=--exclusive",
+                "--keep-busy",
+            ])
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         c

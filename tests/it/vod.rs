@@ -553,8 +553,14 @@ fn compare_runs_every_entrant_on_every_seed_and_resumes() {
         csv.lines()
             .next()
             .unwrap()
-            .ends_with(",world_share,wasted_share,build,engine,format"),
+            .ends_with(",world_share,wasted_share,build,engine,cpu_busy,format"),
         "{csv}"
+    );
+    assert!(
+        rows.iter().all(|r| r["cpu_busy"]
+            .parse::<f64>()
+            .is_ok_and(|b| (0.0..=1.0).contains(&b))),
+        "each row says how busy its machine was: {csv}"
     );
     assert!(
         rows.iter().all(|r| r["engine"] == "real"),

@@ -41,6 +41,9 @@ pub struct Plan {
     /// shared filesystem the world's downloads); default `OUT/slurm/run-K`.
     #[serde(default)]
     pub run_base: Option<PathBuf>,
+    /// `--engine`, instead of the scenario's.
+    #[serde(default)]
+    pub engine: Option<crate::lab::config::Engine>,
     pub tasks: Vec<Task>,
 }
 
@@ -108,6 +111,7 @@ pub(in crate::experiment) fn run_array(
             .clone()
             .map(std::path::absolute)
             .transpose()?,
+        engine: c.config.engine,
         tasks: left,
     };
     // A rebuild since the compare began would be what the tasks start.
@@ -385,11 +389,14 @@ pub fn task(plan_path: &Path, index: Option<usize>) -> anyhow::Result<()> {
             plan.tasks.len()
         )
     })?;
-    let base: serde_yaml::Value = serde_yaml::from_str(
+    let mut base: serde_yaml::Value = serde_yaml::from_str(
         &std::fs::read_to_string(&plan.config)
             .with_context(|| format!("{}", plan.config.display()))?,
     )
     .with_context(|| format!("{}", plan.config.display()))?;
+    if let Some(e) = plan.engine {
+        base["engine"] = e.to_string().into();
+    }
     let live = Arc::new(Live::new()?);
     let _signals = live.clone().forward_signals()?;
     let run_dir = match &plan.run_base {
@@ -459,6 +466,7 @@ mod tests {
             config: "/c.yaml".into(),
             dir: "/o/slurm".into(),
             run_base: None,
+            engine: None,
             tasks: vec![
                 Task {
                     entrant: Entrant::Policy(crate::policy::Policy::Deadline),
