@@ -6,7 +6,6 @@
 //! the least n with n ≥ ((t₀.₉₇₅,ₙ₋₁ + t₀.₈₀,ₙ₋₁) · σ_d / E)². With σ_d = 6 points and E = 3,
 //! 34 seeds. It is a plan for the next compare (fix its seeds before it runs), not a verdict.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -48,29 +47,20 @@ pub fn seeds_for_80pct_power(sd: f64, effect: f64) -> usize {
 
 /// Every pair of `names` (in order) over `runs`, for an effect of `effect` (a share).
 pub fn plan_pairs(runs: &[Run], names: &[String], effect: f64) -> Vec<PairPlan> {
-    let by: BTreeMap<(&str, u64, u32), f64> = runs
-        .iter()
-        .map(|r| ((r.entrant.as_str(), r.seed, r.repeat), r.share))
-        .collect();
-    let mut out = Vec::new();
-    for (i, a) in names.iter().enumerate() {
-        for b in &names[i + 1..] {
-            let d: Vec<f64> = by
-                .iter()
-                .filter(|((e, _, _), _)| e == a)
-                .filter_map(|((_, s, r), va)| Some(va - by.get(&(b.as_str(), *s, *r))?))
-                .collect();
+    super::verdict::differences(names, runs, |r| Some(r.share))
+        .into_iter()
+        .map(|(a, b, seeded)| {
+            let d: Vec<f64> = seeded.into_iter().map(|(_, v)| v).collect();
             let sd = if d.len() > 1 { stats::sd(&d) } else { f64::NAN };
-            out.push(PairPlan {
-                a: a.clone(),
-                b: b.clone(),
+            PairPlan {
+                a,
+                b,
                 pilot_pairs: d.len(),
                 sd,
                 seeds: (d.len() >= 3).then(|| seeds_for_80pct_power(sd, effect)),
-            });
-        }
-    }
-    out
+            }
+        })
+        .collect()
 }
 
 /// `testbed compare --plan --effect E`: reads the runs of `from` (each a compare's folder),

@@ -18,8 +18,6 @@
 //! The verdicts are those of [`super::verdict::verdict`] with the sequence in place of both
 //! intervals: better where it excludes 0, equivalent where it lies inside ±δ.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::plan::{schedule, Comparison};
@@ -153,36 +151,29 @@ pub fn confidence_sequence(x: &[f64], alpha: f64) -> (f64, f64) {
 /// Every pair's sequence over the runs of `c`, a value per seed (the mean of its repeats'
 /// differences), seeds in order.
 pub fn pairs(c: &Comparison, runs: &[Run]) -> Vec<SequencePair> {
-    let by: BTreeMap<(String, u64, u32), f64> = runs
-        .iter()
-        .map(|r| ((r.entrant.clone(), r.seed, r.repeat), r.share))
-        .collect();
-    let mut out = Vec::new();
-    for (i, a) in c.entrants.iter().enumerate() {
-        for b in &c.entrants[i + 1..] {
-            let seeded: Vec<(u64, f64)> = by
-                .iter()
-                .filter(|((e, _, _), _)| *e == a.name())
-                .filter_map(|((_, s, r), va)| Some((*s, va - by.get(&(b.name(), *s, *r))?)))
-                .collect();
+    let names: Vec<String> = c.entrants.iter().map(|e| e.name()).collect();
+    super::verdict::differences(&names, runs, |r| Some(r.share))
+        .into_iter()
+        .map(|(a, b, seeded)| {
             let d: Vec<f64> = super::verdict::by_seed(seeded)
                 .iter()
                 .map(|g| stats::mean(g))
                 .collect();
             let cs = confidence_sequence(&d, 0.05);
-            let verdict =
-                super::verdict::verdict(&a.name(), &b.name(), d.len(), (cs, cs), c.margin);
-            out.push(SequencePair {
-                a: a.name(),
-                b: b.name(),
+            let verdict = match d.len() >= MIN_SEEDS {
+                true => super::verdict::verdict(&a, &b, d.len(), (cs, cs), c.margin),
+                false => INCONCLUSIVE.to_string(),
+            };
+            SequencePair {
                 seeds: d.len(),
                 mean_difference: if d.is_empty() { 0.0 } else { stats::mean(&d) },
                 cs95: cs,
                 verdict,
-            });
-        }
-    }
-    out
+                a,
+                b,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -206,44 +206,62 @@ pub(super) fn paired(
     runs: &[Run],
     metric: fn(&Run) -> Option<f64>,
 ) -> Vec<PairStats> {
-    let by: BTreeMap<(String, u64, u32), f64> = runs
+    let names: Vec<String> = c.entrants.iter().map(|e| e.name()).collect();
+    let mut out = Vec::new();
+    for (a, b, seeded) in differences(&names, runs, metric) {
+        if seeded.is_empty() {
+            continue;
+        }
+        let d: Vec<f64> = seeded.iter().map(|&(_, v)| v).collect();
+        let groups = by_seed(seeded);
+        let k = groups[0].len();
+        let runs_per_seed = (k > 1 && groups.iter().all(|g| g.len() == k)).then_some(k);
+        let seed_means: Vec<f64> = groups.iter().map(|g| stats::mean(g)).collect();
+        let ci = stats::bootstrap_ci_by_group(&groups, RESAMPLES, 2);
+        let ci90 = stats::bootstrap_interval_by_group(&groups, RESAMPLES, 2, 0.90);
+        let verdict = verdict(&a, &b, d.len(), (ci, ci90), c.margin);
+        out.push(PairStats {
+            a,
+            b,
+            pairs: d.len(),
+            mean_difference: stats::mean(&d),
+            ci95: ci,
+            ci90,
+            margin: c.margin,
+            verdict,
+            sd_difference: stats::sd(&d),
+            pairs_for_90pct_power: stats::pairs_for_90pct_power(&d),
+            runs_per_seed,
+            seeds_for_90pct_power: runs_per_seed
+                .and_then(|_| stats::pairs_for_90pct_power(&seed_means)),
+        });
+    }
+    out
+}
+
+/// A pair's names, A and B, and its `(seed, A − B)` differences.
+pub(super) type Differences = (String, String, Vec<(u64, f64)>);
+
+/// Every pair of `names` (in order), each with its `(seed, A − B)` differences on `metric`
+/// over the runs both made (matched by seed and repeat), seeds in order.
+pub(super) fn differences(
+    names: &[String],
+    runs: &[Run],
+    metric: fn(&Run) -> Option<f64>,
+) -> Vec<Differences> {
+    let by: BTreeMap<(&str, u64, u32), f64> = runs
         .iter()
-        .filter_map(|r| Some(((r.entrant.clone(), r.seed, r.repeat), metric(r)?)))
+        .filter_map(|r| Some(((r.entrant.as_str(), r.seed, r.repeat), metric(r)?)))
         .collect();
     let mut out = Vec::new();
-    for (i, a) in c.entrants.iter().enumerate() {
-        for b in &c.entrants[i + 1..] {
-            let seeded: Vec<(u64, f64)> = by
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            let seeded = by
                 .iter()
-                .filter(|((e, _, _), _)| *e == a.name())
-                .filter_map(|((_, s, r), va)| by.get(&(b.name(), *s, *r)).map(|vb| (*s, va - vb)))
+                .filter(|((e, _, _), _)| e == a)
+                .filter_map(|((_, s, r), va)| Some((*s, va - by.get(&(b.as_str(), *s, *r))?)))
                 .collect();
-            if seeded.is_empty() {
-                continue;
-            }
-            let d: Vec<f64> = seeded.iter().map(|&(_, v)| v).collect();
-            let groups = by_seed(seeded);
-            let k = groups[0].len();
-            let runs_per_seed = (k > 1 && groups.iter().all(|g| g.len() == k)).then_some(k);
-            let seed_means: Vec<f64> = groups.iter().map(|g| stats::mean(g)).collect();
-            let ci = stats::bootstrap_ci_by_group(&groups, RESAMPLES, 2);
-            let ci90 = stats::bootstrap_interval_by_group(&groups, RESAMPLES, 2, 0.90);
-            let verdict = verdict(&a.name(), &b.name(), d.len(), (ci, ci90), c.margin);
-            out.push(PairStats {
-                a: a.name(),
-                b: b.name(),
-                pairs: d.len(),
-                mean_difference: stats::mean(&d),
-                ci95: ci,
-                ci90,
-                margin: c.margin,
-                verdict,
-                sd_difference: stats::sd(&d),
-                pairs_for_90pct_power: stats::pairs_for_90pct_power(&d),
-                runs_per_seed,
-                seeds_for_90pct_power: runs_per_seed
-                    .and_then(|_| stats::pairs_for_90pct_power(&seed_means)),
-            });
+            out.push((a.clone(), b.clone(), seeded));
         }
     }
     out
