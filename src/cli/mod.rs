@@ -518,30 +518,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 return Ok(ExitCode::from(3));
             }
         }
-        Command::Sim(a) => {
-            let plan = lab::shadow::Plan::read(&a.plan)?;
-            match a.role.as_str() {
-                "services" => lab::shadow::inside::services(&plan)?,
-                "my-client" => lab::shadow::inside::my_client(&plan)?,
-                k => {
-                    let k: usize = k.parse().map_err(|_| {
-                        anyhow::anyhow!("sim: {k}: not services, my-client or a slot number")
-                    })?;
-                    lab::shadow::inside::slot(&plan, k, |args| {
-                        let cli = Cli::try_parse_from(
-                            std::iter::once(OsString::from("testbed")).chain(args),
-                        )?;
-                        match cli.command {
-                            Command::Peer(a) => {
-                                let threads = a.threads;
-                                peer::run_standalone(a.into_config()?, threads)
-                            }
-                            _ => anyhow::bail!("a world slot runs `testbed peer`"),
-                        }
-                    })?
-                }
-            }
-        }
+        Command::Sim(a) => sim(&a)?,
         Command::Run(a) => lab::run(Experiment {
             config: lab::config::Source {
                 engine: a.engine,
@@ -550,50 +527,7 @@ fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             policy: a.policy,
             my_client: a.my_client,
         })?,
-        Command::Compare(a) => {
-            use experiment::{compare, entrants, parse_seeds, Comparison};
-            let entrants = entrants(a.policies, a.clients, a.web_seed_clients, a.names)?;
-            if a.plan {
-                let from = match a.from.is_empty() {
-                    true => vec![a.out.clone()],
-                    false => a.from.clone(),
-                };
-                let text = experiment::power::plan(&from, &entrants, a.effect.unwrap_or(0.0))?;
-                crate::util::out!("{text}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            if !a.from.is_empty() {
-                return experiment::pool(&a.from, entrants, &a.out, a.margin / 100.0)
-                    .map(|()| ExitCode::SUCCESS);
-            }
-            let c = Comparison {
-                config_sha1: experiment::file_sha1(&a.config.config),
-                margin: a.margin / 100.0,
-                keep_busy: a.keep_busy,
-                config: lab::config::Source {
-                    engine: a.engine,
-                    ..a.config.source()
-                },
-                seeds: parse_seeds(&a.seeds).map_err(anyhow::Error::msg)?,
-                repeat: a.repeat.max(1),
-                entrants,
-                out: a.out,
-                jobs: a.jobs as usize,
-                slurm: a.slurm.then_some(experiment::Slurm {
-                    partition: a.partition,
-                    time: a.time,
-                    sbatch_args: a.sbatch_args,
-                }),
-                pooled_from: Vec::new(),
-            };
-            match a.until_settled {
-                true => {
-                    let text = experiment::sequential::until_settled(&c, a.batch, a.max_seeds)?;
-                    crate::util::out!("{text}");
-                }
-                false => compare(&c)?,
-            }
-        }
+        Command::Compare(a) => return compare_command(*a),
         Command::SlurmTask(a) => experiment::exec::slurm::task(&a.plan, a.index)?,
         Command::World(a) => {
             let mut source = a.config.source();
@@ -626,4 +560,78 @@ fn margin_points(s: &str) -> Result<f64, String> {
         Ok(x) if (0.0..=50.0).contains(&x) => Ok(x),
         _ => Err(format!("{s}: a margin in points of the file, 0 to 50")),
     }
+}
+
+/// `testbed sim`: a process inside a Shadow simulation of a run.
+fn sim(a: &SimArgs) -> anyhow::Result<()> {
+    let plan = lab::shadow::Plan::read(&a.plan)?;
+    match a.role.as_str() {
+        "services" => lab::shadow::inside::services(&plan)?,
+        "my-client" => lab::shadow::inside::my_client(&plan)?,
+        k => {
+            let k: usize = k.parse().map_err(|_| {
+                anyhow::anyhow!("sim: {k}: not services, my-client or a slot number")
+            })?;
+            lab::shadow::inside::slot(&plan, k, |args| {
+                let cli =
+                    Cli::try_parse_from(std::iter::once(OsString::from("testbed")).chain(args))?;
+                match cli.command {
+                    Command::Peer(a) => {
+                        let threads = a.threads;
+                        peer::run_standalone(a.into_config()?, threads)
+                    }
+                    _ => anyhow::bail!("a world slot runs `testbed peer`"),
+                }
+            })?
+        }
+    }
+    Ok(())
+}
+
+/// `testbed compare`: a plan (`--plan`), a pool (`--from`), seeds until settled, or a compare.
+fn compare_command(a: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
+    use experiment::{compare, entrants, parse_seeds, Comparison};
+    use std::process::ExitCode;
+    let entrants = entrants(a.policies, a.clients, a.web_seed_clients, a.names)?;
+    if a.plan {
+        let from = match a.from.is_empty() {
+            true => vec![a.out.clone()],
+            false => a.from.clone(),
+        };
+        let text = experiment::power::plan(&from, &entrants, a.effect.unwrap_or(0.0))?;
+        crate::util::out!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !a.from.is_empty() {
+        return experiment::pool(&a.from, entrants, &a.out, a.margin / 100.0)
+            .map(|()| ExitCode::SUCCESS);
+    }
+    let c = Comparison {
+        config_sha1: experiment::file_sha1(&a.config.config),
+        margin: a.margin / 100.0,
+        keep_busy: a.keep_busy,
+        config: lab::config::Source {
+            engine: a.engine,
+            ..a.config.source()
+        },
+        seeds: parse_seeds(&a.seeds).map_err(anyhow::Error::msg)?,
+        repeat: a.repeat.max(1),
+        entrants,
+        out: a.out,
+        jobs: a.jobs as usize,
+        slurm: a.slurm.then_some(experiment::Slurm {
+            partition: a.partition,
+            time: a.time,
+            sbatch_args: a.sbatch_args,
+        }),
+        pooled_from: Vec::new(),
+    };
+    match a.until_settled {
+        true => {
+            let text = experiment::sequential::until_settled(&c, a.batch, a.max_seeds)?;
+            crate::util::out!("{text}");
+        }
+        false => compare(&c)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -93,8 +93,8 @@ pub fn plan(from: &[PathBuf], entrants: &[Entrant], effect: f64) -> anyhow::Resu
         anyhow::bail!("--plan needs runs of two entrants at least in the --from folders");
     }
     let mut text = format!(
-        "Seeds for 80 % power to find a difference of {effect} points (two-sided 5 %, paired, \
-         normal approximation), from the pilot's paired sd:\n"
+        "Seeds for 80 % power to find a difference of {effect} points (two-sided 5 %, a paired \
+         t-test's sample size), from the pilot's paired sd:\n"
     );
     for p in plan_pairs(&runs, &names, effect / 100.0) {
         let _ = match p.seeds {

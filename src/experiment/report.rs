@@ -135,8 +135,9 @@ fn markdown(c: &Comparison, runs: &[Run], s: &Summary, g: Grouping) -> String {
     .concat()
 }
 
-/// The title, where the runs come from (pooled folders, builds) and how they ran.
-fn header(c: &Comparison, runs: &[Run], s: &Summary, g: Grouping) -> String {
+/// How the runs ran: side by side, flagged busy, simulated, on Slurm; empty for one real
+/// experiment at a time.
+fn how_they_ran(runs: &[Run], s: &Summary) -> Vec<String> {
     let (side_by_side, on_slurm) = (s.runs_side_by_side, s.runs_on_slurm);
     let mut how = Vec::new();
     if side_by_side > 0 {
@@ -177,6 +178,12 @@ fn header(c: &Comparison, runs: &[Run], s: &Summary, g: Grouping) -> String {
             runs.len()
         ));
     }
+    how
+}
+
+/// The title, where the runs come from (pooled folders, builds) and how they ran.
+fn header(c: &Comparison, runs: &[Run], s: &Summary, g: Grouping) -> String {
+    let how = how_they_ran(runs, s);
     let how = if how.is_empty() {
         "one experiment at a time".to_string()
     } else {
