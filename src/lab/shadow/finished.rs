@@ -24,11 +24,9 @@ pub fn write(plan: &Plan, info: &RunInfo, world: World) -> anyhow::Result<()> {
         world: lab.snapshot(),
         tracker: crate::util::fs::read_json(&plan.tracker_status()).unwrap_or_default(),
     };
+    let page = crate::lab::web::page::finished(&lab, &finished.tracker);
     crate::util::fs::write_atomic(&rd.finished(), &serde_json::to_vec_pretty(&finished)?)?;
-    crate::util::fs::write_atomic(
-        &rd.finished_page(),
-        crate::lab::web::page::finished(&lab).as_bytes(),
-    )?;
+    crate::util::fs::write_atomic(&rd.finished_page(), page.as_bytes())?;
     Ok(())
 }
 

@@ -50,9 +50,17 @@ pub async fn handler(
 }
 
 /// The page of a run that has ended (a Shadow simulation's), every client's row, as a file
-/// that opens with no server: no script, no reload.
-pub fn finished(o: &Orchestrator) -> String {
-    whole(live(&Live::gather(o, true)), false).into_string()
+/// that opens with no server: no script, no reload, no links to a server. `tracker`: the
+/// tracker's last status, for each swarm's counts.
+pub fn finished(o: &Orchestrator, tracker: &crate::tracker::status::Status) -> String {
+    let mut v = Live::gather(o, true);
+    v.served = false;
+    for sw in &mut v.swarms {
+        if let Some(t) = tracker.swarms.iter().find(|t| t.info_hash == sw.info_hash) {
+            (sw.seeds, sw.leechers, sw.completed) = (t.seeds, t.leechers, t.completed);
+        }
+    }
+    whole(live(&v), false).into_string()
 }
 
 /// The whole page around its live part; `live_updates`: the script that refreshes it (and,
@@ -88,9 +96,13 @@ pub fn live(v: &Live) -> Markup {
         p.run {
             "phase " b #phase { (v.phase) } " · up " (format!("{:.0}", v.uptime_secs)) " s · run "
             code { (v.run_id) } " · "
-            a href="/api/status" { "status JSON" } " · "
-            a href="/api/world" { "world JSON" } " · "
-            a href="/metrics" { "metrics" }
+            @if v.served {
+                a href="/api/status" { "status JSON" } " · "
+                a href="/api/world" { "world JSON" } " · "
+                a href="/metrics" { "metrics" }
+            } @else {
+                "the end of a simulated run (testbed status --json has all of it)"
+            }
         }
         @if v.phase == Phase::Stopping {
             p.notice #stopping { "testbed is stopping: every process is being ended." }

@@ -24,6 +24,8 @@ pub struct Live {
     pub phase: Phase,
     pub uptime_secs: f64,
     pub run_id: String,
+    /// Served by a testbed (links to its JSON); false for a finished simulation's file.
+    pub served: bool,
     pub my: My,
     pub swarms: Vec<Swarm>,
 }
@@ -118,6 +120,7 @@ impl Live {
             phase: w.phase,
             uptime_secs: w.uptime_secs,
             run_id: w.run.run_id.clone(),
+            served: true,
             my,
             swarms,
         }
