@@ -1,4 +1,5 @@
-//! Section `vod`: `testbed compare` of the three policies on the three scenarios.
+//! Section `vod`: `testbed compare` of the three policies on the three scenarios
+//! (`VOD_ENGINE=shadow`: under the Shadow engine, each figure's name saying so).
 
 use super::*;
 
@@ -89,6 +90,12 @@ pub(crate) fn compare_out(section: &str, secs: u64) -> Result<PathBuf> {
 }
 
 pub(crate) fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) -> Result<()> {
+    // `VOD_ENGINE=shadow`: the same compares under the Shadow engine, named so in the table.
+    let shadow = std::env::var("VOD_ENGINE").as_deref() == Ok("shadow");
+    let label = match shadow {
+        true => format!("{scenario} under Shadow"),
+        false => scenario.to_string(),
+    };
     let dir = b.dir.join(format!("vod-{scenario}"));
     let (s, size) = movie_scenario(&dir, scenario, secs)?;
     let last = 42 + seeds - 1;
@@ -115,6 +122,8 @@ pub(crate) fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) 
                 "deadline",
                 "--out",
                 out.to_str().unwrap(),
+                "--engine",
+                if shadow { "shadow" } else { "real" },
             ],
         )
         .stdout(Stdio::null()),
@@ -137,7 +146,7 @@ pub(crate) fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) 
         let i = b.add(
             "vod",
             &format!(
-                "{scenario}: server share, {p} (95 % CI {:.1}..{:.1}, sd {:.1}, runs: {})",
+                "{label}: server share, {p} (95 % CI {:.1}..{:.1}, sd {:.1}, runs: {})",
                 pct(&e["ci95"][0]),
                 pct(&e["ci95"][1]),
                 pct(&e["sd"]),
@@ -152,7 +161,7 @@ pub(crate) fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) 
             b.add(
                 "vod",
                 &format!(
-                    "{scenario}: wasted, {p} (of {:.1} % sent by the world{})",
+                    "{label}: wasted, {p} (of {:.1} % sent by the world{})",
                     pct(&e["world_share"]),
                     if e["wasted_sd"].is_f64() {
                         format!("; sd {:.1}", pct(&e["wasted_sd"]))
@@ -190,7 +199,7 @@ pub(crate) fn vod_compare(b: &mut Bench, scenario: &str, seeds: u64, secs: u64) 
         b.add(
             "vod",
             &format!(
-                "{scenario}: {what}{} − {}, paired over {} seeds (95 % CI {:.1}..{:.1}): {}",
+                "{label}: {what}{} − {}, paired over {} seeds (95 % CI {:.1}..{:.1}): {}",
                 q["a"].as_str().unwrap_or("?"),
                 q["b"].as_str().unwrap_or("?"),
                 q["pairs"],
