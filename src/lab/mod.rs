@@ -83,6 +83,33 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
+    /// The state of a run of `cfg` in `rd`: its services (tracker, VoD server), its world and
+    /// my client, begun at `started`, in `phase`.
+    pub fn new(
+        cfg: &config::Config,
+        rd: &rundir::RunDir,
+        info: RunInfo,
+        world: Arc<World>,
+        services: (Arc<Tracker>, Arc<crate::vod::server::VodServer>),
+        my: MyClient,
+        (phase, started): (Phase, Instant),
+    ) -> Orchestrator {
+        let m = &cfg.my_client;
+        Orchestrator {
+            tracker: services.0,
+            vod: services.1,
+            info,
+            world,
+            my: Mutex::new(my),
+            phase: Mutex::new(phase),
+            started,
+            downloads: rd.downloads(),
+            model: crate::vod::Model::new(m.rate, m.delay, m.prefetch, 0, 0),
+            referee: rd.referee(),
+            my_upload_cap: m.max_upload_rate * crate::vod::KB,
+        }
+    }
+
     /// Everything at once. Walks the downloads folder: call it off the async runtime.
     pub fn snapshot(&self) -> WorldStatus {
         let mut downloads = Vec::new();

@@ -65,6 +65,12 @@ impl RunDir {
     pub fn lock_file(&self) -> PathBuf {
         self.root.join("testbed.lock")
     }
+    /// A Shadow run's own files: its plan and config, Shadow's log and data, the VoD server's
+    /// log, the slots' and my client's records (see `lab::shadow`).
+    pub fn shadow(&self) -> PathBuf {
+        self.root.join("shadow")
+    }
+
     /// A finished Shadow simulation's state ([`super::api::Running`]), for `testbed status`.
     pub fn finished(&self) -> PathBuf {
         self.root.join("finished.json")
@@ -137,7 +143,7 @@ impl RunDir {
             std::fs::create_dir_all(&d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
         }
         // A Shadow run's folder (lab::shadow), made again by the next.
-        let shadow = self.root.join("shadow");
+        let shadow = self.shadow();
         if shadow.exists() {
             std::fs::remove_dir_all(&shadow)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", shadow.display()))?;

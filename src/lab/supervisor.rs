@@ -52,7 +52,6 @@ use crate::util::{Exit, Locked};
 use crate::vod::referee::Verdict;
 use crate::vod::score::Outcome;
 use crate::vod::server::VodServer;
-use crate::vod::Model;
 
 /// Children's exits as the reaper reports them. Bounded by the reaper's channel (see
 /// [`procs::reaper`]); the event loop drains it continuously.
@@ -447,32 +446,23 @@ impl Supervisor<'_> {
                 Box::new(move || serde_json::to_value(vod.served()).unwrap_or_default()),
             );
         }
-        let orch = Arc::new(Orchestrator {
-            vod: vod.clone(),
+        let my = MyClient {
+            state: match my_client.is_empty() {
+                true => MyClientState::None,
+                false => MyClientState::NotStarted,
+            },
+            command: my_client.to_vec(),
+            ..Default::default()
+        };
+        let orch = Arc::new(Orchestrator::new(
+            cfg,
+            self.rd,
             info,
             world,
-            tracker: trk.clone(),
-            my: Mutex::new(MyClient {
-                state: match my_client.is_empty() {
-                    true => MyClientState::None,
-                    false => MyClientState::NotStarted,
-                },
-                command: my_client.to_vec(),
-                ..Default::default()
-            }),
-            phase: Mutex::new(Phase::Starting),
-            started: self.started,
-            downloads: self.rd.downloads(),
-            model: Model::new(
-                cfg.my_client.rate,
-                cfg.my_client.delay,
-                cfg.my_client.prefetch,
-                0,
-                0,
-            ),
-            referee: self.rd.referee(),
-            my_upload_cap: cfg.my_client.max_upload_rate * crate::vod::KB,
-        });
+            (trk.clone(), vod.clone()),
+            my,
+            (Phase::Starting, self.started),
+        ));
         let app = web::router(orch.clone(), trk.clone(), vod);
         let shutdown = Arc::new(tokio::sync::Notify::new());
         let server = {

@@ -335,16 +335,21 @@ impl World {
         let slot = self.slots.locked()[k].clone();
         let mut linger_rng = rng_for(self.seed ^ 0x11, slot.swarm, slot.index, slot.generation);
         let linger = self.cfg.linger.draw(&mut linger_rng);
-        let log = self.logs.join(format!(
+        (
+            self.peer_args(&slot, linger, linger_rng.random::<u64>()),
+            self.slot_log(k),
+        )
+    }
+
+    /// Slot `k`'s log, which every client of the slot appends to.
+    pub fn slot_log(&self, k: usize) -> PathBuf {
+        let slot = &self.slots.locked()[k];
+        self.logs.join(format!(
             "{}-{}-{}.log",
             slot.role.as_str(),
             slot.swarm,
             slot.index
-        ));
-        (
-            self.peer_args(&slot, linger, linger_rng.random::<u64>()),
-            log,
-        )
+        ))
     }
 
     /// The command line of a slot's `testbed peer`: `linger` seconds after it completes (a

@@ -4,7 +4,7 @@
 //! status) and `run/status.html` is the status page of the run's end, rendered by the live
 //! page's own code, a file that opens with no server.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::plan::{MyRecord, Plan, MY_CLIENT_AT};
@@ -14,24 +14,25 @@ use crate::lab::Orchestrator;
 use crate::util::Locked;
 use crate::vod::server::VodServer;
 
-/// Writes `run/finished.json` and `run/status.html` for the simulation of `plan`.
-pub fn write(plan: &Plan, info: &RunInfo, world: World) -> anyhow::Result<()> {
+/// Writes `run/finished.json` and `run/status.html` for the simulation of `plan`, from its
+/// end ([`lab`]).
+pub fn write(plan: &Plan, lab: &Orchestrator) -> anyhow::Result<()> {
     let rd = plan.run_dir();
-    let lab = orchestrator(plan, info, world)?;
     let finished = Running {
         running: false,
         pid: 0,
         world: lab.snapshot(),
         tracker: crate::util::fs::read_json(&plan.tracker_status()).unwrap_or_default(),
     };
-    let page = crate::lab::web::page::finished(&lab, &finished.tracker);
+    let page = crate::lab::web::page::finished(lab, &finished.tracker);
     crate::util::fs::write_atomic(&rd.finished(), &serde_json::to_vec_pretty(&finished)?)?;
     crate::util::fs::write_atomic(&rd.finished_page(), page.as_bytes())?;
     Ok(())
 }
 
-/// The lab's state at the end of the simulation, as the live page reads it from a supervisor.
-fn orchestrator(plan: &Plan, info: &RunInfo, world: World) -> anyhow::Result<Orchestrator> {
+/// The lab's state at the end of the simulation, as a supervisor holds a live run's: the
+/// slots as they ended, what the VoD server sent, my client's record.
+pub fn lab(plan: &Plan, info: RunInfo, world: World) -> anyhow::Result<Orchestrator> {
     let slots: Vec<Slot> = (0..world.slots.locked().len())
         .map(|k| {
             let mut s: Slot = crate::util::fs::read_json(&plan.slot_file(k))
@@ -45,30 +46,28 @@ fn orchestrator(plan: &Plan, info: &RunInfo, world: World) -> anyhow::Result<Orc
         })
         .collect();
     *world.slots.locked() = slots;
-    let m = &plan.config.my_client;
-    let vod = VodServer::new(crate::lab::supervisor::vod_files(&world.swarms), m.web_seed);
+    let vod = VodServer::new(
+        crate::lab::supervisor::vod_files(&world.swarms),
+        plan.config.my_client.web_seed,
+    );
     vod.replay(crate::vod::server::read_log(&plan.vod_log()).1);
     let tracker = crate::tracker::Tracker::new(Default::default())?;
     for s in &world.swarms {
         tracker.register(&s.torrent);
     }
     let simulated = Duration::from_secs_f64(plan.stop_time());
-    let rd = plan.run_dir();
-    Ok(Orchestrator {
-        vod,
-        info: info.clone(),
-        world: Arc::new(world),
-        tracker,
-        my: Mutex::new(my_client(plan)),
-        phase: Mutex::new(Phase::Stopped),
-        started: Instant::now()
-            .checked_sub(simulated)
-            .unwrap_or_else(Instant::now),
-        downloads: rd.downloads(),
-        model: crate::vod::Model::new(m.rate, m.delay, m.prefetch, 0, 0),
-        referee: rd.referee(),
-        my_upload_cap: m.max_upload_rate * crate::vod::KB,
-    })
+    let started = Instant::now()
+        .checked_sub(simulated)
+        .unwrap_or_else(Instant::now);
+    Ok(Orchestrator::new(
+        &plan.config,
+        &plan.run_dir(),
+        info,
+        Arc::new(world),
+        (tracker, vod),
+        my_client(plan),
+        (Phase::Stopped, started),
+    ))
 }
 
 /// My client as its launcher recorded it; times in simulated seconds since the start.

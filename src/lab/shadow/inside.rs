@@ -69,8 +69,7 @@ pub fn slot(
     let world = plan.world()?;
     let n = world.slots.locked().len();
     anyhow::ensure!(k < n, "slot {k}: the world has {n}");
-    let (_, log) = world.slot_command(k);
-    crate::util::rt::init_logging(Some(&log), "info")?;
+    crate::util::rt::init_logging(Some(&world.slot_log(k)), "info")?;
     let me = std::process::id() as i32;
     loop {
         world.prepare_slot(k)?;

@@ -130,7 +130,7 @@ pub fn run(source: &Source, my_client: Vec<String>) -> anyhow::Result<Outcome> {
     let rd = RunDir::new(&cfg.run_dir);
     let _lock = rd.lock()?;
     rd.reset()?;
-    let dir = rd.root.join("shadow");
+    let dir = rd.shadow();
     std::fs::create_dir_all(dir.join("slots"))?;
     crate::util::rt::init_logging(Some(&rd.logs().join("engine.log")), "info")?;
     let run_id =
@@ -201,9 +201,19 @@ pub fn run(source: &Source, my_client: Vec<String>) -> anyhow::Result<Outcome> {
         0,
     );
     ended?;
-    let outcome = outcome(&plan, &info, &swarms, mine);
-    finished::write(&plan, &info, world)?;
-    Ok(outcome)
+    // The run's end, as a supervisor would hold it: the page and status show it, and the
+    // referee judges from it as from a live run.
+    let lab = finished::lab(&plan, info, world)?;
+    finished::write(&plan, &lab)?;
+    let record: Option<MyRecord> = crate::util::fs::read_json(&plan.my.record);
+    Ok(Outcome {
+        engine: "shadow",
+        my_exit: record.as_ref().and_then(MyRecord::exit),
+        served: lab.vod.served(),
+        my_size: lab.info.my_torrent().map_or(0, |t| t.size),
+        run_id,
+        referee: lab.verdict(),
+    })
 }
 
 /// The plan of a run: its config, where my client's launcher finds its command and writes
@@ -246,7 +256,7 @@ fn make_plan(
             args,
             env,
             log: std::path::absolute(rd.logs().join("my-client.log"))?,
-            record: std::path::absolute(rd.root.join("shadow").join("my-client.json"))?,
+            record: std::path::absolute(rd.shadow().join("my-client.json"))?,
             run_for: (movie + GRACE).ceil(),
         },
     })
@@ -279,7 +289,8 @@ fn simulate(
         .spawn()
         .with_context(|| format!("cannot start {}", shadow.display()))?;
     let pid = child.id() as i32;
-    let limit = Instant::now() + Duration::from_secs_f64(simulated) + Duration::from_secs(60);
+    let began = Instant::now();
+    let limit = began + Duration::from_secs_f64(simulated) + Duration::from_secs(60);
     let stop = crate::util::signal::StopFlag::install()?;
     let mut clock = Clock::default();
     let stall = stall_limit();
@@ -309,7 +320,7 @@ fn simulate(
             break Some(format!(
                 "the simulation ran slower than real time ({at:.0} of {simulated:.0} simulated \
                  seconds in {:.0} s) and was ended",
-                limit.elapsed().as_secs_f64() + simulated + 60.0
+                began.elapsed().as_secs_f64()
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -415,40 +426,5 @@ fn last_errors(log: &Path) -> String {
     match errors.is_empty() {
         true => "no error in its log".into(),
         false => errors.join(": "),
-    }
-}
-
-/// The run's outcome from what the simulation left: my client's record, the VoD server's log
-/// and the referee's verdict on the world's records.
-fn outcome(plan: &Plan, info: &RunInfo, swarms: &[SwarmFiles], mine: usize) -> Outcome {
-    let rd = plan.run_dir();
-    let record: Option<MyRecord> = crate::util::fs::read_json(&plan.my.record);
-    let (served, sent) = crate::vod::server::read_log(&plan.vod_log());
-    let t = &swarms[mine].torrent;
-    let hash = t.info_hash.hex();
-    let mine_sent: Vec<_> = sent.into_iter().filter(|s| s.hash == hash).collect();
-    let m = &plan.config.my_client;
-    let referee = record.as_ref().map(|r| {
-        super::evidence::judge(&super::evidence::Case {
-            dir: &rd.referee(),
-            swarm: mine,
-            model: crate::vod::Model {
-                size: t.total_length,
-                piece_length: t.piece_length,
-                ..crate::vod::Model::new(m.rate, m.delay, m.prefetch, 0, 0)
-            },
-            my_start: r.started_unix,
-            my_ip: Some(netns::MY_CLIENT.into()),
-            sent: &mine_sent,
-            upload_cap: m.max_upload_rate * crate::vod::KB,
-        })
-    });
-    Outcome {
-        engine: "shadow",
-        my_exit: record.as_ref().and_then(MyRecord::exit),
-        served,
-        my_size: info.my_torrent().map_or(0, |t| t.size),
-        run_id: plan.run_id.clone(),
-        referee,
     }
 }

@@ -87,21 +87,20 @@ impl Plan {
 
     /// Where the VoD server logs every range it sends.
     pub fn vod_log(&self) -> PathBuf {
-        self.run_dir().root.join("shadow").join("vod.jsonl")
+        self.run_dir().shadow().join("vod.jsonl")
     }
 
     /// Where a slot writes its state as it changes.
     pub fn slot_file(&self, k: usize) -> PathBuf {
         self.run_dir()
-            .root
-            .join("shadow")
+            .shadow()
             .join("slots")
             .join(format!("{k}.json"))
     }
 
     /// Where the services write the tracker's status when they stop.
     pub fn tracker_status(&self) -> PathBuf {
-        self.run_dir().root.join("shadow").join("tracker.json")
+        self.run_dir().shadow().join("tracker.json")
     }
 
     /// The swarms, their torrents read back.
@@ -128,7 +127,7 @@ impl Plan {
         let network = self
             .config
             .network
-            .clone()
+            .as_ref()
             .map(|n| (n.clone(), n.seed.or(self.config.seed).unwrap_or(0)));
         supervisor::new_world(
             &self.config,
